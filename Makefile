@@ -1,0 +1,47 @@
+# Makefile for hybridexec (PGXS).
+#
+#   make                      build the extension
+#   make install              install it into the server of PG_CONFIG
+#   make installcheck         pg_regress, isolation and TAP tests, each on a
+#                             temporary instance with the library preloaded
+#   make bench                benchmarks (figures only, never pass/fail)
+#
+# Run the tests as an ordinary user (initdb refuses root); scripts/test.sh
+# does that, and installs what is missing, for you.
+
+EXTENSION = hybridexec
+MODULE_big = hybridexec
+OBJS = \
+	src/hybridexec.o \
+	src/shmem.o \
+	src/wakeup.o \
+	src/rules.o \
+	src/classify.o \
+	src/submit.o \
+	src/task_exec.o \
+	src/stream_worker.o
+DATA = hybridexec--0.1.sql
+PGFILEDESC = "hybridexec - hybrid stream/batch execution of AI tasks"
+
+PG_CONFIG ?= pg_config
+PG_CPPFLAGS = -I$(srcdir)/src
+PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare -Wno-missing-field-initializers
+
+REGRESS = setup register classify rules submit bad_input
+REGRESS_OPTS = --temp-instance=tmp_check --temp-config=$(srcdir)/test/regress.conf \
+	--load-extension=hybridexec
+
+ISOLATION = claim_skip_locked rollback_never_runs
+ISOLATION_OPTS = --temp-instance=tmp_check_iso --temp-config=$(srcdir)/test/isolation.conf \
+	--load-extension=hybridexec --inputdir=$(srcdir)/test --outputdir=test
+
+TAP_TESTS = 1
+PROVE_FLAGS = -I $(srcdir)/test/t
+PROVE_TESTS = test/t/*.pl
+
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+.PHONY: bench
+bench:
+	bash $(srcdir)/test/bench/run.sh

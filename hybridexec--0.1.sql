@@ -1,0 +1,697 @@
+/*
+ * hybridexec--0.1.sql
+ *
+ * SQL objects of hybridexec 0.1: task types, rules, windows, prices, the
+ * task queue and its error log, and the functions users, DBAs and the
+ * background workers call.  Everything a DBA tunes is a plain table.
+ */
+
+\echo Use "CREATE EXTENSION hybridexec" to load this file. \quit
+
+/* ------------------------------------------------------------------------
+ * Task types
+ * ------------------------------------------------------------------------ */
+
+CREATE TABLE hx_type (
+	task_type		text PRIMARY KEY,
+	handler			regprocedure,
+	batch_handler	regprocedure,
+	max_attempts	integer NOT NULL DEFAULT 3,
+	timeout			interval NOT NULL DEFAULT '1 minute',
+	run_as			regrole NOT NULL DEFAULT current_user::regrole,
+	description		text,
+	registered_at	timestamptz NOT NULL DEFAULT now(),
+	CONSTRAINT hx_type_name_check CHECK (task_type <> '' AND length(task_type) <= 200),
+	CONSTRAINT hx_type_max_attempts_check CHECK (max_attempts BETWEEN 1 AND 1000),
+	CONSTRAINT hx_type_timeout_check CHECK (timeout > interval '0')
+);
+
+COMMENT ON TABLE hx_type IS
+'Registered task types: the in-database handler (NULL = external executors), retry limit, timeout and the role handlers run as';
+COMMENT ON COLUMN hx_type.task_type IS 'Name of the task type, as passed to hx_submit()';
+COMMENT ON COLUMN hx_type.handler IS 'f(payload jsonb) RETURNS jsonb, called once per task by the workers; NULL = handled by external executors';
+COMMENT ON COLUMN hx_type.batch_handler IS 'f(payloads jsonb[]) RETURNS jsonb[], one result per input in the same order; used by batch windows';
+COMMENT ON COLUMN hx_type.max_attempts IS 'Attempts before a failing task becomes dead (the first run counts)';
+COMMENT ON COLUMN hx_type.timeout IS 'A handler call running longer than this is cancelled and counts as a failed attempt';
+COMMENT ON COLUMN hx_type.run_as IS 'Role whose privileges the handler runs with (the role that registered the type)';
+COMMENT ON COLUMN hx_type.description IS 'Free text for humans';
+COMMENT ON COLUMN hx_type.registered_at IS 'When the type was last registered or changed by hx_register()';
+
+/* ------------------------------------------------------------------------
+ * Batch windows (executed by the batch-window machinery; rows already
+ * route tasks in 0.1)
+ * ------------------------------------------------------------------------ */
+
+CREATE TABLE hx_window (
+	name			text PRIMARY KEY,
+	schedule		text NOT NULL,
+	max_duration	interval NOT NULL DEFAULT '1 hour',
+	chunk_size		integer NOT NULL DEFAULT 1000,
+	enabled			boolean NOT NULL DEFAULT true,
+	description		text,
+	CONSTRAINT hx_window_name_check CHECK (name <> ''),
+	CONSTRAINT hx_window_chunk_size_check CHECK (chunk_size > 0),
+	CONSTRAINT hx_window_max_duration_check CHECK (max_duration > interval '0')
+);
+
+COMMENT ON TABLE hx_window IS 'Named batch windows: when batch-routed tasks run and in what chunks';
+COMMENT ON COLUMN hx_window.name IS 'Window name, referenced by hx_rule.window_name';
+COMMENT ON COLUMN hx_window.schedule IS 'When the window opens, in cron syntax (minute hour day-of-month month day-of-week)';
+COMMENT ON COLUMN hx_window.max_duration IS 'A run stops at a chunk boundary once it has run this long';
+COMMENT ON COLUMN hx_window.chunk_size IS 'Tasks per chunk; each chunk commits with its checkpoint';
+COMMENT ON COLUMN hx_window.enabled IS 'A disabled window keeps its tasks queued';
+COMMENT ON COLUMN hx_window.description IS 'Free text for humans';
+
+/* ------------------------------------------------------------------------
+ * Classification rules
+ * ------------------------------------------------------------------------ */
+
+CREATE TABLE hx_rule (
+	name			text PRIMARY KEY,
+	position		integer NOT NULL,
+	enabled			boolean NOT NULL DEFAULT true,
+	task_type		text,
+	origin			text,
+	department		text,
+	min_sla			interval,
+	max_sla			interval,
+	payload_match	jsonb,
+	local_from		time,
+	local_until		time,
+	days			integer[],
+	time_zone		text,
+	route			text NOT NULL,
+	window_name		text REFERENCES hx_window (name) ON UPDATE CASCADE,
+	description		text
+);
+
+CREATE INDEX hx_rule_position_idx ON hx_rule (position, name);
+
+COMMENT ON TABLE hx_rule IS
+'Classification rules: enabled rules are tried in (position, name) order, the first whose conditions all hold decides the route; NULL conditions match anything';
+COMMENT ON COLUMN hx_rule.name IS 'Unique rule name, reported by hx_classify() and stored on each task';
+COMMENT ON COLUMN hx_rule.position IS 'Lower positions are tried first';
+COMMENT ON COLUMN hx_rule.enabled IS 'Disabled rules are skipped';
+COMMENT ON COLUMN hx_rule.task_type IS 'Condition: the task type equals this';
+COMMENT ON COLUMN hx_rule.origin IS 'Condition: the task origin equals this (user = someone is waiting)';
+COMMENT ON COLUMN hx_rule.department IS 'Condition: the task department equals this';
+COMMENT ON COLUMN hx_rule.min_sla IS 'Condition: the effective SLA is at least this (a task without SLA or deadline has an infinite SLA)';
+COMMENT ON COLUMN hx_rule.max_sla IS 'Condition: the effective SLA is below this (tasks without SLA or deadline never match)';
+COMMENT ON COLUMN hx_rule.payload_match IS 'Condition: the payload contains this JSON object (jsonb @>)';
+COMMENT ON COLUMN hx_rule.local_from IS 'Condition with local_until: local time of day in [local_from, local_until); wraps past midnight when local_from > local_until';
+COMMENT ON COLUMN hx_rule.local_until IS 'End (exclusive) of the local time-of-day condition';
+COMMENT ON COLUMN hx_rule.days IS 'Condition: local ISO day of week (1 = Monday ... 7 = Sunday) is one of these';
+COMMENT ON COLUMN hx_rule.time_zone IS 'Time zone of the time-of-day and day conditions; NULL = hybridexec.time_zone';
+COMMENT ON COLUMN hx_rule.route IS 'Decision: stream (run now) or batch (wait for window_name)';
+COMMENT ON COLUMN hx_rule.window_name IS 'Decision for route batch: the hx_window the task waits for';
+COMMENT ON COLUMN hx_rule.description IS 'Free text for humans';
+
+/* ------------------------------------------------------------------------
+ * Prices (the minimal catalog behind hx_classify's est_cost)
+ * ------------------------------------------------------------------------ */
+
+CREATE TABLE hx_price (
+	id				bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+	task_type		text,
+	route			text NOT NULL,
+	unit_cost		numeric NOT NULL DEFAULT 0,
+	per_second		numeric NOT NULL DEFAULT 0,
+	valid_from		timestamptz NOT NULL DEFAULT '-infinity',
+	CONSTRAINT hx_price_route_check CHECK (route IN ('stream', 'batch')),
+	CONSTRAINT hx_price_cost_check CHECK (unit_cost >= 0 AND per_second >= 0),
+	CONSTRAINT hx_price_unique UNIQUE NULLS NOT DISTINCT (task_type, route, valid_from)
+);
+
+COMMENT ON TABLE hx_price IS
+'Price catalog, effective-dated: the row with the latest valid_from not after the moment applies; a row for the task type beats the default row (task_type NULL)';
+COMMENT ON COLUMN hx_price.id IS 'Surrogate key';
+COMMENT ON COLUMN hx_price.task_type IS 'Task type the price is for; NULL = default for every type';
+COMMENT ON COLUMN hx_price.route IS 'stream or batch';
+COMMENT ON COLUMN hx_price.unit_cost IS 'Cost per task attempt, in cost units';
+COMMENT ON COLUMN hx_price.per_second IS 'Cost per second of handler run time, in cost units';
+COMMENT ON COLUMN hx_price.valid_from IS 'The price applies from this moment on, until a newer row for the same type and route';
+
+INSERT INTO hx_price (task_type, route, unit_cost) VALUES
+	(NULL, 'stream', 1.0),
+	(NULL, 'batch', 0.5);
+
+/* ------------------------------------------------------------------------
+ * The task queue
+ * ------------------------------------------------------------------------ */
+
+CREATE TABLE hx_task (
+	id				bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+	task_type		text NOT NULL,
+	payload			jsonb NOT NULL DEFAULT '{}',
+	status			text NOT NULL DEFAULT 'queued',
+	route			text NOT NULL,
+	window_name		text,
+	rule_name		text,
+	reason			text,
+	origin			text NOT NULL DEFAULT 'background',
+	priority		integer NOT NULL DEFAULT 0,
+	sla				interval,
+	deadline		timestamptz,
+	department		text,
+	dedupe_key		text,
+	attempts		integer NOT NULL DEFAULT 0,
+	result			jsonb,
+	last_error		text,
+	submitted_at	timestamptz NOT NULL DEFAULT now(),
+	run_after		timestamptz NOT NULL DEFAULT now(),
+	started_at		timestamptz,
+	finished_at		timestamptz,
+	worker_pid		integer,
+	CONSTRAINT hx_task_status_check
+		CHECK (status IN ('queued', 'running', 'done', 'failed', 'dead', 'cancelled')),
+	CONSTRAINT hx_task_route_check CHECK (route IN ('stream', 'batch')),
+	CONSTRAINT hx_task_window_check CHECK ((route = 'batch') = (window_name IS NOT NULL))
+);
+
+/* what the stream workers claim, in claim order */
+CREATE INDEX hx_task_stream_claim_idx ON hx_task (priority DESC, id)
+	WHERE status IN ('queued', 'failed') AND route = 'stream';
+/* what a window will take */
+CREATE INDEX hx_task_batch_idx ON hx_task (window_name, task_type, priority DESC, id)
+	WHERE status IN ('queued', 'failed') AND route = 'batch';
+/* what the crash sweep looks at */
+CREATE INDEX hx_task_running_idx ON hx_task (worker_pid)
+	WHERE status = 'running';
+/* at most one unfinished task per (type, dedupe_key) */
+CREATE UNIQUE INDEX hx_task_dedupe_idx ON hx_task (task_type, dedupe_key)
+	WHERE dedupe_key IS NOT NULL AND status IN ('queued', 'running', 'failed');
+
+COMMENT ON TABLE hx_task IS 'The task queue: one row per submitted task, from queued to done, dead or cancelled';
+COMMENT ON COLUMN hx_task.id IS 'Task id, returned by hx_submit()';
+COMMENT ON COLUMN hx_task.task_type IS 'Registered task type (hx_type)';
+COMMENT ON COLUMN hx_task.payload IS 'Input handed to the handler';
+COMMENT ON COLUMN hx_task.status IS 'queued, running, done, failed (will be retried), dead (gave up) or cancelled';
+COMMENT ON COLUMN hx_task.route IS 'stream (run now) or batch (wait for window_name)';
+COMMENT ON COLUMN hx_task.window_name IS 'Batch window the task waits for (route batch only)';
+COMMENT ON COLUMN hx_task.rule_name IS 'The hx_rule that decided the route';
+COMMENT ON COLUMN hx_task.reason IS 'Why the rule matched, in words';
+COMMENT ON COLUMN hx_task.origin IS 'Who asked: user (someone is waiting), background, ...';
+COMMENT ON COLUMN hx_task.priority IS 'Higher runs first within a route';
+COMMENT ON COLUMN hx_task.sla IS 'How soon the result is needed after submission; NULL = no SLA';
+COMMENT ON COLUMN hx_task.deadline IS 'Absolute time the result is needed by; counts as an SLA of deadline - submission time';
+COMMENT ON COLUMN hx_task.department IS 'Who pays';
+COMMENT ON COLUMN hx_task.dedupe_key IS 'While a task with the same type and key is unfinished, hx_submit() returns its id instead of queuing another';
+COMMENT ON COLUMN hx_task.attempts IS 'Attempts started so far (counted when a worker claims the task, before the handler runs)';
+COMMENT ON COLUMN hx_task.result IS 'What the handler returned';
+COMMENT ON COLUMN hx_task.last_error IS 'Message of the latest failed attempt (all attempts are in hx_error)';
+COMMENT ON COLUMN hx_task.submitted_at IS 'When hx_submit() queued the task';
+COMMENT ON COLUMN hx_task.run_after IS 'Not claimed before this moment (retry backoff)';
+COMMENT ON COLUMN hx_task.started_at IS 'When the latest attempt was claimed';
+COMMENT ON COLUMN hx_task.finished_at IS 'When the task became done, dead or cancelled';
+COMMENT ON COLUMN hx_task.worker_pid IS 'Process id of the worker running or that last ran the task';
+
+CREATE TABLE hx_error (
+	id				bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+	task_id			bigint NOT NULL,
+	task_type		text NOT NULL,
+	attempt			integer NOT NULL,
+	at				timestamptz NOT NULL DEFAULT clock_timestamp(),
+	sqlstate		text,
+	message			text NOT NULL,
+	detail			text,
+	hint			text,
+	context			text
+);
+
+CREATE INDEX hx_error_task_idx ON hx_error (task_id);
+
+COMMENT ON TABLE hx_error IS 'One row per failed attempt: what the handler raised (or why the attempt was lost)';
+COMMENT ON COLUMN hx_error.id IS 'Surrogate key';
+COMMENT ON COLUMN hx_error.task_id IS 'The task (hx_task.id)';
+COMMENT ON COLUMN hx_error.task_type IS 'Its type';
+COMMENT ON COLUMN hx_error.attempt IS 'Which attempt failed (1 = first)';
+COMMENT ON COLUMN hx_error.at IS 'When the failure was recorded';
+COMMENT ON COLUMN hx_error.sqlstate IS 'SQLSTATE of the error (57014 for a timeout, XX000 for a lost worker)';
+COMMENT ON COLUMN hx_error.message IS 'Primary error message';
+COMMENT ON COLUMN hx_error.detail IS 'Error detail, if any';
+COMMENT ON COLUMN hx_error.hint IS 'Error hint, if any';
+COMMENT ON COLUMN hx_error.context IS 'Error context (where in the handler), if any';
+
+/* ------------------------------------------------------------------------
+ * Validation of DBA-edited rows
+ * ------------------------------------------------------------------------ */
+
+CREATE FUNCTION hx_rule_check() RETURNS trigger
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+DECLARE
+	d integer;
+BEGIN
+	IF NEW.name IS NULL OR NEW.name = '' THEN
+		RAISE EXCEPTION 'hx_rule name must not be empty'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF NEW.route IS NULL OR NEW.route NOT IN ('stream', 'batch') THEN
+		RAISE EXCEPTION 'hx_rule "%": unknown route "%"', NEW.name, NEW.route
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'route must be ''stream'' or ''batch''.';
+	END IF;
+	IF NEW.route = 'batch' AND NEW.window_name IS NULL THEN
+		RAISE EXCEPTION 'hx_rule "%": route batch needs a window_name', NEW.name
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Set window_name to one of the windows in hx_window.';
+	END IF;
+	IF NEW.route = 'batch'
+	   AND NOT EXISTS (SELECT 1 FROM hx_window w WHERE w.name = NEW.window_name) THEN
+		RAISE EXCEPTION 'hx_rule "%": unknown window "%"', NEW.name, NEW.window_name
+			USING ERRCODE = 'foreign_key_violation',
+				  HINT = 'Create the window in hx_window first, or use one of: '
+				  || coalesce((SELECT string_agg(quote_literal(name), ', ' ORDER BY name) FROM hx_window), 'none') || '.';
+	END IF;
+	IF NEW.route = 'stream' AND NEW.window_name IS NOT NULL THEN
+		RAISE EXCEPTION 'hx_rule "%": route stream takes no window_name', NEW.name
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Set window_name to NULL, or route to ''batch''.';
+	END IF;
+	IF NEW.min_sla < interval '0' OR NEW.max_sla < interval '0' THEN
+		RAISE EXCEPTION 'hx_rule "%": SLA bounds must not be negative', NEW.name
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF NEW.min_sla >= NEW.max_sla THEN
+		RAISE EXCEPTION 'hx_rule "%": min_sla % is not below max_sla %', NEW.name, NEW.min_sla, NEW.max_sla
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'The rule matches SLAs in [min_sla, max_sla); make min_sla smaller than max_sla.';
+	END IF;
+	IF (NEW.local_from IS NULL) <> (NEW.local_until IS NULL) THEN
+		RAISE EXCEPTION 'hx_rule "%": local_from and local_until go together', NEW.name
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Set both (a time-of-day range) or neither.';
+	END IF;
+	IF NEW.local_from = NEW.local_until THEN
+		RAISE EXCEPTION 'hx_rule "%": empty time-of-day range', NEW.name
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'local_from must differ from local_until; leave both NULL to match any time.';
+	END IF;
+	IF NEW.days IS NOT NULL THEN
+		IF cardinality(NEW.days) = 0 THEN
+			RAISE EXCEPTION 'hx_rule "%": days is empty', NEW.name
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'Use NULL to match every day.';
+		END IF;
+		FOREACH d IN ARRAY NEW.days LOOP
+			IF d IS NULL OR d NOT BETWEEN 1 AND 7 THEN
+				RAISE EXCEPTION 'hx_rule "%": day % is not an ISO day of week', NEW.name, d
+					USING ERRCODE = 'invalid_parameter_value',
+						  HINT = 'Days are 1 (Monday) to 7 (Sunday).';
+			END IF;
+		END LOOP;
+	END IF;
+	IF NEW.time_zone IS NOT NULL
+	   AND NOT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = NEW.time_zone)
+	   AND NOT EXISTS (SELECT 1 FROM pg_timezone_abbrevs WHERE abbrev = NEW.time_zone) THEN
+		RAISE EXCEPTION 'hx_rule "%": unknown time zone "%"', NEW.name, NEW.time_zone
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use a name from pg_timezone_names, such as ''Europe/Paris''.';
+	END IF;
+	IF NEW.payload_match IS NOT NULL AND jsonb_typeof(NEW.payload_match) <> 'object' THEN
+		RAISE EXCEPTION 'hx_rule "%": payload_match must be a JSON object', NEW.name
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'For example {"tier": "gold"} matches payloads containing that key and value.';
+	END IF;
+	RETURN NEW;
+END
+$$;
+
+COMMENT ON FUNCTION hx_rule_check() IS 'Trigger: rejects invalid hx_rule rows with a clear error';
+
+CREATE TRIGGER hx_rule_check BEFORE INSERT OR UPDATE ON hx_rule
+	FOR EACH ROW EXECUTE FUNCTION hx_rule_check();
+
+CREATE FUNCTION hx_window_check() RETURNS trigger
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+BEGIN
+	IF NEW.schedule IS NULL
+	   OR array_length(regexp_split_to_array(btrim(NEW.schedule), '\s+'), 1) <> 5
+	   OR btrim(NEW.schedule) !~ '^[0-9*,/\-a-zA-Z]+(\s+[0-9*,/\-a-zA-Z]+){4}$' THEN
+		RAISE EXCEPTION 'hx_window "%": schedule "%" is not a cron expression', NEW.name, NEW.schedule
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use five fields: minute hour day-of-month month day-of-week, e.g. ''0 2 * * *''.';
+	END IF;
+	RETURN NEW;
+END
+$$;
+
+COMMENT ON FUNCTION hx_window_check() IS 'Trigger: rejects hx_window rows whose schedule is not cron syntax';
+
+CREATE TRIGGER hx_window_check BEFORE INSERT OR UPDATE ON hx_window
+	FOR EACH ROW EXECUTE FUNCTION hx_window_check();
+
+/*
+ * Backends cache rules and types; any change to those tables sends a
+ * relcache invalidation at commit so every backend reloads them.
+ */
+CREATE FUNCTION hx_cache_invalidate() RETURNS trigger
+AS 'MODULE_PATHNAME', 'hx_cache_invalidate' LANGUAGE C;
+
+COMMENT ON FUNCTION hx_cache_invalidate() IS 'Trigger: tells every backend to reload its cached rules and task types';
+
+CREATE TRIGGER hx_rule_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON hx_rule
+	FOR EACH STATEMENT EXECUTE FUNCTION hx_cache_invalidate();
+CREATE TRIGGER hx_type_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON hx_type
+	FOR EACH STATEMENT EXECUTE FUNCTION hx_cache_invalidate();
+
+/* the default policy of the design brief */
+INSERT INTO hx_window (name, schedule, max_duration, chunk_size, description) VALUES
+	('fast', '*/5 * * * *', '5 minutes', 1000, 'Every five minutes: tasks needed within the hour'),
+	('nightly', '0 2 * * *', '4 hours', 1000, 'Off-peak, discounted: everything that can wait');
+
+INSERT INTO hx_rule (name, position, origin, max_sla, route, window_name, description) VALUES
+	('user-initiated', 10, 'user', NULL, 'stream', NULL, 'Someone is waiting: run now'),
+	('interactive-sla', 20, NULL, '5 seconds', 'stream', NULL, 'SLA under 5 seconds: run now'),
+	('fast-batch', 30, NULL, '1 hour', 'batch', 'fast', 'SLA under 1 hour: next fast window'),
+	('slow-batch', 1000, NULL, NULL, 'batch', 'nightly', 'Everything else: nightly off-peak window');
+
+/* ------------------------------------------------------------------------
+ * Waking the workers
+ * ------------------------------------------------------------------------ */
+
+CREATE FUNCTION hx_task_wake() RETURNS trigger
+AS 'MODULE_PATHNAME', 'hx_task_wake' LANGUAGE C;
+
+COMMENT ON FUNCTION hx_task_wake() IS
+'Trigger: a queued stream task wakes an idle stream worker at commit and, when hybridexec.notify is on, sends one NOTIFY hx_stream per transaction';
+
+CREATE TRIGGER hx_task_wake AFTER INSERT OR UPDATE OF status, route ON hx_task
+	FOR EACH ROW WHEN (NEW.route = 'stream' AND NEW.status = 'queued')
+	EXECUTE FUNCTION hx_task_wake();
+
+/* ------------------------------------------------------------------------
+ * Registering task types
+ * ------------------------------------------------------------------------ */
+
+CREATE FUNCTION hx_register(task_type text,
+							handler regprocedure DEFAULT NULL,
+							batch_handler regprocedure DEFAULT NULL,
+							max_attempts integer DEFAULT 3,
+							timeout interval DEFAULT '1 minute',
+							description text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+DECLARE
+	p record;
+BEGIN
+	IF task_type IS NULL OR task_type = '' THEN
+		RAISE EXCEPTION 'task type must not be NULL or empty'
+			USING ERRCODE = 'null_value_not_allowed',
+				  HINT = 'Pass a name such as ''summarize''.';
+	END IF;
+	IF max_attempts IS NULL OR max_attempts < 1 THEN
+		RAISE EXCEPTION 'max_attempts must be at least 1, not %', coalesce(max_attempts::text, 'NULL')
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF timeout IS NULL OR timeout <= interval '0' THEN
+		RAISE EXCEPTION 'timeout must be a positive interval, not %', coalesce(timeout::text, 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'For example ''30 seconds''.';
+	END IF;
+	IF handler IS NOT NULL THEN
+		SELECT pr.prorettype, pr.proretset, pr.prokind, pr.pronargs, pr.proargtypes
+		  INTO p FROM pg_proc pr WHERE pr.oid = handler;
+		IF p.prokind <> 'f' OR p.proretset OR p.pronargs <> 1
+		   OR p.proargtypes[0] <> 'jsonb'::regtype OR p.prorettype <> 'jsonb'::regtype THEN
+			RAISE EXCEPTION 'handler % has the wrong signature', handler
+				USING ERRCODE = 'invalid_function_definition',
+					  DETAIL = 'A handler takes the payload and returns the result: f(payload jsonb) RETURNS jsonb.',
+					  HINT = 'Wrap the function in one with that signature.';
+		END IF;
+	END IF;
+	IF batch_handler IS NOT NULL THEN
+		SELECT pr.prorettype, pr.proretset, pr.prokind, pr.pronargs, pr.proargtypes
+		  INTO p FROM pg_proc pr WHERE pr.oid = batch_handler;
+		IF p.prokind <> 'f' OR p.proretset OR p.pronargs <> 1
+		   OR p.proargtypes[0] <> 'jsonb[]'::regtype OR p.prorettype <> 'jsonb[]'::regtype THEN
+			RAISE EXCEPTION 'batch handler % has the wrong signature', batch_handler
+				USING ERRCODE = 'invalid_function_definition',
+					  DETAIL = 'A batch handler takes all payloads and returns one result each, in order: f(payloads jsonb[]) RETURNS jsonb[].',
+					  HINT = 'Wrap the function in one with that signature.';
+		END IF;
+	END IF;
+
+	INSERT INTO hx_type AS t (task_type, handler, batch_handler, max_attempts, timeout, run_as, description)
+	VALUES (hx_register.task_type, hx_register.handler, hx_register.batch_handler,
+			hx_register.max_attempts, hx_register.timeout, current_user::regrole, hx_register.description)
+	ON CONFLICT ON CONSTRAINT hx_type_pkey DO UPDATE
+	   SET handler = EXCLUDED.handler,
+		   batch_handler = EXCLUDED.batch_handler,
+		   max_attempts = EXCLUDED.max_attempts,
+		   timeout = EXCLUDED.timeout,
+		   run_as = EXCLUDED.run_as,
+		   description = coalesce(EXCLUDED.description, t.description),
+		   registered_at = now();
+END
+$$;
+
+COMMENT ON FUNCTION hx_register(text, regprocedure, regprocedure, integer, interval, text) IS
+'Registers (or changes) a task type and its handlers; without handlers the type is left to external executors';
+
+CREATE FUNCTION hx_unregister(task_type text) RETURNS void
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+BEGIN
+	IF NOT EXISTS (SELECT 1 FROM hx_type y WHERE y.task_type = hx_unregister.task_type) THEN
+		RAISE EXCEPTION 'unknown task type "%"', task_type
+			USING ERRCODE = 'undefined_object';
+	END IF;
+	IF EXISTS (SELECT 1 FROM hx_task t WHERE t.task_type = hx_unregister.task_type
+			   AND t.status IN ('queued', 'running', 'failed')) THEN
+		RAISE EXCEPTION 'task type "%" still has unfinished tasks', task_type
+			USING ERRCODE = 'object_in_use',
+				  HINT = 'Let them finish or cancel them with hx_cancel() first.';
+	END IF;
+	DELETE FROM hx_type y WHERE y.task_type = hx_unregister.task_type;
+END
+$$;
+
+COMMENT ON FUNCTION hx_unregister(text) IS 'Removes a task type that has no unfinished tasks';
+
+/* ------------------------------------------------------------------------
+ * Submitting and classifying
+ * ------------------------------------------------------------------------ */
+
+CREATE FUNCTION hx_submit(task_type text,
+						  payload jsonb DEFAULT '{}',
+						  sla interval DEFAULT NULL,
+						  origin text DEFAULT 'background',
+						  priority integer DEFAULT 0,
+						  department text DEFAULT NULL,
+						  dedupe_key text DEFAULT NULL,
+						  deadline timestamptz DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'hx_submit' LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION hx_submit(text, jsonb, interval, text, integer, text, text, timestamptz) IS
+'Classifies a task with hx_rule and queues it; returns the task id (an unfinished task with the same type and dedupe_key is returned instead)';
+
+CREATE FUNCTION hx_decide(task_type text,
+						  payload jsonb DEFAULT '{}',
+						  sla interval DEFAULT NULL,
+						  origin text DEFAULT 'background',
+						  priority integer DEFAULT 0,
+						  department text DEFAULT NULL,
+						  dedupe_key text DEFAULT NULL,
+						  deadline timestamptz DEFAULT NULL,
+						  at timestamptz DEFAULT now(),
+						  OUT route text, OUT window_name text,
+						  OUT rule_name text, OUT reason text)
+RETURNS record
+AS 'MODULE_PATHNAME', 'hx_decide' LANGUAGE C STABLE;
+
+COMMENT ON FUNCTION hx_decide(text, jsonb, interval, text, integer, text, text, timestamptz, timestamptz) IS
+'The rule engine behind hx_submit() and hx_classify(): route, window, rule and reason, without a cost estimate';
+
+CREATE FUNCTION hx_price_at(task_type text, route text, at timestamptz DEFAULT now())
+RETURNS numeric
+LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
+	SELECT p.unit_cost
+	  FROM hx_price p
+	 WHERE (p.task_type = hx_price_at.task_type OR p.task_type IS NULL)
+	   AND p.route = hx_price_at.route
+	   AND p.valid_from <= hx_price_at.at
+	 ORDER BY p.task_type IS NULL, p.valid_from DESC
+	 LIMIT 1
+$$;
+
+COMMENT ON FUNCTION hx_price_at(text, text, timestamptz) IS
+'Unit cost of one task of this type on this route at that moment (type price beats the default; latest valid_from wins)';
+
+CREATE FUNCTION hx_classify(task_type text,
+							payload jsonb DEFAULT '{}',
+							sla interval DEFAULT NULL,
+							origin text DEFAULT 'background',
+							priority integer DEFAULT 0,
+							department text DEFAULT NULL,
+							dedupe_key text DEFAULT NULL,
+							deadline timestamptz DEFAULT NULL,
+							at timestamptz DEFAULT now())
+RETURNS TABLE (route text, window_name text, rule_name text, reason text, est_cost numeric)
+LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
+	SELECT d.route, d.window_name, d.rule_name, d.reason,
+		   hx_price_at(hx_classify.task_type, d.route, hx_classify.at)
+	  FROM hx_decide(task_type, payload, sla, origin, priority, department,
+					 dedupe_key, deadline, at) d
+$$;
+
+COMMENT ON FUNCTION hx_classify(text, jsonb, interval, text, integer, text, text, timestamptz, timestamptz) IS
+'The decision hx_submit() would make for this task at that moment, with its estimated cost; queues nothing';
+
+/* ------------------------------------------------------------------------
+ * Following and cancelling tasks
+ * ------------------------------------------------------------------------ */
+
+CREATE FUNCTION hx_cancel(id bigint) RETURNS boolean
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+DECLARE
+	st text;
+BEGIN
+	IF id IS NULL THEN
+		RAISE EXCEPTION 'task id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	SELECT t.status INTO st FROM hx_task t WHERE t.id = hx_cancel.id FOR UPDATE;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'task % does not exist', id
+			USING ERRCODE = 'undefined_object';
+	END IF;
+	IF st NOT IN ('queued', 'failed') THEN
+		RAISE NOTICE 'task % is %, not cancelled', id, st
+			USING HINT = 'Only queued tasks and failed tasks waiting for a retry can be cancelled.';
+		RETURN false;
+	END IF;
+	UPDATE hx_task t SET status = 'cancelled', finished_at = now() WHERE t.id = hx_cancel.id;
+	RETURN true;
+END
+$$;
+
+COMMENT ON FUNCTION hx_cancel(bigint) IS 'Cancels a queued task (or one waiting for a retry); returns false when it is already running or finished';
+
+CREATE FUNCTION hx_wait(id bigint, timeout interval DEFAULT '30 seconds') RETURNS text
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+DECLARE
+	st text;
+	xmin_of xid;
+	give_up timestamptz := clock_timestamp() + timeout;
+BEGIN
+	IF current_setting('transaction_isolation') <> 'read committed' THEN
+		RAISE EXCEPTION 'hx_wait needs READ COMMITTED isolation'
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = 'In REPEATABLE READ or SERIALIZABLE the task never seems to change; wait outside that transaction.';
+	END IF;
+	SELECT t.status, t.xmin INTO st, xmin_of FROM hx_task t WHERE t.id = hx_wait.id;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'task % does not exist', id USING ERRCODE = 'undefined_object';
+	END IF;
+	IF xmin_of::text = pg_current_xact_id_if_assigned()::text THEN
+		RAISE EXCEPTION 'task % was queued by this transaction', id
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = 'Workers only see committed tasks: commit, then wait.';
+	END IF;
+	LOOP
+		IF st IN ('done', 'dead', 'cancelled') OR clock_timestamp() >= give_up THEN
+			RETURN st;
+		END IF;
+		PERFORM pg_sleep(0.005);
+		SELECT t.status INTO st FROM hx_task t WHERE t.id = hx_wait.id;
+	END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION hx_wait(bigint, interval) IS
+'Waits until the task is done, dead or cancelled, or the timeout passes; returns its status then';
+
+/* ------------------------------------------------------------------------
+ * Worker-side functions (called by the stream workers; also usable by
+ * tests and tools, never needed by applications)
+ * ------------------------------------------------------------------------ */
+
+CREATE FUNCTION hx_stream_claim(worker_pid integer, max integer)
+RETURNS TABLE (id bigint, task_type text, payload jsonb, attempts integer,
+			   max_attempts integer, handler regprocedure, run_as regrole,
+			   timeout_ms double precision)
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+BEGIN
+	RETURN QUERY
+	UPDATE hx_task t
+	   SET status = 'running', attempts = t.attempts + 1,
+		   started_at = clock_timestamp(), worker_pid = hx_stream_claim.worker_pid
+	  FROM (SELECT q.id
+			  FROM hx_task q
+			 WHERE q.status IN ('queued', 'failed') AND q.route = 'stream'
+			   AND q.run_after <= clock_timestamp()
+			   AND EXISTS (SELECT 1 FROM hx_type y1
+							WHERE y1.task_type = q.task_type AND y1.handler IS NOT NULL)
+			 ORDER BY q.priority DESC, q.id
+			 LIMIT hx_stream_claim.max
+			 FOR UPDATE OF q SKIP LOCKED) c,
+		   hx_type y
+	 WHERE t.id = c.id AND y.task_type = t.task_type
+	RETURNING t.id, t.task_type, t.payload, t.attempts, y.max_attempts,
+			  y.handler, y.run_as, extract(epoch FROM y.timeout)::double precision * 1000;
+END
+$$;
+
+COMMENT ON FUNCTION hx_stream_claim(integer, integer) IS
+'Worker side: claims up to max due stream tasks with an in-database handler (FOR UPDATE SKIP LOCKED), marks them running and counts the attempt';
+
+CREATE FUNCTION hx_stream_sweep(live_pids integer[]) RETURNS integer
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+DECLARE
+	n integer := 0;
+	r record;
+BEGIN
+	FOR r IN
+		WITH lost AS (
+			SELECT t.id FROM hx_task t
+			 WHERE t.status = 'running' AND t.route = 'stream'
+			   AND (t.worker_pid IS NULL OR t.worker_pid <> ALL (live_pids))
+			   AND EXISTS (SELECT 1 FROM hx_type y WHERE y.task_type = t.task_type
+							AND y.handler IS NOT NULL)
+			 FOR UPDATE OF t SKIP LOCKED
+		), upd AS (
+			UPDATE hx_task t
+			   SET status = CASE WHEN t.attempts >= y.max_attempts THEN 'dead' ELSE 'queued' END,
+				   finished_at = CASE WHEN t.attempts >= y.max_attempts THEN now() END,
+				   run_after = now(),
+				   last_error = format('worker %s stopped while running attempt %s (crash or shutdown)',
+									   t.worker_pid, t.attempts)
+			  FROM lost, hx_type y
+			 WHERE t.id = lost.id AND y.task_type = t.task_type
+			RETURNING t.id, t.task_type, t.attempts, t.status, t.last_error
+		), err AS (
+			INSERT INTO hx_error (task_id, task_type, attempt, sqlstate, message, hint)
+			SELECT upd.id, upd.task_type, upd.attempts, 'XX000', upd.last_error,
+				   'The attempt was rolled back with its worker; its effects did not happen.'
+			  FROM upd
+		)
+		SELECT * FROM upd
+	LOOP
+		n := n + 1;
+		IF r.status = 'dead' THEN
+			PERFORM pg_notify('hx_alert', json_build_object('event', 'dead', 'task_id', r.id,
+							  'task_type', r.task_type, 'error', r.last_error)::text);
+		END IF;
+	END LOOP;
+	RETURN n;
+END
+$$;
+
+COMMENT ON FUNCTION hx_stream_sweep(integer[]) IS
+'Worker side: puts stream tasks left running by a worker that is no longer alive back in the queue (their attempt stays counted), or makes them dead when no attempt is left';
+
+/* ------------------------------------------------------------------------
+ * Looking at the workers
+ * ------------------------------------------------------------------------ */
+
+CREATE FUNCTION hx_workers(OUT slot integer, OUT pid integer, OUT kind text,
+						   OUT state text, OUT started_at timestamptz,
+						   OUT tasks_done bigint, OUT tasks_failed bigint,
+						   OUT last_task_at timestamptz)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'hx_workers' LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION hx_workers() IS
+'The stream workers of this server from shared memory: pid, idle or busy, tasks done and failed since start (needs shared_preload_libraries)';
+
+REVOKE ALL ON FUNCTION hx_stream_claim(integer, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION hx_stream_sweep(integer[]) FROM PUBLIC;

@@ -1,0 +1,406 @@
+/*-------------------------------------------------------------------------
+ *
+ * classify.c
+ *	  The rule engine: checks a task's arguments, walks the cached rules in
+ *	  order and returns the first match with the reason it matched.  Used by
+ *	  hx_submit() for every task and exposed as hx_decide(), which
+ *	  hx_classify() wraps with a cost estimate.
+ *
+ *	  Matching needs no query: rules and types come from rules.c's cache.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "lib/stringinfo.h"
+#include "pgtime.h"
+#include "utils/builtins.h"
+#include "utils/date.h"
+#include "utils/datetime.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
+
+#include "hybridexec.h"
+
+/* argument positions shared by hx_submit, hx_decide and hx_classify */
+#define ARG_TASK_TYPE	0
+#define ARG_PAYLOAD		1
+#define ARG_SLA			2
+#define ARG_ORIGIN		3
+#define ARG_PRIORITY	4
+#define ARG_DEPARTMENT	5
+#define ARG_DEDUPE_KEY	6
+#define ARG_DEADLINE	7
+#define ARG_AT			8
+
+/* local time of the task in one time zone, computed once per zone */
+typedef struct HxLocalTime
+{
+	const char *zone;
+	bool		valid;
+	int64		usecs;			/* since local midnight */
+	int			isodow;			/* 1 = Monday ... 7 = Sunday */
+} HxLocalTime;
+
+static Interval *hx_effective_sla(const HxTaskArgs *args, bool *from_deadline);
+static bool hx_rule_matches(const HxRule *r, const HxTaskArgs *args,
+							Interval *sla, bool from_deadline,
+							HxLocalTime *lt, StringInfo why);
+static void hx_local_time(TimestampTz at, const char *zone, HxLocalTime *lt);
+static int	hx_interval_cmp(Interval *a, Interval *b);
+static char *hx_interval_text(Interval *i);
+static char *hx_time_text(TimeADT t);
+
+PG_FUNCTION_INFO_V1(hx_decide);
+
+/*
+ * hx_check_task_args
+ *		Reads the task arguments of hx_submit/hx_decide into *args and
+ *		rejects bad ones with a clear error.  The rule cache must be loaded.
+ */
+void
+hx_check_task_args(FunctionCallInfo fcinfo, HxTaskArgs *args)
+{
+	Jsonb	   *payload;
+	Size		size;
+	Interval	zero;
+
+	memset(args, 0, sizeof(*args));
+
+	if (PG_ARGISNULL(ARG_TASK_TYPE))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("task type must not be NULL"),
+				 errhint("Pass the name of a type registered with hx_register().")));
+	args->task_type = text_to_cstring(PG_GETARG_TEXT_PP(ARG_TASK_TYPE));
+	if (hx_type_lookup(args->task_type) == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("unknown task type \"%s\"", args->task_type),
+				 errhint("Register it first with hx_register('%s', handler => ...); registered types are listed in hx_type.",
+						 args->task_type)));
+
+	if (PG_ARGISNULL(ARG_PAYLOAD))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("payload of task type \"%s\" must not be NULL", args->task_type),
+				 errhint("Pass '{}' for a task without input.")));
+	payload = PG_GETARG_JSONB_P(ARG_PAYLOAD);
+	size = VARSIZE(payload);
+	if (size > (Size) hx_max_payload_kb * 1024)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("payload of task type \"%s\" is too large: %zu bytes",
+						args->task_type, size),
+				 errdetail("The limit is %d kB (hybridexec.max_payload_size).",
+						   hx_max_payload_kb),
+				 errhint("Store large inputs in a table and pass their key in the payload, or raise hybridexec.max_payload_size.")));
+	args->payload = payload;
+
+	if (!PG_ARGISNULL(ARG_SLA))
+	{
+		args->sla = PG_GETARG_INTERVAL_P(ARG_SLA);
+		memset(&zero, 0, sizeof(zero));
+		if (hx_interval_cmp(args->sla, &zero) < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("sla must not be negative: %s", hx_interval_text(args->sla)),
+					 errhint("The SLA is how soon the result is needed, e.g. '5 seconds'; pass NULL for no SLA.")));
+	}
+
+	if (PG_ARGISNULL(ARG_ORIGIN))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("origin must not be NULL"),
+				 errhint("Use 'user' when someone is waiting for the result, 'background' otherwise.")));
+	args->origin = text_to_cstring(PG_GETARG_TEXT_PP(ARG_ORIGIN));
+
+	if (PG_ARGISNULL(ARG_PRIORITY))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("priority must not be NULL"),
+				 errhint("The default priority is 0; higher runs first.")));
+	args->priority = PG_GETARG_INT32(ARG_PRIORITY);
+
+	if (!PG_ARGISNULL(ARG_DEPARTMENT))
+		args->department = text_to_cstring(PG_GETARG_TEXT_PP(ARG_DEPARTMENT));
+	if (!PG_ARGISNULL(ARG_DEDUPE_KEY))
+		args->dedupe_key = text_to_cstring(PG_GETARG_TEXT_PP(ARG_DEDUPE_KEY));
+	if (!PG_ARGISNULL(ARG_DEADLINE))
+	{
+		args->has_deadline = true;
+		args->deadline = PG_GETARG_TIMESTAMPTZ(ARG_DEADLINE);
+	}
+
+	if (PG_NARGS() > ARG_AT)
+	{
+		if (PG_ARGISNULL(ARG_AT))
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("at must not be NULL"),
+					 errhint("Leave it out to classify as of now().")));
+		args->at = PG_GETARG_TIMESTAMPTZ(ARG_AT);
+	}
+	else
+		args->at = GetCurrentTransactionStartTimestamp();
+}
+
+/*
+ * hx_classify_task
+ *		First enabled rule whose conditions all hold, with the reason; an
+ *		error when none does.  The rule cache must be loaded.
+ */
+void
+hx_classify_task(const HxTaskArgs *args, HxDecision *decision)
+{
+	int			n;
+	int			i;
+	HxRule	   *r = hx_rules_get(&n);
+	bool		from_deadline;
+	Interval   *sla = hx_effective_sla(args, &from_deadline);
+	HxLocalTime lt;
+	StringInfoData why;
+
+	memset(&lt, 0, sizeof(lt));
+	initStringInfo(&why);
+
+	for (i = 0; i < n; i++)
+	{
+		resetStringInfo(&why);
+		if (hx_rule_matches(&r[i], args, sla, from_deadline, &lt, &why))
+		{
+			decision->stream = r[i].stream;
+			decision->window_name = r[i].stream ? NULL : r[i].window_name;
+			decision->rule_name = r[i].name;
+			decision->reason = psprintf("rule \"%s\" (position %d): %s",
+										r[i].name, r[i].position,
+										why.len > 0 ? why.data : "catch-all, no conditions");
+			return;
+		}
+	}
+
+	ereport(ERROR,
+			(errcode(ERRCODE_CASE_NOT_FOUND),
+			 errmsg("no rule in hx_rule matches task type \"%s\"", args->task_type),
+			 errdetail("%d enabled rules were tried.", n),
+			 errhint("Add a catch-all rule (all conditions NULL) with the highest position, or enable the one you have.")));
+}
+
+/*
+ * hx_effective_sla
+ *		The SLA the rules compare: the smaller of the sla argument and the
+ *		time left until the deadline (never below zero); NULL = none.
+ */
+static Interval *
+hx_effective_sla(const HxTaskArgs *args, bool *from_deadline)
+{
+	Interval   *left;
+	Interval	zero;
+
+	*from_deadline = false;
+	if (!args->has_deadline)
+		return args->sla;
+
+	left = DatumGetIntervalP(DirectFunctionCall2(timestamp_mi,
+												 TimestampTzGetDatum(args->deadline),
+												 TimestampTzGetDatum(args->at)));
+	memset(&zero, 0, sizeof(zero));
+	if (hx_interval_cmp(left, &zero) < 0)
+		*left = zero;
+	if (args->sla != NULL && hx_interval_cmp(args->sla, left) <= 0)
+		return args->sla;
+	*from_deadline = true;
+	return left;
+}
+
+/* appends one matched condition to the reason */
+#define WHY(...) \
+	do { \
+		if (why->len > 0) \
+			appendStringInfoString(why, ", "); \
+		appendStringInfo(why, __VA_ARGS__); \
+	} while (0)
+
+/*
+ * hx_rule_matches
+ *		True when every condition of the rule holds for the task; the held
+ *		conditions are described in "why".
+ */
+static bool
+hx_rule_matches(const HxRule *r, const HxTaskArgs *args, Interval *sla,
+				bool from_deadline, HxLocalTime *lt, StringInfo why)
+{
+	const char *sla_src = from_deadline ? " (from deadline)" : "";
+
+	if (r->task_type != NULL)
+	{
+		if (strcmp(r->task_type, args->task_type) != 0)
+			return false;
+		WHY("task_type = '%s'", r->task_type);
+	}
+	if (r->origin != NULL)
+	{
+		if (strcmp(r->origin, args->origin) != 0)
+			return false;
+		WHY("origin = '%s'", r->origin);
+	}
+	if (r->department != NULL)
+	{
+		if (args->department == NULL || strcmp(r->department, args->department) != 0)
+			return false;
+		WHY("department = '%s'", r->department);
+	}
+	if (r->min_sla != NULL)
+	{
+		if (sla == NULL)
+			WHY("no SLA >= min_sla %s", hx_interval_text(r->min_sla));
+		else if (hx_interval_cmp(sla, r->min_sla) >= 0)
+			WHY("sla %s%s >= min_sla %s", hx_interval_text(sla), sla_src,
+				hx_interval_text(r->min_sla));
+		else
+			return false;
+	}
+	if (r->max_sla != NULL)
+	{
+		if (sla == NULL || hx_interval_cmp(sla, r->max_sla) >= 0)
+			return false;
+		WHY("sla %s%s < max_sla %s", hx_interval_text(sla), sla_src,
+			hx_interval_text(r->max_sla));
+	}
+	if (r->payload_match != NULL)
+	{
+		if (!DatumGetBool(DirectFunctionCall2(jsonb_contains,
+											  JsonbPGetDatum(args->payload),
+											  JsonbPGetDatum(r->payload_match))))
+			return false;
+		WHY("payload contains %s",
+			JsonbToCString(NULL, &r->payload_match->root, VARSIZE(r->payload_match)));
+	}
+	if (r->has_time || r->days_mask != 0)
+	{
+		const char *zone = r->time_zone ? r->time_zone : hx_time_zone;
+
+		if (lt->zone == NULL || strcmp(lt->zone, zone) != 0)
+			hx_local_time(args->at, zone, lt);
+		if (!lt->valid)
+			return false;
+		if (r->has_time)
+		{
+			bool		in;
+
+			if (r->local_from < r->local_until)
+				in = lt->usecs >= r->local_from && lt->usecs < r->local_until;
+			else
+				in = lt->usecs >= r->local_from || lt->usecs < r->local_until;
+			if (!in)
+				return false;
+			WHY("local time %s in [%s, %s) %s", hx_time_text(lt->usecs),
+				hx_time_text(r->local_from), hx_time_text(r->local_until), zone);
+		}
+		if (r->days_mask != 0)
+		{
+			if ((r->days_mask & (1 << lt->isodow)) == 0)
+				return false;
+			WHY("local day of week %d in days (%s)", lt->isodow, zone);
+		}
+	}
+	return true;
+}
+
+/*
+ * hx_local_time
+ *		Time of day and ISO day of week of "at" in the named zone.
+ */
+static void
+hx_local_time(TimestampTz at, const char *zone, HxLocalTime *lt)
+{
+	pg_tz	   *tz = pg_tzset(zone);
+	struct pg_tm tm;
+	fsec_t		fsec;
+	int			tzoff;
+	int			dow;
+
+	lt->zone = zone;
+	lt->valid = false;
+	if (tz == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown time zone \"%s\" in hybridexec rules", zone),
+				 errhint("Fix hx_rule.time_zone or hybridexec.time_zone; names are listed in pg_timezone_names.")));
+	if (TIMESTAMP_NOT_FINITE(at) ||
+		timestamp2tm(at, &tzoff, &tm, &fsec, NULL, tz) != 0)
+		return;
+	lt->usecs = ((((int64) tm.tm_hour * MINS_PER_HOUR) + tm.tm_min) * SECS_PER_MINUTE +
+				 tm.tm_sec) * USECS_PER_SEC + fsec;
+	dow = j2day(date2j(tm.tm_year, tm.tm_mon, tm.tm_mday));
+	lt->isodow = (dow == 0) ? 7 : dow;
+	lt->valid = true;
+}
+
+/*
+ * hx_interval_cmp
+ *		Interval comparison with PostgreSQL's own semantics.
+ */
+static int
+hx_interval_cmp(Interval *a, Interval *b)
+{
+	return DatumGetInt32(DirectFunctionCall2(interval_cmp,
+											 IntervalPGetDatum(a),
+											 IntervalPGetDatum(b)));
+}
+
+/*
+ * hx_interval_text
+ *		An interval as PostgreSQL prints it.
+ */
+static char *
+hx_interval_text(Interval *i)
+{
+	return DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(i)));
+}
+
+/*
+ * hx_time_text
+ *		A time of day as HH:MM:SS.
+ */
+static char *
+hx_time_text(TimeADT t)
+{
+	return DatumGetCString(DirectFunctionCall1(time_out, TimeADTGetDatum(t)));
+}
+
+/*
+ * hx_decide
+ *		SQL: the decision for a task at a given moment, without queuing it.
+ *		Works without the preload: it only reads rules.
+ */
+Datum
+hx_decide(PG_FUNCTION_ARGS)
+{
+	HxTaskArgs	args;
+	HxDecision	d;
+	TupleDesc	desc;
+	Datum		values[4];
+	bool		nulls[4] = {false, false, false, false};
+
+	hx_rules_ensure(hx_schema_for_function(fcinfo->flinfo->fn_oid));
+	hx_check_task_args(fcinfo, &args);
+	hx_classify_task(&args, &d);
+
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "hx_decide must return a record");
+	desc = BlessTupleDesc(desc);
+
+	values[0] = CStringGetTextDatum(d.stream ? "stream" : "batch");
+	if (d.window_name)
+		values[1] = CStringGetTextDatum(d.window_name);
+	else
+		nulls[1] = true;
+	values[2] = CStringGetTextDatum(d.rule_name);
+	values[3] = CStringGetTextDatum(d.reason);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
+}

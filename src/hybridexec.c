@@ -1,0 +1,158 @@
+/*-------------------------------------------------------------------------
+ *
+ * hybridexec.c
+ *	  Module entry point: defines the hybridexec.* settings, asks for shared
+ *	  memory, installs the commit-time wake-up and registers the stream
+ *	  workers when the library is preloaded.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "postmaster/bgworker.h"
+#include "utils/guc.h"
+
+#include "hybridexec.h"
+
+PG_MODULE_MAGIC;
+
+int			hx_stream_workers = 2;
+char	   *hx_database_name = NULL;
+bool		hx_notify = true;
+int			hx_poll_interval_ms = 1000;
+int			hx_stream_batch_size = 16;
+int			hx_max_payload_kb = 1024;
+int			hx_retry_backoff_ms = 100;
+char	   *hx_time_zone = NULL;
+
+void		_PG_init(void);
+
+static void hx_define_settings(void);
+static void hx_register_stream_workers(void);
+
+/*
+ * _PG_init
+ *		Runs once per process that loads the library.  Settings are defined
+ *		everywhere; shared memory and workers only when preloaded.
+ */
+void
+_PG_init(void)
+{
+	hx_define_settings();
+	hx_wakeup_init();
+
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+
+	hx_shmem_init_hooks();
+	hx_register_stream_workers();
+}
+
+/*
+ * hx_define_settings
+ *		Defines every hybridexec.* setting and reserves the prefix.
+ */
+static void
+hx_define_settings(void)
+{
+	DefineCustomIntVariable("hybridexec.stream_workers",
+							"Number of background workers that run stream tasks.",
+							"0 disables the in-database stream path; tasks then wait for external executors.",
+							&hx_stream_workers,
+							2, 0, HX_MAX_STREAM_WORKERS,
+							PGC_POSTMASTER, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("hybridexec.database_name",
+							   "Database whose tasks the stream workers run.",
+							   "The extension must be created in this database.",
+							   &hx_database_name,
+							   "postgres",
+							   PGC_POSTMASTER, 0,
+							   NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("hybridexec.notify",
+							 "Sends NOTIFY hx_stream, once per transaction, when stream tasks are queued.",
+							 "For clients that LISTEN (external executors, dashboards); the in-database workers do not need it.",
+							 &hx_notify,
+							 true,
+							 PGC_SUSET, 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("hybridexec.poll_interval",
+							"Longest time an idle stream worker sleeps before looking for work anyway.",
+							"Workers are woken at commit; the poll is only a safety net.",
+							&hx_poll_interval_ms,
+							1000, 10, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("hybridexec.stream_batch_size",
+							"Stream tasks a worker claims and commits together.",
+							"Each task still runs in its own subtransaction: one failure never undoes another task's work.",
+							&hx_stream_batch_size,
+							16, 1, 64,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("hybridexec.max_payload_size",
+							"Largest payload hx_submit accepts.",
+							NULL,
+							&hx_max_payload_kb,
+							1024, 1, 256 * 1024,
+							PGC_SUSET, GUC_UNIT_KB,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("hybridexec.retry_backoff",
+							"Delay before the first retry of a failed stream task; doubles with each attempt, at most one minute.",
+							NULL,
+							&hx_retry_backoff_ms,
+							100, 0, 60 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("hybridexec.time_zone",
+							   "Time zone of rule time-of-day conditions that name none.",
+							   NULL,
+							   &hx_time_zone,
+							   "UTC",
+							   PGC_SIGHUP, 0,
+							   NULL, NULL, NULL);
+
+#if PG_VERSION_NUM >= 150000
+	MarkGUCPrefixReserved("hybridexec");
+#else
+	EmitWarningsOnPlaceholders("hybridexec");
+#endif
+}
+
+/*
+ * hx_register_stream_workers
+ *		Registers hybridexec.stream_workers static workers; the postmaster
+ *		restarts them after a crash or an exit.
+ */
+static void
+hx_register_stream_workers(void)
+{
+	int			i;
+
+	for (i = 0; i < hx_stream_workers; i++)
+	{
+		BackgroundWorker worker;
+
+		memset(&worker, 0, sizeof(worker));
+		worker.bgw_flags = BGWORKER_SHMEM_ACCESS |
+			BGWORKER_BACKEND_DATABASE_CONNECTION;
+		worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+		worker.bgw_restart_time = 5;
+		snprintf(worker.bgw_library_name, BGW_MAXLEN, "hybridexec");
+		snprintf(worker.bgw_function_name, BGW_MAXLEN, "hx_stream_worker_main");
+		snprintf(worker.bgw_name, BGW_MAXLEN, "hybridexec stream worker %d", i);
+		snprintf(worker.bgw_type, BGW_MAXLEN, "hybridexec stream worker");
+		worker.bgw_main_arg = Int32GetDatum(i);
+		worker.bgw_notify_pid = 0;
+		RegisterBackgroundWorker(&worker);
+	}
+}

@@ -1,0 +1,134 @@
+/*-------------------------------------------------------------------------
+ *
+ * hybridexec.h
+ *	  Declarations shared by the files of the hybridexec extension: its
+ *	  settings, its shared-memory state and the entry points each file
+ *	  offers the others.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef HYBRIDEXEC_H
+#define HYBRIDEXEC_H
+
+#include "postgres.h"
+
+#include "datatype/timestamp.h"
+#include "storage/latch.h"
+#include "storage/spin.h"
+#include "utils/date.h"
+#include "utils/jsonb.h"
+
+#define HX_EXTENSION_NAME	"hybridexec"
+#define HX_MAX_STREAM_WORKERS	64
+
+/* ---- settings (hybridexec.c) ---- */
+extern int	hx_stream_workers;
+extern char *hx_database_name;
+extern bool hx_notify;
+extern int	hx_poll_interval_ms;
+extern int	hx_stream_batch_size;
+extern int	hx_max_payload_kb;
+extern int	hx_retry_backoff_ms;
+extern char *hx_time_zone;
+
+/* ---- shared memory (shmem.c) ---- */
+
+/* One stream worker as seen by everyone else. */
+typedef struct HxWorkerSlot
+{
+	pid_t		pid;			/* 0 when the slot is free */
+	Latch	   *latch;			/* the worker's process latch */
+	bool		idle;			/* waiting for work; cleared by the waker */
+	TimestampTz started_at;
+	TimestampTz last_task_at;
+	uint64		tasks_done;
+	uint64		tasks_failed;
+} HxWorkerSlot;
+
+typedef struct HxShared
+{
+	slock_t		mutex;			/* protects everything below */
+	int			nslots;
+	int			next_wake;		/* round-robin start for the waker */
+	HxWorkerSlot slots[FLEXIBLE_ARRAY_MEMBER];
+} HxShared;
+
+extern HxShared *hx_shared;
+
+extern void hx_shmem_init_hooks(void);
+extern void hx_require_preload(const char *what);
+extern void hx_slot_attach(int slot);
+extern void hx_slot_set_idle(int slot, bool idle);
+extern void hx_slot_count(int slot, int done, int failed);
+extern int	hx_live_worker_pids(int *pids, int max);
+
+/* ---- waking workers at commit (wakeup.c) ---- */
+extern void hx_wakeup_init(void);
+
+/* ---- rules and types cache (rules.c) ---- */
+
+/* A task type as hx_submit needs it. */
+typedef struct HxTypeInfo
+{
+	char		task_type[NAMEDATALEN * 4];	/* hash key */
+	bool		has_handler;
+} HxTypeInfo;
+
+/* One enabled rule, decoded once per cache load. */
+typedef struct HxRule
+{
+	char	   *name;
+	int			position;
+	char	   *task_type;		/* NULL = any */
+	char	   *origin;
+	char	   *department;
+	Interval   *min_sla;
+	Interval   *max_sla;
+	Jsonb	   *payload_match;
+	bool		has_time;		/* local_from/local_until set */
+	TimeADT		local_from;
+	TimeADT		local_until;
+	int			days_mask;		/* bit d set for ISO day d; 0 = any */
+	char	   *time_zone;		/* NULL = hybridexec.time_zone */
+	bool		stream;			/* route */
+	char	   *window_name;
+} HxRule;
+
+extern Oid	hx_schema_for_function(Oid fn_oid);
+extern void hx_rules_ensure(Oid schema);
+extern HxTypeInfo *hx_type_lookup(const char *task_type);
+extern HxRule *hx_rules_get(int *nrules);
+extern const char *hx_qualified(const char *relname);
+
+/* ---- classification (classify.c) ---- */
+
+/* A task as the rules see it. */
+typedef struct HxTaskArgs
+{
+	const char *task_type;
+	Jsonb	   *payload;
+	Interval   *sla;			/* NULL = none */
+	const char *origin;
+	int32		priority;
+	const char *department;		/* NULL = none */
+	const char *dedupe_key;
+	bool		has_deadline;
+	TimestampTz deadline;
+	TimestampTz at;
+} HxTaskArgs;
+
+typedef struct HxDecision
+{
+	bool		stream;
+	const char *window_name;	/* NULL for stream */
+	const char *rule_name;
+	char	   *reason;
+} HxDecision;
+
+extern void hx_check_task_args(FunctionCallInfo fcinfo, HxTaskArgs *args);
+extern void hx_classify_task(const HxTaskArgs *args, HxDecision *decision);
+
+/* ---- stream workers (stream_worker.c, task_exec.c) ---- */
+extern PGDLLEXPORT void hx_stream_worker_main(Datum main_arg);
+
+#endif							/* HYBRIDEXEC_H */

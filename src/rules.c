@@ -1,0 +1,347 @@
+/*-------------------------------------------------------------------------
+ *
+ * rules.c
+ *	  Per-backend cache of the enabled classification rules (hx_rule) and
+ *	  the registered task types (hx_type), so that classifying a task costs
+ *	  no query.
+ *
+ *	  The cache is loaded with SPI on first use.  Triggers on hx_rule and
+ *	  hx_type call hx_cache_invalidate(), which queues a relcache
+ *	  invalidation of the changed table; it is delivered at commit to every
+ *	  backend (and at once to the changing one), where our relcache callback
+ *	  marks the cache stale.  DROP EXTENSION invalidates the same way.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/namespace.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+
+#include "hybridexec.h"
+
+static MemoryContext cache_cxt = NULL;
+static bool cache_valid = false;
+static uint64 inval_count = 0;
+static bool callback_registered = false;
+static Oid	cache_schema = InvalidOid;
+static char *cache_schema_quoted = NULL;
+static Oid	rule_relid = InvalidOid;
+static Oid	type_relid = InvalidOid;
+static HxRule *rules = NULL;
+static int	nrules = 0;
+static HTAB *types = NULL;
+
+static void hx_cache_callback(Datum arg, Oid relid);
+static void hx_cache_load(Oid schema);
+static void hx_load_types(void);
+static void hx_load_rules(void);
+static char *hx_text_or_null(HeapTuple tup, TupleDesc desc, int col);
+
+PG_FUNCTION_INFO_V1(hx_cache_invalidate);
+
+/*
+ * hx_cache_invalidate
+ *		Statement trigger on hx_rule and hx_type: queue a relcache
+ *		invalidation of the table so every backend reloads its cache once
+ *		this transaction commits.
+ */
+Datum
+hx_cache_invalidate(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("hx_cache_invalidate() must be called as a trigger")));
+
+	CacheInvalidateRelcacheByRelid(RelationGetRelid(trigdata->tg_relation));
+	return PointerGetDatum(NULL);
+}
+
+/*
+ * hx_cache_callback
+ *		Relcache callback: called for every invalidated relation, so it only
+ *		compares two oids.
+ */
+static void
+hx_cache_callback(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == rule_relid || relid == type_relid)
+	{
+		cache_valid = false;
+		inval_count++;
+	}
+}
+
+/*
+ * hx_schema_for_function
+ *		Schema the extension lives in, found through one of its functions.
+ */
+Oid
+hx_schema_for_function(Oid fn_oid)
+{
+	return get_func_namespace(fn_oid);
+}
+
+/*
+ * hx_rules_ensure
+ *		Makes sure the cache holds the current rules and types of the
+ *		extension in "schema".  Needs a transaction; may run SPI queries.
+ */
+void
+hx_rules_ensure(Oid schema)
+{
+	if (!callback_registered)
+	{
+		CacheRegisterRelcacheCallback(hx_cache_callback, (Datum) 0);
+		callback_registered = true;
+	}
+
+	/*
+	 * An invalidation may arrive while we load (lock acquisition processes
+	 * them); the callback then counts it and we load again.  A failed load
+	 * leaves the cache invalid.
+	 */
+	while (!cache_valid || schema != cache_schema)
+	{
+		uint64		before = inval_count;
+
+		cache_valid = false;
+		hx_cache_load(schema);
+		cache_valid = (inval_count == before);
+	}
+}
+
+/*
+ * hx_qualified
+ *		"schema"."relname" of one of the extension's objects, from the
+ *		loaded cache; the result lives until the next reload.
+ */
+const char *
+hx_qualified(const char *relname)
+{
+	return psprintf("%s.%s", cache_schema_quoted, quote_identifier(relname));
+}
+
+/*
+ * hx_type_lookup
+ *		The cached registration of a task type, or NULL when unknown.
+ */
+HxTypeInfo *
+hx_type_lookup(const char *task_type)
+{
+	char		key[sizeof(((HxTypeInfo *) 0)->task_type)];
+
+	if (strlen(task_type) >= sizeof(key))
+		return NULL;
+	memset(key, 0, sizeof(key));
+	strlcpy(key, task_type, sizeof(key));
+	return (HxTypeInfo *) hash_search(types, key, HASH_FIND, NULL);
+}
+
+/*
+ * hx_rules_get
+ *		The cached enabled rules in evaluation order.
+ */
+HxRule *
+hx_rules_get(int *n)
+{
+	*n = nrules;
+	return rules;
+}
+
+/*
+ * hx_cache_load
+ *		Throws the old cache away and reads rules and types again.
+ */
+static void
+hx_cache_load(Oid schema)
+{
+	MemoryContext old;
+	char	   *nspname;
+
+	if (cache_cxt == NULL)
+		cache_cxt = AllocSetContextCreate(CacheMemoryContext,
+										  "hybridexec rule cache",
+										  ALLOCSET_SMALL_SIZES);
+	else
+		MemoryContextReset(cache_cxt);
+	rules = NULL;
+	nrules = 0;
+	types = NULL;
+
+	nspname = get_namespace_name(schema);
+	if (nspname == NULL)
+		elog(ERROR, "schema with OID %u does not exist", schema);
+
+	old = MemoryContextSwitchTo(cache_cxt);
+	cache_schema_quoted = pstrdup(quote_identifier(nspname));
+	MemoryContextSwitchTo(old);
+
+	rule_relid = get_relname_relid("hx_rule", schema);
+	type_relid = get_relname_relid("hx_type", schema);
+	cache_schema = schema;
+	if (!OidIsValid(rule_relid) || !OidIsValid(type_relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("hybridexec tables are missing from schema \"%s\"", nspname),
+				 errhint("Recreate the extension with DROP EXTENSION hybridexec; CREATE EXTENSION hybridexec;")));
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	hx_load_types();
+	hx_load_rules();
+	SPI_finish();
+}
+
+/*
+ * hx_load_types
+ *		Fills the type hash from hx_type.  Runs inside SPI.
+ */
+static void
+hx_load_types(void)
+{
+	HASHCTL		ctl;
+	uint64		i;
+	char	   *sql;
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(((HxTypeInfo *) 0)->task_type);
+	ctl.entrysize = sizeof(HxTypeInfo);
+	ctl.hcxt = cache_cxt;
+	types = hash_create("hybridexec types", 64, &ctl,
+						HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+
+	sql = psprintf("SELECT task_type, handler IS NOT NULL FROM %s",
+				   hx_qualified("hx_type"));
+	if (SPI_execute(sql, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read hx_type");
+
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		char	   *name = hx_text_or_null(tup, desc, 1);
+		char		key[sizeof(((HxTypeInfo *) 0)->task_type)];
+		HxTypeInfo *info;
+		bool		isnull;
+
+		if (name == NULL || strlen(name) >= sizeof(key))
+			continue;
+		memset(key, 0, sizeof(key));
+		strlcpy(key, name, sizeof(key));
+		info = hash_search(types, key, HASH_ENTER, NULL);
+		info->has_handler = DatumGetBool(SPI_getbinval(tup, desc, 2, &isnull));
+	}
+}
+
+/*
+ * hx_load_rules
+ *		Decodes the enabled rules of hx_rule into the cache, in evaluation
+ *		order.  Runs inside SPI.
+ */
+static void
+hx_load_rules(void)
+{
+	uint64		i;
+	char	   *sql;
+
+	sql = psprintf("SELECT name, position, task_type, origin, department, "
+				   "min_sla, max_sla, payload_match, local_from, local_until, "
+				   "days, time_zone, route, window_name "
+				   "FROM %s WHERE enabled ORDER BY position, name",
+				   hx_qualified("hx_rule"));
+	if (SPI_execute(sql, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read hx_rule");
+
+	rules = MemoryContextAllocZero(cache_cxt,
+								   sizeof(HxRule) * Max(SPI_processed, 1));
+	nrules = (int) SPI_processed;
+
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		HxRule	   *r = &rules[i];
+		MemoryContext old;
+		bool		isnull;
+		Datum		d;
+		char	   *route;
+
+		old = MemoryContextSwitchTo(cache_cxt);
+		r->name = hx_text_or_null(tup, desc, 1);
+		r->position = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
+		r->task_type = hx_text_or_null(tup, desc, 3);
+		r->origin = hx_text_or_null(tup, desc, 4);
+		r->department = hx_text_or_null(tup, desc, 5);
+
+		d = SPI_getbinval(tup, desc, 6, &isnull);
+		if (!isnull)
+		{
+			r->min_sla = palloc(sizeof(Interval));
+			memcpy(r->min_sla, DatumGetIntervalP(d), sizeof(Interval));
+		}
+		d = SPI_getbinval(tup, desc, 7, &isnull);
+		if (!isnull)
+		{
+			r->max_sla = palloc(sizeof(Interval));
+			memcpy(r->max_sla, DatumGetIntervalP(d), sizeof(Interval));
+		}
+		d = SPI_getbinval(tup, desc, 8, &isnull);
+		if (!isnull)
+			r->payload_match = DatumGetJsonbPCopy(d);
+
+		d = SPI_getbinval(tup, desc, 9, &isnull);
+		if (!isnull)
+		{
+			r->has_time = true;
+			r->local_from = DatumGetTimeADT(d);
+			r->local_until = DatumGetTimeADT(SPI_getbinval(tup, desc, 10, &isnull));
+		}
+
+		d = SPI_getbinval(tup, desc, 11, &isnull);
+		if (!isnull)
+		{
+			ArrayType  *arr = DatumGetArrayTypeP(d);
+			Datum	   *elems;
+			bool	   *enulls;
+			int			nelems;
+			int			k;
+
+			deconstruct_array(arr, INT4OID, 4, true, TYPALIGN_INT,
+							  &elems, &enulls, &nelems);
+			for (k = 0; k < nelems; k++)
+				if (!enulls[k] && DatumGetInt32(elems[k]) >= 1 &&
+					DatumGetInt32(elems[k]) <= 7)
+					r->days_mask |= 1 << DatumGetInt32(elems[k]);
+		}
+		r->time_zone = hx_text_or_null(tup, desc, 12);
+		route = hx_text_or_null(tup, desc, 13);
+		r->stream = (route != NULL && strcmp(route, "stream") == 0);
+		r->window_name = hx_text_or_null(tup, desc, 14);
+		MemoryContextSwitchTo(old);
+	}
+}
+
+/*
+ * hx_text_or_null
+ *		A text column as a C string in the current context, or NULL.
+ */
+static char *
+hx_text_or_null(HeapTuple tup, TupleDesc desc, int col)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
+
+	return isnull ? NULL : TextDatumGetCString(d);
+}

@@ -1,0 +1,258 @@
+/*-------------------------------------------------------------------------
+ *
+ * shmem.c
+ *	  The shared-memory state of hybridexec: one slot per stream worker
+ *	  (pid, latch, idle flag, counters), the hooks that size and create it,
+ *	  and hx_workers(), which shows it in SQL.
+ *
+ *	  Every field is protected by the spinlock in HxShared; holders only copy
+ *	  a few words under it.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+#include "hybridexec.h"
+
+HxShared   *hx_shared = NULL;
+
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+#if PG_VERSION_NUM >= 150000
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static void hx_shmem_request(void);
+#endif
+static void hx_shmem_startup(void);
+static Size hx_shmem_size(void);
+static void hx_slot_detach(int code, Datum arg);
+
+PG_FUNCTION_INFO_V1(hx_workers);
+
+/*
+ * hx_shmem_size
+ *		Bytes needed for the shared state with one slot per stream worker.
+ */
+static Size
+hx_shmem_size(void)
+{
+	return add_size(offsetof(HxShared, slots),
+					mul_size(Max(hx_stream_workers, 1), sizeof(HxWorkerSlot)));
+}
+
+/*
+ * hx_shmem_init_hooks
+ *		Chains our shared-memory hooks; called from _PG_init in the
+ *		postmaster only.
+ */
+void
+hx_shmem_init_hooks(void)
+{
+#if PG_VERSION_NUM >= 150000
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = hx_shmem_request;
+#else
+	RequestAddinShmemSpace(hx_shmem_size());
+#endif
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = hx_shmem_startup;
+}
+
+#if PG_VERSION_NUM >= 150000
+/*
+ * hx_shmem_request
+ *		Asks the postmaster for our shared memory.
+ */
+static void
+hx_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(hx_shmem_size());
+}
+#endif
+
+/*
+ * hx_shmem_startup
+ *		Creates (or, in a child, attaches to) the shared state.  Runs at
+ *		every (re)initialisation of shared memory, including after a crash,
+ *		which is why every slot starts empty.
+ */
+static void
+hx_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	hx_shared = ShmemInitStruct("hybridexec", hx_shmem_size(), &found);
+	if (!found)
+	{
+		memset(hx_shared, 0, hx_shmem_size());
+		SpinLockInit(&hx_shared->mutex);
+		hx_shared->nslots = hx_stream_workers;
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/*
+ * hx_require_preload
+ *		Fails with a clear error when the library was not preloaded, so that
+ *		functions which need the workers do not silently do nothing.
+ */
+void
+hx_require_preload(const char *what)
+{
+	if (hx_shared == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("%s needs hybridexec to be loaded via shared_preload_libraries", what),
+				 errhint("Add hybridexec to shared_preload_libraries in postgresql.conf and restart the server.")));
+}
+
+/*
+ * hx_slot_attach
+ *		Publishes the calling stream worker in its slot and arranges for the
+ *		slot to be freed when the process exits.
+ */
+void
+hx_slot_attach(int slot)
+{
+	HxWorkerSlot *s;
+
+	if (hx_shared == NULL || slot < 0 || slot >= hx_shared->nslots)
+		elog(FATAL, "hybridexec stream worker slot %d does not exist", slot);
+
+	s = &hx_shared->slots[slot];
+	SpinLockAcquire(&hx_shared->mutex);
+	s->pid = MyProcPid;
+	s->latch = MyLatch;
+	s->idle = false;
+	s->started_at = GetCurrentTimestamp();
+	s->last_task_at = 0;
+	s->tasks_done = 0;
+	s->tasks_failed = 0;
+	SpinLockRelease(&hx_shared->mutex);
+
+	on_shmem_exit(hx_slot_detach, Int32GetDatum(slot));
+}
+
+/*
+ * hx_slot_detach
+ *		on_shmem_exit callback: frees the slot of an exiting worker.
+ */
+static void
+hx_slot_detach(int code, Datum arg)
+{
+	HxWorkerSlot *s = &hx_shared->slots[DatumGetInt32(arg)];
+
+	SpinLockAcquire(&hx_shared->mutex);
+	s->pid = 0;
+	s->latch = NULL;
+	s->idle = false;
+	SpinLockRelease(&hx_shared->mutex);
+}
+
+/*
+ * hx_slot_set_idle
+ *		Marks a worker as waiting for work (or not).  The waker clears the
+ *		flag when it sets the worker's latch.
+ */
+void
+hx_slot_set_idle(int slot, bool idle)
+{
+	SpinLockAcquire(&hx_shared->mutex);
+	hx_shared->slots[slot].idle = idle;
+	SpinLockRelease(&hx_shared->mutex);
+}
+
+/*
+ * hx_slot_count
+ *		Adds to a worker's counters after a batch.
+ */
+void
+hx_slot_count(int slot, int done, int failed)
+{
+	HxWorkerSlot *s = &hx_shared->slots[slot];
+
+	SpinLockAcquire(&hx_shared->mutex);
+	s->tasks_done += done;
+	s->tasks_failed += failed;
+	s->last_task_at = GetCurrentTimestamp();
+	SpinLockRelease(&hx_shared->mutex);
+}
+
+/*
+ * hx_live_worker_pids
+ *		Copies the pids of the stream workers that are alive; returns how
+ *		many.  Used by the crash sweep to tell orphaned tasks from busy ones.
+ */
+int
+hx_live_worker_pids(int *pids, int max)
+{
+	int			n = 0;
+	int			i;
+
+	SpinLockAcquire(&hx_shared->mutex);
+	for (i = 0; i < hx_shared->nslots && n < max; i++)
+		if (hx_shared->slots[i].pid != 0)
+			pids[n++] = hx_shared->slots[i].pid;
+	SpinLockRelease(&hx_shared->mutex);
+	return n;
+}
+
+/*
+ * hx_workers
+ *		SQL: one row per stream worker slot.  Copies the slots under the
+ *		spinlock, then builds the rows without holding it.
+ */
+Datum
+hx_workers(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	HxWorkerSlot *copy;
+	int			nslots;
+	int			i;
+
+	hx_require_preload("hx_workers()");
+	InitMaterializedSRF(fcinfo, 0);
+
+	nslots = hx_shared->nslots;
+	copy = palloc(sizeof(HxWorkerSlot) * Max(nslots, 1));
+	SpinLockAcquire(&hx_shared->mutex);
+	memcpy(copy, hx_shared->slots, sizeof(HxWorkerSlot) * nslots);
+	SpinLockRelease(&hx_shared->mutex);
+
+	for (i = 0; i < nslots; i++)
+	{
+		Datum		values[8];
+		bool		nulls[8];
+		HxWorkerSlot *s = &copy[i];
+
+		memset(nulls, 0, sizeof(nulls));
+		values[0] = Int32GetDatum(i);
+		values[1] = Int32GetDatum(s->pid);
+		nulls[1] = (s->pid == 0);
+		values[2] = CStringGetTextDatum("stream");
+		values[3] = CStringGetTextDatum(s->pid == 0 ? "stopped" :
+										(s->idle ? "idle" : "busy"));
+		values[4] = TimestampTzGetDatum(s->started_at);
+		nulls[4] = (s->pid == 0);
+		values[5] = Int64GetDatum((int64) s->tasks_done);
+		values[6] = Int64GetDatum((int64) s->tasks_failed);
+		values[7] = TimestampTzGetDatum(s->last_task_at);
+		nulls[7] = (s->last_task_at == 0);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}

@@ -1,0 +1,438 @@
+/*-------------------------------------------------------------------------
+ *
+ * stream_worker.c
+ *	  The stream worker: a background worker that runs stream-routed tasks
+ *	  of in-database handlers as soon as they are committed.
+ *
+ *	  State machine of a task on this path:
+ *
+ *		queued/failed --claim (xact 1, attempt counted)--> running
+ *		running --handler ok (xact 2, with its effects)--> done
+ *		running --handler error, attempts left (xact 2)--> failed (retry
+ *					after a backoff)
+ *		running --handler error, no attempt left (xact 2)--> dead + NOTIFY
+ *		running --worker gone (crash, kill, shutdown)--> queued (or dead)
+ *					by the sweep when a worker starts
+ *
+ *	  The attempt is committed before the handler runs (as timescaledb does
+ *	  for its jobs), so a task that crashes the server cannot loop forever.
+ *	  The handler's effects and the task's final state commit together, so
+ *	  an in-database handler's effects happen exactly once.
+ *
+ *	  The loop follows worker_spi: core signal handlers, one WaitLatch per
+ *	  idle period; the commit of a submitting transaction sets our latch.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/skey.h"
+#include "access/table.h"
+#include "access/xact.h"
+#include "catalog/indexing.h"
+#include "catalog/pg_extension.h"
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+#include "utils/wait_event.h"
+
+#include "hybridexec.h"
+#include "task_exec.h"
+
+static int	my_slot = -1;
+static MemoryContext batch_cxt = NULL;
+static SPIPlanPtr claim_plan = NULL;
+static SPIPlanPtr lock_plan = NULL;
+static Oid	worker_schema = InvalidOid;
+
+static void hx_begin_xact(const char *activity);
+static void hx_end_xact(void);
+static bool hx_find_extension(void);
+static Oid	hx_extension_schema(Oid ext);
+static void hx_prepare_worker_plans(void);
+static void hx_sweep(void);
+static int	hx_claim(HxTask **tasks);
+static void hx_run_batch(HxTask *tasks, int ntasks, TimestampTz *next_retry);
+static long hx_sleep_ms(TimestampTz next_retry);
+
+/*
+ * hx_stream_worker_main
+ *		Entry point of a stream worker; main_arg is its slot number.
+ */
+void
+hx_stream_worker_main(Datum main_arg)
+{
+	bool		swept = false;
+	TimestampTz next_retry = 0;
+
+	my_slot = DatumGetInt32(main_arg);
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	BackgroundWorkerInitializeConnection(hx_database_name, NULL, 0);
+	hx_slot_attach(my_slot);
+	pgstat_report_appname("hybridexec stream worker");
+
+	batch_cxt = AllocSetContextCreate(TopMemoryContext,
+									  "hybridexec stream batch",
+									  ALLOCSET_DEFAULT_SIZES);
+
+	ereport(LOG,
+			(errmsg("hybridexec stream worker %d started for database \"%s\"",
+					my_slot, hx_database_name)));
+
+	for (;;)
+	{
+		HxTask	   *tasks = NULL;
+		int			ntasks = 0;
+		bool		have_extension;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		/*
+		 * Reset the latch and announce we are idle before looking for work:
+		 * a commit after our look either sets the latch or finds us busy.
+		 */
+		ResetLatch(MyLatch);
+		hx_slot_set_idle(my_slot, true);
+		MemoryContextReset(batch_cxt);
+
+		hx_begin_xact("claiming stream tasks");
+		have_extension = hx_find_extension();
+		if (have_extension)
+		{
+			hx_prepare_worker_plans();
+			if (!swept)
+			{
+				hx_sweep();
+				swept = true;
+			}
+			ntasks = hx_claim(&tasks);
+		}
+		hx_end_xact();
+
+		if (ntasks > 0)
+		{
+			hx_slot_set_idle(my_slot, false);
+			if (next_retry != 0 && next_retry <= GetCurrentTimestamp())
+				next_retry = 0;
+			hx_run_batch(tasks, ntasks, &next_retry);
+			continue;
+		}
+
+		pgstat_report_activity(STATE_IDLE, NULL);
+		(void) WaitLatch(MyLatch,
+						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 have_extension ? hx_sleep_ms(next_retry) : hx_poll_interval_ms,
+						 PG_WAIT_EXTENSION);
+		hx_slot_set_idle(my_slot, false);
+		if (next_retry != 0 && next_retry <= GetCurrentTimestamp())
+			next_retry = 0;
+	}
+}
+
+/*
+ * hx_begin_xact
+ *		Starts a transaction with SPI connected and a snapshot pushed, the
+ *		bracket every unit of work of the worker runs in.
+ */
+static void
+hx_begin_xact(const char *activity)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, activity);
+}
+
+/*
+ * hx_end_xact
+ *		Closes the bracket of hx_begin_xact and commits.
+ */
+static void
+hx_end_xact(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+}
+
+/*
+ * hx_find_extension
+ *		True when the extension exists in our database; loads the rule
+ *		cache for its schema (which also resolves table names).  In a
+ *		transaction.
+ */
+static bool
+hx_find_extension(void)
+{
+	Oid			ext = get_extension_oid(HX_EXTENSION_NAME, true);
+	Oid			schema;
+
+	if (!OidIsValid(ext))
+		return false;
+	schema = hx_extension_schema(ext);
+	if (!OidIsValid(schema))
+		return false;
+	hx_rules_ensure(schema);
+	if (schema != worker_schema)
+	{
+		if (claim_plan != NULL)
+		{
+			SPI_freeplan(claim_plan);
+			SPI_freeplan(lock_plan);
+			claim_plan = lock_plan = NULL;
+		}
+		worker_schema = schema;
+	}
+	hx_exec_prepare(schema);
+	return true;
+}
+
+/*
+ * hx_extension_schema
+ *		Schema of an extension, read from pg_extension (PostgreSQL 15 does
+ *		not export get_extension_schema).  In a transaction.
+ */
+static Oid
+hx_extension_schema(Oid ext)
+{
+	Relation	rel;
+	SysScanDesc scan;
+	ScanKeyData key;
+	HeapTuple	tup;
+	Oid			schema = InvalidOid;
+
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(ext));
+	scan = systable_beginscan(rel, ExtensionOidIndexId, true, NULL, 1, &key);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+		schema = ((Form_pg_extension) GETSTRUCT(tup))->extnamespace;
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return schema;
+}
+
+/*
+ * hx_prepare_worker_plans
+ *		Prepares the claim and lock plans for the extension's schema.
+ */
+static void
+hx_prepare_worker_plans(void)
+{
+	Oid			claim_types[2] = {INT4OID, INT4OID};
+	Oid			lock_types[2] = {INT8ARRAYOID, INT4OID};
+
+	if (claim_plan != NULL)
+		return;
+
+	claim_plan = SPI_prepare(psprintf("SELECT * FROM %s($1, $2)",
+									  hx_qualified("hx_stream_claim")),
+							 2, claim_types);
+	if (claim_plan == NULL)
+		elog(ERROR, "could not prepare the stream claim");
+	lock_plan = SPI_prepare(psprintf("SELECT id FROM %s WHERE id = ANY ($1) "
+									 "AND status = 'running' AND worker_pid = $2 "
+									 "ORDER BY id FOR UPDATE",
+									 hx_qualified("hx_task")),
+							2, lock_types);
+	if (lock_plan == NULL)
+		elog(ERROR, "could not prepare the stream lock");
+	SPI_keepplan(claim_plan);
+	SPI_keepplan(lock_plan);
+}
+
+/*
+ * hx_sweep
+ *		Puts back stream tasks left running by workers that are gone (a
+ *		crash, a kill, a shutdown).  Runs once when the worker starts, in
+ *		the claim transaction.
+ */
+static void
+hx_sweep(void)
+{
+	int			pids[HX_MAX_STREAM_WORKERS];
+	int			npids = hx_live_worker_pids(pids, HX_MAX_STREAM_WORKERS);
+	Datum	   *elems = palloc(sizeof(Datum) * Max(npids, 1));
+	ArrayType  *arr;
+	Datum		arg;
+	int			i;
+	int			rc;
+	bool		isnull;
+	int			n;
+
+	for (i = 0; i < npids; i++)
+		elems[i] = Int32GetDatum(pids[i] == MyProcPid ? 0 : pids[i]);
+	arr = construct_array(elems, npids, INT4OID, 4, true, TYPALIGN_INT);
+	arg = PointerGetDatum(arr);
+
+	rc = SPI_execute_with_args(psprintf("SELECT %s($1)",
+										hx_qualified("hx_stream_sweep")),
+							   1, (Oid[]) {INT4ARRAYOID}, &arg, NULL, false, 1);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "hybridexec crash sweep failed");
+	n = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
+									SPI_tuptable->tupdesc, 1, &isnull));
+	if (n > 0)
+		ereport(LOG,
+				(errmsg("hybridexec stream worker %d put back %d task(s) left running by a stopped worker",
+						my_slot, n)));
+}
+
+/*
+ * hx_claim
+ *		Claims up to hybridexec.stream_batch_size due tasks, counting their
+ *		attempt, and copies them out of the transaction.  The claim is
+ *		committed without waiting for the WAL flush: should it be lost, the
+ *		task is simply still queued, and the handler's commit flushes it.
+ */
+static int
+hx_claim(HxTask **tasks)
+{
+	Datum		args[2] = {Int32GetDatum(MyProcPid), Int32GetDatum(hx_stream_batch_size)};
+	int			rc;
+	uint64		i;
+	HxTask	   *out;
+
+	(void) set_config_option("synchronous_commit", "off",
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_LOCAL, true, 0, false);
+
+	rc = SPI_execute_plan(claim_plan, args, NULL, false, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "stream claim failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed == 0)
+		return 0;
+
+	out = MemoryContextAllocZero(batch_cxt, sizeof(HxTask) * SPI_processed);
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		MemoryContext old = MemoryContextSwitchTo(batch_cxt);
+		bool		isnull;
+
+		out[i].id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		out[i].task_type = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
+		out[i].payload = PointerGetDatum(PG_DETOAST_DATUM_COPY(SPI_getbinval(tup, desc, 3, &isnull)));
+		out[i].attempts = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
+		out[i].max_attempts = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
+		out[i].handler = DatumGetObjectId(SPI_getbinval(tup, desc, 6, &isnull));
+		out[i].run_as = DatumGetObjectId(SPI_getbinval(tup, desc, 7, &isnull));
+		out[i].timeout_ms = DatumGetFloat8(SPI_getbinval(tup, desc, 8, &isnull));
+		MemoryContextSwitchTo(old);
+	}
+	*tasks = out;
+	return (int) SPI_processed;
+}
+
+/*
+ * hx_run_batch
+ *		Runs the claimed tasks in one transaction: locks those still ours,
+ *		runs each handler in its own subtransaction and records each
+ *		outcome, then commits effects and states together.
+ */
+static void
+hx_run_batch(HxTask *tasks, int ntasks, TimestampTz *next_retry)
+{
+	Datum	   *ids = palloc(sizeof(Datum) * ntasks);
+	Datum		args[2];
+	int			i;
+	uint64		k;
+	int			rc;
+	int			done = 0;
+	int			failed = 0;
+
+	hx_begin_xact("running stream tasks");
+	if (!hx_find_extension())
+	{
+		/* dropped under us: nothing left to run */
+		hx_end_xact();
+		return;
+	}
+	hx_prepare_worker_plans();
+
+	for (i = 0; i < ntasks; i++)
+		ids[i] = Int64GetDatum(tasks[i].id);
+	args[0] = PointerGetDatum(construct_array(ids, ntasks, INT8OID, 8,
+											  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[1] = Int32GetDatum(MyProcPid);
+	rc = SPI_execute_plan(lock_plan, args, NULL, false, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "stream lock failed: %s", SPI_result_code_string(rc));
+	for (k = 0; k < SPI_processed; k++)
+	{
+		bool		isnull;
+		int64		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[k],
+													 SPI_tuptable->tupdesc, 1,
+													 &isnull));
+
+		for (i = 0; i < ntasks; i++)
+			if (tasks[i].id == id)
+				tasks[i].still_ours = true;
+	}
+
+	for (i = 0; i < ntasks; i++)
+	{
+		HxOutcome	out;
+
+		if (!tasks[i].still_ours)
+			continue;
+		CHECK_FOR_INTERRUPTS();
+		hx_exec_handler(&tasks[i], &out, batch_cxt);
+		if (hx_record_outcome(&tasks[i], &out, next_retry))
+			done++;
+		else
+			failed++;
+	}
+
+	hx_end_xact();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	hx_slot_count(my_slot, done, failed);
+}
+
+/*
+ * hx_sleep_ms
+ *		How long to sleep when idle: the poll interval, or less when a
+ *		failed task is due for its retry sooner.
+ */
+static long
+hx_sleep_ms(TimestampTz next_retry)
+{
+	long		ms = hx_poll_interval_ms;
+
+	if (next_retry != 0)
+	{
+		long		until = (long) ((next_retry - GetCurrentTimestamp()) / 1000) + 1;
+
+		ms = Max(1, Min(ms, until));
+	}
+	return ms;
+}

@@ -1,0 +1,353 @@
+/*-------------------------------------------------------------------------
+ *
+ * task_exec.c
+ *	  Runs one task's handler and records the outcome, inside the caller's
+ *	  transaction:
+ *
+ *	  - the handler runs through SPI in its own subtransaction, as the role
+ *		that registered the type, under the type's timeout; an error (or
+ *		the timeout) rolls back only that subtransaction, so one failing
+ *		task never undoes another task's work;
+ *	  - the outcome (done + result, or failed/dead + error, with a row in
+ *		hx_error and NOTIFY hx_alert for a dead task) is written in the same
+ *		transaction as the handler's effects, so they commit together.
+ *
+ *	  Callers hold an open transaction with SPI connected and an active
+ *	  snapshot.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/async.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/json.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/syscache.h"
+#include "utils/timeout.h"
+#include "utils/timestamp.h"
+
+#include "hybridexec.h"
+#include "task_exec.h"
+
+/* kept plan calling one handler function */
+typedef struct HxHandlerPlan
+{
+	Oid			handler;		/* hash key */
+	SPIPlanPtr	plan;
+} HxHandlerPlan;
+
+static HTAB *handler_plans = NULL;
+static SPIPlanPtr done_plan = NULL;
+static SPIPlanPtr fail_plan = NULL;
+static Oid	plans_schema = InvalidOid;
+
+static SPIPlanPtr hx_handler_plan(Oid handler);
+static void hx_alert_dead(HxTask *task, const char *error);
+
+/*
+ * hx_exec_prepare
+ *		Prepares (once per extension schema) the plans that record outcomes.
+ *		Runs inside SPI with the rule cache loaded for that schema.
+ */
+void
+hx_exec_prepare(Oid schema)
+{
+	Oid			done_types[2] = {INT8OID, JSONBOID};
+	Oid			fail_types[10] = {INT8OID, TEXTOID, INT4OID, TEXTOID, TEXTOID,
+	TEXTOID, TEXTOID, TEXTOID, BOOLOID, FLOAT8OID};
+	char	   *sql;
+
+	if (done_plan != NULL && plans_schema == schema)
+		return;
+	if (done_plan != NULL)
+	{
+		SPI_freeplan(done_plan);
+		SPI_freeplan(fail_plan);
+		done_plan = fail_plan = NULL;
+	}
+
+	sql = psprintf("UPDATE %s SET status = 'done', result = $2, "
+				   "finished_at = clock_timestamp() WHERE id = $1",
+				   hx_qualified("hx_task"));
+	done_plan = SPI_prepare(sql, 2, done_types);
+	if (done_plan == NULL)
+		elog(ERROR, "could not prepare the done update");
+
+	sql = psprintf("WITH e AS (INSERT INTO %s (task_id, task_type, attempt, "
+				   "sqlstate, message, detail, hint, context) "
+				   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)) "
+				   "UPDATE %s SET status = CASE WHEN $9 THEN 'dead' ELSE 'failed' END, "
+				   "last_error = $5, "
+				   "run_after = clock_timestamp() + $10 * interval '1 millisecond', "
+				   "finished_at = CASE WHEN $9 THEN clock_timestamp() END "
+				   "WHERE id = $1",
+				   hx_qualified("hx_error"), hx_qualified("hx_task"));
+	fail_plan = SPI_prepare(sql, 10, fail_types);
+	if (fail_plan == NULL)
+		elog(ERROR, "could not prepare the failure update");
+
+	SPI_keepplan(done_plan);
+	SPI_keepplan(fail_plan);
+	plans_schema = schema;
+}
+
+/*
+ * hx_handler_plan
+ *		The kept plan "SELECT handler($1)" for a handler function.  A
+ *		dropped function makes the plan fail at execution, which fails the
+ *		task with the core's own message.
+ */
+static SPIPlanPtr
+hx_handler_plan(Oid handler)
+{
+	HxHandlerPlan *entry;
+	bool		found;
+
+	if (handler_plans == NULL)
+	{
+		HASHCTL		ctl;
+
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = sizeof(Oid);
+		ctl.entrysize = sizeof(HxHandlerPlan);
+		handler_plans = hash_create("hybridexec handler plans", 16, &ctl,
+									HASH_ELEM | HASH_BLOBS);
+	}
+
+	entry = hash_search(handler_plans, &handler, HASH_ENTER, &found);
+	if (!found || entry->plan == NULL)
+	{
+		Oid			argtype = JSONBOID;
+		char	   *nsp = get_namespace_name(get_func_namespace(handler));
+		char	   *name = get_func_name(handler);
+		SPIPlanPtr	plan;
+
+		entry->plan = NULL;
+		if (nsp == NULL || name == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_FUNCTION),
+					 errmsg("handler function with OID %u does not exist", handler),
+					 errhint("Register the task type again with hx_register() and an existing handler.")));
+		plan = SPI_prepare(psprintf("SELECT %s($1)",
+									quote_qualified_identifier(nsp, name)),
+						   1, &argtype);
+		if (plan == NULL)
+			elog(ERROR, "could not prepare a call of handler %s.%s: %s",
+				 nsp, name, SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		entry->plan = plan;
+	}
+	return entry->plan;
+}
+
+/*
+ * hx_exec_handler
+ *		Calls the task's handler in a subtransaction with the type's timeout
+ *		and role.  Fills *out (allocated in cxt); never throws for handler
+ *		errors, only for our own (fatal) problems.
+ */
+void
+hx_exec_handler(HxTask *task, HxOutcome *out, MemoryContext cxt)
+{
+	MemoryContext oldcontext = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	Oid			save_userid;
+	int			save_sec_context;
+	TimestampTz start = GetCurrentTimestamp();
+	volatile bool timeout_armed = false;
+
+	memset(out, 0, sizeof(*out));
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+
+	pgstat_report_activity(STATE_RUNNING,
+						   psprintf("hybridexec: task %lld (%s), attempt %d",
+									(long long) task->id, task->task_type,
+									task->attempts));
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcontext);
+
+	PG_TRY();
+	{
+		SPIPlanPtr	plan;
+		Datum		arg = task->payload;
+		int			rc;
+		bool		isnull;
+
+		if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(task->run_as)))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("role with OID %u that task type \"%s\" runs as does not exist",
+							task->run_as, task->task_type),
+					 errhint("Register the type again with hx_register() as an existing role.")));
+
+		plan = hx_handler_plan(task->handler);
+		SetUserIdAndSecContext(task->run_as,
+							   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+		if (task->timeout_ms > 0)
+		{
+			enable_timeout_after(STATEMENT_TIMEOUT,
+								 (int) Min(task->timeout_ms, (double) INT_MAX));
+			timeout_armed = true;
+		}
+
+		rc = SPI_execute_plan(plan, &arg, NULL, false, 1);
+
+		if (timeout_armed)
+			disable_timeout(STATEMENT_TIMEOUT, false);
+		timeout_armed = false;
+		SetUserIdAndSecContext(save_userid, save_sec_context);
+
+		if (rc != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "handler call returned %s", SPI_result_code_string(rc));
+
+		out->result = SPI_getbinval(SPI_tuptable->vals[0],
+									SPI_tuptable->tupdesc, 1, &isnull);
+		out->result_null = isnull;
+		if (!isnull)
+		{
+			MemoryContextSwitchTo(cxt);
+			out->result = PointerGetDatum(PG_DETOAST_DATUM_COPY(out->result));
+		}
+		SPI_freetuptable(SPI_tuptable);
+		out->ok = true;
+
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+		double		elapsed_ms;
+
+		if (timeout_armed)
+			disable_timeout(STATEMENT_TIMEOUT, false);
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+
+		elapsed_ms = (double) (GetCurrentTimestamp() - start) / 1000.0;
+		out->ok = false;
+		out->sqlerrcode = edata->sqlerrcode;
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED && timeout_armed &&
+			elapsed_ms >= task->timeout_ms * 0.99)
+			out->message = MemoryContextStrdup(cxt,
+											   psprintf("handler timed out after %.0f ms (type timeout %.0f ms)",
+														elapsed_ms, task->timeout_ms));
+		else
+			out->message = edata->message ? edata->message : "unknown error";
+		out->detail = edata->detail;
+		out->hint = edata->hint;
+		out->context = edata->context;
+	}
+	PG_END_TRY();
+}
+
+/*
+ * hx_record_outcome
+ *		Writes the outcome onto the task (and hx_error) in the current
+ *		transaction.  A failed task is retried after a backoff that doubles
+ *		with each attempt; *next_retry is lowered to that moment.  Returns
+ *		true when the task succeeded.
+ */
+bool
+hx_record_outcome(HxTask *task, HxOutcome *out, TimestampTz *next_retry)
+{
+	int			rc;
+
+	if (out->ok)
+	{
+		Datum		values[2] = {Int64GetDatum(task->id), out->result};
+		char		nulls[2] = {' ', out->result_null ? 'n' : ' '};
+
+		rc = SPI_execute_plan(done_plan, values, nulls, false, 0);
+		if (rc != SPI_OK_UPDATE)
+			elog(ERROR, "could not mark task %lld done", (long long) task->id);
+		return true;
+	}
+	else
+	{
+		bool		dead = task->attempts >= task->max_attempts;
+		double		backoff = (double) hx_retry_backoff_ms;
+		Datum		values[10];
+		char		nulls[10];
+		int			i;
+
+		for (i = 1; i < task->attempts && backoff < 60000.0; i++)
+			backoff *= 2;
+		backoff = Min(backoff, 60000.0);
+
+		memset(nulls, ' ', sizeof(nulls));
+		values[0] = Int64GetDatum(task->id);
+		values[1] = CStringGetTextDatum(task->task_type);
+		values[2] = Int32GetDatum(task->attempts);
+		values[3] = CStringGetTextDatum(unpack_sql_state(out->sqlerrcode));
+		values[4] = CStringGetTextDatum(out->message);
+		values[5] = out->detail ? CStringGetTextDatum(out->detail) : (Datum) 0;
+		nulls[5] = out->detail ? ' ' : 'n';
+		values[6] = out->hint ? CStringGetTextDatum(out->hint) : (Datum) 0;
+		nulls[6] = out->hint ? ' ' : 'n';
+		values[7] = out->context ? CStringGetTextDatum(out->context) : (Datum) 0;
+		nulls[7] = out->context ? ' ' : 'n';
+		values[8] = BoolGetDatum(dead);
+		values[9] = Float8GetDatum(dead ? 0.0 : backoff);
+
+		rc = SPI_execute_plan(fail_plan, values, nulls, false, 0);
+		if (rc != SPI_OK_UPDATE)
+			elog(ERROR, "could not record the failure of task %lld",
+				 (long long) task->id);
+
+		if (dead)
+			hx_alert_dead(task, out->message);
+		else
+		{
+			TimestampTz at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														 (int64) backoff);
+
+			if (*next_retry == 0 || at < *next_retry)
+				*next_retry = at;
+		}
+		return false;
+	}
+}
+
+/*
+ * hx_alert_dead
+ *		NOTIFY hx_alert with a JSON description of a task that gave up; sent
+ *		when the current transaction commits.
+ */
+static void
+hx_alert_dead(HxTask *task, const char *error)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "{\"event\": \"dead\", \"task_id\": %lld, \"task_type\": ",
+					 (long long) task->id);
+	escape_json(&buf, task->task_type);
+	appendStringInfo(&buf, ", \"attempts\": %d, \"error\": ", task->attempts);
+	escape_json(&buf, error);
+	appendStringInfoChar(&buf, '}');
+	/* NOTIFY payloads are limited to 8000 bytes */
+	if (buf.len >= 7900)
+	{
+		buf.len = 0;
+		appendStringInfo(&buf, "{\"event\": \"dead\", \"task_id\": %lld}",
+						 (long long) task->id);
+	}
+	Async_Notify("hx_alert", buf.data);
+}

@@ -1,0 +1,49 @@
+/*-------------------------------------------------------------------------
+ *
+ * task_exec.h
+ *	  Running one task's handler and recording what came of it; shared by
+ *	  the worker kinds of hybridexec.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef HX_TASK_EXEC_H
+#define HX_TASK_EXEC_H
+
+#include "postgres.h"
+
+#include "datatype/timestamp.h"
+#include "utils/elog.h"
+
+/* A claimed task, copied out of the claim transaction. */
+typedef struct HxTask
+{
+	int64		id;
+	char	   *task_type;
+	Datum		payload;		/* jsonb, detoasted copy */
+	int			attempts;		/* including this one */
+	int			max_attempts;
+	Oid			handler;
+	Oid			run_as;
+	double		timeout_ms;
+	bool		still_ours;		/* locked for this worker in the run xact */
+} HxTask;
+
+/* What one handler call gave. */
+typedef struct HxOutcome
+{
+	bool		ok;
+	Datum		result;			/* jsonb copy when ok and not NULL */
+	bool		result_null;
+	int			sqlerrcode;		/* when !ok */
+	char	   *message;
+	char	   *detail;
+	char	   *hint;
+	char	   *context;
+} HxOutcome;
+
+extern void hx_exec_prepare(Oid schema);
+extern void hx_exec_handler(HxTask *task, HxOutcome *out, MemoryContext cxt);
+extern bool hx_record_outcome(HxTask *task, HxOutcome *out,
+							  TimestampTz *next_retry);
+
+#endif							/* HX_TASK_EXEC_H */

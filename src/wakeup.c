@@ -1,0 +1,147 @@
+/*-------------------------------------------------------------------------
+ *
+ * wakeup.c
+ *	  Commit-time wake-up of the stream workers.
+ *
+ *	  The hx_task_wake trigger counts the stream tasks a transaction queues
+ *	  and, when hybridexec.notify is on, sends one NOTIFY hx_stream per
+ *	  transaction for clients that LISTEN.  Background workers cannot
+ *	  LISTEN, so at COMMIT (after the tasks became visible) a transaction
+ *	  callback sets the latches of as many idle stream workers as it queued
+ *	  tasks.  Workers that are busy look for more work when they finish, so
+ *	  no wake-up is lost; the timed poll is only a safety net.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "commands/async.h"
+#include "commands/trigger.h"
+#include "fmgr.h"
+#include "storage/latch.h"
+
+#include "hybridexec.h"
+
+/* stream tasks queued by the current transaction */
+static int	pending_stream_tasks = 0;
+
+/* nesting level that sent NOTIFY hx_stream; 0 = not sent in this xact */
+static int	notify_sent_level = 0;
+
+static void hx_xact_callback(XactEvent event, void *arg);
+static void hx_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+								SubTransactionId parentSubid, void *arg);
+static void hx_wake_idle_workers(int wanted);
+
+PG_FUNCTION_INFO_V1(hx_task_wake);
+
+/*
+ * hx_wakeup_init
+ *		Installs the transaction callbacks; called from _PG_init.
+ */
+void
+hx_wakeup_init(void)
+{
+	RegisterXactCallback(hx_xact_callback, NULL);
+	RegisterSubXactCallback(hx_subxact_callback, NULL);
+}
+
+/*
+ * hx_task_wake
+ *		AFTER ROW trigger on hx_task for rows that become queued stream tasks:
+ *		remembers to wake a worker at commit and sends NOTIFY hx_stream once
+ *		per transaction.
+ */
+Datum
+hx_task_wake(PG_FUNCTION_ARGS)
+{
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("hx_task_wake() must be called as a trigger")));
+
+	pending_stream_tasks++;
+	if (hx_notify && notify_sent_level == 0)
+	{
+		Async_Notify("hx_stream", "");
+		notify_sent_level = GetCurrentTransactionNestLevel();
+	}
+	return PointerGetDatum(NULL);
+}
+
+/*
+ * hx_xact_callback
+ *		At commit, wakes idle workers for the tasks this transaction queued;
+ *		at any end of transaction, forgets the counts.
+ */
+static void
+hx_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+			if (pending_stream_tasks > 0)
+				hx_wake_idle_workers(pending_stream_tasks);
+			pending_stream_tasks = 0;
+			notify_sent_level = 0;
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			pending_stream_tasks = 0;
+			notify_sent_level = 0;
+			break;
+		default:
+			break;
+	}
+}
+
+/*
+ * hx_subxact_callback
+ *		A rolled-back subtransaction takes its NOTIFY with it, so a later
+ *		task in the same transaction must send it again.
+ */
+static void
+hx_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+					SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB &&
+		notify_sent_level >= GetCurrentTransactionNestLevel())
+		notify_sent_level = 0;
+}
+
+/*
+ * hx_wake_idle_workers
+ *		Sets the latch of up to "wanted" idle stream workers, round-robin,
+ *		clearing their idle flag so concurrent committers pick others.
+ *		Runs after commit; must not fail.
+ */
+static void
+hx_wake_idle_workers(int wanted)
+{
+	Latch	   *latches[HX_MAX_STREAM_WORKERS];
+	int			nlatches = 0;
+	int			i;
+
+	if (hx_shared == NULL || hx_shared->nslots == 0)
+		return;
+
+	SpinLockAcquire(&hx_shared->mutex);
+	for (i = 0; i < hx_shared->nslots && nlatches < wanted; i++)
+	{
+		int			k = (hx_shared->next_wake + i) % hx_shared->nslots;
+		HxWorkerSlot *s = &hx_shared->slots[k];
+
+		if (s->pid != 0 && s->idle && s->latch != NULL)
+		{
+			s->idle = false;
+			latches[nlatches++] = s->latch;
+			hx_shared->next_wake = (k + 1) % hx_shared->nslots;
+		}
+	}
+	SpinLockRelease(&hx_shared->mutex);
+
+	for (i = 0; i < nlatches; i++)
+		SetLatch(latches[i]);
+}
