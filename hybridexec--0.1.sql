@@ -243,7 +243,8 @@ DECLARE
 BEGIN
 	IF NEW.name IS NULL OR NEW.name = '' THEN
 		RAISE EXCEPTION 'hx_rule name must not be empty'
-			USING ERRCODE = 'invalid_parameter_value';
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Name the rule after what it does, such as ''fraud-streams''.';
 	END IF;
 	IF NEW.route IS NULL OR NEW.route NOT IN ('stream', 'batch') THEN
 		RAISE EXCEPTION 'hx_rule "%": unknown route "%"', NEW.name, NEW.route
@@ -269,7 +270,8 @@ BEGIN
 	END IF;
 	IF NEW.min_sla < interval '0' OR NEW.max_sla < interval '0' THEN
 		RAISE EXCEPTION 'hx_rule "%": SLA bounds must not be negative', NEW.name
-			USING ERRCODE = 'invalid_parameter_value';
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'min_sla and max_sla are durations such as ''5 seconds''; leave them NULL for no bound.';
 	END IF;
 	IF NEW.min_sla >= NEW.max_sla THEN
 		RAISE EXCEPTION 'hx_rule "%": min_sla % is not below max_sla %', NEW.name, NEW.min_sla, NEW.max_sla
@@ -301,8 +303,7 @@ BEGIN
 		END LOOP;
 	END IF;
 	IF NEW.time_zone IS NOT NULL
-	   AND NOT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = NEW.time_zone)
-	   AND NOT EXISTS (SELECT 1 FROM pg_timezone_abbrevs WHERE abbrev = NEW.time_zone) THEN
+	   AND NOT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = NEW.time_zone) THEN
 		RAISE EXCEPTION 'hx_rule "%": unknown time zone "%"', NEW.name, NEW.time_zone
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'Use a name from pg_timezone_names, such as ''Europe/Paris''.';
@@ -401,7 +402,8 @@ BEGIN
 	END IF;
 	IF max_attempts IS NULL OR max_attempts < 1 THEN
 		RAISE EXCEPTION 'max_attempts must be at least 1, not %', coalesce(max_attempts::text, 'NULL')
-			USING ERRCODE = 'invalid_parameter_value';
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use 1 for a task that is never retried.';
 	END IF;
 	IF timeout IS NULL OR timeout <= interval '0' THEN
 		RAISE EXCEPTION 'timeout must be a positive interval, not %', coalesce(timeout::text, 'NULL')
@@ -555,7 +557,7 @@ BEGIN
 			USING ERRCODE = 'undefined_object';
 	END IF;
 	IF st NOT IN ('queued', 'failed') THEN
-		RAISE NOTICE 'task % is %, not cancelled', id, st
+		RAISE NOTICE 'task % is already %, nothing to cancel', id, st
 			USING HINT = 'Only queued tasks and failed tasks waiting for a retry can be cancelled.';
 		RETURN false;
 	END IF;

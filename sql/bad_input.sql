@@ -1,0 +1,50 @@
+--
+-- bad_input: every bad argument is an error with an errcode and a hint, and
+-- nothing already queued changes.
+--
+\set VERBOSITY default
+CREATE TEMP TABLE before AS
+	SELECT id, status, attempts, payload, route, window_name FROM hx_task;
+
+SELECT hx_submit(NULL);
+SELECT hx_submit('no-such-type', '{}');
+SELECT hx_submit('echo', NULL);
+SELECT hx_submit('echo', '{}', sla => '-1 second');
+SELECT hx_submit('echo', '{}', origin => NULL);
+SELECT hx_submit('echo', '{}', priority => NULL);
+SELECT hx_submit('echo', 'not json');
+SET hybridexec.max_payload_size = '1kB';
+SELECT hx_submit('echo', jsonb_build_object('text', repeat('x', 2000)));
+RESET hybridexec.max_payload_size;
+SELECT * FROM hx_classify('echo', at => NULL);
+SELECT * FROM hx_classify('no-such-type');
+SELECT * FROM hx_classify('echo', sla => '-1 hour');
+SET hybridexec.stream_workers = 5;
+
+-- the SQLSTATE of each error, so clients can tell them apart
+CREATE FUNCTION pg_temp.sqlstate_of(stmt text) RETURNS text
+LANGUAGE plpgsql AS $$
+BEGIN
+	EXECUTE stmt;
+	RETURN 'no error';
+EXCEPTION WHEN others THEN
+	RETURN SQLSTATE;
+END
+$$;
+SELECT stmt, pg_temp.sqlstate_of(stmt) FROM (VALUES
+	('SELECT hx_submit(NULL)'),
+	('SELECT hx_submit(''no-such-type'')'),
+	('SELECT hx_submit(''echo'', NULL)'),
+	('SELECT hx_submit(''echo'', ''{}'', sla => ''-1 second'')'),
+	('SELECT hx_submit(''echo'', ''{}'', origin => NULL)'),
+	('SELECT hx_submit(''echo'', ''{}'', priority => NULL)'),
+	('SELECT hx_submit(''echo'', jsonb_build_object(''t'', repeat(''x'', 2000000)))'),
+	('SELECT hx_register(''x'', ''wrong_args(text)'')'),
+	('SELECT hx_cancel(-1)'),
+	('INSERT INTO hx_rule (name, position, route) VALUES (''r'', 1, ''sometimes'')')
+) AS t(stmt);
+
+-- nothing changed
+SELECT count(*) AS changed_or_lost
+  FROM (SELECT * FROM before EXCEPT SELECT id, status, attempts, payload, route, window_name FROM hx_task) x;
+SELECT (SELECT count(*) FROM hx_task) - (SELECT count(*) FROM before) AS new_rows;

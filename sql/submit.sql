@@ -1,0 +1,86 @@
+--
+-- submit: hx_submit() queues classified tasks; the stream workers of this
+-- instance run the stream ones; hx_wait(), hx_cancel(), dedupe, failures.
+--
+
+-- a batch task waits for its window
+SELECT hx_submit('echo', '{"key": "b1"}', sla => '30 minutes', department => 'sales') AS b1 \gset
+SELECT task_type, payload, status, route, window_name, rule_name, reason, origin,
+	   priority, sla, department, attempts
+  FROM hx_task WHERE id = :b1;
+
+-- a stream task runs at once: its effect and its result commit together
+SELECT hx_submit('echo', '{"key": "s1"}', origin => 'user') AS s1 \gset
+SELECT hx_wait(:s1, '60 seconds');
+SELECT status, route, rule_name, attempts, result, last_error,
+	   started_at >= submitted_at AND finished_at >= started_at AS times_in_order,
+	   worker_pid IN (SELECT pid FROM hx_workers()) AS run_by_a_stream_worker
+  FROM hx_task WHERE id = :s1;
+SELECT task_key, note FROM effects WHERE task_key = 's1';
+
+-- many stream tasks in one transaction: all run, each exactly once
+BEGIN;
+SELECT count(hx_submit('echo', jsonb_build_object('key', 'm' || g), origin => 'user'))
+  FROM generate_series(1, 50) g;
+COMMIT;
+SELECT count(*) FILTER (WHERE hx_wait(id, '60 seconds') = 'done') AS done
+  FROM hx_task WHERE payload->>'key' LIKE 'm%';
+SELECT count(*) AS effects, count(DISTINCT task_key) AS distinct_keys
+  FROM effects WHERE task_key LIKE 'm%';
+
+-- a failing task is retried, then dead with its errors kept; the good task
+-- submitted beside it is not undone
+BEGIN;
+SELECT hx_submit('echo', '{"key": "f1", "fail": true}', origin => 'user') AS f1 \gset
+SELECT hx_submit('echo', '{"key": "g1"}', origin => 'user') AS g1 \gset
+COMMIT;
+SELECT hx_wait(:f1, '60 seconds') AS f1_status, hx_wait(:g1, '60 seconds') AS g1_status;
+SELECT status, attempts, last_error, result FROM hx_task WHERE id = :f1;
+SELECT attempt, sqlstate, message, hint FROM hx_error WHERE task_id = :f1 ORDER BY attempt;
+SELECT task_key, count(*) FROM effects WHERE task_key IN ('f1', 'g1') GROUP BY 1 ORDER BY 1;
+
+-- a handler that hangs is stopped by the type's timeout (200 ms)
+SELECT hx_submit('sleepy', '{"seconds": 30}', origin => 'user') AS h1 \gset
+SELECT hx_wait(:h1, '60 seconds');
+SELECT status, attempts, last_error LIKE 'handler timed out after % ms (type timeout 200 ms)' AS timed_out
+  FROM hx_task WHERE id = :h1;
+SELECT sqlstate FROM hx_error WHERE task_id = :h1;
+
+-- dedupe: while a task with the key is unfinished, its id comes back
+SELECT hx_submit('echo', '{"key": "d1"}', dedupe_key => 'lead-42') AS d1 \gset
+SELECT hx_submit('echo', '{"key": "d1-again"}', dedupe_key => 'lead-42') = :d1 AS same_task;
+SELECT count(*) FROM hx_task WHERE dedupe_key = 'lead-42';
+-- once it is finished (here: cancelled) the key is free again
+SELECT hx_cancel(:d1);
+SELECT hx_submit('echo', '{"key": "d1-new"}', dedupe_key => 'lead-42') <> :d1 AS new_task;
+
+-- cancel
+SELECT hx_cancel(:b1);
+SELECT status, finished_at IS NOT NULL AS finished FROM hx_task WHERE id = :b1;
+SELECT hx_cancel(:b1);
+SELECT hx_cancel(:s1);
+SELECT hx_cancel(-1);
+SELECT hx_cancel(NULL);
+
+-- hx_wait on a task this transaction queued would wait forever: refused
+BEGIN;
+SELECT hx_submit('echo', '{"key": "w1"}', origin => 'user') AS w1 \gset
+SELECT hx_wait(:w1);
+ROLLBACK;
+SELECT hx_wait(-1);
+-- a task queued by a rolled-back transaction never runs
+SELECT count(*) AS w1_effects FROM effects WHERE task_key = 'w1';
+
+-- priority: higher first.  The tasks are uncommitted, so no worker sees
+-- them; the worker-side claim function shows the order it takes them in.
+BEGIN;
+SELECT hx_submit('echo', '{"n": 1}', origin => 'user', priority => 0) IS NOT NULL;
+SELECT hx_submit('echo', '{"n": 2}', origin => 'user', priority => 5) IS NOT NULL;
+SELECT hx_submit('echo', '{"n": 3}', origin => 'user', priority => 5) IS NOT NULL;
+SELECT payload, attempts FROM hx_stream_claim(0, 1);
+SELECT payload, attempts FROM hx_stream_claim(0, 5) ORDER BY payload->>'n';
+ROLLBACK;
+
+-- the stream workers are visible in pg_stat_activity
+SELECT backend_type, count(*) FROM pg_stat_activity
+ WHERE backend_type LIKE 'hybridexec%' GROUP BY 1;
