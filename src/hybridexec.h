@@ -39,6 +39,7 @@ typedef struct HxWorkerSlot
 	pid_t		pid;			/* 0 when the slot is free */
 	Latch	   *latch;			/* the worker's process latch */
 	bool		idle;			/* waiting for work; cleared by the waker */
+	TransactionId wait_xid;		/* committing xact that woke us, or invalid */
 	TimestampTz started_at;
 	TimestampTz last_task_at;
 	uint64		tasks_done;
@@ -59,6 +60,7 @@ extern void hx_shmem_init_hooks(void);
 extern void hx_require_preload(const char *what);
 extern void hx_slot_attach(int slot);
 extern void hx_slot_set_idle(int slot, bool idle);
+extern TransactionId hx_slot_take_wait_xid(int slot);
 extern void hx_slot_count(int slot, int done, int failed);
 extern int	hx_live_worker_pids(int *pids, int max);
 

@@ -138,6 +138,7 @@ hx_slot_attach(int slot)
 	s->pid = MyProcPid;
 	s->latch = MyLatch;
 	s->idle = false;
+	s->wait_xid = InvalidTransactionId;
 	s->started_at = GetCurrentTimestamp();
 	s->last_task_at = 0;
 	s->tasks_done = 0;
@@ -174,6 +175,22 @@ hx_slot_set_idle(int slot, bool idle)
 	SpinLockAcquire(&hx_shared->mutex);
 	hx_shared->slots[slot].idle = idle;
 	SpinLockRelease(&hx_shared->mutex);
+}
+
+/*
+ * hx_slot_take_wait_xid
+ *		Returns and forgets the transaction whose commit woke the worker.
+ */
+TransactionId
+hx_slot_take_wait_xid(int slot)
+{
+	TransactionId xid;
+
+	SpinLockAcquire(&hx_shared->mutex);
+	xid = hx_shared->slots[slot].wait_xid;
+	hx_shared->slots[slot].wait_xid = InvalidTransactionId;
+	SpinLockRelease(&hx_shared->mutex);
+	return xid;
 }
 
 /*

@@ -42,6 +42,7 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/lmgr.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
@@ -57,7 +58,6 @@
 static int	my_slot = -1;
 static MemoryContext batch_cxt = NULL;
 static SPIPlanPtr claim_plan = NULL;
-static SPIPlanPtr lock_plan = NULL;
 static Oid	worker_schema = InvalidOid;
 
 static void hx_begin_xact(const char *activity);
@@ -103,6 +103,7 @@ hx_stream_worker_main(Datum main_arg)
 		HxTask	   *tasks = NULL;
 		int			ntasks = 0;
 		bool		have_extension;
+		TransactionId wait_xid;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -117,9 +118,15 @@ hx_stream_worker_main(Datum main_arg)
 		 */
 		ResetLatch(MyLatch);
 		hx_slot_set_idle(my_slot, true);
+		wait_xid = hx_slot_take_wait_xid(my_slot);
 		MemoryContextReset(batch_cxt);
 
 		hx_begin_xact("claiming stream tasks");
+
+		/* woken by a committing transaction: let it finish committing */
+		if (TransactionIdIsValid(wait_xid))
+			XactLockTableWait(wait_xid, NULL, NULL, XLTW_None);
+
 		have_extension = hx_find_extension();
 		if (have_extension)
 		{
@@ -205,8 +212,7 @@ hx_find_extension(void)
 		if (claim_plan != NULL)
 		{
 			SPI_freeplan(claim_plan);
-			SPI_freeplan(lock_plan);
-			claim_plan = lock_plan = NULL;
+			claim_plan = NULL;
 		}
 		worker_schema = schema;
 	}
@@ -242,13 +248,12 @@ hx_extension_schema(Oid ext)
 
 /*
  * hx_prepare_worker_plans
- *		Prepares the claim and lock plans for the extension's schema.
+ *		Prepares the claim plan for the extension's schema.
  */
 static void
 hx_prepare_worker_plans(void)
 {
 	Oid			claim_types[2] = {INT4OID, INT4OID};
-	Oid			lock_types[2] = {INT8ARRAYOID, INT4OID};
 
 	if (claim_plan != NULL)
 		return;
@@ -258,15 +263,7 @@ hx_prepare_worker_plans(void)
 							 2, claim_types);
 	if (claim_plan == NULL)
 		elog(ERROR, "could not prepare the stream claim");
-	lock_plan = SPI_prepare(psprintf("SELECT id FROM %s WHERE id = ANY ($1) "
-									 "AND status = 'running' AND worker_pid = $2 "
-									 "ORDER BY id FOR UPDATE",
-									 hx_qualified("hx_task")),
-							2, lock_types);
-	if (lock_plan == NULL)
-		elog(ERROR, "could not prepare the stream lock");
 	SPI_keepplan(claim_plan);
-	SPI_keepplan(lock_plan);
 }
 
 /*
@@ -347,6 +344,7 @@ hx_claim(HxTask **tasks)
 		out[i].handler = DatumGetObjectId(SPI_getbinval(tup, desc, 6, &isnull));
 		out[i].run_as = DatumGetObjectId(SPI_getbinval(tup, desc, 7, &isnull));
 		out[i].timeout_ms = DatumGetFloat8(SPI_getbinval(tup, desc, 8, &isnull));
+		out[i].worker_pid = MyProcPid;
 		MemoryContextSwitchTo(old);
 	}
 	*tasks = out;
@@ -355,18 +353,13 @@ hx_claim(HxTask **tasks)
 
 /*
  * hx_run_batch
- *		Runs the claimed tasks in one transaction: locks those still ours,
- *		runs each handler in its own subtransaction and records each
- *		outcome, then commits effects and states together.
+ *		Runs the claimed tasks in one transaction, each handler in its own
+ *		subtransaction, and commits effects and states together.
  */
 static void
 hx_run_batch(HxTask *tasks, int ntasks, TimestampTz *next_retry)
 {
-	Datum	   *ids = palloc(sizeof(Datum) * ntasks);
-	Datum		args[2];
 	int			i;
-	uint64		k;
-	int			rc;
 	int			done = 0;
 	int			failed = 0;
 
@@ -377,34 +370,11 @@ hx_run_batch(HxTask *tasks, int ntasks, TimestampTz *next_retry)
 		hx_end_xact();
 		return;
 	}
-	hx_prepare_worker_plans();
-
-	for (i = 0; i < ntasks; i++)
-		ids[i] = Int64GetDatum(tasks[i].id);
-	args[0] = PointerGetDatum(construct_array(ids, ntasks, INT8OID, 8,
-											  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	args[1] = Int32GetDatum(MyProcPid);
-	rc = SPI_execute_plan(lock_plan, args, NULL, false, 0);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "stream lock failed: %s", SPI_result_code_string(rc));
-	for (k = 0; k < SPI_processed; k++)
-	{
-		bool		isnull;
-		int64		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[k],
-													 SPI_tuptable->tupdesc, 1,
-													 &isnull));
-
-		for (i = 0; i < ntasks; i++)
-			if (tasks[i].id == id)
-				tasks[i].still_ours = true;
-	}
 
 	for (i = 0; i < ntasks; i++)
 	{
 		HxOutcome	out;
 
-		if (!tasks[i].still_ours)
-			continue;
 		CHECK_FOR_INTERRUPTS();
 		hx_exec_handler(&tasks[i], &out, batch_cxt);
 		if (hx_record_outcome(&tasks[i], &out, next_retry))

@@ -8,9 +8,13 @@
  *		that registered the type, under the type's timeout; an error (or
  *		the timeout) rolls back only that subtransaction, so one failing
  *		task never undoes another task's work;
- *	  - the outcome (done + result, or failed/dead + error, with a row in
- *		hx_error and NOTIFY hx_alert for a dead task) is written in the same
- *		transaction as the handler's effects, so they commit together.
+ *	  - success is written onto the task inside that same subtransaction,
+ *		and only if the task is still claimed by this worker; otherwise the
+ *		handler's effects are rolled back with it.  So the handler's effects
+ *		and "done" commit together or not at all: exactly once;
+ *	  - a failure (failed/dead + error, a row in hx_error, NOTIFY hx_alert
+ *		for a dead task) is written after the rollback, in the same
+ *		transaction.
  *
  *	  Callers hold an open transaction with SPI connected and an active
  *	  snapshot.
@@ -49,7 +53,11 @@ static SPIPlanPtr done_plan = NULL;
 static SPIPlanPtr fail_plan = NULL;
 static Oid	plans_schema = InvalidOid;
 
+/* set by hx_mark_done when the task turned out not to be ours any more */
+static bool claim_lost = false;
+
 static SPIPlanPtr hx_handler_plan(Oid handler);
+static void hx_mark_done(HxTask *task, HxOutcome *out);
 static void hx_alert_dead(HxTask *task, const char *error);
 
 /*
@@ -60,9 +68,9 @@ static void hx_alert_dead(HxTask *task, const char *error);
 void
 hx_exec_prepare(Oid schema)
 {
-	Oid			done_types[2] = {INT8OID, JSONBOID};
-	Oid			fail_types[10] = {INT8OID, TEXTOID, INT4OID, TEXTOID, TEXTOID,
-	TEXTOID, TEXTOID, TEXTOID, BOOLOID, FLOAT8OID};
+	Oid			done_types[3] = {INT8OID, JSONBOID, INT4OID};
+	Oid			fail_types[11] = {INT8OID, TEXTOID, INT4OID, TEXTOID, TEXTOID,
+	TEXTOID, TEXTOID, TEXTOID, BOOLOID, FLOAT8OID, INT4OID};
 	char	   *sql;
 
 	if (done_plan != NULL && plans_schema == schema)
@@ -75,9 +83,10 @@ hx_exec_prepare(Oid schema)
 	}
 
 	sql = psprintf("UPDATE %s SET status = 'done', result = $2, "
-				   "finished_at = clock_timestamp() WHERE id = $1",
+				   "finished_at = clock_timestamp() "
+				   "WHERE id = $1 AND status = 'running' AND worker_pid = $3",
 				   hx_qualified("hx_task"));
-	done_plan = SPI_prepare(sql, 2, done_types);
+	done_plan = SPI_prepare(sql, 3, done_types);
 	if (done_plan == NULL)
 		elog(ERROR, "could not prepare the done update");
 
@@ -88,9 +97,9 @@ hx_exec_prepare(Oid schema)
 				   "last_error = $5, "
 				   "run_after = clock_timestamp() + $10 * interval '1 millisecond', "
 				   "finished_at = CASE WHEN $9 THEN clock_timestamp() END "
-				   "WHERE id = $1",
+				   "WHERE id = $1 AND status = 'running' AND worker_pid = $11",
 				   hx_qualified("hx_error"), hx_qualified("hx_task"));
-	fail_plan = SPI_prepare(sql, 10, fail_types);
+	fail_plan = SPI_prepare(sql, 11, fail_types);
 	if (fail_plan == NULL)
 		elog(ERROR, "could not prepare the failure update");
 
@@ -172,6 +181,7 @@ hx_exec_handler(HxTask *task, HxOutcome *out, MemoryContext cxt)
 									(long long) task->id, task->task_type,
 									task->attempts));
 
+	claim_lost = false;
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(oldcontext);
 
@@ -218,6 +228,8 @@ hx_exec_handler(HxTask *task, HxOutcome *out, MemoryContext cxt)
 			out->result = PointerGetDatum(PG_DETOAST_DATUM_COPY(out->result));
 		}
 		SPI_freetuptable(SPI_tuptable);
+		MemoryContextSwitchTo(oldcontext);
+		hx_mark_done(task, out);
 		out->ok = true;
 
 		ReleaseCurrentSubTransaction();
@@ -242,6 +254,7 @@ hx_exec_handler(HxTask *task, HxOutcome *out, MemoryContext cxt)
 
 		elapsed_ms = (double) (GetCurrentTimestamp() - start) / 1000.0;
 		out->ok = false;
+		out->lost = claim_lost;
 		out->sqlerrcode = edata->sqlerrcode;
 		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED && timeout_armed &&
 			elapsed_ms >= task->timeout_ms * 0.99)
@@ -258,10 +271,40 @@ hx_exec_handler(HxTask *task, HxOutcome *out, MemoryContext cxt)
 }
 
 /*
+ * hx_mark_done
+ *		Inside the handler's subtransaction: marks the task done with its
+ *		result, provided this worker still holds it.  If it does not (the
+ *		task was put back and claimed again), raises an error so that the
+ *		handler's effects are rolled back with the subtransaction.
+ */
+static void
+hx_mark_done(HxTask *task, HxOutcome *out)
+{
+	Datum		values[3] = {Int64GetDatum(task->id), out->result,
+	Int32GetDatum(task->worker_pid)};
+	char		nulls[3] = {' ', out->result_null ? 'n' : ' ', ' '};
+	int			rc;
+
+	rc = SPI_execute_plan(done_plan, values, nulls, false, 0);
+	if (rc != SPI_OK_UPDATE)
+		elog(ERROR, "could not mark task %lld done: %s",
+			 (long long) task->id, SPI_result_code_string(rc));
+	if (SPI_processed != 1)
+	{
+		claim_lost = true;
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("task %lld is no longer claimed by this worker",
+						(long long) task->id)));
+	}
+}
+
+/*
  * hx_record_outcome
- *		Writes the outcome onto the task (and hx_error) in the current
- *		transaction.  A failed task is retried after a backoff that doubles
- *		with each attempt; *next_retry is lowered to that moment.  Returns
+ *		Books the outcome of a handler call in the current transaction.
+ *		Success was written by hx_mark_done already.  A failed task is
+ *		retried after a backoff that doubles with each attempt; *next_retry
+ *		is lowered to that moment.  A task we lost is left alone.  Returns
  *		true when the task succeeded.
  */
 bool
@@ -270,21 +313,20 @@ hx_record_outcome(HxTask *task, HxOutcome *out, TimestampTz *next_retry)
 	int			rc;
 
 	if (out->ok)
-	{
-		Datum		values[2] = {Int64GetDatum(task->id), out->result};
-		char		nulls[2] = {' ', out->result_null ? 'n' : ' '};
-
-		rc = SPI_execute_plan(done_plan, values, nulls, false, 0);
-		if (rc != SPI_OK_UPDATE)
-			elog(ERROR, "could not mark task %lld done", (long long) task->id);
 		return true;
+	if (out->lost)
+	{
+		ereport(LOG,
+				(errmsg("hybridexec task %lld was taken from this worker; its attempt was rolled back",
+						(long long) task->id)));
+		return false;
 	}
 	else
 	{
 		bool		dead = task->attempts >= task->max_attempts;
 		double		backoff = (double) hx_retry_backoff_ms;
-		Datum		values[10];
-		char		nulls[10];
+		Datum		values[11];
+		char		nulls[11];
 		int			i;
 
 		for (i = 1; i < task->attempts && backoff < 60000.0; i++)
@@ -305,6 +347,7 @@ hx_record_outcome(HxTask *task, HxOutcome *out, TimestampTz *next_retry)
 		nulls[7] = out->context ? ' ' : 'n';
 		values[8] = BoolGetDatum(dead);
 		values[9] = Float8GetDatum(dead ? 0.0 : backoff);
+		values[10] = Int32GetDatum(task->worker_pid);
 
 		rc = SPI_execute_plan(fail_plan, values, nulls, false, 0);
 		if (rc != SPI_OK_UPDATE)

@@ -25,13 +25,14 @@ typedef struct HxTask
 	Oid			handler;
 	Oid			run_as;
 	double		timeout_ms;
-	bool		still_ours;		/* locked for this worker in the run xact */
+	int			worker_pid;		/* the claimer, as recorded on the task */
 } HxTask;
 
 /* What one handler call gave. */
 typedef struct HxOutcome
 {
 	bool		ok;
+	bool		lost;			/* no longer claimed by us: record nothing */
 	Datum		result;			/* jsonb copy when ok and not NULL */
 	bool		result_null;
 	int			sqlerrcode;		/* when !ok */

@@ -6,10 +6,17 @@
  *	  The hx_task_wake trigger counts the stream tasks a transaction queues
  *	  and, when hybridexec.notify is on, sends one NOTIFY hx_stream per
  *	  transaction for clients that LISTEN.  Background workers cannot
- *	  LISTEN, so at COMMIT (after the tasks became visible) a transaction
- *	  callback sets the latches of as many idle stream workers as it queued
- *	  tasks.  Workers that are busy look for more work when they finish, so
- *	  no wake-up is lost; the timed poll is only a safety net.
+ *	  LISTEN, so during COMMIT a transaction callback sets the latches of as
+ *	  many idle stream workers as it queued tasks.
+ *
+ *	  The wake-up is sent at PRE_COMMIT, with the committing transaction's
+ *	  id in the worker's slot: the worker waits on that transaction's lock
+ *	  (XactLockTableWait) before it claims, so it sees the tasks as soon as
+ *	  they are visible, while the process wake-up overlaps the commit's WAL
+ *	  flush instead of following it.  Should the commit fail after all, the
+ *	  worker simply finds nothing.  Workers that are busy look for more work
+ *	  when they finish, so no wake-up is lost; the timed poll is only a
+ *	  safety net.
  *
  *-------------------------------------------------------------------------
  */
@@ -32,7 +39,7 @@ static int	notify_sent_level = 0;
 static void hx_xact_callback(XactEvent event, void *arg);
 static void hx_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 								SubTransactionId parentSubid, void *arg);
-static void hx_wake_idle_workers(int wanted);
+static void hx_wake_idle_workers(int wanted, TransactionId xid);
 
 PG_FUNCTION_INFO_V1(hx_task_wake);
 
@@ -72,17 +79,22 @@ hx_task_wake(PG_FUNCTION_ARGS)
 
 /*
  * hx_xact_callback
- *		At commit, wakes idle workers for the tasks this transaction queued;
- *		at any end of transaction, forgets the counts.
+ *		Just before the commit record is written, wakes idle workers for the
+ *		tasks this transaction queued; at any end of transaction, forgets
+ *		the counts.
  */
 static void
 hx_xact_callback(XactEvent event, void *arg)
 {
 	switch (event)
 	{
-		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PRE_COMMIT:
 			if (pending_stream_tasks > 0)
-				hx_wake_idle_workers(pending_stream_tasks);
+				hx_wake_idle_workers(pending_stream_tasks,
+									 GetTopTransactionIdIfAny());
+			pending_stream_tasks = 0;
+			break;
+		case XACT_EVENT_COMMIT:
 			pending_stream_tasks = 0;
 			notify_sent_level = 0;
 			break;
@@ -114,11 +126,11 @@ hx_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 /*
  * hx_wake_idle_workers
  *		Sets the latch of up to "wanted" idle stream workers, round-robin,
- *		clearing their idle flag so concurrent committers pick others.
- *		Runs after commit; must not fail.
+ *		clearing their idle flag so concurrent committers pick others, and
+ *		tells each which transaction to wait for.  Must not fail.
  */
 static void
-hx_wake_idle_workers(int wanted)
+hx_wake_idle_workers(int wanted, TransactionId xid)
 {
 	Latch	   *latches[HX_MAX_STREAM_WORKERS];
 	int			nlatches = 0;
@@ -136,6 +148,7 @@ hx_wake_idle_workers(int wanted)
 		if (s->pid != 0 && s->idle && s->latch != NULL)
 		{
 			s->idle = false;
+			s->wait_xid = xid;
 			latches[nlatches++] = s->latch;
 			hx_shared->next_wake = (k + 1) % hx_shared->nslots;
 		}

@@ -1,0 +1,126 @@
+// test/bench/hx_bench.mjs - hybridexec's side of the stream benchmark.
+//
+// Measures, against a server with hybridexec preloaded whose stream
+// workers serve the database in DATABASE_URL:
+//   A. wake-up latency: LAT_N sequential hx_submit() calls on an idle
+//      server, each its own transaction; the time from just before the
+//      client sends the statement to the handler's first statement (the
+//      handler reads clock_timestamp() on entry; client and server share
+//      the machine's clock);
+//   B. throughput: THRU_N no-op tasks submitted in one transaction; the time
+//      from just before the submit statement until all are done.
+// The same client library (node-postgres) and method as the graphile-worker
+// side (graphile/bench.mjs), so the figures compare like with like.
+// Prints one JSON line on stdout; progress goes to stderr.
+
+import { createRequire } from 'node:module';
+import path from 'node:path';
+
+const scratch = process.env.GRAPHILE_DIR || '/tmp/hx-bench-graphile';
+const require = createRequire(path.join(scratch, 'package.json'));
+const pg = require('pg');
+
+const url = process.env.DATABASE_URL;
+const latN = parseInt(process.env.LAT_N || '300', 10);
+const warmN = parseInt(process.env.WARM_N || '20', 10);
+const thruN = parseInt(process.env.THRU_N || '20000', 10);
+
+const nowMs = () => performance.timeOrigin + performance.now();
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const pct = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
+
+async function setup(client) {
+	await client.query(`
+		CREATE EXTENSION IF NOT EXISTS hybridexec;
+		DROP TABLE IF EXISTS bench_lat_obs;
+		CREATE UNLOGGED TABLE bench_lat_obs (i int, t0_ms float8, t1_ms float8);
+		CREATE OR REPLACE FUNCTION bench_lat(p jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+		DECLARE
+			t1 float8 := extract(epoch FROM clock_timestamp()) * 1000;
+		BEGIN
+			INSERT INTO bench_lat_obs VALUES ((p->>'i')::int, (p->>'t0')::float8, t1);
+			PERFORM pg_notify('bench_done', p->>'i');
+			RETURN '{}';
+		END
+		$$;
+		CREATE OR REPLACE FUNCTION bench_noop(p jsonb) RETURNS jsonb LANGUAGE sql AS 'SELECT $1';
+		SELECT hx_register('bench_lat', 'bench_lat(jsonb)');
+		SELECT hx_register('bench_noop', 'bench_noop(jsonb)');
+		DELETE FROM hx_task WHERE task_type IN ('bench_lat', 'bench_noop');
+	`);
+}
+
+async function latency(client) {
+	const waiters = new Map();
+	client.on('notification', (msg) => {
+		const w = waiters.get(msg.payload);
+		if (w) {
+			waiters.delete(msg.payload);
+			w();
+		}
+	});
+	await client.query('LISTEN bench_done');
+
+	for (let i = 0; i < warmN + latN; i++) {
+		const done = new Promise((resolve, reject) => {
+			const timer = setTimeout(() => reject(new Error(`task ${i} not done within 10 s`)), 10000);
+			waiters.set(String(i), () => { clearTimeout(timer); resolve(); });
+		});
+		const t0 = nowMs();
+		await client.query(
+			"SELECT hx_submit('bench_lat', jsonb_build_object('i', $1::int, 't0', $2::float8), origin => 'user')",
+			[i, t0]);
+		await done;
+		await sleep(5);
+	}
+	const res = await client.query('SELECT t1_ms - t0_ms AS ms FROM bench_lat_obs WHERE i >= $1 ORDER BY 1', [warmN]);
+	const ms = res.rows.map((r) => Number(r.ms));
+	if (ms.length !== latN)
+		throw new Error(`expected ${latN} observations, got ${ms.length}`);
+	return { p50: pct(ms, 50), p95: pct(ms, 95), p99: pct(ms, 99) };
+}
+
+async function throughput(client) {
+	const t0 = nowMs();
+	await client.query("SELECT count(hx_submit('bench_noop', '{}', origin => 'user')) FROM generate_series(1, $1)", [thruN]);
+	const tSubmitted = nowMs();
+	const deadline = t0 + 600000;
+	for (;;) {
+		const r = await client.query("SELECT count(*)::int AS n FROM hx_task WHERE task_type = 'bench_noop' AND status <> 'done'");
+		if (r.rows[0].n === 0)
+			break;
+		if (nowMs() > deadline)
+			throw new Error(`${r.rows[0].n} tasks still not done after 600 s`);
+		await sleep(20);
+	}
+	const t1 = nowMs();
+	const bad = await client.query("SELECT count(*)::int AS n FROM hx_task WHERE task_type = 'bench_noop' AND (status <> 'done' OR attempts <> 1)");
+	if (bad.rows[0].n !== 0)
+		throw new Error(`${bad.rows[0].n} noop tasks not done exactly once`);
+	return { seconds: (t1 - t0) / 1000, submitSeconds: (tSubmitted - t0) / 1000 };
+}
+
+const client = new pg.Client({ connectionString: url });
+await client.connect();
+try {
+	await setup(client);
+	console.error(`hybridexec: latency, ${warmN} warm-up + ${latN} sequential submits`);
+	const lat = await latency(client);
+	console.error(`hybridexec: throughput, ${thruN} tasks in one transaction`);
+	const thr = await throughput(client);
+	const ver = await client.query("SELECT extversion FROM pg_extension WHERE extname = 'hybridexec'");
+	console.log(JSON.stringify({
+		peer: 'hybridexec',
+		version: ver.rows[0].extversion,
+		lat_n: latN,
+		lat_p50_ms: +lat.p50.toFixed(3),
+		lat_p95_ms: +lat.p95.toFixed(3),
+		lat_p99_ms: +lat.p99.toFixed(3),
+		thru_n: thruN,
+		thru_seconds: +thr.seconds.toFixed(3),
+		thru_submit_seconds: +thr.submitSeconds.toFixed(3),
+		thru_per_s: Math.round(thruN / thr.seconds),
+	}));
+} finally {
+	await client.end();
+}
