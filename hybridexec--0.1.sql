@@ -376,7 +376,7 @@ AS 'MODULE_PATHNAME', 'hx_task_wake' LANGUAGE C;
 COMMENT ON FUNCTION hx_task_wake() IS
 'Trigger: a queued stream task wakes an idle stream worker at commit and, when hybridexec.notify is on, sends one NOTIFY hx_stream per transaction';
 
-CREATE TRIGGER hx_task_wake AFTER INSERT OR UPDATE OF status, route ON hx_task
+CREATE TRIGGER hx_task_wake BEFORE INSERT OR UPDATE OF status, route ON hx_task
 	FOR EACH ROW WHEN (NEW.route = 'stream' AND NEW.status = 'queued')
 	EXECUTE FUNCTION hx_task_wake();
 
@@ -486,6 +486,19 @@ AS 'MODULE_PATHNAME', 'hx_submit' LANGUAGE C VOLATILE;
 
 COMMENT ON FUNCTION hx_submit(text, jsonb, interval, text, integer, text, text, timestamptz) IS
 'Classifies a task with hx_rule and queues it; returns the task id (an unfinished task with the same type and dedupe_key is returned instead)';
+
+CREATE FUNCTION hx_submit_batch(task_type text,
+								payloads jsonb[],
+								sla interval DEFAULT NULL,
+								origin text DEFAULT 'background',
+								priority integer DEFAULT 0,
+								department text DEFAULT NULL,
+								deadline timestamptz DEFAULT NULL)
+RETURNS SETOF bigint
+AS 'MODULE_PATHNAME', 'hx_submit_batch' LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION hx_submit_batch(text, jsonb[], interval, text, integer, text, timestamptz) IS
+'Queues one task per payload (same type and other arguments) with one INSERT, each classified like hx_submit(); returns the ids in payload order';
 
 CREATE FUNCTION hx_decide(task_type text,
 						  payload jsonb DEFAULT '{}',
@@ -611,7 +624,7 @@ CREATE FUNCTION hx_stream_claim(worker_pid integer, max integer)
 RETURNS TABLE (id bigint, task_type text, payload jsonb, attempts integer,
 			   max_attempts integer, handler regprocedure, run_as regrole,
 			   timeout_ms double precision)
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql SET search_path FROM CURRENT SET plan_cache_mode = force_generic_plan AS $$
 BEGIN
 	RETURN QUERY
 	UPDATE hx_task t

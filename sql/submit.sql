@@ -84,3 +84,21 @@ ROLLBACK;
 -- the stream workers are visible in pg_stat_activity
 SELECT backend_type, count(*) FROM pg_stat_activity
  WHERE backend_type LIKE 'hybridexec%' GROUP BY 1;
+
+-- hx_submit_batch: one task per payload, each classified on its own, ids in
+-- payload order
+INSERT INTO hx_rule (name, position, payload_match, route) VALUES ('urgent-flag', 5, '{"urgent": true}', 'stream');
+CREATE TEMP TABLE xb AS
+	SELECT * FROM hx_submit_batch('echo', ARRAY['{"key": "x1"}', '{"key": "x2", "urgent": true}', '{"key": "x3"}']::jsonb[],
+								  sla => '10 minutes') WITH ORDINALITY AS b(id, ord);
+SELECT array_agg(t.payload->>'key' ORDER BY b.ord) AS keys_in_order,
+	   array_agg(t.route ORDER BY b.ord) AS routes,
+	   array_agg(t.rule_name ORDER BY b.ord) AS rules
+  FROM xb b JOIN hx_task t ON t.id = b.id;
+DELETE FROM hx_rule WHERE name = 'urgent-flag';
+SELECT count(*) FROM hx_submit_batch('echo', '{}'::jsonb[]);
+SELECT hx_submit_batch('echo', NULL);
+SELECT hx_submit_batch('echo', ARRAY['{}', NULL]::jsonb[]);
+SELECT hx_submit_batch('nope', ARRAY['{}']::jsonb[]);
+SELECT count(*) AS x_tasks FROM hx_task WHERE payload->>'key' LIKE 'x%';
+SELECT hx_wait(id, '60 seconds') FROM hx_task WHERE payload->>'key' = 'x2';

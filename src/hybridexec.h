@@ -13,6 +13,8 @@
 #include "postgres.h"
 
 #include "datatype/timestamp.h"
+#include "executor/spi.h"
+#include "nodes/parsenodes.h"
 #include "storage/latch.h"
 #include "storage/spin.h"
 #include "utils/date.h"
@@ -60,9 +62,21 @@ extern void hx_shmem_init_hooks(void);
 extern void hx_require_preload(const char *what);
 extern void hx_slot_attach(int slot);
 extern void hx_slot_set_idle(int slot, bool idle);
-extern TransactionId hx_slot_take_wait_xid(int slot);
+extern void hx_slot_wait_for_committer(int slot);
 extern void hx_slot_count(int slot, int done, int failed);
 extern int	hx_live_worker_pids(int *pids, int max);
+
+/*
+ * hx_prepare
+ *		SPI_prepare with a generic plan from the first execution: our
+ *		statements are short and run many times, so re-planning them as
+ *		custom plans would cost more than it could ever save.
+ */
+static inline SPIPlanPtr
+hx_prepare(const char *sql, int nargs, Oid *argtypes)
+{
+	return SPI_prepare_cursor(sql, nargs, argtypes, CURSOR_OPT_GENERIC_PLAN);
+}
 
 /* ---- waking workers at commit (wakeup.c) ---- */
 extern void hx_wakeup_init(void);

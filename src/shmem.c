@@ -16,6 +16,7 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
+#include "storage/lmgr.h"
 #include "storage/proc.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
@@ -178,11 +179,13 @@ hx_slot_set_idle(int slot, bool idle)
 }
 
 /*
- * hx_slot_take_wait_xid
- *		Returns and forgets the transaction whose commit woke the worker.
+ * hx_slot_wait_for_committer
+ *		Called by a worker woken at a transaction's PRE_COMMIT: returns once
+ *		that transaction has finished committing (or aborted), so that its
+ *		tasks are visible, by waiting on its lock.  In a transaction.
  */
-TransactionId
-hx_slot_take_wait_xid(int slot)
+void
+hx_slot_wait_for_committer(int slot)
 {
 	TransactionId xid;
 
@@ -190,7 +193,9 @@ hx_slot_take_wait_xid(int slot)
 	xid = hx_shared->slots[slot].wait_xid;
 	hx_shared->slots[slot].wait_xid = InvalidTransactionId;
 	SpinLockRelease(&hx_shared->mutex);
-	return xid;
+
+	if (TransactionIdIsValid(xid))
+		XactLockTableWait(xid, NULL, NULL, XLTW_None);
 }
 
 /*

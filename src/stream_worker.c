@@ -42,7 +42,6 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
-#include "storage/lmgr.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
@@ -103,7 +102,6 @@ hx_stream_worker_main(Datum main_arg)
 		HxTask	   *tasks = NULL;
 		int			ntasks = 0;
 		bool		have_extension;
-		TransactionId wait_xid;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -118,14 +116,12 @@ hx_stream_worker_main(Datum main_arg)
 		 */
 		ResetLatch(MyLatch);
 		hx_slot_set_idle(my_slot, true);
-		wait_xid = hx_slot_take_wait_xid(my_slot);
 		MemoryContextReset(batch_cxt);
 
 		hx_begin_xact("claiming stream tasks");
 
 		/* woken by a committing transaction: let it finish committing */
-		if (TransactionIdIsValid(wait_xid))
-			XactLockTableWait(wait_xid, NULL, NULL, XLTW_None);
+		hx_slot_wait_for_committer(my_slot);
 
 		have_extension = hx_find_extension();
 		if (have_extension)
@@ -258,7 +254,7 @@ hx_prepare_worker_plans(void)
 	if (claim_plan != NULL)
 		return;
 
-	claim_plan = SPI_prepare(psprintf("SELECT * FROM %s($1, $2)",
+	claim_plan = hx_prepare(psprintf("SELECT * FROM %s($1, $2)",
 									  hx_qualified("hx_stream_claim")),
 							 2, claim_types);
 	if (claim_plan == NULL)
@@ -353,14 +349,23 @@ hx_claim(HxTask **tasks)
 
 /*
  * hx_run_batch
- *		Runs the claimed tasks in one transaction, each handler in its own
- *		subtransaction, and commits effects and states together.
+ *		Runs the claimed tasks in one transaction: each handler in its own
+ *		subtransaction, failures booked one by one and successes together,
+ *		then effects and states commit at once.
+ *
+ *		Nobody else changes a task while it is running for a live worker:
+ *		the sweep skips live workers' tasks and hx_cancel skips running
+ *		ones.  The bookings still check that every task is ours; if one is
+ *		not (someone edited hx_task by hand), the whole transaction aborts,
+ *		handlers' effects included, the worker exits and, restarted, sweeps
+ *		the batch back into the queue.
  */
 static void
 hx_run_batch(HxTask *tasks, int ntasks, TimestampTz *next_retry)
 {
+	HxOutcome  *outs = MemoryContextAllocZero(batch_cxt, sizeof(HxOutcome) * ntasks);
 	int			i;
-	int			done = 0;
+	int			done;
 	int			failed = 0;
 
 	hx_begin_xact("running stream tasks");
@@ -370,18 +375,19 @@ hx_run_batch(HxTask *tasks, int ntasks, TimestampTz *next_retry)
 		hx_end_xact();
 		return;
 	}
+	hx_prepare_worker_plans();
 
 	for (i = 0; i < ntasks; i++)
 	{
-		HxOutcome	out;
-
 		CHECK_FOR_INTERRUPTS();
-		hx_exec_handler(&tasks[i], &out, batch_cxt);
-		if (hx_record_outcome(&tasks[i], &out, next_retry))
-			done++;
-		else
+		hx_exec_handler(&tasks[i], &outs[i], batch_cxt);
+		if (!outs[i].ok)
+		{
+			hx_record_failure(&tasks[i], &outs[i], next_retry);
 			failed++;
+		}
 	}
+	done = hx_record_done(tasks, outs, ntasks);
 
 	hx_end_xact();
 	pgstat_report_activity(STATE_IDLE, NULL);

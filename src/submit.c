@@ -13,7 +13,9 @@
 #include "commands/dbcommands.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "funcapi.h"
 #include "miscadmin.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
@@ -22,14 +24,17 @@
 
 #define SUBMIT_NARGS 12
 
-static SPIPlanPtr insert_plan = NULL;
+static SPIPlanPtr insert_plan = NULL;		/* with a dedupe_key */
+static SPIPlanPtr plain_plan = NULL;	/* without: no arbiter index to check */
 static SPIPlanPtr dedupe_plan = NULL;
+static SPIPlanPtr bulk_plan = NULL;
 static Oid	plans_schema = InvalidOid;
 
 static void hx_prepare_submit_plans(Oid schema);
 static void hx_warn_other_database(void);
 
 PG_FUNCTION_INFO_V1(hx_submit);
+PG_FUNCTION_INFO_V1(hx_submit_batch);
 
 /*
  * hx_submit
@@ -89,7 +94,8 @@ hx_submit(PG_FUNCTION_ARGS)
 		elog(ERROR, "SPI_connect failed");
 	hx_prepare_submit_plans(schema);
 
-	rc = SPI_execute_plan(insert_plan, values, nulls, false, 1);
+	rc = SPI_execute_plan(args.dedupe_key ? insert_plan : plain_plan,
+						  values, nulls, false, 1);
 	if (rc != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "could not insert into hx_task: %s", SPI_result_code_string(rc));
 	if (SPI_processed == 1)
@@ -116,6 +122,137 @@ hx_submit(PG_FUNCTION_ARGS)
 }
 
 /*
+ * hx_submit_batch
+ *		SQL: classify and queue one task per element of payloads[] (same
+ *		type and other arguments), with one INSERT; returns the ids in the
+ *		order of the payloads.  Each payload is classified on its own, as
+ *		payload_match rules may tell them apart.
+ *
+ *		Arguments: task_type, payloads, sla, origin, priority, department,
+ *		deadline.
+ */
+Datum
+hx_submit_batch(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Oid			schema = hx_schema_for_function(fcinfo->flinfo->fn_oid);
+	LOCAL_FCINFO(one, 8);
+	ArrayType  *arr;
+	Datum	   *payloads;
+	bool	   *pnulls;
+	int			n;
+	int			i;
+	Datum	   *routes,
+			   *windows,
+			   *rules,
+			   *reasons;
+	bool	   *wnulls;
+	int			dims[1];
+	int			lbs[1] = {1};
+	Datum		values[11];
+	char		nulls[11];
+	int			rc;
+	uint64		k;
+	HxTaskArgs	args;
+
+	hx_require_preload("hx_submit_batch()");
+	hx_rules_ensure(schema);
+
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("payloads must not be NULL"),
+				 errhint("Pass an array of jsonb, one element per task.")));
+	arr = PG_GETARG_ARRAYTYPE_P(1);
+	if (ARR_NDIM(arr) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("payloads must be a one-dimensional array")));
+	deconstruct_array(arr, JSONBOID, -1, false, TYPALIGN_INT,
+					  &payloads, &pnulls, &n);
+
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+	if (n == 0)
+		return (Datum) 0;
+
+	/* check and classify each task exactly as hx_submit would */
+	InitFunctionCallInfoData(*one, fcinfo->flinfo, 8, fcinfo->fncollation, NULL, NULL);
+	one->args[0] = fcinfo->args[0];
+	one->args[2] = fcinfo->args[2];
+	one->args[3] = fcinfo->args[3];
+	one->args[4] = fcinfo->args[4];
+	one->args[5] = fcinfo->args[5];
+	one->args[6].value = (Datum) 0;
+	one->args[6].isnull = true;
+	one->args[7] = fcinfo->args[6];
+
+	routes = palloc(sizeof(Datum) * n);
+	windows = palloc(sizeof(Datum) * n);
+	wnulls = palloc(sizeof(bool) * n);
+	rules = palloc(sizeof(Datum) * n);
+	reasons = palloc(sizeof(Datum) * n);
+	for (i = 0; i < n; i++)
+	{
+		HxDecision	d;
+
+		one->args[1].value = payloads[i];
+		one->args[1].isnull = pnulls[i];
+		hx_check_task_args(one, &args);
+		hx_classify_task(&args, &d);
+		if (d.stream)
+			hx_warn_other_database();
+		payloads[i] = JsonbPGetDatum(args.payload);
+		routes[i] = CStringGetTextDatum(d.stream ? "stream" : "batch");
+		wnulls[i] = (d.window_name == NULL);
+		windows[i] = wnulls[i] ? (Datum) 0 : CStringGetTextDatum(d.window_name);
+		rules[i] = CStringGetTextDatum(d.rule_name);
+		reasons[i] = CStringGetTextDatum(d.reason);
+	}
+
+	dims[0] = n;
+	memset(nulls, ' ', sizeof(nulls));
+	values[0] = CStringGetTextDatum(args.task_type);
+	values[1] = PointerGetDatum(construct_array(payloads, n, JSONBOID, -1, false, TYPALIGN_INT));
+	values[2] = PointerGetDatum(construct_array(routes, n, TEXTOID, -1, false, TYPALIGN_INT));
+	values[3] = PointerGetDatum(construct_md_array(windows, wnulls, 1, dims, lbs,
+												   TEXTOID, -1, false, TYPALIGN_INT));
+	values[4] = PointerGetDatum(construct_array(rules, n, TEXTOID, -1, false, TYPALIGN_INT));
+	values[5] = PointerGetDatum(construct_array(reasons, n, TEXTOID, -1, false, TYPALIGN_INT));
+	values[6] = CStringGetTextDatum(args.origin);
+	values[7] = Int32GetDatum(args.priority);
+	if (args.sla)
+		values[8] = IntervalPGetDatum(args.sla);
+	else
+		nulls[8] = 'n';
+	if (args.has_deadline)
+		values[9] = TimestampTzGetDatum(args.deadline);
+	else
+		nulls[9] = 'n';
+	if (args.department)
+		values[10] = CStringGetTextDatum(args.department);
+	else
+		nulls[10] = 'n';
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	hx_prepare_submit_plans(schema);
+	rc = SPI_execute_plan(bulk_plan, values, nulls, false, 0);
+	if (rc != SPI_OK_INSERT_RETURNING || SPI_processed != (uint64) n)
+		elog(ERROR, "could not insert %d tasks into hx_task: %s", n,
+			 SPI_result_code_string(rc));
+	for (k = 0; k < SPI_processed; k++)
+	{
+		bool		isnull;
+		Datum		id = SPI_getbinval(SPI_tuptable->vals[k],
+									   SPI_tuptable->tupdesc, 1, &isnull);
+
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &id, &isnull);
+	}
+	SPI_finish();
+	return (Datum) 0;
+}
+
+/*
  * hx_prepare_submit_plans
  *		Prepares and keeps the insert and dedupe plans for the extension's
  *		schema.  Runs inside SPI; the rule cache must be loaded.
@@ -135,8 +272,10 @@ hx_prepare_submit_plans(Oid schema)
 	if (insert_plan != NULL)
 	{
 		SPI_freeplan(insert_plan);
+		SPI_freeplan(plain_plan);
 		SPI_freeplan(dedupe_plan);
-		insert_plan = dedupe_plan = NULL;
+		SPI_freeplan(bulk_plan);
+		insert_plan = plain_plan = dedupe_plan = bulk_plan = NULL;
 	}
 
 	sql = psprintf("INSERT INTO %s (task_type, payload, route, window_name, "
@@ -146,19 +285,47 @@ hx_prepare_submit_plans(Oid schema)
 				   "ON CONFLICT (task_type, dedupe_key) "
 				   "WHERE dedupe_key IS NOT NULL AND status IN ('queued', 'running', 'failed') "
 				   "DO NOTHING RETURNING id", task);
-	insert_plan = SPI_prepare(sql, SUBMIT_NARGS, argtypes);
+	insert_plan = hx_prepare(sql, SUBMIT_NARGS, argtypes);
 	if (insert_plan == NULL)
 		elog(ERROR, "could not prepare hx_submit insert: %s",
 			 SPI_result_code_string(SPI_result));
 
+	sql = psprintf("INSERT INTO %s (task_type, payload, route, window_name, "
+				   "rule_name, reason, origin, priority, sla, deadline, "
+				   "department, dedupe_key) "
+				   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) "
+				   "RETURNING id", task);
+	plain_plan = hx_prepare(sql, SUBMIT_NARGS, argtypes);
+	if (plain_plan == NULL)
+		elog(ERROR, "could not prepare hx_submit insert");
+
+	{
+		Oid			bulk_types[11] = {TEXTOID, JSONBARRAYOID, TEXTARRAYOID,
+			TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTOID, INT4OID,
+		INTERVALOID, TIMESTAMPTZOID, TEXTOID};
+
+		sql = psprintf("INSERT INTO %s (task_type, payload, route, window_name, "
+					   "rule_name, reason, origin, priority, sla, deadline, "
+					   "department) "
+					   "SELECT $1, u.p, u.r, u.w, u.n, u.why, $7, $8, $9, $10, $11 "
+					   "FROM unnest($2, $3, $4, $5, $6) WITH ORDINALITY "
+					   "AS u (p, r, w, n, why, ord) ORDER BY u.ord "
+					   "RETURNING id", task);
+		bulk_plan = hx_prepare(sql, 11, bulk_types);
+		if (bulk_plan == NULL)
+			elog(ERROR, "could not prepare hx_submit_batch insert");
+	}
+
 	sql = psprintf("SELECT id FROM %s WHERE task_type = $1 AND dedupe_key = $2 "
 				   "AND status IN ('queued', 'running', 'failed')", task);
-	dedupe_plan = SPI_prepare(sql, 2, dedupe_types);
+	dedupe_plan = hx_prepare(sql, 2, dedupe_types);
 	if (dedupe_plan == NULL)
 		elog(ERROR, "could not prepare hx_submit dedupe lookup");
 
 	SPI_keepplan(insert_plan);
+	SPI_keepplan(plain_plan);
 	SPI_keepplan(dedupe_plan);
+	SPI_keepplan(bulk_plan);
 	plans_schema = schema;
 }
 

@@ -8,13 +8,14 @@
  *		that registered the type, under the type's timeout; an error (or
  *		the timeout) rolls back only that subtransaction, so one failing
  *		task never undoes another task's work;
- *	  - success is written onto the task inside that same subtransaction,
- *		and only if the task is still claimed by this worker; otherwise the
- *		handler's effects are rolled back with it.  So the handler's effects
- *		and "done" commit together or not at all: exactly once;
- *	  - a failure (failed/dead + error, a row in hx_error, NOTIFY hx_alert
- *		for a dead task) is written after the rollback, in the same
- *		transaction.
+ *	  - the successes of a batch are written onto their tasks with one
+ *		UPDATE, and each failure (failed/dead + error, a row in hx_error,
+ *		NOTIFY hx_alert for a dead task) after its rollback, all in the
+ *		transaction that holds the handlers' effects: effects and "done"
+ *		commit together or not at all, so they happen exactly once.
+ *
+ *	  Every booking checks that the task is still running for this worker;
+ *	  when one is not, the whole transaction is aborted.
  *
  *	  Callers hold an open transaction with SPI connected and an active
  *	  snapshot.
@@ -29,6 +30,7 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/json.h"
@@ -53,11 +55,7 @@ static SPIPlanPtr done_plan = NULL;
 static SPIPlanPtr fail_plan = NULL;
 static Oid	plans_schema = InvalidOid;
 
-/* set by hx_mark_done when the task turned out not to be ours any more */
-static bool claim_lost = false;
-
 static SPIPlanPtr hx_handler_plan(Oid handler);
-static void hx_mark_done(HxTask *task, HxOutcome *out);
 static void hx_alert_dead(HxTask *task, const char *error);
 
 /*
@@ -68,7 +66,7 @@ static void hx_alert_dead(HxTask *task, const char *error);
 void
 hx_exec_prepare(Oid schema)
 {
-	Oid			done_types[3] = {INT8OID, JSONBOID, INT4OID};
+	Oid			done_types[3] = {INT8ARRAYOID, JSONBARRAYOID, INT4OID};
 	Oid			fail_types[11] = {INT8OID, TEXTOID, INT4OID, TEXTOID, TEXTOID,
 	TEXTOID, TEXTOID, TEXTOID, BOOLOID, FLOAT8OID, INT4OID};
 	char	   *sql;
@@ -82,11 +80,12 @@ hx_exec_prepare(Oid schema)
 		done_plan = fail_plan = NULL;
 	}
 
-	sql = psprintf("UPDATE %s SET status = 'done', result = $2, "
+	sql = psprintf("UPDATE %s t SET status = 'done', result = d.result, "
 				   "finished_at = clock_timestamp() "
-				   "WHERE id = $1 AND status = 'running' AND worker_pid = $3",
+				   "FROM unnest($1, $2) AS d (id, result) "
+				   "WHERE t.id = d.id AND t.status = 'running' AND t.worker_pid = $3",
 				   hx_qualified("hx_task"));
-	done_plan = SPI_prepare(sql, 3, done_types);
+	done_plan = hx_prepare(sql, 3, done_types);
 	if (done_plan == NULL)
 		elog(ERROR, "could not prepare the done update");
 
@@ -99,7 +98,7 @@ hx_exec_prepare(Oid schema)
 				   "finished_at = CASE WHEN $9 THEN clock_timestamp() END "
 				   "WHERE id = $1 AND status = 'running' AND worker_pid = $11",
 				   hx_qualified("hx_error"), hx_qualified("hx_task"));
-	fail_plan = SPI_prepare(sql, 11, fail_types);
+	fail_plan = hx_prepare(sql, 11, fail_types);
 	if (fail_plan == NULL)
 		elog(ERROR, "could not prepare the failure update");
 
@@ -145,7 +144,7 @@ hx_handler_plan(Oid handler)
 					(errcode(ERRCODE_UNDEFINED_FUNCTION),
 					 errmsg("handler function with OID %u does not exist", handler),
 					 errhint("Register the task type again with hx_register() and an existing handler.")));
-		plan = SPI_prepare(psprintf("SELECT %s($1)",
+		plan = hx_prepare(psprintf("SELECT %s($1)",
 									quote_qualified_identifier(nsp, name)),
 						   1, &argtype);
 		if (plan == NULL)
@@ -181,7 +180,6 @@ hx_exec_handler(HxTask *task, HxOutcome *out, MemoryContext cxt)
 									(long long) task->id, task->task_type,
 									task->attempts));
 
-	claim_lost = false;
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(oldcontext);
 
@@ -228,8 +226,6 @@ hx_exec_handler(HxTask *task, HxOutcome *out, MemoryContext cxt)
 			out->result = PointerGetDatum(PG_DETOAST_DATUM_COPY(out->result));
 		}
 		SPI_freetuptable(SPI_tuptable);
-		MemoryContextSwitchTo(oldcontext);
-		hx_mark_done(task, out);
 		out->ok = true;
 
 		ReleaseCurrentSubTransaction();
@@ -254,7 +250,6 @@ hx_exec_handler(HxTask *task, HxOutcome *out, MemoryContext cxt)
 
 		elapsed_ms = (double) (GetCurrentTimestamp() - start) / 1000.0;
 		out->ok = false;
-		out->lost = claim_lost;
 		out->sqlerrcode = edata->sqlerrcode;
 		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED && timeout_armed &&
 			elapsed_ms >= task->timeout_ms * 0.99)
@@ -271,57 +266,63 @@ hx_exec_handler(HxTask *task, HxOutcome *out, MemoryContext cxt)
 }
 
 /*
- * hx_mark_done
- *		Inside the handler's subtransaction: marks the task done with its
- *		result, provided this worker still holds it.  If it does not (the
- *		task was put back and claimed again), raises an error so that the
- *		handler's effects are rolled back with the subtransaction.
+ * hx_record_done
+ *		Marks the successful tasks among tasks[0..n-1] done with their
+ *		results, in one statement.  Every one of them must still be running
+ *		for this worker; anything else aborts the transaction, handlers'
+ *		effects included.  Returns how many.
  */
-static void
-hx_mark_done(HxTask *task, HxOutcome *out)
+int
+hx_record_done(HxTask *tasks, HxOutcome *outs, int n)
 {
-	Datum		values[3] = {Int64GetDatum(task->id), out->result,
-	Int32GetDatum(task->worker_pid)};
-	char		nulls[3] = {' ', out->result_null ? 'n' : ' ', ' '};
+	Datum	   *ids = palloc(sizeof(Datum) * Max(n, 1));
+	Datum	   *results = palloc(sizeof(Datum) * Max(n, 1));
+	bool	   *nulls = palloc(sizeof(bool) * Max(n, 1));
+	int			dims[1];
+	int			lbs[1] = {1};
+	int			ndone = 0;
+	int			i;
 	int			rc;
+	Datum		values[3];
 
-	rc = SPI_execute_plan(done_plan, values, nulls, false, 0);
-	if (rc != SPI_OK_UPDATE)
-		elog(ERROR, "could not mark task %lld done: %s",
-			 (long long) task->id, SPI_result_code_string(rc));
-	if (SPI_processed != 1)
+	for (i = 0; i < n; i++)
 	{
-		claim_lost = true;
-		ereport(ERROR,
-				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-				 errmsg("task %lld is no longer claimed by this worker",
-						(long long) task->id)));
+		if (!outs[i].ok)
+			continue;
+		ids[ndone] = Int64GetDatum(tasks[i].id);
+		results[ndone] = outs[i].result;
+		nulls[ndone] = outs[i].result_null;
+		ndone++;
 	}
+	if (ndone == 0)
+		return 0;
+
+	dims[0] = ndone;
+	values[0] = PointerGetDatum(construct_array(ids, ndone, INT8OID, 8,
+												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[1] = PointerGetDatum(construct_md_array(results, nulls, 1, dims, lbs,
+												   JSONBOID, -1, false,
+												   TYPALIGN_INT));
+	values[2] = Int32GetDatum(MyProcPid);
+
+	rc = SPI_execute_plan(done_plan, values, NULL, false, 0);
+	if (rc != SPI_OK_UPDATE || SPI_processed != (uint64) ndone)
+		elog(ERROR, "could not mark %d tasks done (%llu updated): they are no longer claimed by this worker",
+			 ndone, (unsigned long long) SPI_processed);
+	return ndone;
 }
 
 /*
- * hx_record_outcome
- *		Books the outcome of a handler call in the current transaction.
- *		Success was written by hx_mark_done already.  A failed task is
- *		retried after a backoff that doubles with each attempt; *next_retry
- *		is lowered to that moment.  A task we lost is left alone.  Returns
- *		true when the task succeeded.
+ * hx_record_failure
+ *		Books a failed handler call in the current transaction: the task is
+ *		retried after a backoff that doubles with each attempt (*next_retry
+ *		is lowered to that moment), or becomes dead when no attempt is left.
  */
-bool
-hx_record_outcome(HxTask *task, HxOutcome *out, TimestampTz *next_retry)
+void
+hx_record_failure(HxTask *task, HxOutcome *out, TimestampTz *next_retry)
 {
 	int			rc;
 
-	if (out->ok)
-		return true;
-	if (out->lost)
-	{
-		ereport(LOG,
-				(errmsg("hybridexec task %lld was taken from this worker; its attempt was rolled back",
-						(long long) task->id)));
-		return false;
-	}
-	else
 	{
 		bool		dead = task->attempts >= task->max_attempts;
 		double		backoff = (double) hx_retry_backoff_ms;
@@ -350,8 +351,8 @@ hx_record_outcome(HxTask *task, HxOutcome *out, TimestampTz *next_retry)
 		values[10] = Int32GetDatum(task->worker_pid);
 
 		rc = SPI_execute_plan(fail_plan, values, nulls, false, 0);
-		if (rc != SPI_OK_UPDATE)
-			elog(ERROR, "could not record the failure of task %lld",
+		if (rc != SPI_OK_UPDATE || SPI_processed != 1)
+			elog(ERROR, "could not record the failure of task %lld: it is no longer claimed by this worker",
 				 (long long) task->id);
 
 		if (dead)
@@ -364,7 +365,6 @@ hx_record_outcome(HxTask *task, HxOutcome *out, TimestampTz *next_retry)
 			if (*next_retry == 0 || at < *next_retry)
 				*next_retry = at;
 		}
-		return false;
 	}
 }
 

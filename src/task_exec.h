@@ -32,7 +32,6 @@ typedef struct HxTask
 typedef struct HxOutcome
 {
 	bool		ok;
-	bool		lost;			/* no longer claimed by us: record nothing */
 	Datum		result;			/* jsonb copy when ok and not NULL */
 	bool		result_null;
 	int			sqlerrcode;		/* when !ok */
@@ -44,7 +43,8 @@ typedef struct HxOutcome
 
 extern void hx_exec_prepare(Oid schema);
 extern void hx_exec_handler(HxTask *task, HxOutcome *out, MemoryContext cxt);
-extern bool hx_record_outcome(HxTask *task, HxOutcome *out,
+extern int	hx_record_done(HxTask *tasks, HxOutcome *outs, int n);
+extern void hx_record_failure(HxTask *task, HxOutcome *out,
 							  TimestampTz *next_retry);
 
 #endif							/* HX_TASK_EXEC_H */

@@ -56,13 +56,18 @@ hx_wakeup_init(void)
 
 /*
  * hx_task_wake
- *		AFTER ROW trigger on hx_task for rows that become queued stream tasks:
- *		remembers to wake a worker at commit and sends NOTIFY hx_stream once
- *		per transaction.
+ *		BEFORE ROW trigger on hx_task for rows that become queued stream
+ *		tasks: remembers to wake a worker at commit and sends NOTIFY
+ *		hx_stream once per transaction.  A BEFORE trigger costs no entry in
+ *		the after-trigger queue, which matters for bulk submits; should the
+ *		row not be stored after all, the statement fails and at worst a
+ *		worker wakes for nothing.
  */
 Datum
 hx_task_wake(PG_FUNCTION_ARGS)
 {
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
@@ -74,7 +79,12 @@ hx_task_wake(PG_FUNCTION_ARGS)
 		Async_Notify("hx_stream", "");
 		notify_sent_level = GetCurrentTransactionNestLevel();
 	}
-	return PointerGetDatum(NULL);
+	if (!TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
+		return PointerGetDatum(NULL);
+	if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
+		return PointerGetDatum(trigdata->tg_newtuple);
+	return PointerGetDatum(trigdata->tg_trigtuple);
 }
 
 /*

@@ -7,8 +7,9 @@
 //      client sends the statement to the handler's first statement (the
 //      handler reads clock_timestamp() on entry; client and server share
 //      the machine's clock);
-//   B. throughput: THRU_N no-op tasks submitted in one transaction; the time
-//      from just before the submit statement until all are done.
+//   B. throughput: THRU_N no-op tasks submitted in one transaction (one
+//      hx_submit_batch() call, as graphile-worker's side uses add_jobs());
+//      the time from just before the submit statement until all are done.
 // The same client library (node-postgres) and method as the graphile-worker
 // side (graphile/bench.mjs), so the figures compare like with like.
 // Prints one JSON line on stdout; progress goes to stderr.
@@ -82,7 +83,8 @@ async function latency(client) {
 
 async function throughput(client) {
 	const t0 = nowMs();
-	await client.query("SELECT count(hx_submit('bench_noop', '{}', origin => 'user')) FROM generate_series(1, $1)", [thruN]);
+	await client.query(`SELECT count(*) FROM hx_submit_batch('bench_noop',
+		(SELECT array_agg('{}'::jsonb) FROM generate_series(1, $1)), origin => 'user')`, [thruN]);
 	const tSubmitted = nowMs();
 	const deadline = t0 + 600000;
 	for (;;) {

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+#
+# test/bench/run.sh - `make bench`: hybridexec's stream path side by side
+# with graphile-worker, on one throwaway server, in one run.
+#
+#   latency:    LAT_N sequential submits on an idle server, each its own
+#               transaction: time from just before the client sends the
+#               submit to the handler's first statement (p50/p95/p99)
+#   throughput: THRU_N no-op tasks submitted in one transaction: time from
+#               the submit until all are done
+#
+# graphile-worker (npm) is installed into a scratch folder; both sides use
+# the same Node.js client library, so the figures compare like with like.
+# Figures only: nothing here passes or fails on a timing.
+#
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/../.." && pwd)
+. "$here/scripts/deps.sh"
+. "$here/scripts/pgtmp.sh"
+
+export LAT_N=${LAT_N:-300}
+export THRU_N=${THRU_N:-20000}
+export GRAPHILE_DIR=${GRAPHILE_DIR:-/tmp/hx-bench-graphile}
+ROUNDS=${ROUNDS:-1}
+
+hx_install_deps
+hx_build_install "$here"
+if ! command -v node >/dev/null 2>&1; then
+	hx_as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+fi
+bash "$here/test/bench/graphile/install.sh" "$GRAPHILE_DIR" >&2
+
+dir=$(mktemp -d /tmp/hybridexec-bench.XXXXXX)
+trap 'hx_tmp_stop' EXIT
+export HX_TMP_TCP=1
+hx_tmp_start "$dir" "hybridexec.database_name = 'bench_hx'" "max_connections = 100"
+hx_tmp_psql -c "CREATE DATABASE bench_hx" -c "CREATE DATABASE bench_graphile"
+
+# the stream workers retry connecting to bench_hx every 5 s until it exists
+for _ in $(seq 1 100); do
+	n=$(hx_tmp_psql -At -d bench_hx -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'hybridexec stream worker' AND datname = 'bench_hx'")
+	[ "$n" -ge 1 ] && break
+	sleep 0.2
+done
+
+cpu=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)
+echo "machine: $(nproc) cores, ${cpu:-unknown cpu}; PostgreSQL $(hx_as_user postgres --version | awk '{print $3}'); node $(node --version)"
+echo "settings: LAT_N=$LAT_N THRU_N=$THRU_N, synchronous_commit=on, fsync=on (defaults)"
+
+results=()
+for r in $(seq 1 "$ROUNDS"); do
+	echo "round $r/$ROUNDS: hybridexec" >&2
+	results+=("$(DATABASE_URL="postgres://postgres@127.0.0.1:$PGPORT/bench_hx" node "$here/test/bench/hx_bench.mjs")")
+	echo "round $r/$ROUNDS: graphile-worker" >&2
+	results+=("$(DATABASE_URL="postgres://postgres@127.0.0.1:$PGPORT/bench_graphile" node "$here/test/bench/graphile/bench.mjs")")
+done
+
+printf '%s\n' "${results[@]}" | python3 "$here/test/bench/report.py"
