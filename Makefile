@@ -36,7 +36,6 @@ ISOLATION_OPTS = --temp-instance=tmp_check_iso --temp-config=$(srcdir)/test/isol
 	--load-extension=hybridexec --inputdir=$(srcdir)/test --outputdir=test
 
 TAP_TESTS = 1
-PROVE_FLAGS = -I $(srcdir)/test/t
 PROVE_TESTS = test/t/*.pl
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)

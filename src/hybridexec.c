@@ -57,21 +57,29 @@ _PG_init(void)
 static void
 hx_define_settings(void)
 {
-	DefineCustomIntVariable("hybridexec.stream_workers",
-							"Number of background workers that run stream tasks.",
-							"0 disables the in-database stream path; tasks then wait for external executors.",
-							&hx_stream_workers,
-							2, 0, HX_MAX_STREAM_WORKERS,
-							PGC_POSTMASTER, 0,
-							NULL, NULL, NULL);
+	/*
+	 * Settings read only at server start can be defined only while the
+	 * library is being preloaded (the server refuses them later); a backend
+	 * that loads the library on demand keeps their defaults.
+	 */
+	if (process_shared_preload_libraries_in_progress)
+	{
+		DefineCustomIntVariable("hybridexec.stream_workers",
+								"Number of background workers that run stream tasks.",
+								"0 disables the in-database stream path; tasks then wait for external executors.",
+								&hx_stream_workers,
+								2, 0, HX_MAX_STREAM_WORKERS,
+								PGC_POSTMASTER, 0,
+								NULL, NULL, NULL);
 
-	DefineCustomStringVariable("hybridexec.database_name",
-							   "Database whose tasks the stream workers run.",
-							   "The extension must be created in this database.",
-							   &hx_database_name,
-							   "postgres",
-							   PGC_POSTMASTER, 0,
-							   NULL, NULL, NULL);
+		DefineCustomStringVariable("hybridexec.database_name",
+								   "Database whose tasks the stream workers run.",
+								   "The extension must be created in this database.",
+								   &hx_database_name,
+								   "postgres",
+								   PGC_POSTMASTER, 0,
+								   NULL, NULL, NULL);
+	}
 
 	DefineCustomBoolVariable("hybridexec.notify",
 							 "Sends NOTIFY hx_stream, once per transaction, when stream tasks are queued.",

@@ -340,7 +340,7 @@ hx_warn_other_database(void)
 	static bool checked = false;
 	char	   *dbname;
 
-	if (checked)
+	if (checked || hx_database_name == NULL)
 		return;
 	checked = true;
 	dbname = get_database_name(MyDatabaseId);
