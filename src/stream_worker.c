@@ -368,13 +368,12 @@ hx_run_batch(HxTask *tasks, int ntasks, TimestampTz *next_retry)
 	int			done;
 	int			failed = 0;
 
+	/*
+	 * The claim transaction has just found the extension and prepared the
+	 * plans; were it dropped in between, our statements fail and the worker
+	 * restarts.
+	 */
 	hx_begin_xact("running stream tasks");
-	if (!hx_find_extension())
-	{
-		/* dropped under us: nothing left to run */
-		hx_end_xact();
-		return;
-	}
 	hx_prepare_worker_plans();
 
 	for (i = 0; i < ntasks; i++)

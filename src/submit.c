@@ -125,8 +125,10 @@ hx_submit(PG_FUNCTION_ARGS)
  * hx_submit_batch
  *		SQL: classify and queue one task per element of payloads[] (same
  *		type and other arguments), with one INSERT; returns the ids in the
- *		order of the payloads.  Each payload is classified on its own, as
- *		payload_match rules may tell them apart.
+ *		order of the payloads (the INSERT reads the arrays with a function
+ *		scan and stores and returns rows in that order; no sort needed).
+ *		Each payload is classified on its own, as payload_match rules may
+ *		tell them apart.
  *
  *		Arguments: task_type, payloads, sla, origin, priority, department,
  *		deadline.
@@ -308,8 +310,7 @@ hx_prepare_submit_plans(Oid schema)
 					   "rule_name, reason, origin, priority, sla, deadline, "
 					   "department) "
 					   "SELECT $1, u.p, u.r, u.w, u.n, u.why, $7, $8, $9, $10, $11 "
-					   "FROM unnest($2, $3, $4, $5, $6) WITH ORDINALITY "
-					   "AS u (p, r, w, n, why, ord) ORDER BY u.ord "
+					   "FROM unnest($2, $3, $4, $5, $6) AS u (p, r, w, n, why) "
 					   "RETURNING id", task);
 		bulk_plan = hx_prepare(sql, 11, bulk_types);
 		if (bulk_plan == NULL)

@@ -22,7 +22,7 @@ here=$(cd "$(dirname "$0")/../.." && pwd)
 export LAT_N=${LAT_N:-300}
 export THRU_N=${THRU_N:-20000}
 export GRAPHILE_DIR=${GRAPHILE_DIR:-/tmp/hx-bench-graphile}
-ROUNDS=${ROUNDS:-1}
+ROUNDS=${ROUNDS:-3}
 
 hx_install_deps
 hx_build_install "$here"
