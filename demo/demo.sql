@@ -44,6 +44,19 @@ SELECT id, status, route, coalesce(window_name, '') AS window_name, rule_name,
   FROM hx_task ORDER BY id;
 SELECT * FROM ticket_summary;
 
+-- The first task paid for warming caches (each worker prepares its plans on
+-- its first tasks).  Five more urgent tickets, each in its own transaction,
+-- as a help desk would send them:
+SELECT hx_submit('summarize', '{"ticket": 11, "text": "Refund not received after ten days"}', origin => 'user');
+SELECT hx_submit('summarize', '{"ticket": 12, "text": "Cannot log in since the update"}', origin => 'user');
+SELECT hx_submit('summarize', '{"ticket": 13, "text": "Invoice shows the wrong address"}', origin => 'user');
+SELECT hx_submit('summarize', '{"ticket": 14, "text": "App crashes when I upload a photo"}', origin => 'user');
+SELECT hx_submit('summarize', '{"ticket": 15, "text": "Where is my parcel"}', origin => 'user') AS last \gset
+SELECT hx_wait(:last) AS last_status;
+SELECT (payload->>'ticket')::int AS ticket, status,
+       round(extract(epoch FROM finished_at - submitted_at) * 1000, 2) AS ms_from_submit_to_done
+  FROM hx_task WHERE (payload->>'ticket')::int > 10 ORDER BY id;
+
 -- 6. The workers are ordinary background processes.
 SELECT backend_type, state FROM pg_stat_activity WHERE backend_type LIKE 'hybridexec%';
 SELECT slot, state, tasks_done, tasks_failed FROM hx_workers();

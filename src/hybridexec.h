@@ -52,7 +52,6 @@ typedef struct HxShared
 {
 	slock_t		mutex;			/* protects everything below */
 	int			nslots;
-	int			next_wake;		/* round-robin start for the waker */
 	HxWorkerSlot slots[FLEXIBLE_ARRAY_MEMBER];
 } HxShared;
 

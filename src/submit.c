@@ -32,6 +32,7 @@ static Oid	plans_schema = InvalidOid;
 
 static void hx_prepare_submit_plans(Oid schema);
 static void hx_warn_other_database(void);
+static void hx_common_values(const HxTaskArgs *args, Datum *values, char *nulls);
 
 PG_FUNCTION_INFO_V1(hx_submit);
 PG_FUNCTION_INFO_V1(hx_submit_batch);
@@ -71,20 +72,7 @@ hx_submit(PG_FUNCTION_ARGS)
 		nulls[3] = 'n';
 	values[4] = CStringGetTextDatum(d.rule_name);
 	values[5] = CStringGetTextDatum(d.reason);
-	values[6] = CStringGetTextDatum(args.origin);
-	values[7] = Int32GetDatum(args.priority);
-	if (args.sla)
-		values[8] = IntervalPGetDatum(args.sla);
-	else
-		nulls[8] = 'n';
-	if (args.has_deadline)
-		values[9] = TimestampTzGetDatum(args.deadline);
-	else
-		nulls[9] = 'n';
-	if (args.department)
-		values[10] = CStringGetTextDatum(args.department);
-	else
-		nulls[10] = 'n';
+	hx_common_values(&args, values, nulls);
 	if (args.dedupe_key)
 		values[11] = CStringGetTextDatum(args.dedupe_key);
 	else
@@ -220,20 +208,7 @@ hx_submit_batch(PG_FUNCTION_ARGS)
 												   TEXTOID, -1, false, TYPALIGN_INT));
 	values[4] = PointerGetDatum(construct_array(rules, n, TEXTOID, -1, false, TYPALIGN_INT));
 	values[5] = PointerGetDatum(construct_array(reasons, n, TEXTOID, -1, false, TYPALIGN_INT));
-	values[6] = CStringGetTextDatum(args.origin);
-	values[7] = Int32GetDatum(args.priority);
-	if (args.sla)
-		values[8] = IntervalPGetDatum(args.sla);
-	else
-		nulls[8] = 'n';
-	if (args.has_deadline)
-		values[9] = TimestampTzGetDatum(args.deadline);
-	else
-		nulls[9] = 'n';
-	if (args.department)
-		values[10] = CStringGetTextDatum(args.department);
-	else
-		nulls[10] = 'n';
+	hx_common_values(&args, values, nulls);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -252,6 +227,30 @@ hx_submit_batch(PG_FUNCTION_ARGS)
 	}
 	SPI_finish();
 	return (Datum) 0;
+}
+
+/*
+ * hx_common_values
+ *		Fills parameters $7..$11 (origin, priority, sla, deadline,
+ *		department), which the single and the bulk insert share.
+ */
+static void
+hx_common_values(const HxTaskArgs *args, Datum *values, char *nulls)
+{
+	values[6] = CStringGetTextDatum(args->origin);
+	values[7] = Int32GetDatum(args->priority);
+	if (args->sla)
+		values[8] = IntervalPGetDatum(args->sla);
+	else
+		nulls[8] = 'n';
+	if (args->has_deadline)
+		values[9] = TimestampTzGetDatum(args->deadline);
+	else
+		nulls[9] = 'n';
+	if (args->department)
+		values[10] = CStringGetTextDatum(args->department);
+	else
+		nulls[10] = 'n';
 }
 
 /*
