@@ -55,7 +55,8 @@
 #include "task_exec.h"
 
 static int	my_slot = -1;
-static MemoryContext batch_cxt = NULL;
+static MemoryContext batch_cxt = NULL;	/* the batch being run */
+static MemoryContext next_cxt = NULL;	/* the batch claimed ahead */
 static SPIPlanPtr claim_plan = NULL;
 static Oid	worker_schema = InvalidOid;
 
@@ -65,8 +66,9 @@ static bool hx_find_extension(void);
 static Oid	hx_extension_schema(Oid ext);
 static void hx_prepare_worker_plans(void);
 static void hx_sweep(void);
-static int	hx_claim(HxTask **tasks);
-static void hx_run_batch(HxTask *tasks, int ntasks, TimestampTz *next_retry);
+static int	hx_claim(HxTask **tasks, MemoryContext cxt);
+static int	hx_run_batch(HxTask *tasks, int ntasks, TimestampTz *next_retry,
+						 HxTask **next);
 static long hx_sleep_ms(TimestampTz next_retry);
 
 /*
@@ -92,6 +94,9 @@ hx_stream_worker_main(Datum main_arg)
 	batch_cxt = AllocSetContextCreate(TopMemoryContext,
 									  "hybridexec stream batch",
 									  ALLOCSET_DEFAULT_SIZES);
+	next_cxt = AllocSetContextCreate(TopMemoryContext,
+									 "hybridexec stream next batch",
+									 ALLOCSET_DEFAULT_SIZES);
 
 	ereport(LOG,
 			(errmsg("hybridexec stream worker %d started for database \"%s\"",
@@ -132,16 +137,41 @@ hx_stream_worker_main(Datum main_arg)
 				hx_sweep();
 				swept = true;
 			}
-			ntasks = hx_claim(&tasks);
+			/*
+			 * A claim on its own is committed without waiting for the WAL
+			 * flush: should it be lost, the tasks are simply still queued,
+			 * and the run transaction's commit flushes it anyway.
+			 */
+			(void) set_config_option("synchronous_commit", "off",
+									 PGC_USERSET, PGC_S_SESSION,
+									 GUC_ACTION_LOCAL, true, 0, false);
+			ntasks = hx_claim(&tasks, batch_cxt);
 		}
 		hx_end_xact();
 
+		/*
+		 * Run batches back to back while they come full: each run
+		 * transaction also claims the next batch, so a busy worker commits
+		 * once per batch, not twice.
+		 */
 		if (ntasks > 0)
 		{
-			hx_slot_set_idle(my_slot, false);
-			if (next_retry != 0 && next_retry <= GetCurrentTimestamp())
-				next_retry = 0;
-			hx_run_batch(tasks, ntasks, &next_retry);
+			while (ntasks > 0)
+			{
+				HxTask	   *next = NULL;
+				MemoryContext swap;
+
+				hx_slot_set_idle(my_slot, false);
+				if (next_retry != 0 && next_retry <= GetCurrentTimestamp())
+					next_retry = 0;
+				MemoryContextReset(next_cxt);
+				ntasks = hx_run_batch(tasks, ntasks, &next_retry, &next);
+				tasks = next;
+				swap = batch_cxt;
+				batch_cxt = next_cxt;
+				next_cxt = swap;
+				CHECK_FOR_INTERRUPTS();
+			}
 			continue;
 		}
 
@@ -302,21 +332,15 @@ hx_sweep(void)
 /*
  * hx_claim
  *		Claims up to hybridexec.stream_batch_size due tasks, counting their
- *		attempt, and copies them out of the transaction.  The claim is
- *		committed without waiting for the WAL flush: should it be lost, the
- *		task is simply still queued, and the handler's commit flushes it.
+ *		attempt, and copies them into cxt, out of the transaction.
  */
 static int
-hx_claim(HxTask **tasks)
+hx_claim(HxTask **tasks, MemoryContext cxt)
 {
 	Datum		args[2] = {Int32GetDatum(MyProcPid), Int32GetDatum(hx_stream_batch_size)};
 	int			rc;
 	uint64		i;
 	HxTask	   *out;
-
-	(void) set_config_option("synchronous_commit", "off",
-							 PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_LOCAL, true, 0, false);
 
 	rc = SPI_execute_plan(claim_plan, args, NULL, false, 0);
 	if (rc != SPI_OK_SELECT)
@@ -324,12 +348,12 @@ hx_claim(HxTask **tasks)
 	if (SPI_processed == 0)
 		return 0;
 
-	out = MemoryContextAllocZero(batch_cxt, sizeof(HxTask) * SPI_processed);
+	out = MemoryContextAllocZero(cxt, sizeof(HxTask) * SPI_processed);
 	for (i = 0; i < SPI_processed; i++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
-		MemoryContext old = MemoryContextSwitchTo(batch_cxt);
+		MemoryContext old = MemoryContextSwitchTo(cxt);
 		bool		isnull;
 
 		out[i].id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
@@ -351,7 +375,8 @@ hx_claim(HxTask **tasks)
  * hx_run_batch
  *		Runs the claimed tasks in one transaction: each handler in its own
  *		subtransaction, failures booked one by one and successes together,
- *		then effects and states commit at once.
+ *		then effects and states commit at once.  After a full batch it also
+ *		claims the next one (into next_cxt) and returns how many it got.
  *
  *		Nobody else changes a task while it is running for a live worker:
  *		the sweep skips live workers' tasks and hx_cancel skips running
@@ -360,13 +385,14 @@ hx_claim(HxTask **tasks)
  *		handlers' effects included, the worker exits and, restarted, sweeps
  *		the batch back into the queue.
  */
-static void
-hx_run_batch(HxTask *tasks, int ntasks, TimestampTz *next_retry)
+static int
+hx_run_batch(HxTask *tasks, int ntasks, TimestampTz *next_retry, HxTask **next)
 {
 	HxOutcome  *outs = MemoryContextAllocZero(batch_cxt, sizeof(HxOutcome) * ntasks);
 	int			i;
 	int			done;
 	int			failed = 0;
+	int			nnext;
 
 	/*
 	 * The claim transaction has just found the extension and prepared the
@@ -388,9 +414,19 @@ hx_run_batch(HxTask *tasks, int ntasks, TimestampTz *next_retry)
 	}
 	done = hx_record_done(tasks, outs, ntasks);
 
+	/*
+	 * A full batch suggests more is waiting: claim the next one now, so its
+	 * attempts commit with this batch's results (still before its handlers
+	 * run) and the worker needs no separate claim transaction.
+	 */
+	nnext = 0;
+	if (ntasks >= hx_stream_batch_size)
+		nnext = hx_claim(next, next_cxt);
+
 	hx_end_xact();
 	pgstat_report_activity(STATE_IDLE, NULL);
 	hx_slot_count(my_slot, done, failed);
+	return nnext;
 }
 
 /*
