@@ -96,6 +96,13 @@ SELECT array_agg(t.payload->>'key' ORDER BY b.ord) AS keys_in_order,
 	   array_agg(t.rule_name ORDER BY b.ord) AS rules
   FROM xb b JOIN hx_task t ON t.id = b.id;
 DELETE FROM hx_rule WHERE name = 'urgent-flag';
+-- with no rule reading the payload, one decision serves all of them
+CREATE TEMP TABLE yb AS
+	SELECT * FROM hx_submit_batch('echo', ARRAY['{"key": "y1"}', '{"key": "y2", "urgent": true}']::jsonb[],
+								  sla => '10 minutes', department => 'ops') WITH ORDINALITY AS b(id, ord);
+SELECT array_agg(t.payload->>'key' ORDER BY b.ord) AS keys_in_order,
+	   array_agg(t.route || '/' || t.window_name || '/' || t.rule_name || '/' || t.department ORDER BY b.ord) AS decisions
+  FROM yb b JOIN hx_task t ON t.id = b.id;
 SELECT count(*) FROM hx_submit_batch('echo', '{}'::jsonb[]);
 SELECT hx_submit_batch('echo', NULL);
 SELECT hx_submit_batch('echo', ARRAY['{}', NULL]::jsonb[]);

@@ -113,6 +113,7 @@ extern Oid	hx_schema_for_function(Oid fn_oid);
 extern void hx_rules_ensure(Oid schema);
 extern HxTypeInfo *hx_type_lookup(const char *task_type);
 extern HxRule *hx_rules_get(int *nrules);
+extern bool hx_rules_read_payload(void);
 extern const char *hx_qualified(const char *relname);
 
 /* ---- classification (classify.c) ---- */

@@ -39,6 +39,7 @@ static Oid	type_relid = InvalidOid;
 static HxRule *rules = NULL;
 static int	nrules = 0;
 static HTAB *types = NULL;
+static bool rules_read_payload = false;	/* some rule has payload_match */
 
 static void hx_cache_callback(Datum arg, Oid relid);
 static void hx_cache_load(Oid schema);
@@ -161,6 +162,17 @@ hx_rules_get(int *n)
 }
 
 /*
+ * hx_rules_read_payload
+ *		True when some enabled rule looks at the payload; otherwise tasks
+ *		that differ only in their payload get the same decision.
+ */
+bool
+hx_rules_read_payload(void)
+{
+	return rules_read_payload;
+}
+
+/*
  * hx_cache_load
  *		Throws the old cache away and reads rules and types again.
  */
@@ -267,6 +279,7 @@ hx_load_rules(void)
 	rules = MemoryContextAllocZero(cache_cxt,
 								   sizeof(HxRule) * Max(SPI_processed, 1));
 	nrules = (int) SPI_processed;
+	rules_read_payload = false;
 
 	for (i = 0; i < SPI_processed; i++)
 	{
@@ -299,7 +312,10 @@ hx_load_rules(void)
 		}
 		d = SPI_getbinval(tup, desc, 8, &isnull);
 		if (!isnull)
+		{
 			r->payload_match = DatumGetJsonbPCopy(d);
+			rules_read_payload = true;
+		}
 
 		d = SPI_getbinval(tup, desc, 9, &isnull);
 		if (!isnull)

@@ -27,7 +27,8 @@
 static SPIPlanPtr insert_plan = NULL;		/* with a dedupe_key */
 static SPIPlanPtr plain_plan = NULL;	/* without: no arbiter index to check */
 static SPIPlanPtr dedupe_plan = NULL;
-static SPIPlanPtr bulk_plan = NULL;
+static SPIPlanPtr bulk_plan = NULL;		/* a decision per payload */
+static SPIPlanPtr uniform_plan = NULL;	/* one decision for all */
 static Oid	plans_schema = InvalidOid;
 
 static void hx_prepare_submit_plans(Oid schema);
@@ -144,6 +145,7 @@ hx_submit_batch(PG_FUNCTION_ARGS)
 	int			rc;
 	uint64		k;
 	HxTaskArgs	args;
+	bool		uniform;
 
 	hx_require_preload("hx_submit_batch()");
 	hx_rules_ensure(schema);
@@ -176,6 +178,7 @@ hx_submit_batch(PG_FUNCTION_ARGS)
 	one->args[6].isnull = true;
 	one->args[7] = fcinfo->args[6];
 
+	uniform = !hx_rules_read_payload();
 	routes = palloc(sizeof(Datum) * n);
 	windows = palloc(sizeof(Datum) * n);
 	wnulls = palloc(sizeof(bool) * n);
@@ -183,37 +186,64 @@ hx_submit_batch(PG_FUNCTION_ARGS)
 	reasons = palloc(sizeof(Datum) * n);
 	for (i = 0; i < n; i++)
 	{
-		HxDecision	d;
-
 		one->args[1].value = payloads[i];
 		one->args[1].isnull = pnulls[i];
 		hx_check_task_args(one, &args);
-		hx_classify_task(&args, &d);
-		if (d.stream)
-			hx_warn_other_database();
 		payloads[i] = JsonbPGetDatum(args.payload);
-		routes[i] = CStringGetTextDatum(d.stream ? "stream" : "batch");
-		wnulls[i] = (d.window_name == NULL);
-		windows[i] = wnulls[i] ? (Datum) 0 : CStringGetTextDatum(d.window_name);
-		rules[i] = CStringGetTextDatum(d.rule_name);
-		reasons[i] = CStringGetTextDatum(d.reason);
+
+		/*
+		 * Tasks that differ only in their payload get the same decision
+		 * unless a rule looks at the payload: classify once then.
+		 */
+		if (i == 0 || !uniform)
+		{
+			HxDecision	d;
+
+			hx_classify_task(&args, &d);
+			if (d.stream)
+				hx_warn_other_database();
+			routes[i] = CStringGetTextDatum(d.stream ? "stream" : "batch");
+			wnulls[i] = (d.window_name == NULL);
+			windows[i] = wnulls[i] ? (Datum) 0 : CStringGetTextDatum(d.window_name);
+			rules[i] = CStringGetTextDatum(d.rule_name);
+			reasons[i] = CStringGetTextDatum(d.reason);
+		}
+		else
+		{
+			routes[i] = routes[0];
+			wnulls[i] = wnulls[0];
+			windows[i] = windows[0];
+			rules[i] = rules[0];
+			reasons[i] = reasons[0];
+		}
 	}
 
 	dims[0] = n;
 	memset(nulls, ' ', sizeof(nulls));
 	values[0] = CStringGetTextDatum(args.task_type);
 	values[1] = PointerGetDatum(construct_array(payloads, n, JSONBOID, -1, false, TYPALIGN_INT));
-	values[2] = PointerGetDatum(construct_array(routes, n, TEXTOID, -1, false, TYPALIGN_INT));
-	values[3] = PointerGetDatum(construct_md_array(windows, wnulls, 1, dims, lbs,
-												   TEXTOID, -1, false, TYPALIGN_INT));
-	values[4] = PointerGetDatum(construct_array(rules, n, TEXTOID, -1, false, TYPALIGN_INT));
-	values[5] = PointerGetDatum(construct_array(reasons, n, TEXTOID, -1, false, TYPALIGN_INT));
+	if (uniform)
+	{
+		values[2] = routes[0];
+		values[3] = windows[0];
+		nulls[3] = wnulls[0] ? 'n' : ' ';
+		values[4] = rules[0];
+		values[5] = reasons[0];
+	}
+	else
+	{
+		values[2] = PointerGetDatum(construct_array(routes, n, TEXTOID, -1, false, TYPALIGN_INT));
+		values[3] = PointerGetDatum(construct_md_array(windows, wnulls, 1, dims, lbs,
+													   TEXTOID, -1, false, TYPALIGN_INT));
+		values[4] = PointerGetDatum(construct_array(rules, n, TEXTOID, -1, false, TYPALIGN_INT));
+		values[5] = PointerGetDatum(construct_array(reasons, n, TEXTOID, -1, false, TYPALIGN_INT));
+	}
 	hx_common_values(&args, values, nulls);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	hx_prepare_submit_plans(schema);
-	rc = SPI_execute_plan(bulk_plan, values, nulls, false, 0);
+	rc = SPI_execute_plan(uniform ? uniform_plan : bulk_plan, values, nulls, false, 0);
 	if (rc != SPI_OK_INSERT_RETURNING || SPI_processed != (uint64) n)
 		elog(ERROR, "could not insert %d tasks into hx_task: %s", n,
 			 SPI_result_code_string(rc));
@@ -276,7 +306,8 @@ hx_prepare_submit_plans(Oid schema)
 		SPI_freeplan(plain_plan);
 		SPI_freeplan(dedupe_plan);
 		SPI_freeplan(bulk_plan);
-		insert_plan = plain_plan = dedupe_plan = bulk_plan = NULL;
+		SPI_freeplan(uniform_plan);
+		insert_plan = plain_plan = dedupe_plan = bulk_plan = uniform_plan = NULL;
 	}
 
 	sql = psprintf("INSERT INTO %s (task_type, payload, route, window_name, "
@@ -314,6 +345,18 @@ hx_prepare_submit_plans(Oid schema)
 		bulk_plan = hx_prepare(sql, 11, bulk_types);
 		if (bulk_plan == NULL)
 			elog(ERROR, "could not prepare hx_submit_batch insert");
+
+		/* the same with one decision for all: unnest of one array only */
+		bulk_types[2] = bulk_types[3] = bulk_types[4] = bulk_types[5] = TEXTOID;
+		sql = psprintf("INSERT INTO %s (task_type, payload, route, window_name, "
+					   "rule_name, reason, origin, priority, sla, deadline, "
+					   "department) "
+					   "SELECT $1, u.p, $3, $4, $5, $6, $7, $8, $9, $10, $11 "
+					   "FROM unnest($2) AS u (p) "
+					   "RETURNING id", task);
+		uniform_plan = hx_prepare(sql, 11, bulk_types);
+		if (uniform_plan == NULL)
+			elog(ERROR, "could not prepare hx_submit_batch insert");
 	}
 
 	sql = psprintf("SELECT id FROM %s WHERE task_type = $1 AND dedupe_key = $2 "
@@ -326,6 +369,7 @@ hx_prepare_submit_plans(Oid schema)
 	SPI_keepplan(plain_plan);
 	SPI_keepplan(dedupe_plan);
 	SPI_keepplan(bulk_plan);
+	SPI_keepplan(uniform_plan);
 	plans_schema = schema;
 }
 
