@@ -102,6 +102,27 @@ async function throughput(client) {
 	return { seconds: (t1 - t0) / 1000, submitSeconds: (tSubmitted - t0) / 1000 };
 }
 
+// C. the cost of a classification: hx_decide() (the rule engine inside
+// every hx_submit) called CLS_N times in one statement, default rules plus
+// a few more that do not match, so each call walks several rules.
+async function classifyCost(client) {
+	const n = parseInt(process.env.CLS_N || '200000', 10);
+	await client.query(`
+		INSERT INTO hx_rule (name, position, task_type, route) VALUES ('bench-a', 1, 'no-such-type', 'stream')
+			ON CONFLICT DO NOTHING;
+		INSERT INTO hx_rule (name, position, department, route) VALUES ('bench-b', 2, 'no-such-dept', 'stream')
+			ON CONFLICT DO NOTHING;
+		INSERT INTO hx_rule (name, position, payload_match, route) VALUES ('bench-c', 3, '{"tier": "gold"}', 'stream')
+			ON CONFLICT DO NOTHING;`);
+	const t0 = nowMs();
+	await client.query(`SELECT count(d.route) FROM generate_series(1, $1) g,
+		LATERAL hx_decide('bench_noop', '{"tier": "silver"}', sla => '30 minutes',
+						  at => '2026-06-15 12:00+00'::timestamptz + g * interval '1 second') d`, [n]);
+	const t1 = nowMs();
+	await client.query("DELETE FROM hx_rule WHERE name IN ('bench-a', 'bench-b', 'bench-c')");
+	return ((t1 - t0) * 1000) / n;
+}
+
 const client = new pg.Client({ connectionString: url });
 await client.connect();
 try {
@@ -110,6 +131,8 @@ try {
 	const lat = await latency(client);
 	console.error(`hybridexec: throughput, ${thruN} tasks in one transaction`);
 	const thr = await throughput(client);
+	console.error('hybridexec: classification cost');
+	const cls = await classifyCost(client);
 	const ver = await client.query("SELECT extversion FROM pg_extension WHERE extname = 'hybridexec'");
 	console.log(JSON.stringify({
 		peer: 'hybridexec',
@@ -122,6 +145,7 @@ try {
 		thru_seconds: +thr.seconds.toFixed(3),
 		thru_submit_seconds: +thr.submitSeconds.toFixed(3),
 		thru_per_s: Math.round(thruN / thr.seconds),
+		classify_us: +cls.toFixed(2),
 	}));
 } finally {
 	await client.end();

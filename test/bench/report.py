@@ -25,6 +25,7 @@ metrics = [
     ("stream latency p99 (ms)", "lat_p99_ms", "lower"),
     ("throughput (tasks/s)", "thru_per_s", "higher"),
     ("throughput wall time (s)", "thru_seconds", "lower"),
+    ("classification (us/call)", "classify_us", "lower"),
 ]
 
 print()

@@ -84,6 +84,17 @@ is($count, 2, 'one NOTIFY hx_stream per transaction, none with hybridexec.notify
 $listener->quit;
 HxTest::wait_all_finished($node, 'notified tasks');
 
+# the timed poll is the safety net: a stream task inserted with the wake-up
+# trigger disabled (so no latch is set at commit) still runs
+$node->safe_psql('postgres', q{
+	ALTER TABLE hx_task DISABLE TRIGGER hx_task_wake;
+	INSERT INTO hx_task (task_type, payload, route, rule_name, origin)
+	VALUES ('keyed', '{"k": "polled"}', 'stream', 'by hand', 'user');
+	ALTER TABLE hx_task ENABLE TRIGGER hx_task_wake;
+});
+ok($node->poll_query_until('postgres', "SELECT count(*) = 1 FROM seen WHERE k = 'polled'"),
+	'a task nobody woke a worker for is found by the timed poll');
+
 # workers wait for the extension to be created
 my $late = HxTest::new_node('late', extension => 0);
 is( $late->safe_psql('postgres',
