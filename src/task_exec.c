@@ -211,6 +211,13 @@ hx_exec_handler(HxTask *task, HxOutcome *out, MemoryContext cxt)
 
 		if (timeout_armed)
 			disable_timeout(STATEMENT_TIMEOUT, false);
+
+		/*
+		 * A timeout that fired just as the handler returned has left a
+		 * cancel pending: take it here, where it fails this task, rather than
+		 * in the bookings that follow.
+		 */
+		CHECK_FOR_INTERRUPTS();
 		timeout_armed = false;
 		SetUserIdAndSecContext(save_userid, save_sec_context);
 
