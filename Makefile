@@ -18,6 +18,7 @@ OBJS = \
 	src/rules.o \
 	src/classify.o \
 	src/submit.o \
+	src/claim.o \
 	src/task_exec.o \
 	src/stream_worker.o
 DATA = hybridexec--0.1.sql

@@ -624,32 +624,7 @@ CREATE FUNCTION hx_stream_claim(worker_pid integer, max integer)
 RETURNS TABLE (id bigint, task_type text, payload jsonb, attempts integer,
 			   max_attempts integer, handler regprocedure, run_as regrole,
 			   timeout_ms double precision)
-LANGUAGE plpgsql AS $$
-	/*
-	 * Runs once per batch in every worker: names are qualified with the
-	 * extension's schema instead of a SET search_path clause, which would
-	 * cost a configuration save and restore on every call.
-	 */
-BEGIN
-	RETURN QUERY
-	UPDATE @extschema@.hx_task t
-	   SET status = 'running', attempts = t.attempts + 1,
-		   started_at = clock_timestamp(), worker_pid = hx_stream_claim.worker_pid
-	  FROM (SELECT q.id
-			  FROM @extschema@.hx_task q
-			 WHERE q.status IN ('queued', 'failed') AND q.route = 'stream'
-			   AND q.run_after <= clock_timestamp()
-			   AND EXISTS (SELECT 1 FROM @extschema@.hx_type y1
-							WHERE y1.task_type = q.task_type AND y1.handler IS NOT NULL)
-			 ORDER BY q.priority DESC, q.id
-			 LIMIT hx_stream_claim.max
-			 FOR UPDATE OF q SKIP LOCKED) c,
-		   @extschema@.hx_type y
-	 WHERE t.id = c.id AND y.task_type = t.task_type
-	RETURNING t.id, t.task_type, t.payload, t.attempts, y.max_attempts,
-			  y.handler, y.run_as, extract(epoch FROM y.timeout)::double precision * 1000;
-END
-$$;
+AS 'MODULE_PATHNAME', 'hx_stream_claim' LANGUAGE C VOLATILE;
 
 COMMENT ON FUNCTION hx_stream_claim(integer, integer) IS
 'Worker side: claims up to max due stream tasks with an in-database handler (FOR UPDATE SKIP LOCKED), marks them running and counts the attempt';

@@ -144,6 +144,9 @@ typedef struct HxDecision
 extern void hx_check_task_args(FunctionCallInfo fcinfo, HxTaskArgs *args);
 extern void hx_classify_task(const HxTaskArgs *args, HxDecision *decision);
 
+/* ---- the stream claim (claim.c) ---- */
+extern uint64 hx_claim_run(Oid schema, int worker_pid, int max);
+
 /* ---- stream workers (stream_worker.c, task_exec.c) ---- */
 extern PGDLLEXPORT void hx_stream_worker_main(Datum main_arg);
 

@@ -57,14 +57,12 @@
 static int	my_slot = -1;
 static MemoryContext batch_cxt = NULL;	/* the batch being run */
 static MemoryContext next_cxt = NULL;	/* the batch claimed ahead */
-static SPIPlanPtr claim_plan = NULL;
 static Oid	worker_schema = InvalidOid;
 
 static void hx_begin_xact(const char *activity);
 static void hx_end_xact(void);
 static bool hx_find_extension(void);
 static Oid	hx_extension_schema(Oid ext);
-static void hx_prepare_worker_plans(void);
 static void hx_sweep(void);
 static int	hx_claim(HxTask **tasks, MemoryContext cxt);
 static int	hx_run_batch(HxTask *tasks, int ntasks, TimestampTz *next_retry,
@@ -131,7 +129,6 @@ hx_stream_worker_main(Datum main_arg)
 		have_extension = hx_find_extension();
 		if (have_extension)
 		{
-			hx_prepare_worker_plans();
 			if (!swept)
 			{
 				hx_sweep();
@@ -233,15 +230,7 @@ hx_find_extension(void)
 	if (!OidIsValid(schema))
 		return false;
 	hx_rules_ensure(schema);
-	if (schema != worker_schema)
-	{
-		if (claim_plan != NULL)
-		{
-			SPI_freeplan(claim_plan);
-			claim_plan = NULL;
-		}
-		worker_schema = schema;
-	}
+	worker_schema = schema;
 	hx_exec_prepare(schema);
 	return true;
 }
@@ -270,26 +259,6 @@ hx_extension_schema(Oid ext)
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
 	return schema;
-}
-
-/*
- * hx_prepare_worker_plans
- *		Prepares the claim plan for the extension's schema.
- */
-static void
-hx_prepare_worker_plans(void)
-{
-	Oid			claim_types[2] = {INT4OID, INT4OID};
-
-	if (claim_plan != NULL)
-		return;
-
-	claim_plan = hx_prepare(psprintf("SELECT * FROM %s($1, $2)",
-									  hx_qualified("hx_stream_claim")),
-							 2, claim_types);
-	if (claim_plan == NULL)
-		elog(ERROR, "could not prepare the stream claim");
-	SPI_keepplan(claim_plan);
 }
 
 /*
@@ -337,15 +306,10 @@ hx_sweep(void)
 static int
 hx_claim(HxTask **tasks, MemoryContext cxt)
 {
-	Datum		args[2] = {Int32GetDatum(MyProcPid), Int32GetDatum(hx_stream_batch_size)};
-	int			rc;
 	uint64		i;
 	HxTask	   *out;
 
-	rc = SPI_execute_plan(claim_plan, args, NULL, false, 0);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "stream claim failed: %s", SPI_result_code_string(rc));
-	if (SPI_processed == 0)
+	if (hx_claim_run(worker_schema, MyProcPid, hx_stream_batch_size) == 0)
 		return 0;
 
 	out = MemoryContextAllocZero(cxt, sizeof(HxTask) * SPI_processed);
@@ -400,7 +364,6 @@ hx_run_batch(HxTask *tasks, int ntasks, TimestampTz *next_retry, HxTask **next)
 	 * restarts.
 	 */
 	hx_begin_xact("running stream tasks");
-	hx_prepare_worker_plans();
 
 	for (i = 0; i < ntasks; i++)
 	{
