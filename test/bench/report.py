@@ -49,4 +49,8 @@ for p in peers:
     r = by_peer.get(p, [{}])[0]
     extra = {k: v for k, v in r.items() if k not in {m[1] for m in metrics} and k != "peer"}
     print(f"{p}: rounds={len(by_peer.get(p, []))} {json.dumps(extra)}")
+for p in peers:
+    runs = by_peer.get(p, [])
+    print(f"{p}: p50 per round " + ", ".join(f"{r['lat_p50_ms']:.3f}" for r in runs)
+          + "; tasks/s per round " + ", ".join(str(r['thru_per_s']) for r in runs))
 print("ratio = how many times better hybridexec is (latency: peer/ours; throughput: ours/peer)")
