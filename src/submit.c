@@ -24,6 +24,11 @@
 
 #define SUBMIT_NARGS 12
 
+/* the columns every insert fills, in the order of parameters $1..$11 */
+#define HX_TASK_COLUMNS \
+	"task_type, payload, route, window_name, rule_name, reason, " \
+	"origin, priority, sla, deadline, department"
+
 static SPIPlanPtr insert_plan = NULL;		/* with a dedupe_key */
 static SPIPlanPtr plain_plan = NULL;	/* without: no arbiter index to check */
 static SPIPlanPtr dedupe_plan = NULL;
@@ -310,9 +315,7 @@ hx_prepare_submit_plans(Oid schema)
 		insert_plan = plain_plan = dedupe_plan = bulk_plan = uniform_plan = NULL;
 	}
 
-	sql = psprintf("INSERT INTO %s (task_type, payload, route, window_name, "
-				   "rule_name, reason, origin, priority, sla, deadline, "
-				   "department, dedupe_key) "
+	sql = psprintf("INSERT INTO %s (" HX_TASK_COLUMNS ", dedupe_key) "
 				   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) "
 				   "ON CONFLICT (task_type, dedupe_key) "
 				   "WHERE dedupe_key IS NOT NULL AND status IN ('queued', 'running', 'failed') "
@@ -322,9 +325,7 @@ hx_prepare_submit_plans(Oid schema)
 		elog(ERROR, "could not prepare hx_submit insert: %s",
 			 SPI_result_code_string(SPI_result));
 
-	sql = psprintf("INSERT INTO %s (task_type, payload, route, window_name, "
-				   "rule_name, reason, origin, priority, sla, deadline, "
-				   "department, dedupe_key) "
+	sql = psprintf("INSERT INTO %s (" HX_TASK_COLUMNS ", dedupe_key) "
 				   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) "
 				   "RETURNING id", task);
 	plain_plan = hx_prepare(sql, SUBMIT_NARGS, argtypes);
@@ -336,9 +337,7 @@ hx_prepare_submit_plans(Oid schema)
 			TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTOID, INT4OID,
 		INTERVALOID, TIMESTAMPTZOID, TEXTOID};
 
-		sql = psprintf("INSERT INTO %s (task_type, payload, route, window_name, "
-					   "rule_name, reason, origin, priority, sla, deadline, "
-					   "department) "
+		sql = psprintf("INSERT INTO %s (" HX_TASK_COLUMNS ") "
 					   "SELECT $1, u.p, u.r, u.w, u.n, u.why, $7, $8, $9, $10, $11 "
 					   "FROM unnest($2, $3, $4, $5, $6) AS u (p, r, w, n, why) "
 					   "RETURNING id", task);
@@ -348,9 +347,7 @@ hx_prepare_submit_plans(Oid schema)
 
 		/* the same with one decision for all: unnest of one array only */
 		bulk_types[2] = bulk_types[3] = bulk_types[4] = bulk_types[5] = TEXTOID;
-		sql = psprintf("INSERT INTO %s (task_type, payload, route, window_name, "
-					   "rule_name, reason, origin, priority, sla, deadline, "
-					   "department) "
+		sql = psprintf("INSERT INTO %s (" HX_TASK_COLUMNS ") "
 					   "SELECT $1, u.p, $3, $4, $5, $6, $7, $8, $9, $10, $11 "
 					   "FROM unnest($2) AS u (p) "
 					   "RETURNING id", task);
