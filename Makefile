@@ -42,6 +42,10 @@ PROVE_TESTS = test/t/*.pl
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+# PGXS tracks no header dependencies: rebuild everything when a header
+# changes, or objects compiled against different struct layouts get mixed.
+$(OBJS): $(wildcard $(srcdir)/src/*.h)
+
 .PHONY: bench
 bench:
 	bash $(srcdir)/test/bench/run.sh
