@@ -23,17 +23,29 @@ tar -C "$here" --exclude=.git --exclude='*.o' --exclude='*.so' --exclude='*.bc' 
 chown -R "$(hx_run_user)" "$work" 2>/dev/null || true
 chmod 755 "$work"
 
-status=0
-hx_as_user make -s -C "$work" PG_CONFIG="$PG_CONFIG" installcheck ${PROVE_TESTS:+PROVE_TESTS="$PROVE_TESTS"} || status=$?
+log="$work/installcheck.log"
+set +e
+hx_as_user make -s -C "$work" PG_CONFIG="$PG_CONFIG" installcheck ${PROVE_TESTS:+PROVE_TESTS="$PROVE_TESTS"} 2>&1 |
+	tee "$log"
+status=${PIPESTATUS[0]}
+set -e
 
 if [ $status -ne 0 ]; then
-	for f in "$work/regression.diffs" "$work/test/output_iso/regression.diffs"; do
+	for f in "$work/regression.diffs" "$work/test/regression.diffs"; do
 		[ -s "$f" ] && { echo "==== $f"; cat "$f"; }
 	done
-	for f in "$work"/tmp_check/log/*.log "$work"/test/t/../../tmp_check/log/regress_log_*; do
+	for f in "$work"/tmp_check/log/regress_log_*; do
 		[ -s "$f" ] && { echo "==== $f (last 40 lines)"; tail -n 40 "$f"; }
 	done
 	echo "hybridexec: test suite FAILED (status $status)" >&2
 	exit $status
 fi
+# one closing line for the whole run: pg_regress and isolation test files
+# plus TAP assertions
+total=0
+for n in $(sed -n -e 's/^ *All \([0-9]*\) tests passed\. *$/\1/p' \
+	-e 's/^Files=[0-9]*, Tests=\([0-9]*\),.*/\1/p' "$log"); do
+	total=$((total + n))
+done
 echo "hybridexec: all test suites passed"
+echo "$total passed, 0 failed"
