@@ -15,7 +15,9 @@
  *					by the sweep when a worker starts
  *
  *	  The attempt is committed before the handler runs (as timescaledb does
- *	  for its jobs), so a task that crashes the server cannot loop forever.
+ *	  for its jobs), durably whenever a crash could make it matter (see
+ *	  hx_claim_may_be_lost), so a task that crashes the server cannot loop
+ *	  forever.
  *	  The handler's effects and the task's final state commit together, so
  *	  an in-database handler's effects happen exactly once.
  *
@@ -68,6 +70,14 @@ static int	hx_claim(HxTask **tasks, MemoryContext cxt);
 static int	hx_run_batch(HxTask *tasks, int ntasks, TimestampTz *next_retry,
 						 HxTask **next);
 static long hx_sleep_ms(TimestampTz next_retry);
+static bool hx_claim_may_be_lost(HxTask *tasks, int ntasks,
+								 TimestampTz started_at);
+
+/*
+ * For this long after a worker starts, its claims are committed
+ * synchronously (see hx_claim_may_be_lost).
+ */
+#define HX_CLAIM_GUARD_MS	30000
 
 /*
  * hx_stream_worker_main
@@ -78,6 +88,7 @@ hx_stream_worker_main(Datum main_arg)
 {
 	bool		swept = false;
 	TimestampTz next_retry = 0;
+	TimestampTz started_at = GetCurrentTimestamp();
 
 	my_slot = DatumGetInt32(main_arg);
 
@@ -134,15 +145,11 @@ hx_stream_worker_main(Datum main_arg)
 				hx_sweep();
 				swept = true;
 			}
-			/*
-			 * A claim on its own is committed without waiting for the WAL
-			 * flush: should it be lost, the tasks are simply still queued,
-			 * and the run transaction's commit flushes it anyway.
-			 */
-			(void) set_config_option("synchronous_commit", "off",
-									 PGC_USERSET, PGC_S_SESSION,
-									 GUC_ACTION_LOCAL, true, 0, false);
 			ntasks = hx_claim(&tasks, batch_cxt);
+			if (hx_claim_may_be_lost(tasks, ntasks, started_at))
+				(void) set_config_option("synchronous_commit", "off",
+										 PGC_USERSET, PGC_S_SESSION,
+										 GUC_ACTION_LOCAL, true, 0, false);
 		}
 		hx_end_xact();
 
@@ -333,6 +340,35 @@ hx_claim(HxTask **tasks, MemoryContext cxt)
 	}
 	*tasks = out;
 	return (int) SPI_processed;
+}
+
+/*
+ * hx_claim_may_be_lost
+ *		Decides whether the claim transaction may commit without waiting
+ *		for its WAL flush.  Called inside the claim transaction.
+ *
+ *		An asynchronous claim saves a flush on the latency path, and losing
+ *		it is harmless (the tasks are still queued; the run transaction's
+ *		commit flushes it anyway) unless a handler crashes the server
+ *		before the flush: then the attempt is forgotten, and a task that
+ *		always crashes the server would never run out of attempts.  So the
+ *		claim is durable when it counts a retry (attempt 2 and later), and
+ *		for a while after the worker started, which is when a task whose
+ *		first attempt was forgotten by a crash comes back.  Either way the
+ *		crash loop ends after max_attempts.
+ */
+static bool
+hx_claim_may_be_lost(HxTask *tasks, int ntasks, TimestampTz started_at)
+{
+	int			i;
+
+	if (!TimestampDifferenceExceeds(started_at, GetCurrentTimestamp(),
+									HX_CLAIM_GUARD_MS))
+		return false;
+	for (i = 0; i < ntasks; i++)
+		if (tasks[i].attempts > 1)
+			return false;
+	return true;
 }
 
 /*
