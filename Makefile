@@ -20,8 +20,22 @@ OBJS = \
 	src/submit.o \
 	src/claim.o \
 	src/task_exec.o \
-	src/stream_worker.o
-DATA = hybridexec--0.1.sql
+	src/worker_common.o \
+	src/stream_worker.o \
+	src/cron.o \
+	src/batch_launch.o \
+	src/batch_worker.o \
+	src/scheduler.o
+
+# The install script is built from one file per concern, in this order.
+EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" hybridexec.control)
+SQL_PARTS = \
+	src/sql/core.sql \
+	src/sql/windows.sql \
+	src/sql/cost.sql \
+	src/sql/executor.sql \
+	src/sql/maintenance.sql
+DATA_built = hybridexec--$(EXTVERSION).sql
 PGFILEDESC = "hybridexec - hybrid stream/batch execution of AI tasks"
 
 PG_CONFIG ?= pg_config
@@ -45,6 +59,9 @@ include $(PGXS)
 # PGXS tracks no header dependencies: rebuild everything when a header
 # changes, or objects compiled against different struct layouts get mixed.
 $(OBJS): $(wildcard $(srcdir)/src/*.h)
+
+hybridexec--$(EXTVERSION).sql: $(addprefix $(srcdir)/,$(SQL_PARTS))
+	cat $^ > $@
 
 .PHONY: bench
 bench:

@@ -43,8 +43,9 @@ hx_install_deps() {
 		hx_as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
 		hx_as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 	fi
-	export PG_CONFIG="/usr/lib/postgresql/${HX_PG_MAJOR}/bin/pg_config"
-	export PATH="/usr/lib/postgresql/${HX_PG_MAJOR}/bin:$PATH"
+	# HX_PG_CONFIG picks another (e.g. a relocated private) installation
+	export PG_CONFIG="${HX_PG_CONFIG:-/usr/lib/postgresql/${HX_PG_MAJOR}/bin/pg_config}"
+	export PATH="$(dirname "$PG_CONFIG"):$PATH"
 }
 
 # Build and install the extension into the server of $PG_CONFIG.

@@ -3,7 +3,7 @@
  * hybridexec.c
  *	  Module entry point: defines the hybridexec.* settings, asks for shared
  *	  memory, installs the commit-time wake-up and registers the stream
- *	  workers when the library is preloaded.
+ *	  workers and the scheduler when the library is preloaded.
  *
  *-------------------------------------------------------------------------
  */
@@ -26,6 +26,9 @@ int			hx_stream_batch_size = 64;
 int			hx_max_payload_kb = 1024;
 int			hx_retry_backoff_ms = 100;
 char	   *hx_time_zone = NULL;
+int			hx_batch_workers = 2;
+int			hx_scheduler_naptime_ms = 1000;
+int			hx_batch_nice = 10;
 
 void		_PG_init(void);
 
@@ -48,6 +51,7 @@ _PG_init(void)
 
 	hx_shmem_init_hooks();
 	hx_register_stream_workers();
+	hx_register_scheduler();
 }
 
 /*
@@ -79,7 +83,31 @@ hx_define_settings(void)
 								   "postgres",
 								   PGC_POSTMASTER, 0,
 								   NULL, NULL, NULL);
+
+		DefineCustomIntVariable("hybridexec.batch_workers",
+								"Window runs that can be processed at once, each by its own batch worker.",
+								"Batch workers are started on demand and count against max_worker_processes; runs beyond this wait for a free worker.",
+								&hx_batch_workers,
+								2, 1, HX_MAX_BATCH_WORKERS,
+								PGC_POSTMASTER, 0,
+								NULL, NULL, NULL);
 	}
+
+	DefineCustomIntVariable("hybridexec.scheduler_naptime",
+							"How often the scheduler relaunches interrupted runs, starts adaptive and opportunistic windows, escalates late tasks and runs maintenance.",
+							NULL,
+							&hx_scheduler_naptime_ms,
+							1000, 10, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("hybridexec.batch_nice",
+							"CPU nice value batch workers run at, so that stream workers get the CPU first.",
+							"0 runs batch work at the server's own priority.",
+							&hx_batch_nice,
+							10, 0, 19,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
 
 	DefineCustomBoolVariable("hybridexec.notify",
 							 "Sends NOTIFY hx_stream, once per transaction, when stream tasks are queued.",

@@ -22,6 +22,7 @@
 
 #define HX_EXTENSION_NAME	"hybridexec"
 #define HX_MAX_STREAM_WORKERS	64
+#define HX_MAX_BATCH_WORKERS	32
 
 /* ---- settings (hybridexec.c) ---- */
 extern int	hx_stream_workers;
@@ -32,6 +33,9 @@ extern int	hx_stream_batch_size;
 extern int	hx_max_payload_kb;
 extern int	hx_retry_backoff_ms;
 extern char *hx_time_zone;
+extern int	hx_batch_workers;
+extern int	hx_scheduler_naptime_ms;
+extern int	hx_batch_nice;
 
 /* ---- shared memory (shmem.c) ---- */
 
@@ -48,9 +52,19 @@ typedef struct HxWorkerSlot
 	uint64		tasks_failed;
 } HxWorkerSlot;
 
+/* One batch worker slot: the run it serves. */
+typedef struct HxBatchSlot
+{
+	int64		run_id;			/* 0 when the slot is free */
+	pid_t		pid;			/* 0 until the worker has started */
+	TimestampTz launched_at;
+} HxBatchSlot;
+
 typedef struct HxShared
 {
 	slock_t		mutex;			/* protects everything below */
+	int			nbatch;
+	HxBatchSlot batch[HX_MAX_BATCH_WORKERS];
 	int			nslots;
 	HxWorkerSlot slots[FLEXIBLE_ARRAY_MEMBER];
 } HxShared;
@@ -147,7 +161,34 @@ extern void hx_classify_task(const HxTaskArgs *args, HxDecision *decision);
 /* ---- the stream claim (claim.c) ---- */
 extern uint64 hx_claim_run(Oid schema, int worker_pid, int max);
 
+/* ---- worker plumbing (worker_common.c) ---- */
+extern void hx_worker_begin_xact(const char *activity);
+extern void hx_worker_end_xact(void);
+extern Oid	hx_worker_find_extension(void);
+
 /* ---- stream workers (stream_worker.c, task_exec.c) ---- */
 extern PGDLLEXPORT void hx_stream_worker_main(Datum main_arg);
+
+/* ---- cron schedules (cron.c) ---- */
+extern TimestampTz hx_cron_next_time(const char *schedule, TimestampTz after,
+									 const char *time_zone, bool forward);
+
+/* ---- batch runs (batch_launch.c, batch_worker.c) ---- */
+
+/* What a batch worker is started with (bgw_extra). */
+typedef struct HxBatchStart
+{
+	int64		run_id;
+	TransactionId launcher_xid;	/* wait for it: the run row commits with it */
+	Oid			dboid;
+} HxBatchStart;
+
+extern void hx_batch_slot_attach(int slot, int64 run_id);
+extern bool hx_stream_work_waiting(void);
+extern PGDLLEXPORT void hx_batch_worker_main(Datum main_arg);
+
+/* ---- the scheduler (scheduler.c) ---- */
+extern void hx_register_scheduler(void);
+extern PGDLLEXPORT void hx_scheduler_main(Datum main_arg);
 
 #endif							/* HYBRIDEXEC_H */

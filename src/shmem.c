@@ -102,6 +102,7 @@ hx_shmem_startup(void)
 		memset(hx_shared, 0, hx_shmem_size());
 		SpinLockInit(&hx_shared->mutex);
 		hx_shared->nslots = hx_stream_workers;
+		hx_shared->nbatch = hx_batch_workers;
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -231,6 +232,26 @@ hx_live_worker_pids(int *pids, int max)
 			pids[n++] = hx_shared->slots[i].pid;
 	SpinLockRelease(&hx_shared->mutex);
 	return n;
+}
+
+/*
+ * hx_stream_work_waiting
+ *		True when a stream worker is busy or has just been woken: stream
+ *		work is waiting or running, and opportunistic batch work should
+ *		give way.
+ */
+bool
+hx_stream_work_waiting(void)
+{
+	bool		busy = false;
+	int			i;
+
+	SpinLockAcquire(&hx_shared->mutex);
+	for (i = 0; i < hx_shared->nslots; i++)
+		if (hx_shared->slots[i].pid != 0 && !hx_shared->slots[i].idle)
+			busy = true;
+	SpinLockRelease(&hx_shared->mutex);
+	return busy;
 }
 
 /*

@@ -28,15 +28,9 @@
  */
 #include "postgres.h"
 
-#include "access/genam.h"
 #include "access/htup_details.h"
-#include "access/skey.h"
-#include "access/table.h"
 #include "access/xact.h"
-#include "catalog/indexing.h"
-#include "catalog/pg_extension.h"
 #include "catalog/pg_type.h"
-#include "commands/extension.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -46,7 +40,6 @@
 #include "storage/latch.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
-#include "utils/fmgroids.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -61,10 +54,6 @@ static MemoryContext batch_cxt = NULL;	/* the batch being run */
 static MemoryContext next_cxt = NULL;	/* the batch claimed ahead */
 static Oid	worker_schema = InvalidOid;
 
-static void hx_begin_xact(const char *activity);
-static void hx_end_xact(void);
-static bool hx_find_extension(void);
-static Oid	hx_extension_schema(Oid ext);
 static void hx_sweep(void);
 static int	hx_claim(HxTask **tasks, MemoryContext cxt);
 static int	hx_run_batch(HxTask *tasks, int ntasks, TimestampTz *next_retry,
@@ -132,12 +121,13 @@ hx_stream_worker_main(Datum main_arg)
 		hx_slot_set_idle(my_slot, true);
 		MemoryContextReset(batch_cxt);
 
-		hx_begin_xact("claiming stream tasks");
+		hx_worker_begin_xact("claiming stream tasks");
 
 		/* woken by a committing transaction: let it finish committing */
 		hx_slot_wait_for_committer(my_slot);
 
-		have_extension = hx_find_extension();
+		worker_schema = hx_worker_find_extension();
+		have_extension = OidIsValid(worker_schema);
 		if (have_extension)
 		{
 			if (!swept)
@@ -151,7 +141,7 @@ hx_stream_worker_main(Datum main_arg)
 										 PGC_USERSET, PGC_S_SESSION,
 										 GUC_ACTION_LOCAL, true, 0, false);
 		}
-		hx_end_xact();
+		hx_worker_end_xact();
 
 		/*
 		 * Run batches back to back while they come full: each run
@@ -188,84 +178,6 @@ hx_stream_worker_main(Datum main_arg)
 		if (next_retry != 0 && next_retry <= GetCurrentTimestamp())
 			next_retry = 0;
 	}
-}
-
-/*
- * hx_begin_xact
- *		Starts a transaction with SPI connected and a snapshot pushed, the
- *		bracket every unit of work of the worker runs in.
- */
-static void
-hx_begin_xact(const char *activity)
-{
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, activity);
-}
-
-/*
- * hx_end_xact
- *		Closes the bracket of hx_begin_xact and commits.
- */
-static void
-hx_end_xact(void)
-{
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	pgstat_report_stat(false);
-}
-
-/*
- * hx_find_extension
- *		True when the extension exists in our database; loads the rule
- *		cache for its schema (which also resolves table names).  In a
- *		transaction.
- */
-static bool
-hx_find_extension(void)
-{
-	Oid			ext = get_extension_oid(HX_EXTENSION_NAME, true);
-	Oid			schema;
-
-	if (!OidIsValid(ext))
-		return false;
-	schema = hx_extension_schema(ext);
-	if (!OidIsValid(schema))
-		return false;
-	hx_rules_ensure(schema);
-	worker_schema = schema;
-	hx_exec_prepare(schema);
-	return true;
-}
-
-/*
- * hx_extension_schema
- *		Schema of an extension, read from pg_extension (PostgreSQL 15 does
- *		not export get_extension_schema).  In a transaction.
- */
-static Oid
-hx_extension_schema(Oid ext)
-{
-	Relation	rel;
-	SysScanDesc scan;
-	ScanKeyData key;
-	HeapTuple	tup;
-	Oid			schema = InvalidOid;
-
-	rel = table_open(ExtensionRelationId, AccessShareLock);
-	ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ,
-				ObjectIdGetDatum(ext));
-	scan = systable_beginscan(rel, ExtensionOidIndexId, true, NULL, 1, &key);
-	tup = systable_getnext(scan);
-	if (HeapTupleIsValid(tup))
-		schema = ((Form_pg_extension) GETSTRUCT(tup))->extnamespace;
-	systable_endscan(scan);
-	table_close(rel, AccessShareLock);
-	return schema;
 }
 
 /*
@@ -399,7 +311,7 @@ hx_run_batch(HxTask *tasks, int ntasks, TimestampTz *next_retry, HxTask **next)
 	 * plans; were it dropped in between, our statements fail and the worker
 	 * restarts.
 	 */
-	hx_begin_xact("running stream tasks");
+	hx_worker_begin_xact("running stream tasks");
 
 	for (i = 0; i < ntasks; i++)
 	{
@@ -422,7 +334,7 @@ hx_run_batch(HxTask *tasks, int ntasks, TimestampTz *next_retry, HxTask **next)
 	if (ntasks >= hx_stream_batch_size)
 		nnext = hx_claim(next, next_cxt);
 
-	hx_end_xact();
+	hx_worker_end_xact();
 	pgstat_report_activity(STATE_IDLE, NULL);
 	hx_slot_count(my_slot, done, failed);
 	return nnext;

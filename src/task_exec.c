@@ -55,7 +55,11 @@ static SPIPlanPtr done_plan = NULL;
 static SPIPlanPtr fail_plan = NULL;
 static Oid	plans_schema = InvalidOid;
 
-static SPIPlanPtr hx_handler_plan(Oid handler);
+static SPIPlanPtr hx_handler_plan(Oid handler, Oid argtype);
+static void hx_exec_call(HxTask *task, Oid fn, Oid argtype, Datum arg,
+						 const char *activity, HxOutcome *out,
+						 MemoryContext cxt);
+static void hx_chunk_failed(HxOutcome *chunk, HxOutcome *outs, int n);
 static void hx_alert_dead(HxTask *task, const char *error);
 
 /*
@@ -109,12 +113,13 @@ hx_exec_prepare(Oid schema)
 
 /*
  * hx_handler_plan
- *		The kept plan "SELECT handler($1)" for a handler function.  A
- *		dropped function makes the plan fail at execution, which fails the
- *		task with the core's own message.
+ *		The kept plan "SELECT handler($1)" for a handler function taking
+ *		argtype (jsonb, or jsonb[] for a batch handler).  A dropped function
+ *		makes the plan fail at execution, which fails the task with the
+ *		core's own message.
  */
 static SPIPlanPtr
-hx_handler_plan(Oid handler)
+hx_handler_plan(Oid handler, Oid argtype)
 {
 	HxHandlerPlan *entry;
 	bool		found;
@@ -133,7 +138,6 @@ hx_handler_plan(Oid handler)
 	entry = hash_search(handler_plans, &handler, HASH_ENTER, &found);
 	if (!found || entry->plan == NULL)
 	{
-		Oid			argtype = JSONBOID;
 		char	   *nsp = get_namespace_name(get_func_namespace(handler));
 		char	   *name = get_func_name(handler);
 		SPIPlanPtr	plan;
@@ -158,12 +162,124 @@ hx_handler_plan(Oid handler)
 
 /*
  * hx_exec_handler
- *		Calls the task's handler in a subtransaction with the type's timeout
- *		and role.  Fills *out (allocated in cxt); never throws for handler
- *		errors, only for our own (fatal) problems.
+ *		Calls the task's handler (or, for a type with only a batch handler,
+ *		the batch handler with a one-element array) in a subtransaction with
+ *		the type's timeout and role.  Fills *out (allocated in cxt); never
+ *		throws for handler errors, only for our own (fatal) problems.
  */
 void
 hx_exec_handler(HxTask *task, HxOutcome *out, MemoryContext cxt)
+{
+	char	   *activity = psprintf("hybridexec: task %lld (%s), attempt %d",
+									(long long) task->id, task->task_type,
+									task->attempts);
+
+	if (OidIsValid(task->handler) || !OidIsValid(task->batch_handler))
+		hx_exec_call(task, task->handler, JSONBOID, task->payload, activity,
+					 out, cxt);
+	else
+		hx_exec_batch(task, 1, out, cxt);
+}
+
+/*
+ * hx_exec_batch
+ *		Runs tasks[0..n-1], all of one type with a batch handler, through
+ *		one call of the batch handler: outs[i] is task i's result.  When the
+ *		call raises, the tasks are isolated: each runs alone (through the
+ *		per-task handler if there is one), so that one bad task fails alone.
+ *		A result array of the wrong length fails every task of the call
+ *		with an error saying so: results cannot be matched to tasks.
+ */
+void
+hx_exec_batch(HxTask *tasks, int n, HxOutcome *outs, MemoryContext cxt)
+{
+	Datum	   *payloads = palloc(sizeof(Datum) * n);
+	HxOutcome	chunk;
+	ArrayType  *arr;
+	Datum	   *results;
+	bool	   *nulls;
+	int			nresults;
+	int			i;
+
+	for (i = 0; i < n; i++)
+		payloads[i] = tasks[i].payload;
+	arr = construct_array(payloads, n, JSONBOID, -1, false, TYPALIGN_INT);
+
+	hx_exec_call(&tasks[0], tasks[0].batch_handler, JSONBARRAYOID,
+				 PointerGetDatum(arr),
+				 psprintf("hybridexec: %d task(s) of %s from %lld, batch handler",
+						  n, tasks[0].task_type, (long long) tasks[0].id),
+				 &chunk, cxt);
+
+	if (!chunk.ok && n > 1)
+	{
+		/* isolate the failing tasks */
+		for (i = 0; i < n; i++)
+			hx_exec_handler(&tasks[i], &outs[i], cxt);
+		return;
+	}
+	if (!chunk.ok)
+	{
+		outs[0] = chunk;
+		return;
+	}
+	if (chunk.result_null)
+		nresults = -1;
+	else
+	{
+		ArrayType  *res = DatumGetArrayTypeP(chunk.result);
+
+		if (ARR_NDIM(res) > 1)
+			nresults = -1;
+		else
+			deconstruct_array(res, JSONBOID, -1, false, TYPALIGN_INT,
+							  &results, &nulls, &nresults);
+	}
+	if (nresults != n)
+	{
+		chunk.ok = false;
+		chunk.sqlerrcode = ERRCODE_ARRAY_SUBSCRIPT_ERROR;
+		chunk.message = MemoryContextStrdup(cxt,
+											nresults < 0
+											? psprintf("batch handler of \"%s\" returned no array of results for %d payload(s)",
+													   tasks[0].task_type, n)
+											: psprintf("batch handler of \"%s\" returned %d result(s) for %d payload(s)",
+													   tasks[0].task_type, nresults, n));
+		chunk.hint = MemoryContextStrdup(cxt, "A batch handler must return one result per payload, in the same order; its effects were rolled back.");
+		hx_chunk_failed(&chunk, outs, n);
+		return;
+	}
+	for (i = 0; i < n; i++)
+	{
+		memset(&outs[i], 0, sizeof(HxOutcome));
+		outs[i].ok = true;
+		outs[i].result_null = nulls[i];
+		outs[i].result = nulls[i] ? (Datum) 0 : results[i];
+	}
+}
+
+/*
+ * hx_chunk_failed
+ *		Gives every task of a batch-handler call the call's failure.
+ */
+static void
+hx_chunk_failed(HxOutcome *chunk, HxOutcome *outs, int n)
+{
+	int			i;
+
+	for (i = 0; i < n; i++)
+		outs[i] = *chunk;
+}
+
+/*
+ * hx_exec_call
+ *		Calls fn(arg) for a task (or a chunk led by task) in a
+ *		subtransaction with the type's timeout and role; see
+ *		hx_exec_handler.
+ */
+static void
+hx_exec_call(HxTask *task, Oid fn, Oid argtype, Datum arg,
+			 const char *activity, HxOutcome *out, MemoryContext cxt)
 {
 	MemoryContext oldcontext = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
@@ -175,10 +291,7 @@ hx_exec_handler(HxTask *task, HxOutcome *out, MemoryContext cxt)
 	memset(out, 0, sizeof(*out));
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 
-	pgstat_report_activity(STATE_RUNNING,
-						   psprintf("hybridexec: task %lld (%s), attempt %d",
-									(long long) task->id, task->task_type,
-									task->attempts));
+	pgstat_report_activity(STATE_RUNNING, activity);
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(oldcontext);
@@ -186,7 +299,6 @@ hx_exec_handler(HxTask *task, HxOutcome *out, MemoryContext cxt)
 	PG_TRY();
 	{
 		SPIPlanPtr	plan;
-		Datum		arg = task->payload;
 		int			rc;
 		bool		isnull;
 
@@ -197,7 +309,7 @@ hx_exec_handler(HxTask *task, HxOutcome *out, MemoryContext cxt)
 							task->run_as, task->task_type),
 					 errhint("Register the type again with hx_register() as an existing role.")));
 
-		plan = hx_handler_plan(task->handler);
+		plan = hx_handler_plan(fn, argtype);
 		SetUserIdAndSecContext(task->run_as,
 							   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
 		if (task->timeout_ms > 0)
@@ -332,7 +444,7 @@ hx_record_failure(HxTask *task, HxOutcome *out, TimestampTz *next_retry)
 
 	{
 		bool		dead = task->attempts >= task->max_attempts;
-		double		backoff = (double) hx_retry_backoff_ms;
+		double		backoff = task->deferred ? 0.0 : (double) hx_retry_backoff_ms;
 		Datum		values[11];
 		char		nulls[11];
 		int			i;

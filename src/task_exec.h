@@ -23,9 +23,11 @@ typedef struct HxTask
 	int			attempts;		/* including this one */
 	int			max_attempts;
 	Oid			handler;
+	Oid			batch_handler;	/* InvalidOid when the type has none */
 	Oid			run_as;
 	double		timeout_ms;
 	int			worker_pid;		/* the claimer, as recorded on the task */
+	bool		deferred;		/* a failure waits for the next window run */
 } HxTask;
 
 /* What one handler call gave. */
@@ -43,6 +45,8 @@ typedef struct HxOutcome
 
 extern void hx_exec_prepare(Oid schema);
 extern void hx_exec_handler(HxTask *task, HxOutcome *out, MemoryContext cxt);
+extern void hx_exec_batch(HxTask *tasks, int n, HxOutcome *outs,
+						  MemoryContext cxt);
 extern int	hx_record_done(HxTask *tasks, HxOutcome *outs, int n);
 extern void hx_record_failure(HxTask *task, HxOutcome *out,
 							  TimestampTz *next_retry);

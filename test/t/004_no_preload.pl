@@ -72,7 +72,7 @@ $node->stop;
 my $none = HxTest::new_node('noworkers', 'hybridexec.stream_workers' => 0);
 is($none->safe_psql('postgres', 'SHOW hybridexec.stream_workers'), '0', 'hybridexec.stream_workers = 0');
 is( $none->safe_psql('postgres',
-		"SELECT count(*) FROM pg_stat_activity WHERE backend_type LIKE 'hybridexec%'"),
+		"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'hybridexec stream worker'"),
 	'0', 'no stream worker in pg_stat_activity');
 is($none->safe_psql('postgres', 'SELECT count(*) FROM hx_workers()'), '0', 'hx_workers() lists no worker');
 

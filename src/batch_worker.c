@@ -1,0 +1,506 @@
+/*-------------------------------------------------------------------------
+ *
+ * batch_worker.c
+ *	  The batch worker: a dynamic background worker that processes one run
+ *	  of a batch window (hx_window_run), then exits.
+ *
+ *	  A run goes:
+ *
+ *		begin	take the run (resume it if a crash interrupted it), put
+ *				back tasks a lost worker left running, learn which tasks
+ *				were in an interrupted chunk ("suspects")
+ *		isolate	each suspect alone: claim (attempt counted, committed)
+ *				then run it, so a task that crashes the server costs only
+ *				its own attempts and ends dead after max_attempts
+ *		chunks	until the window is empty, max_duration is reached, or
+ *				(opportunistic runs) stream work waits:
+ *				  xact 1: pick the chunk's task ids (one task type, by
+ *						  priority and deadline), write a "started"
+ *						  checkpoint with them
+ *				  xact 2: claim them (attempt counted), call the batch
+ *						  handler once (or the handler per task), book
+ *						  results and failures, mark the checkpoint
+ *						  committed, add to the run's counters
+ *		finish	done, overran, yielded or failed
+ *
+ *	  The chunk's effects, its tasks' results and its checkpoint commit in
+ *	  one transaction: a crash loses the chunk as a whole and nothing is
+ *	  done twice; the started checkpoint tells the resumed run which tasks
+ *	  to isolate.  A failed task waits for the next run of its window
+ *	  (deferred retry) or is dead after max_attempts.
+ *
+ *	  Batch workers run at a lower CPU priority (hybridexec.batch_nice) so
+ *	  that stream workers get the CPU first.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <sys/resource.h>
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lmgr.h"
+#include "storage/procarray.h"
+#include "tcop/tcopprot.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+#include "utils/wait_event.h"
+
+#include "hybridexec.h"
+#include "task_exec.h"
+
+/* what hx_batch_begin told us about the run */
+typedef struct HxRun
+{
+	int64		id;
+	char	   *window_name;
+	int			chunk_size;
+	double		max_duration_ms;
+	bool		opportunistic;
+	TimestampTz started_at;		/* of the run, resumes included */
+	ArrayType  *suspects;		/* bigint[], may be NULL */
+} HxRun;
+
+static MemoryContext run_cxt = NULL;
+static MemoryContext chunk_cxt = NULL;
+static SPIPlanPtr claim_plan = NULL;
+
+static bool hx_batch_begin(HxRun *run);
+static void hx_batch_isolate(HxRun *run);
+static bool hx_batch_chunk(HxRun *run);
+static int	hx_batch_claim(int64 run_id, ArrayType *ids, HxTask **tasks);
+static void hx_batch_execute(HxRun *run, HxTask *tasks, int n, bool isolated);
+static const char *hx_batch_should_stop(HxRun *run);
+static void hx_batch_wait_external(HxRun *run);
+static void hx_batch_finish(HxRun *run, const char *status, const char *error);
+
+/*
+ * hx_batch_worker_main
+ *		Entry point; main_arg is the reserved slot, bgw_extra the run.
+ */
+void
+hx_batch_worker_main(Datum main_arg)
+{
+	HxBatchStart start;
+	HxRun		run;
+	const char *stop = NULL;
+
+	memcpy(&start, MyBgworkerEntry->bgw_extra, sizeof(start));
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnectionByOid(start.dboid, InvalidOid, 0);
+	hx_batch_slot_attach(DatumGetInt32(main_arg), start.run_id);
+	pgstat_report_appname("hybridexec batch worker");
+	if (hx_batch_nice > 0 && setpriority(PRIO_PROCESS, 0, hx_batch_nice) != 0)
+		ereport(LOG, (errmsg("hybridexec batch worker could not lower its priority: %m")));
+
+	run_cxt = AllocSetContextCreate(TopMemoryContext, "hybridexec batch run",
+									ALLOCSET_DEFAULT_SIZES);
+	chunk_cxt = AllocSetContextCreate(TopMemoryContext, "hybridexec batch chunk",
+									  ALLOCSET_DEFAULT_SIZES);
+	memset(&run, 0, sizeof(run));
+	run.id = start.run_id;
+
+	/* the run row commits with the transaction that launched us */
+	StartTransactionCommand();
+	if (TransactionIdIsValid(start.launcher_xid) &&
+		TransactionIdIsInProgress(start.launcher_xid))
+		XactLockTableWait(start.launcher_xid, NULL, NULL, XLTW_None);
+	CommitTransactionCommand();
+
+	if (!hx_batch_begin(&run))
+		proc_exit(0);
+
+	ereport(LOG,
+			(errmsg("hybridexec batch worker started run %lld of window \"%s\"",
+					(long long) run.id, run.window_name)));
+
+	PG_TRY();
+	{
+		if (run.suspects != NULL)
+			hx_batch_isolate(&run);
+		for (;;)
+		{
+			stop = hx_batch_should_stop(&run);
+			if (stop != NULL || !hx_batch_chunk(&run))
+				break;
+			CHECK_FOR_INTERRUPTS();
+		}
+		if (stop == NULL)
+		{
+			hx_batch_wait_external(&run);
+			stop = hx_batch_should_stop(&run);
+		}
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		/* a shutdown or a kill: the run resumes when we are back */
+		if (ProcDiePending)
+			PG_RE_THROW();
+
+		HOLD_INTERRUPTS();
+		MemoryContextSwitchTo(run_cxt);
+		edata = CopyErrorData();
+		EmitErrorReport();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		RESUME_INTERRUPTS();
+		hx_batch_finish(&run, "failed", edata->message);
+		proc_exit(1);
+	}
+	PG_END_TRY();
+
+	hx_batch_finish(&run, stop != NULL && strcmp(stop, "overran") == 0 ? "overran" :
+					stop != NULL ? "yielded" : "done", NULL);
+	proc_exit(0);
+}
+
+/*
+ * hx_batch_begin
+ *		Takes the run; false when there is nothing to do (the launching
+ *		transaction rolled back, the run ended, no extension).  Own
+ *		transaction.
+ */
+static bool
+hx_batch_begin(HxRun *run)
+{
+	Datum		args[2] = {Int64GetDatum(run->id), Int32GetDatum(MyProcPid)};
+	bool		isnull;
+	bool		ok = false;
+	int			rc;
+
+	hx_worker_begin_xact("starting a window run");
+	if (OidIsValid(hx_worker_find_extension()))
+	{
+		rc = SPI_execute_with_args(psprintf("SELECT * FROM %s($1, $2)",
+											hx_qualified("hx_batch_begin")),
+								   2, (Oid[]) {INT8OID, INT4OID}, args, NULL,
+								   false, 1);
+		if (rc != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "hx_batch_begin failed: %s", SPI_result_code_string(rc));
+		else
+		{
+			HeapTuple	tup = SPI_tuptable->vals[0];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			Datum		name = SPI_getbinval(tup, desc, 1, &isnull);
+
+			if (!isnull)
+			{
+				MemoryContext old = MemoryContextSwitchTo(run_cxt);
+				Datum		d;
+				double		elapsed_ms;
+
+				run->window_name = TextDatumGetCString(name);
+				run->chunk_size = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
+				run->max_duration_ms = DatumGetFloat8(SPI_getbinval(tup, desc, 3, &isnull));
+				run->opportunistic = DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull));
+				elapsed_ms = DatumGetFloat8(SPI_getbinval(tup, desc, 5, &isnull));
+				run->started_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+															  -(int64) elapsed_ms);
+				d = SPI_getbinval(tup, desc, 6, &isnull);
+				run->suspects = isnull ? NULL : DatumGetArrayTypePCopy(d);
+				MemoryContextSwitchTo(old);
+				ok = true;
+			}
+		}
+	}
+	hx_worker_end_xact();
+	return ok;
+}
+
+/*
+ * hx_batch_should_stop
+ *		Checked at chunk boundaries: "overran" once max_duration is reached,
+ *		"yielded" when an opportunistic run sees stream work waiting, else
+ *		NULL.  No transaction open.
+ */
+static const char *
+hx_batch_should_stop(HxRun *run)
+{
+	if (TimestampDifferenceExceeds(run->started_at, GetCurrentTimestamp(),
+								   (int) Min(run->max_duration_ms, (double) INT_MAX)))
+		return "overran";
+	if (run->opportunistic && hx_stream_work_waiting())
+		return "yielded";
+	return NULL;
+}
+
+/*
+ * hx_batch_isolate
+ *		Runs the suspects of an interrupted run one at a time, each claimed
+ *		in a committed transaction of its own before it runs.
+ */
+static void
+hx_batch_isolate(HxRun *run)
+{
+	Datum	   *ids;
+	int			n;
+	int			i;
+
+	deconstruct_array(run->suspects, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
+					  &ids, NULL, &n);
+	ereport(LOG,
+			(errmsg("hybridexec batch worker resumes run %lld: retrying %d task(s) of its interrupted chunk one by one",
+					(long long) run->id, n)));
+	for (i = 0; i < n; i++)
+	{
+		ArrayType  *one = construct_array(&ids[i], 1, INT8OID, 8, FLOAT8PASSBYVAL,
+										  TYPALIGN_DOUBLE);
+		HxTask	   *tasks = NULL;
+		int			got;
+
+		MemoryContextReset(chunk_cxt);
+		hx_worker_begin_xact("claiming a task of an interrupted chunk");
+		got = hx_batch_claim(run->id, one, &tasks);
+		hx_worker_end_xact();
+		if (got == 0)
+			continue;
+		hx_batch_execute(run, tasks, got, true);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/*
+ * hx_batch_chunk
+ *		Picks and runs the next chunk; false when the window has nothing
+ *		left for us.  Two transactions of its own.
+ */
+static bool
+hx_batch_chunk(HxRun *run)
+{
+	Datum		args[3] = {Int64GetDatum(run->id),
+		CStringGetTextDatum(run->window_name),
+	Int32GetDatum(run->chunk_size)};
+	ArrayType  *ids = NULL;
+	HxTask	   *tasks = NULL;
+	bool		isnull;
+	int			rc;
+	int			n;
+
+	MemoryContextReset(chunk_cxt);
+
+	/* xact 1: the chunk's ids, durably in a started checkpoint */
+	hx_worker_begin_xact("picking a chunk");
+	rc = SPI_execute_with_args(psprintf("SELECT %s($1, $2, $3)",
+										hx_qualified("hx_batch_next_chunk")),
+							   3, (Oid[]) {INT8OID, TEXTOID, INT4OID}, args, NULL,
+							   false, 1);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "hx_batch_next_chunk failed: %s", SPI_result_code_string(rc));
+	{
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+									  1, &isnull);
+
+		if (!isnull)
+		{
+			MemoryContext old = MemoryContextSwitchTo(chunk_cxt);
+
+			ids = DatumGetArrayTypePCopy(d);
+			MemoryContextSwitchTo(old);
+		}
+	}
+	hx_worker_end_xact();
+	if (ids == NULL)
+		return false;
+
+	/* xact 2: claim, run, book, checkpoint */
+	hx_worker_begin_xact("running a chunk");
+	n = hx_batch_claim(run->id, ids, &tasks);
+	hx_batch_execute(run, tasks, n, false);
+	return true;
+}
+
+/*
+ * hx_batch_claim
+ *		Claims the given tasks (those still waiting) for this worker and
+ *		copies them into chunk_cxt.  In a transaction, SPI connected.
+ */
+static int
+hx_batch_claim(int64 run_id, ArrayType *ids, HxTask **tasks)
+{
+	Datum		args[3];
+	HxTask	   *out;
+	uint64		i;
+	int			rc;
+
+	if (claim_plan == NULL)
+	{
+		Oid			types[3] = {INT8ARRAYOID, INT4OID, INT8OID};
+
+		claim_plan = hx_prepare(psprintf("UPDATE %1$s t SET status = 'running', "
+										 "attempts = t.attempts + 1, started_at = clock_timestamp(), "
+										 "worker_pid = $2, run_id = $3 "
+										 "FROM %2$s y "
+										 "WHERE t.id = ANY ($1) AND t.status IN ('queued', 'failed') "
+										 "AND t.route = 'batch' AND y.task_type = t.task_type "
+										 "RETURNING t.id, t.task_type, t.payload, t.attempts, "
+										 "y.max_attempts, y.handler, y.batch_handler, y.run_as, "
+										 "extract(epoch FROM y.timeout)::double precision * 1000",
+										 hx_qualified("hx_task"), hx_qualified("hx_type")),
+								3, types);
+		if (claim_plan == NULL)
+			elog(ERROR, "could not prepare the batch claim: %s",
+				 SPI_result_code_string(SPI_result));
+		SPI_keepplan(claim_plan);
+	}
+	args[0] = PointerGetDatum(ids);
+	args[1] = Int32GetDatum(MyProcPid);
+	args[2] = Int64GetDatum(run_id);
+	rc = SPI_execute_plan(claim_plan, args, NULL, false, 0);
+	if (rc != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "batch claim failed: %s", SPI_result_code_string(rc));
+
+	out = MemoryContextAllocZero(chunk_cxt, sizeof(HxTask) * Max(SPI_processed, 1));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		MemoryContext old = MemoryContextSwitchTo(chunk_cxt);
+		bool		isnull;
+		Datum		d;
+
+		out[i].id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		out[i].task_type = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
+		out[i].payload = PointerGetDatum(PG_DETOAST_DATUM_COPY(SPI_getbinval(tup, desc, 3, &isnull)));
+		out[i].attempts = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
+		out[i].max_attempts = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
+		d = SPI_getbinval(tup, desc, 6, &isnull);
+		out[i].handler = isnull ? InvalidOid : DatumGetObjectId(d);
+		d = SPI_getbinval(tup, desc, 7, &isnull);
+		out[i].batch_handler = isnull ? InvalidOid : DatumGetObjectId(d);
+		out[i].run_as = DatumGetObjectId(SPI_getbinval(tup, desc, 8, &isnull));
+		out[i].timeout_ms = DatumGetFloat8(SPI_getbinval(tup, desc, 9, &isnull));
+		out[i].worker_pid = MyProcPid;
+		out[i].deferred = true;
+		MemoryContextSwitchTo(old);
+	}
+	*tasks = out;
+	return (int) SPI_processed;
+}
+
+/*
+ * hx_batch_execute
+ *		Runs claimed tasks (one type), books the outcomes and the
+ *		checkpoint, and commits.  Expects the transaction of the claim open
+ *		(chunks) or none (isolated tasks: it opens its own).
+ */
+static void
+hx_batch_execute(HxRun *run, HxTask *tasks, int n, bool isolated)
+{
+	HxOutcome  *outs = MemoryContextAllocZero(chunk_cxt, sizeof(HxOutcome) * Max(n, 1));
+	TimestampTz no_retry = 0;
+	Datum		args[4];
+	int			nfailed = 0;
+	int			ndone;
+	int			i;
+	int			rc;
+
+	if (isolated)
+		hx_worker_begin_xact("running a task of an interrupted chunk");
+
+	if (n > 0)
+	{
+		if (OidIsValid(tasks[0].batch_handler) && !isolated)
+			hx_exec_batch(tasks, n, outs, chunk_cxt);
+		else
+			for (i = 0; i < n; i++)
+				hx_exec_handler(&tasks[i], &outs[i], chunk_cxt);
+		pgstat_report_activity(STATE_RUNNING, "booking a chunk");
+	}
+
+	ndone = hx_record_done(tasks, outs, n);
+	for (i = 0; i < n; i++)
+	{
+		if (outs[i].ok)
+			continue;
+		hx_record_failure(&tasks[i], &outs[i], &no_retry);
+		nfailed++;
+	}
+
+	args[0] = Int64GetDatum(run->id);
+	args[1] = Int32GetDatum(ndone);
+	args[2] = Int32GetDatum(nfailed);
+	args[3] = BoolGetDatum(isolated);
+	rc = SPI_execute_with_args(psprintf("SELECT %s($1, $2, $3, $4)",
+										hx_qualified("hx_batch_chunk_done")),
+							   4, (Oid[]) {INT8OID, INT4OID, INT4OID, BOOLOID},
+							   args, NULL, false, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "hx_batch_chunk_done failed: %s", SPI_result_code_string(rc));
+	hx_worker_end_xact();
+}
+
+/*
+ * hx_batch_wait_external
+ *		Keeps the window open while it has due tasks for external
+ *		executors (they may claim batch tasks only while it is open), until
+ *		they are gone or max_duration.  No transaction open.
+ */
+static void
+hx_batch_wait_external(HxRun *run)
+{
+	for (;;)
+	{
+		Datum		arg = CStringGetTextDatum(run->window_name);
+		bool		pending;
+		bool		isnull;
+		int			rc;
+
+		hx_worker_begin_xact("waiting for external executors");
+		rc = SPI_execute_with_args(psprintf("SELECT %s($1)",
+											hx_qualified("hx_batch_external_pending")),
+								   1, (Oid[]) {TEXTOID}, &arg, NULL, false, 1);
+		if (rc != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "hx_batch_external_pending failed");
+		pending = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+											 SPI_tuptable->tupdesc, 1, &isnull));
+		hx_worker_end_xact();
+		if (!pending || hx_batch_should_stop(run) != NULL)
+			return;
+		pgstat_report_activity(STATE_IDLE, "window open for external executors");
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 1000L, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/*
+ * hx_batch_finish
+ *		Ends the run with the given status.  Own transaction.
+ */
+static void
+hx_batch_finish(HxRun *run, const char *status, const char *error)
+{
+	Datum		args[3] = {Int64GetDatum(run->id), CStringGetTextDatum(status),
+	error ? CStringGetTextDatum(error) : (Datum) 0};
+	char		nulls[3] = {' ', ' ', error ? ' ' : 'n'};
+	int			rc;
+
+	hx_worker_begin_xact("finishing a window run");
+	rc = SPI_execute_with_args(psprintf("SELECT %s($1, $2, $3)",
+										hx_qualified("hx_batch_finish")),
+							   3, (Oid[]) {INT8OID, TEXTOID, TEXTOID}, args, nulls,
+							   false, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "hx_batch_finish failed: %s", SPI_result_code_string(rc));
+	hx_worker_end_xact();
+	ereport(LOG,
+			(errmsg("hybridexec batch worker: run %lld of window \"%s\" %s",
+					(long long) run->id, run->window_name ? run->window_name : "?",
+					status)));
+}
