@@ -24,7 +24,16 @@ SELECT hx_register('x', 'two_args(jsonb,jsonb)');
 SELECT hx_register('x', 'echo_handler(jsonb)', batch_handler => 'echo_handler(jsonb)');
 SELECT hx_register('x', 'echo_handler(jsonb)', max_attempts => 0);
 SELECT hx_register('x', 'echo_handler(jsonb)', timeout => '-1 second');
+-- micro-batching needs a batch handler, both settings, and a sane size
+SELECT hx_register('x', 'echo_handler(jsonb)', micro_batch_size => 8, micro_batch_wait => '10 ms');
+SELECT hx_register('x', batch_handler => 'batch_ok(jsonb[])', micro_batch_size => 8);
+SELECT hx_register('x', batch_handler => 'batch_ok(jsonb[])', micro_batch_size => 1, micro_batch_wait => '10 ms');
+SELECT hx_register('x', batch_handler => 'batch_ok(jsonb[])', micro_batch_size => 8, micro_batch_wait => '-1 ms');
 SELECT count(*) AS types_after_bad_registrations FROM hx_type;
+-- a good one, and the columns it sets
+SELECT hx_register('micro', batch_handler => 'batch_ok(jsonb[])', micro_batch_size => 8, micro_batch_wait => '10 ms');
+SELECT task_type, handler, batch_handler, micro_batch_size, micro_batch_wait FROM hx_type WHERE task_type = 'micro';
+SELECT hx_unregister('micro');
 
 -- hx_unregister
 SELECT hx_register('temporary', 'echo_handler(jsonb)');

@@ -13,21 +13,22 @@
  *				then run it, so a task that crashes the server costs only
  *				its own attempts and ends dead after max_attempts
  *		chunks	until the window is empty, max_duration is reached, or
- *				(opportunistic runs) stream work waits:
- *				  xact 1: pick the chunk's task ids (one task type, by
- *						  priority and deadline), write a "started"
- *						  checkpoint with them
- *				  xact 2: claim them (attempt counted), call the batch
- *						  handler once (or the handler per task), book
- *						  results and failures, mark the checkpoint
- *						  committed, add to the run's counters
+ *				(opportunistic runs) stream work waits, one transaction
+ *				per chunk:
+ *				  read the chunk's waiting tasks (one task type, by
+ *				  priority and deadline), call the batch handler once (or
+ *				  the handler per task), book successes and failures
+ *				  (attempt counted), mark the chunk's checkpoint committed,
+ *				  add to the run's counters, then pick the next chunk and
+ *				  write its "started" checkpoint with its task ids
  *		finish	done, overran, yielded or failed
  *
  *	  The chunk's effects, its tasks' results and its checkpoint commit in
  *	  one transaction: a crash loses the chunk as a whole and nothing is
- *	  done twice; the started checkpoint tells the resumed run which tasks
- *	  to isolate.  A failed task waits for the next run of its window
- *	  (deferred retry) or is dead after max_attempts.
+ *	  done twice; the started checkpoint, committed before the chunk runs,
+ *	  tells the resumed run which tasks to isolate.  A failed task waits
+ *	  for the next run of its window (deferred retry) or is dead after
+ *	  max_attempts.
  *
  *	  Batch workers run at a lower CPU priority (hybridexec.batch_nice) so
  *	  that stream workers get the CPU first.
@@ -74,12 +75,21 @@ typedef struct HxRun
 static MemoryContext run_cxt = NULL;
 static MemoryContext chunk_cxt = NULL;
 static SPIPlanPtr claim_plan = NULL;
+static SPIPlanPtr read_plan = NULL;
+static SPIPlanPtr done_plan = NULL;
 
 static bool hx_batch_begin(HxRun *run);
 static void hx_batch_isolate(HxRun *run);
-static bool hx_batch_chunk(HxRun *run);
+static ArrayType *hx_batch_pick(HxRun *run, MemoryContext cxt);
+static const char *hx_batch_chunks(HxRun *run);
+static void hx_batch_run_chunk(HxRun *run, ArrayType *ids);
+static int	hx_batch_read(ArrayType *ids, HxTask **tasks);
+static void hx_batch_book(HxRun *run, HxTask *tasks, HxOutcome *outs, int n,
+						  int *ndone, int *nfailed);
+static void hx_batch_count(HxRun *run, int ndone, int nfailed, bool isolated);
 static int	hx_batch_claim(int64 run_id, ArrayType *ids, HxTask **tasks);
-static void hx_batch_execute(HxRun *run, HxTask *tasks, int n, bool isolated);
+static int	hx_batch_copy_tasks(HxTask **tasks);
+static void hx_batch_execute(HxRun *run, HxTask *tasks, int n);
 static const char *hx_batch_should_stop(HxRun *run);
 static void hx_batch_wait_external(HxRun *run);
 static void hx_batch_finish(HxRun *run, const char *status, const char *error);
@@ -131,13 +141,7 @@ hx_batch_worker_main(Datum main_arg)
 	{
 		if (run.suspects != NULL)
 			hx_batch_isolate(&run);
-		for (;;)
-		{
-			stop = hx_batch_should_stop(&run);
-			if (stop != NULL || !hx_batch_chunk(&run))
-				break;
-			CHECK_FOR_INTERRUPTS();
-		}
+		stop = hx_batch_chunks(&run);
 		if (stop == NULL)
 		{
 			hx_batch_wait_external(&run);
@@ -269,59 +273,307 @@ hx_batch_isolate(HxRun *run)
 		hx_worker_end_xact();
 		if (got == 0)
 			continue;
-		hx_batch_execute(run, tasks, got, true);
+		hx_batch_execute(run, tasks, got);
 		CHECK_FOR_INTERRUPTS();
 	}
 }
 
 /*
- * hx_batch_chunk
- *		Picks and runs the next chunk; false when the window has nothing
- *		left for us.  Two transactions of its own.
+ * hx_batch_pick
+ *		Picks the next chunk and records it as a started checkpoint;
+ *		returns its task ids (copied into cxt) or NULL when the window has
+ *		nothing left for us.  In a transaction, SPI connected.
  */
-static bool
-hx_batch_chunk(HxRun *run)
+static ArrayType *
+hx_batch_pick(HxRun *run, MemoryContext cxt)
 {
 	Datum		args[3] = {Int64GetDatum(run->id),
 		CStringGetTextDatum(run->window_name),
 	Int32GetDatum(run->chunk_size)};
 	ArrayType  *ids = NULL;
-	HxTask	   *tasks = NULL;
 	bool		isnull;
+	Datum		d;
 	int			rc;
-	int			n;
 
-	MemoryContextReset(chunk_cxt);
-
-	/* xact 1: the chunk's ids, durably in a started checkpoint */
-	hx_worker_begin_xact("picking a chunk");
 	rc = SPI_execute_with_args(psprintf("SELECT %s($1, $2, $3)",
 										hx_qualified("hx_batch_next_chunk")),
 							   3, (Oid[]) {INT8OID, TEXTOID, INT4OID}, args, NULL,
 							   false, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "hx_batch_next_chunk failed: %s", SPI_result_code_string(rc));
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (!isnull)
 	{
-		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
-									  1, &isnull);
+		MemoryContext old = MemoryContextSwitchTo(cxt);
 
-		if (!isnull)
-		{
-			MemoryContext old = MemoryContextSwitchTo(chunk_cxt);
-
-			ids = DatumGetArrayTypePCopy(d);
-			MemoryContextSwitchTo(old);
-		}
+		ids = DatumGetArrayTypePCopy(d);
+		MemoryContextSwitchTo(old);
 	}
-	hx_worker_end_xact();
-	if (ids == NULL)
-		return false;
+	return ids;
+}
 
-	/* xact 2: claim, run, book, checkpoint */
-	hx_worker_begin_xact("running a chunk");
-	n = hx_batch_claim(run->id, ids, &tasks);
-	hx_batch_execute(run, tasks, n, false);
-	return true;
+/*
+ * hx_batch_chunks
+ *		Runs chunks until the window has nothing left for us or the run
+ *		must stop; returns why it stopped ("overran", "yielded") or NULL.
+ *
+ *		Each chunk's transaction also picks the next chunk and writes its
+ *		started checkpoint, so a busy run commits once per chunk.  No
+ *		transaction open.
+ */
+static const char *
+hx_batch_chunks(HxRun *run)
+{
+	MemoryContext cur = AllocSetContextCreate(run_cxt, "hybridexec chunk ids",
+											  ALLOCSET_SMALL_SIZES);
+	MemoryContext next = AllocSetContextCreate(run_cxt, "hybridexec next chunk ids",
+											   ALLOCSET_SMALL_SIZES);
+	const char *stop = hx_batch_should_stop(run);
+	ArrayType  *ids;
+
+	if (stop != NULL)
+		return stop;
+	hx_worker_begin_xact("picking a chunk");
+	ids = hx_batch_pick(run, cur);
+	hx_worker_end_xact();
+
+	while (ids != NULL)
+	{
+		MemoryContext swap;
+		ArrayType  *next_ids = NULL;
+
+		MemoryContextReset(chunk_cxt);
+		MemoryContextReset(next);
+		hx_worker_begin_xact("running a chunk");
+		hx_batch_run_chunk(run, ids);
+		stop = hx_batch_should_stop(run);
+		if (stop == NULL)
+			next_ids = hx_batch_pick(run, next);
+		hx_worker_end_xact();
+
+		ids = next_ids;
+		swap = cur;
+		cur = next;
+		next = swap;
+		CHECK_FOR_INTERRUPTS();
+	}
+	return stop;
+}
+
+/*
+ * hx_batch_run_chunk
+ *		Runs the waiting tasks among ids and books the chunk.  In the
+ *		chunk's transaction.
+ *
+ *		The tasks are read without locks: nobody but this run takes them
+ *		(runs of a window never overlap), and what others may do to a
+ *		waiting task (cancel it, escalate it) is caught when the outcomes
+ *		are booked: the bookings only touch tasks still waiting, and if one
+ *		is not, the handlers' effects are rolled back with the bookings and
+ *		the chunk runs again without it.  Bookings lock the rows, so nobody
+ *		changes a booked task before we commit.
+ */
+static void
+hx_batch_run_chunk(HxRun *run, ArrayType *ids)
+{
+	MemoryContext oldcontext = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	TimestampTz no_retry = 0;
+	HxTask	   *tasks = NULL;
+	HxOutcome  *outs = NULL;
+	int			n = 0;
+	int			ndone = 0;
+	int			nfailed = 0;
+	int			tries;
+	int			i;
+
+	for (tries = 0;; tries++)
+	{
+		bool		conflict;
+
+		n = hx_batch_read(ids, &tasks);
+		if (n == 0)
+			break;
+		outs = MemoryContextAllocZero(chunk_cxt, sizeof(HxOutcome) * n);
+
+		BeginInternalSubTransaction(NULL);
+		MemoryContextSwitchTo(oldcontext);
+
+		if (OidIsValid(tasks[0].batch_handler))
+			hx_exec_batch(tasks, n, outs, chunk_cxt);
+		else
+			for (i = 0; i < n; i++)
+				hx_exec_handler(&tasks[i], &outs[i], chunk_cxt);
+		pgstat_report_activity(STATE_RUNNING, "booking a chunk");
+		hx_batch_book(run, tasks, outs, n, &ndone, &nfailed);
+		conflict = (ndone + nfailed != n);
+
+		if (conflict)
+			RollbackAndReleaseCurrentSubTransaction();
+		else
+			ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+		if (!conflict)
+			break;
+		if (tries >= 10)
+			elog(ERROR, "tasks of a chunk of run %lld keep changing while it runs",
+				 (long long) run->id);
+		ereport(LOG,
+				(errmsg("hybridexec batch worker: a task of run %lld changed while its chunk ran; running the chunk again without it",
+						(long long) run->id)));
+		ndone = nfailed = 0;
+	}
+
+	/* failures are booked one by one: failed (next run) or dead */
+	for (i = 0; i < n; i++)
+		if (!outs[i].ok)
+			hx_record_failure(&tasks[i], &outs[i], &no_retry);
+
+	hx_batch_count(run, ndone, nfailed, false);
+}
+
+/*
+ * hx_batch_read
+ *		Reads the tasks among ids that are still waiting, in run order,
+ *		into chunk_cxt, with the attempt they are about to make.  In a
+ *		transaction, SPI connected.
+ */
+static int
+hx_batch_read(ArrayType *ids, HxTask **tasks)
+{
+	Datum		arg = PointerGetDatum(ids);
+	int			rc;
+
+	if (read_plan == NULL)
+	{
+		Oid			type = INT8ARRAYOID;
+
+		read_plan = hx_prepare(psprintf("SELECT t.id, t.task_type, t.payload, t.attempts + 1, "
+										"y.max_attempts, y.handler, y.batch_handler, y.run_as, "
+										"extract(epoch FROM y.timeout)::double precision * 1000 "
+										"FROM unnest($1) WITH ORDINALITY AS u (id, ord) "
+										"JOIN %1$s t ON t.id = u.id "
+										"JOIN %2$s y ON y.task_type = t.task_type "
+										"WHERE t.status IN ('queued', 'failed') AND t.route = 'batch' "
+										"ORDER BY u.ord",
+										hx_qualified("hx_task"), hx_qualified("hx_type")),
+							   1, &type);
+		if (read_plan == NULL)
+			elog(ERROR, "could not prepare the chunk read: %s",
+				 SPI_result_code_string(SPI_result));
+		SPI_keepplan(read_plan);
+	}
+	rc = SPI_execute_plan(read_plan, &arg, NULL, true, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "chunk read failed: %s", SPI_result_code_string(rc));
+	return hx_batch_copy_tasks(tasks);
+}
+
+/*
+ * hx_batch_book
+ *		Books a chunk's outcomes inside its subtransaction: the successes
+ *		done with their results in one statement, the failures marked
+ *		running with their attempt counted (hx_record_failure then books
+ *		them).  Counts only tasks that were still waiting.
+ */
+static void
+hx_batch_book(HxRun *run, HxTask *tasks, HxOutcome *outs, int n,
+			  int *ndone, int *nfailed)
+{
+	Datum	   *ids = palloc(sizeof(Datum) * n);
+	Datum	   *results = palloc(sizeof(Datum) * n);
+	bool	   *nulls = palloc(sizeof(bool) * n);
+	Datum	   *failed_ids = palloc(sizeof(Datum) * n);
+	int			dims[1];
+	int			lbs[1] = {1};
+	int			nd = 0;
+	int			nf = 0;
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		if (outs[i].ok)
+		{
+			ids[nd] = Int64GetDatum(tasks[i].id);
+			results[nd] = outs[i].result;
+			nulls[nd] = outs[i].result_null;
+			nd++;
+		}
+		else
+			failed_ids[nf++] = Int64GetDatum(tasks[i].id);
+	}
+	*ndone = *nfailed = 0;
+
+	if (nd > 0)
+	{
+		Datum		args[5];
+		int			rc;
+
+		if (done_plan == NULL)
+		{
+			Oid			types[5] = {INT8ARRAYOID, JSONBARRAYOID, TIMESTAMPTZOID,
+			INT4OID, INT8OID};
+
+			done_plan = hx_prepare(psprintf("UPDATE %s t SET status = 'done', result = d.result, "
+											"attempts = t.attempts + 1, started_at = $3, "
+											"finished_at = clock_timestamp(), worker_pid = $4, run_id = $5 "
+											"FROM unnest($1, $2) AS d (id, result) "
+											"WHERE t.id = d.id AND t.status IN ('queued', 'failed') "
+											"AND t.route = 'batch'",
+											hx_qualified("hx_task")),
+								   5, types);
+			if (done_plan == NULL)
+				elog(ERROR, "could not prepare the chunk booking: %s",
+					 SPI_result_code_string(SPI_result));
+			SPI_keepplan(done_plan);
+		}
+		dims[0] = nd;
+		args[0] = PointerGetDatum(construct_array(ids, nd, INT8OID, 8,
+												  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		args[1] = PointerGetDatum(construct_md_array(results, nulls, 1, dims, lbs,
+													 JSONBOID, -1, false, TYPALIGN_INT));
+		args[2] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+		args[3] = Int32GetDatum(MyProcPid);
+		args[4] = Int64GetDatum(run->id);
+		rc = SPI_execute_plan(done_plan, args, NULL, false, 0);
+		if (rc != SPI_OK_UPDATE)
+			elog(ERROR, "chunk booking failed: %s", SPI_result_code_string(rc));
+		*ndone = (int) SPI_processed;
+	}
+	if (nf > 0)
+	{
+		HxTask	   *claimed;
+
+		*nfailed = hx_batch_claim(run->id,
+								  construct_array(failed_ids, nf, INT8OID, 8,
+												  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE),
+								  &claimed);
+	}
+}
+
+/*
+ * hx_batch_count
+ *		Marks the started checkpoint committed (unless the tasks were
+ *		isolated ones) and adds to the run's counters.  In the transaction
+ *		that booked the tasks.
+ */
+static void
+hx_batch_count(HxRun *run, int ndone, int nfailed, bool isolated)
+{
+	Datum		args[4];
+	int			rc;
+
+	args[0] = Int64GetDatum(run->id);
+	args[1] = Int32GetDatum(ndone);
+	args[2] = Int32GetDatum(nfailed);
+	args[3] = BoolGetDatum(isolated);
+	rc = SPI_execute_with_args(psprintf("SELECT %s($1, $2, $3, $4)",
+										hx_qualified("hx_batch_chunk_done")),
+							   4, (Oid[]) {INT8OID, INT4OID, INT4OID, BOOLOID},
+							   args, NULL, false, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "hx_batch_chunk_done failed: %s", SPI_result_code_string(rc));
 }
 
 /*
@@ -333,8 +585,6 @@ static int
 hx_batch_claim(int64 run_id, ArrayType *ids, HxTask **tasks)
 {
 	Datum		args[3];
-	HxTask	   *out;
-	uint64		i;
 	int			rc;
 
 	if (claim_plan == NULL)
@@ -363,6 +613,21 @@ hx_batch_claim(int64 run_id, ArrayType *ids, HxTask **tasks)
 	rc = SPI_execute_plan(claim_plan, args, NULL, false, 0);
 	if (rc != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "batch claim failed: %s", SPI_result_code_string(rc));
+
+	return hx_batch_copy_tasks(tasks);
+}
+
+/*
+ * hx_batch_copy_tasks
+ *		Copies the task rows in SPI_tuptable (id, task_type, payload,
+ *		attempts, max_attempts, handler, batch_handler, run_as, timeout_ms)
+ *		into chunk_cxt; returns how many.
+ */
+static int
+hx_batch_copy_tasks(HxTask **tasks)
+{
+	HxTask	   *out;
+	uint64		i;
 
 	out = MemoryContextAllocZero(chunk_cxt, sizeof(HxTask) * Max(SPI_processed, 1));
 	for (i = 0; i < SPI_processed; i++)
@@ -394,34 +659,22 @@ hx_batch_claim(int64 run_id, ArrayType *ids, HxTask **tasks)
 
 /*
  * hx_batch_execute
- *		Runs claimed tasks (one type), books the outcomes and the
- *		checkpoint, and commits.  Expects the transaction of the claim open
- *		(chunks) or none (isolated tasks: it opens its own).
+ *		Runs claimed tasks of an interrupted chunk one at a time (each was
+ *		claimed, and its attempt committed, on its own), books them and
+ *		commits.  No transaction open.
  */
 static void
-hx_batch_execute(HxRun *run, HxTask *tasks, int n, bool isolated)
+hx_batch_execute(HxRun *run, HxTask *tasks, int n)
 {
 	HxOutcome  *outs = MemoryContextAllocZero(chunk_cxt, sizeof(HxOutcome) * Max(n, 1));
 	TimestampTz no_retry = 0;
-	Datum		args[4];
 	int			nfailed = 0;
 	int			ndone;
 	int			i;
-	int			rc;
 
-	if (isolated)
-		hx_worker_begin_xact("running a task of an interrupted chunk");
-
-	if (n > 0)
-	{
-		if (OidIsValid(tasks[0].batch_handler) && !isolated)
-			hx_exec_batch(tasks, n, outs, chunk_cxt);
-		else
-			for (i = 0; i < n; i++)
-				hx_exec_handler(&tasks[i], &outs[i], chunk_cxt);
-		pgstat_report_activity(STATE_RUNNING, "booking a chunk");
-	}
-
+	hx_worker_begin_xact("running a task of an interrupted chunk");
+	for (i = 0; i < n; i++)
+		hx_exec_handler(&tasks[i], &outs[i], chunk_cxt);
 	ndone = hx_record_done(tasks, outs, n);
 	for (i = 0; i < n; i++)
 	{
@@ -430,17 +683,7 @@ hx_batch_execute(HxRun *run, HxTask *tasks, int n, bool isolated)
 		hx_record_failure(&tasks[i], &outs[i], &no_retry);
 		nfailed++;
 	}
-
-	args[0] = Int64GetDatum(run->id);
-	args[1] = Int32GetDatum(ndone);
-	args[2] = Int32GetDatum(nfailed);
-	args[3] = BoolGetDatum(isolated);
-	rc = SPI_execute_with_args(psprintf("SELECT %s($1, $2, $3, $4)",
-										hx_qualified("hx_batch_chunk_done")),
-							   4, (Oid[]) {INT8OID, INT4OID, INT4OID, BOOLOID},
-							   args, NULL, false, 1);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "hx_batch_chunk_done failed: %s", SPI_result_code_string(rc));
+	hx_batch_count(run, ndone, nfailed, true);
 	hx_worker_end_xact();
 }
 

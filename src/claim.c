@@ -31,7 +31,9 @@ PG_FUNCTION_INFO_V1(hx_stream_claim);
  * hx_claim_run
  *		Runs the claim for worker_pid, taking at most max tasks; the claimed
  *		rows (id, task_type, payload, attempts, max_attempts, handler,
- *		run_as, timeout_ms) are left in SPI_tuptable.  Needs SPI connected
+ *		run_as, timeout_ms, batch_handler, micro_batch_size) are left in SPI_tuptable.
+ *		Tasks of a micro-batched type are taken only once their batch is
+ *		ready (hx_micro_batch_ready).  Needs SPI connected
  *		and the rule cache loaded for the extension's schema.
  */
 uint64
@@ -56,14 +58,19 @@ hx_claim_run(Oid schema, int worker_pid, int max)
 								   "WHERE q.status IN ('queued', 'failed') AND q.route = 'stream' "
 								   "AND q.run_after <= clock_timestamp() "
 								   "AND EXISTS (SELECT 1 FROM %2$s y1 "
-								   "WHERE y1.task_type = q.task_type AND y1.handler IS NOT NULL) "
+								   "WHERE y1.task_type = q.task_type "
+								   "AND (y1.handler IS NOT NULL OR y1.batch_handler IS NOT NULL) "
+								   "AND (y1.micro_batch_size IS NULL "
+								   "OR %3$s(y1.task_type, y1.micro_batch_size, y1.micro_batch_wait))) "
 								   "ORDER BY q.priority DESC, q.id LIMIT $2 "
 								   "FOR UPDATE OF q SKIP LOCKED) c, %2$s y "
 								   "WHERE t.id = c.id AND y.task_type = t.task_type "
 								   "RETURNING t.id, t.task_type, t.payload, t.attempts, "
 								   "y.max_attempts, y.handler, y.run_as, "
-								   "extract(epoch FROM y.timeout)::double precision * 1000",
-								   hx_qualified("hx_task"), hx_qualified("hx_type")),
+								   "extract(epoch FROM y.timeout)::double precision * 1000, "
+								   "y.batch_handler, coalesce(y.micro_batch_size, 0)",
+								   hx_qualified("hx_task"), hx_qualified("hx_type"),
+								   hx_qualified("hx_micro_batch_ready")),
 						   2, types);
 		if (plan == NULL)
 			elog(ERROR, "could not prepare the stream claim: %s",

@@ -59,6 +59,8 @@ static int	hx_claim(HxTask **tasks, MemoryContext cxt);
 static int	hx_run_batch(HxTask *tasks, int ntasks, TimestampTz *next_retry,
 						 HxTask **next);
 static long hx_sleep_ms(TimestampTz next_retry);
+static void hx_run_micro_batches(HxTask *tasks, int ntasks, HxOutcome *outs);
+static TimestampTz hx_micro_batch_due(void);
 static bool hx_claim_may_be_lost(HxTask *tasks, int ntasks,
 								 TimestampTz started_at);
 
@@ -136,6 +138,14 @@ hx_stream_worker_main(Datum main_arg)
 				swept = true;
 			}
 			ntasks = hx_claim(&tasks, batch_cxt);
+			if (ntasks == 0)
+			{
+				/* buffered micro-batches wake us when they are due */
+				TimestampTz due = hx_micro_batch_due();
+
+				if (due != 0 && (next_retry == 0 || due < next_retry))
+					next_retry = due;
+			}
 			if (hx_claim_may_be_lost(tasks, ntasks, started_at))
 				(void) set_config_option("synchronous_commit", "off",
 										 PGC_USERSET, PGC_S_SESSION,
@@ -238,15 +248,20 @@ hx_claim(HxTask **tasks, MemoryContext cxt)
 		TupleDesc	desc = SPI_tuptable->tupdesc;
 		MemoryContext old = MemoryContextSwitchTo(cxt);
 		bool		isnull;
+		Datum		d;
 
 		out[i].id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 		out[i].task_type = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
 		out[i].payload = PointerGetDatum(PG_DETOAST_DATUM_COPY(SPI_getbinval(tup, desc, 3, &isnull)));
 		out[i].attempts = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
 		out[i].max_attempts = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
-		out[i].handler = DatumGetObjectId(SPI_getbinval(tup, desc, 6, &isnull));
 		out[i].run_as = DatumGetObjectId(SPI_getbinval(tup, desc, 7, &isnull));
 		out[i].timeout_ms = DatumGetFloat8(SPI_getbinval(tup, desc, 8, &isnull));
+		d = SPI_getbinval(tup, desc, 6, &isnull);
+		out[i].handler = isnull ? InvalidOid : DatumGetObjectId(d);
+		d = SPI_getbinval(tup, desc, 9, &isnull);
+		out[i].batch_handler = isnull ? InvalidOid : DatumGetObjectId(d);
+		out[i].micro_batch_size = DatumGetInt32(SPI_getbinval(tup, desc, 10, &isnull));
 		out[i].worker_pid = MyProcPid;
 		MemoryContextSwitchTo(old);
 	}
@@ -313,10 +328,12 @@ hx_run_batch(HxTask *tasks, int ntasks, TimestampTz *next_retry, HxTask **next)
 	 */
 	hx_worker_begin_xact("running stream tasks");
 
+	hx_run_micro_batches(tasks, ntasks, outs);
 	for (i = 0; i < ntasks; i++)
 	{
 		CHECK_FOR_INTERRUPTS();
-		hx_exec_handler(&tasks[i], &outs[i], batch_cxt);
+		if (tasks[i].micro_batch_size == 0)
+			hx_exec_handler(&tasks[i], &outs[i], batch_cxt);
 		if (!outs[i].ok)
 		{
 			hx_record_failure(&tasks[i], &outs[i], next_retry);
@@ -338,6 +355,61 @@ hx_run_batch(HxTask *tasks, int ntasks, TimestampTz *next_retry, HxTask **next)
 	pgstat_report_activity(STATE_IDLE, NULL);
 	hx_slot_count(my_slot, done, failed);
 	return nnext;
+}
+
+/*
+ * hx_micro_batch_due
+ *		When the oldest buffered micro-batch must run even if not full, or
+ *		0 when none waits.  In a transaction, SPI connected.
+ */
+static TimestampTz
+hx_micro_batch_due(void)
+{
+	bool		isnull;
+	Datum		d;
+
+	if (SPI_execute(psprintf("SELECT %s()", hx_qualified("hx_micro_batch_due")),
+					true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "hx_micro_batch_due failed");
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return isnull ? 0 : DatumGetTimestampTz(d);
+}
+
+/*
+ * hx_run_micro_batches
+ *		Hands the claimed tasks of each micro-batched type to its batch
+ *		handler together (one call per micro_batch_size tasks; a failing
+ *		call is isolated task by task by hx_exec_batch) and fills their
+ *		outcomes.  In the run transaction.
+ */
+static void
+hx_run_micro_batches(HxTask *tasks, int ntasks, HxOutcome *outs)
+{
+	HxTask	   *group = palloc(sizeof(HxTask) * ntasks);
+	HxOutcome  *gouts = palloc(sizeof(HxOutcome) * ntasks);
+	int		   *where = palloc(sizeof(int) * ntasks);
+	bool	   *taken = palloc0(sizeof(bool) * ntasks);
+	int			i;
+	int			j;
+
+	for (i = 0; i < ntasks; i++)
+	{
+		int			n = 0;
+
+		if (tasks[i].micro_batch_size == 0 || taken[i])
+			continue;
+		for (j = i; j < ntasks && n < tasks[i].micro_batch_size; j++)
+			if (tasks[j].micro_batch_size > 0 && !taken[j] &&
+				strcmp(tasks[j].task_type, tasks[i].task_type) == 0)
+			{
+				taken[j] = true;
+				where[n] = j;
+				group[n++] = tasks[j];
+			}
+		hx_exec_batch(group, n, gouts, batch_cxt);
+		for (j = 0; j < n; j++)
+			outs[where[j]] = gouts[j];
+	}
 }
 
 /*

@@ -28,6 +28,9 @@ typedef struct HxTask
 	double		timeout_ms;
 	int			worker_pid;		/* the claimer, as recorded on the task */
 	bool		deferred;		/* a failure waits for the next window run */
+	int			micro_batch_size;	/* stream task of a micro-batched type: at
+									 * most this many per batch-handler call;
+									 * 0 = not micro-batched */
 } HxTask;
 
 /* What one handler call gave. */

@@ -20,11 +20,18 @@ CREATE TABLE hx_type (
 	max_attempts	integer NOT NULL DEFAULT 3,
 	timeout			interval NOT NULL DEFAULT '1 minute',
 	run_as			regrole NOT NULL DEFAULT current_user::regrole,
+	micro_batch_size integer,
+	micro_batch_wait interval,
 	description		text,
 	registered_at	timestamptz NOT NULL DEFAULT now(),
 	CONSTRAINT hx_type_name_check CHECK (task_type <> '' AND length(task_type) <= 200),
 	CONSTRAINT hx_type_max_attempts_check CHECK (max_attempts BETWEEN 1 AND 1000),
-	CONSTRAINT hx_type_timeout_check CHECK (timeout > interval '0')
+	CONSTRAINT hx_type_timeout_check CHECK (timeout > interval '0'),
+	CONSTRAINT hx_type_micro_batch_check
+		CHECK ((micro_batch_size IS NULL) = (micro_batch_wait IS NULL)
+			   AND micro_batch_size BETWEEN 2 AND 1024
+			   AND micro_batch_wait >= interval '0'
+			   AND (micro_batch_size IS NULL OR batch_handler IS NOT NULL))
 );
 
 COMMENT ON TABLE hx_type IS
@@ -35,6 +42,8 @@ COMMENT ON COLUMN hx_type.batch_handler IS 'f(payloads jsonb[]) RETURNS jsonb[],
 COMMENT ON COLUMN hx_type.max_attempts IS 'Attempts before a failing task becomes dead (the first run counts)';
 COMMENT ON COLUMN hx_type.timeout IS 'A handler call running longer than this is cancelled and counts as a failed attempt';
 COMMENT ON COLUMN hx_type.run_as IS 'Role whose privileges the handler runs with (the role that registered the type)';
+COMMENT ON COLUMN hx_type.micro_batch_size IS 'Micro-batching: stream tasks of the type are buffered until this many are queued (or micro_batch_wait has passed) and handed to the batch handler together; NULL = off';
+COMMENT ON COLUMN hx_type.micro_batch_wait IS 'Micro-batching: the longest a stream task of the type waits for others to join its batch';
 COMMENT ON COLUMN hx_type.description IS 'Free text for humans';
 COMMENT ON COLUMN hx_type.registered_at IS 'When the type was last registered or changed by hx_register()';
 
@@ -373,7 +382,9 @@ CREATE FUNCTION hx_register(task_type text,
 							batch_handler regprocedure DEFAULT NULL,
 							max_attempts integer DEFAULT 3,
 							timeout interval DEFAULT '1 minute',
-							description text DEFAULT NULL)
+							description text DEFAULT NULL,
+							micro_batch_size integer DEFAULT NULL,
+							micro_batch_wait interval DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 DECLARE
@@ -417,21 +428,42 @@ BEGIN
 		END IF;
 	END IF;
 
-	INSERT INTO hx_type AS t (task_type, handler, batch_handler, max_attempts, timeout, run_as, description)
+	IF (micro_batch_size IS NULL) <> (micro_batch_wait IS NULL) THEN
+		RAISE EXCEPTION 'micro_batch_size and micro_batch_wait go together'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'For example micro_batch_size => 32, micro_batch_wait => ''20 milliseconds''; leave both NULL to run stream tasks one by one.';
+	END IF;
+	IF micro_batch_size IS NOT NULL AND batch_handler IS NULL THEN
+		RAISE EXCEPTION 'micro-batching needs a batch handler'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Pass batch_handler => a function f(jsonb[]) RETURNS jsonb[].';
+	END IF;
+	IF micro_batch_size NOT BETWEEN 2 AND 1024 OR micro_batch_wait < interval '0' THEN
+		RAISE EXCEPTION 'micro_batch_size must be 2 to 1024 and micro_batch_wait not negative, not % and %',
+				micro_batch_size, micro_batch_wait
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'A micro-batch holds at most hybridexec.stream_batch_size tasks per call anyway.';
+	END IF;
+
+	INSERT INTO hx_type AS t (task_type, handler, batch_handler, max_attempts, timeout, run_as,
+							  description, micro_batch_size, micro_batch_wait)
 	VALUES (hx_register.task_type, hx_register.handler, hx_register.batch_handler,
-			hx_register.max_attempts, hx_register.timeout, current_user::regrole, hx_register.description)
+			hx_register.max_attempts, hx_register.timeout, current_user::regrole, hx_register.description,
+			hx_register.micro_batch_size, hx_register.micro_batch_wait)
 	ON CONFLICT ON CONSTRAINT hx_type_pkey DO UPDATE
 	   SET handler = EXCLUDED.handler,
 		   batch_handler = EXCLUDED.batch_handler,
 		   max_attempts = EXCLUDED.max_attempts,
 		   timeout = EXCLUDED.timeout,
 		   run_as = EXCLUDED.run_as,
+		   micro_batch_size = EXCLUDED.micro_batch_size,
+		   micro_batch_wait = EXCLUDED.micro_batch_wait,
 		   description = coalesce(EXCLUDED.description, t.description),
 		   registered_at = now();
 END
 $$;
 
-COMMENT ON FUNCTION hx_register(text, regprocedure, regprocedure, integer, interval, text) IS
+COMMENT ON FUNCTION hx_register(text, regprocedure, regprocedure, integer, interval, text, integer, interval) IS
 'Registers (or changes) a task type and its handlers; without handlers the type is left to external executors';
 
 CREATE FUNCTION hx_unregister(task_type text) RETURNS void
@@ -604,6 +636,35 @@ COMMENT ON FUNCTION hx_wait(bigint, interval) IS
  * tests and tools, never needed by applications)
  * ------------------------------------------------------------------------ */
 
+CREATE FUNCTION hx_micro_batch_ready(task_type text, size integer, wait interval)
+RETURNS boolean
+LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
+	/* enough tasks queued to fill a micro-batch, or the oldest waited long enough */
+	SELECT count(*) >= size
+		   OR min(q.submitted_at) <= clock_timestamp() - wait
+	  FROM (SELECT t.submitted_at FROM hx_task t
+			 WHERE t.status IN ('queued', 'failed') AND t.route = 'stream'
+			   AND t.task_type = hx_micro_batch_ready.task_type
+			   AND t.run_after <= clock_timestamp()
+			 ORDER BY t.priority DESC, t.id
+			 LIMIT size) q
+$$;
+
+COMMENT ON FUNCTION hx_micro_batch_ready(text, integer, interval) IS
+'Worker side: whether the stream tasks of a micro-batched type are ready to go (a full batch, or the oldest has waited micro_batch_wait)';
+
+CREATE FUNCTION hx_micro_batch_due() RETURNS timestamptz
+LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
+	/* when the next buffered micro-batch must go even if not full */
+	SELECT min(t.submitted_at + y.micro_batch_wait)
+	  FROM hx_task t JOIN hx_type y ON y.task_type = t.task_type
+	 WHERE y.micro_batch_size IS NOT NULL
+	   AND t.status IN ('queued', 'failed') AND t.route = 'stream'
+$$;
+
+COMMENT ON FUNCTION hx_micro_batch_due() IS
+'Worker side: the moment the oldest buffered micro-batch must run even if it is not full (NULL when none waits)';
+
 CREATE FUNCTION hx_stream_claim(worker_pid integer, max integer)
 RETURNS TABLE (id bigint, task_type text, payload jsonb, attempts integer,
 			   max_attempts integer, handler regprocedure, run_as regrole,
@@ -611,7 +672,7 @@ RETURNS TABLE (id bigint, task_type text, payload jsonb, attempts integer,
 AS 'MODULE_PATHNAME', 'hx_stream_claim' LANGUAGE C VOLATILE;
 
 COMMENT ON FUNCTION hx_stream_claim(integer, integer) IS
-'Worker side: claims up to max due stream tasks with an in-database handler (FOR UPDATE SKIP LOCKED), marks them running and counts the attempt';
+'Worker side: claims up to max due stream tasks with an in-database handler or batch handler (FOR UPDATE SKIP LOCKED; micro-batched types only once their batch is ready), marks them running and counts the attempt';
 
 CREATE FUNCTION hx_stream_sweep(live_pids integer[]) RETURNS integer
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
@@ -625,7 +686,7 @@ BEGIN
 			 WHERE t.status = 'running' AND t.route = 'stream'
 			   AND (t.worker_pid IS NULL OR t.worker_pid <> ALL (live_pids))
 			   AND EXISTS (SELECT 1 FROM hx_type y WHERE y.task_type = t.task_type
-							AND y.handler IS NOT NULL)
+							AND (y.handler IS NOT NULL OR y.batch_handler IS NOT NULL))
 			 FOR UPDATE OF t SKIP LOCKED
 		), upd AS (
 			UPDATE hx_task t

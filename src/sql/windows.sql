@@ -709,8 +709,6 @@ BEGIN
 		 WHERE t.route = 'batch' AND t.status IN ('queued', 'failed')
 		   AND (t.deadline IS NOT NULL OR t.sla IS NOT NULL)
 		   AND coalesce(t.deadline, t.submitted_at + t.sla) < plan.done_by
-		   AND EXISTS (SELECT 1 FROM hx_type y WHERE y.task_type = t.task_type
-						 AND (y.handler IS NOT NULL OR y.batch_handler IS NULL))
 		 FOR UPDATE OF t SKIP LOCKED
 	)
 	UPDATE hx_task t
