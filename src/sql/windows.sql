@@ -647,13 +647,25 @@ BEGIN
 	FOR r IN SELECT id FROM hx_window_run WHERE status IN ('starting', 'running') ORDER BY id LOOP
 		PERFORM hx_launch_run(r.id);
 	END LOOP;
-	PERFORM hx_window_start_early();
-	PERFORM hx_escalate();
+
+	/*
+	 * Planning counts every window's backlog: do it every tenth tick only,
+	 * so that a big backlog does not keep the scheduler busy.
+	 */
+	INSERT INTO hx_state AS s (key, value, at) VALUES ('window planning', NULL, '-infinity')
+	ON CONFLICT (key) DO NOTHING;
+	UPDATE hx_state s SET at = clock_timestamp()
+	 WHERE s.key = 'window planning'
+	   AND s.at <= clock_timestamp() - 10 * current_setting('hybridexec.scheduler_naptime')::interval;
+	IF FOUND THEN
+		PERFORM hx_window_start_early();
+		PERFORM hx_escalate();
+	END IF;
 END
 $$;
 
 COMMENT ON FUNCTION hx_window_maintenance() IS
-'Scheduler step: relaunches runs left without a worker (a crash, a restart, no free worker), starts adaptive and opportunistic windows early, escalates tasks their window would make late';
+'Scheduler step: relaunches runs left without a worker (a crash, a restart, no free worker) every tick; every tenth tick starts adaptive and opportunistic windows early and escalates tasks their window would make late';
 
 CREATE FUNCTION hx_stream_idle() RETURNS boolean
 LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
