@@ -192,8 +192,13 @@ CREATE TABLE hx_task (
 /* what the stream workers claim, in claim order */
 CREATE INDEX hx_task_stream_claim_idx ON hx_task (priority DESC, id)
 	WHERE status IN ('queued', 'failed') AND route = 'stream';
-/* what a window will take, in run order */
-CREATE INDEX hx_task_batch_idx ON hx_task (window_name, task_type, priority DESC, deadline, id)
+/*
+ * what a window will take, in run order: type, higher priority, earlier
+ * deadline, age (as expressions, so that a run can continue after the last
+ * task it took with one row comparison)
+ */
+CREATE INDEX hx_task_batch_idx ON hx_task (window_name, task_type, (-priority),
+										   (coalesce(deadline, 'infinity'::timestamptz)), id)
 	WHERE status IN ('queued', 'failed') AND route = 'batch';
 /* what the crash sweep looks at */
 CREATE INDEX hx_task_running_idx ON hx_task (worker_pid)

@@ -331,29 +331,70 @@ CREATE FUNCTION hx_batch_next_chunk(run_id bigint, window_name text, chunk_size 
 RETURNS bigint[]
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 DECLARE
+	k record;
+	have_key boolean;
 	typ text;
 	ids bigint[];
 BEGIN
-	/* the first type in run order keeps the handler warm for a whole chunk */
-	SELECT t.task_type INTO typ FROM hx_task t
-	 WHERE t.window_name = hx_batch_next_chunk.window_name AND t.route = 'batch'
-	   AND t.status IN ('queued', 'failed') AND t.run_after <= now()
-	   AND t.run_id IS DISTINCT FROM hx_batch_next_chunk.run_id
-	   AND hx_type_in_database(t.task_type)
-	 ORDER BY t.task_type, t.priority DESC, t.deadline, t.id
-	 LIMIT 1;
-	IF NOT FOUND THEN
-		RETURN NULL;
+	/*
+	 * Run order is the order of hx_task_batch_idx: type (a chunk is one
+	 * type: handlers stay warm), higher priority, earlier deadline, age.
+	 * Continue after the last task this run took, so the scan skips the
+	 * index entries of tasks done meanwhile; only when nothing is left
+	 * after it, look from the start again (tasks queued meanwhile ahead of
+	 * it).
+	 */
+	SELECT c.task_type, -t.priority AS prio, coalesce(t.deadline, 'infinity'::timestamptz) AS dl,
+		   t.id INTO k
+	  FROM hx_checkpoint c JOIN hx_task t ON t.id = c.last_task_id
+	 WHERE c.run_id = hx_batch_next_chunk.run_id
+	 ORDER BY c.chunk DESC LIMIT 1;
+	have_key := FOUND;
+	IF have_key THEN
+		SELECT t.task_type INTO typ FROM hx_task t
+		 WHERE t.window_name = hx_batch_next_chunk.window_name AND t.route = 'batch'
+		   AND t.status IN ('queued', 'failed')
+		   AND (t.task_type, -t.priority, coalesce(t.deadline, 'infinity'::timestamptz), t.id)
+			   > (k.task_type, k.prio, k.dl, k.id)
+		   AND t.run_after <= now() AND t.run_id IS DISTINCT FROM hx_batch_next_chunk.run_id
+		   AND hx_type_in_database(t.task_type)
+		 ORDER BY t.task_type, -t.priority, coalesce(t.deadline, 'infinity'::timestamptz), t.id
+		 LIMIT 1;
+		have_key := FOUND AND typ = k.task_type;
 	END IF;
-	SELECT array_agg(s.id ORDER BY s.ord) INTO ids
-	  FROM (SELECT t.id, row_number() OVER (ORDER BY t.priority DESC, t.deadline, t.id) AS ord
-			  FROM hx_task t
-			 WHERE t.window_name = hx_batch_next_chunk.window_name AND t.route = 'batch'
-			   AND t.task_type = typ
-			   AND t.status IN ('queued', 'failed') AND t.run_after <= now()
-			   AND t.run_id IS DISTINCT FROM hx_batch_next_chunk.run_id
-			 ORDER BY t.priority DESC, t.deadline, t.id
-			 LIMIT chunk_size) s;
+	IF typ IS NULL THEN
+		SELECT t.task_type INTO typ FROM hx_task t
+		 WHERE t.window_name = hx_batch_next_chunk.window_name AND t.route = 'batch'
+		   AND t.status IN ('queued', 'failed')
+		   AND t.run_after <= now() AND t.run_id IS DISTINCT FROM hx_batch_next_chunk.run_id
+		   AND hx_type_in_database(t.task_type)
+		 ORDER BY t.task_type, -t.priority, coalesce(t.deadline, 'infinity'::timestamptz), t.id
+		 LIMIT 1;
+		IF NOT FOUND THEN
+			RETURN NULL;
+		END IF;
+		have_key := false;
+	END IF;
+
+	IF have_key THEN
+		ids := ARRAY(SELECT t.id FROM hx_task t
+				 WHERE t.window_name = hx_batch_next_chunk.window_name AND t.route = 'batch'
+				   AND t.status IN ('queued', 'failed')
+				   AND (t.task_type, -t.priority, coalesce(t.deadline, 'infinity'::timestamptz), t.id)
+					   > (k.task_type, k.prio, k.dl, k.id)
+				   AND t.task_type = typ
+				   AND t.run_after <= now() AND t.run_id IS DISTINCT FROM hx_batch_next_chunk.run_id
+				 ORDER BY t.task_type, -t.priority, coalesce(t.deadline, 'infinity'::timestamptz), t.id
+				 LIMIT chunk_size);
+	ELSE
+		ids := ARRAY(SELECT t.id FROM hx_task t
+				 WHERE t.window_name = hx_batch_next_chunk.window_name AND t.route = 'batch'
+				   AND t.status IN ('queued', 'failed')
+				   AND t.task_type = typ
+				   AND t.run_after <= now() AND t.run_id IS DISTINCT FROM hx_batch_next_chunk.run_id
+				 ORDER BY t.task_type, -t.priority, coalesce(t.deadline, 'infinity'::timestamptz), t.id
+				 LIMIT chunk_size);
+	END IF;
 	INSERT INTO hx_checkpoint (run_id, chunk, task_type, task_ids, last_task_id)
 	SELECT hx_batch_next_chunk.run_id, coalesce(max(c.chunk), 0) + 1, typ, ids, ids[cardinality(ids)]
 	  FROM hx_checkpoint c WHERE c.run_id = hx_batch_next_chunk.run_id;
