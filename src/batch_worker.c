@@ -88,7 +88,6 @@ static void hx_batch_book(HxRun *run, HxTask *tasks, HxOutcome *outs, int n,
 						  int *ndone, int *nfailed);
 static void hx_batch_count(HxRun *run, int ndone, int nfailed, bool isolated);
 static int	hx_batch_claim(int64 run_id, ArrayType *ids, HxTask **tasks);
-static int	hx_batch_copy_tasks(HxTask **tasks);
 static void hx_batch_execute(HxRun *run, HxTask *tasks, int n);
 static const char *hx_batch_should_stop(HxRun *run);
 static void hx_batch_wait_external(HxRun *run);
@@ -457,8 +456,9 @@ hx_batch_read(ArrayType *ids, HxTask **tasks)
 		Oid			type = INT8ARRAYOID;
 
 		read_plan = hx_prepare(psprintf("SELECT t.id, t.task_type, t.payload, t.attempts + 1, "
-										"y.max_attempts, y.handler, y.batch_handler, y.run_as, "
-										"extract(epoch FROM y.timeout)::double precision * 1000 "
+										"y.max_attempts, y.handler, y.run_as, "
+										"extract(epoch FROM y.timeout)::double precision * 1000, "
+										"y.batch_handler "
 										"FROM %1$s t JOIN %2$s y ON y.task_type = t.task_type "
 										"WHERE t.id = ANY ($1) AND t.status IN ('queued', 'failed') "
 										"ORDER BY t.priority DESC, t.deadline, t.id",
@@ -472,7 +472,7 @@ hx_batch_read(ArrayType *ids, HxTask **tasks)
 	rc = SPI_execute_plan(read_plan, &arg, NULL, true, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "chunk read failed: %s", SPI_result_code_string(rc));
-	return hx_batch_copy_tasks(tasks);
+	return hx_tasks_from_spi(tasks, chunk_cxt, true);
 }
 
 /*
@@ -602,8 +602,9 @@ hx_batch_claim(int64 run_id, ArrayType *ids, HxTask **tasks)
 										 "WHERE t.id = ANY ($1) AND t.status IN ('queued', 'failed') "
 										 "AND y.task_type = t.task_type "
 										 "RETURNING t.id, t.task_type, t.payload, t.attempts, "
-										 "y.max_attempts, y.handler, y.batch_handler, y.run_as, "
-										 "extract(epoch FROM y.timeout)::double precision * 1000",
+										 "y.max_attempts, y.handler, y.run_as, "
+										 "extract(epoch FROM y.timeout)::double precision * 1000, "
+										 "y.batch_handler",
 										 hx_qualified("hx_task"), hx_qualified("hx_type")),
 								3, types);
 		if (claim_plan == NULL)
@@ -618,47 +619,7 @@ hx_batch_claim(int64 run_id, ArrayType *ids, HxTask **tasks)
 	if (rc != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "batch claim failed: %s", SPI_result_code_string(rc));
 
-	return hx_batch_copy_tasks(tasks);
-}
-
-/*
- * hx_batch_copy_tasks
- *		Copies the task rows in SPI_tuptable (id, task_type, payload,
- *		attempts, max_attempts, handler, batch_handler, run_as, timeout_ms)
- *		into chunk_cxt; returns how many.
- */
-static int
-hx_batch_copy_tasks(HxTask **tasks)
-{
-	HxTask	   *out;
-	uint64		i;
-
-	out = MemoryContextAllocZero(chunk_cxt, sizeof(HxTask) * Max(SPI_processed, 1));
-	for (i = 0; i < SPI_processed; i++)
-	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		MemoryContext old = MemoryContextSwitchTo(chunk_cxt);
-		bool		isnull;
-		Datum		d;
-
-		out[i].id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-		out[i].task_type = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
-		out[i].payload = PointerGetDatum(PG_DETOAST_DATUM_COPY(SPI_getbinval(tup, desc, 3, &isnull)));
-		out[i].attempts = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
-		out[i].max_attempts = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
-		d = SPI_getbinval(tup, desc, 6, &isnull);
-		out[i].handler = isnull ? InvalidOid : DatumGetObjectId(d);
-		d = SPI_getbinval(tup, desc, 7, &isnull);
-		out[i].batch_handler = isnull ? InvalidOid : DatumGetObjectId(d);
-		out[i].run_as = DatumGetObjectId(SPI_getbinval(tup, desc, 8, &isnull));
-		out[i].timeout_ms = DatumGetFloat8(SPI_getbinval(tup, desc, 9, &isnull));
-		out[i].worker_pid = MyProcPid;
-		out[i].deferred = true;
-		MemoryContextSwitchTo(old);
-	}
-	*tasks = out;
-	return (int) SPI_processed;
+	return hx_tasks_from_spi(tasks, chunk_cxt, true);
 }
 
 /*

@@ -235,38 +235,9 @@ hx_sweep(void)
 static int
 hx_claim(HxTask **tasks, MemoryContext cxt)
 {
-	uint64		i;
-	HxTask	   *out;
-
 	if (hx_claim_run(worker_schema, MyProcPid, hx_stream_batch_size) == 0)
 		return 0;
-
-	out = MemoryContextAllocZero(cxt, sizeof(HxTask) * SPI_processed);
-	for (i = 0; i < SPI_processed; i++)
-	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		MemoryContext old = MemoryContextSwitchTo(cxt);
-		bool		isnull;
-		Datum		d;
-
-		out[i].id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-		out[i].task_type = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
-		out[i].payload = PointerGetDatum(PG_DETOAST_DATUM_COPY(SPI_getbinval(tup, desc, 3, &isnull)));
-		out[i].attempts = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
-		out[i].max_attempts = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
-		out[i].run_as = DatumGetObjectId(SPI_getbinval(tup, desc, 7, &isnull));
-		out[i].timeout_ms = DatumGetFloat8(SPI_getbinval(tup, desc, 8, &isnull));
-		d = SPI_getbinval(tup, desc, 6, &isnull);
-		out[i].handler = isnull ? InvalidOid : DatumGetObjectId(d);
-		d = SPI_getbinval(tup, desc, 9, &isnull);
-		out[i].batch_handler = isnull ? InvalidOid : DatumGetObjectId(d);
-		out[i].micro_batch_size = DatumGetInt32(SPI_getbinval(tup, desc, 10, &isnull));
-		out[i].worker_pid = MyProcPid;
-		MemoryContextSwitchTo(old);
-	}
-	*tasks = out;
-	return (int) SPI_processed;
+	return hx_tasks_from_spi(tasks, cxt, false);
 }
 
 /*

@@ -112,6 +112,49 @@ hx_exec_prepare(Oid schema)
 }
 
 /*
+ * hx_tasks_from_spi
+ *		Copies the task rows SPI_tuptable holds into an array allocated in
+ *		cxt; returns how many.  The rows' columns are, in this order: id,
+ *		task_type, payload, attempts (the one about to run), max_attempts,
+ *		handler, run_as, timeout_ms, batch_handler and, optionally,
+ *		micro_batch_size.  Every task is marked as the calling worker's.
+ */
+int
+hx_tasks_from_spi(HxTask **tasks, MemoryContext cxt, bool deferred)
+{
+	HxTask	   *out = MemoryContextAllocZero(cxt, sizeof(HxTask) * Max(SPI_processed, 1));
+	TupleDesc	desc = SPI_tuptable->tupdesc;
+	uint64		i;
+
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		MemoryContext old = MemoryContextSwitchTo(cxt);
+		bool		isnull;
+		Datum		d;
+
+		out[i].id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		out[i].task_type = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
+		out[i].payload = PointerGetDatum(PG_DETOAST_DATUM_COPY(SPI_getbinval(tup, desc, 3, &isnull)));
+		out[i].attempts = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
+		out[i].max_attempts = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
+		d = SPI_getbinval(tup, desc, 6, &isnull);
+		out[i].handler = isnull ? InvalidOid : DatumGetObjectId(d);
+		out[i].run_as = DatumGetObjectId(SPI_getbinval(tup, desc, 7, &isnull));
+		out[i].timeout_ms = DatumGetFloat8(SPI_getbinval(tup, desc, 8, &isnull));
+		d = SPI_getbinval(tup, desc, 9, &isnull);
+		out[i].batch_handler = isnull ? InvalidOid : DatumGetObjectId(d);
+		if (desc->natts >= 10)
+			out[i].micro_batch_size = DatumGetInt32(SPI_getbinval(tup, desc, 10, &isnull));
+		out[i].worker_pid = MyProcPid;
+		out[i].deferred = deferred;
+		MemoryContextSwitchTo(old);
+	}
+	*tasks = out;
+	return (int) SPI_processed;
+}
+
+/*
  * hx_handler_plan
  *		The kept plan "SELECT handler($1)" for a handler function taking
  *		argtype (jsonb, or jsonb[] for a batch handler).  A dropped function

@@ -47,6 +47,7 @@ typedef struct HxOutcome
 } HxOutcome;
 
 extern void hx_exec_prepare(Oid schema);
+extern int	hx_tasks_from_spi(HxTask **tasks, MemoryContext cxt, bool deferred);
 extern void hx_exec_handler(HxTask *task, HxOutcome *out, MemoryContext cxt);
 extern void hx_exec_batch(HxTask *tasks, int n, HxOutcome *outs,
 						  MemoryContext cxt);

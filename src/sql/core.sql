@@ -679,45 +679,55 @@ AS 'MODULE_PATHNAME', 'hx_stream_claim' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION hx_stream_claim(integer, integer) IS
 'Worker side: claims up to max due stream tasks with an in-database handler or batch handler (FOR UPDATE SKIP LOCKED; micro-batched types only once their batch is ready), marks them running and counts the attempt';
 
+CREATE FUNCTION hx_put_back(ids bigint[], what text)
+RETURNS TABLE (id bigint, status text)
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+BEGIN
+	/*
+	 * Tasks whose worker is gone mid-attempt (locked by the caller): the
+	 * attempt stays counted; back to the queue, or dead when it was the
+	 * last one; each gets an hx_error row, the dead ones an hx_alert.
+	 */
+	RETURN QUERY
+	WITH upd AS (
+		UPDATE hx_task t
+		   SET status = CASE WHEN t.attempts >= y.max_attempts THEN 'dead' ELSE 'queued' END,
+			   finished_at = CASE WHEN t.attempts >= y.max_attempts THEN now() END,
+			   run_after = now(),
+			   last_error = format('%s %s stopped while running attempt %s (crash or shutdown)',
+								   what, t.worker_pid, t.attempts)
+		  FROM hx_type y
+		 WHERE t.id = ANY (ids) AND y.task_type = t.task_type
+		RETURNING t.id, t.task_type, t.attempts, t.status, t.last_error
+	), err AS (
+		INSERT INTO hx_error (task_id, task_type, attempt, sqlstate, message, hint)
+		SELECT upd.id, upd.task_type, upd.attempts, 'XX000', upd.last_error,
+			   'The attempt was rolled back with its worker; its effects did not happen.'
+		  FROM upd
+	)
+	SELECT upd.id, upd.status FROM upd;
+	PERFORM pg_notify('hx_alert', json_build_object('event', 'dead', 'task_id', t.id,
+					  'task_type', t.task_type, 'error', t.last_error)::text)
+	   FROM hx_task t WHERE t.id = ANY (ids) AND t.status = 'dead';
+END
+$$;
+
+COMMENT ON FUNCTION hx_put_back(bigint[], text) IS
+'Worker side: puts tasks whose worker stopped mid-attempt back in the queue (attempt counted) or makes them dead, with an hx_error row each and NOTIFY hx_alert for the dead';
+
 CREATE FUNCTION hx_stream_sweep(live_pids integer[]) RETURNS integer
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 DECLARE
-	n integer := 0;
-	r record;
+	lost bigint[];
 BEGIN
-	FOR r IN
-		WITH lost AS (
-			SELECT t.id FROM hx_task t
-			 WHERE t.status = 'running' AND t.route = 'stream'
-			   AND (t.worker_pid IS NULL OR t.worker_pid <> ALL (live_pids))
-			   AND EXISTS (SELECT 1 FROM hx_type y WHERE y.task_type = t.task_type
-							AND (y.handler IS NOT NULL OR y.batch_handler IS NOT NULL))
-			 FOR UPDATE OF t SKIP LOCKED
-		), upd AS (
-			UPDATE hx_task t
-			   SET status = CASE WHEN t.attempts >= y.max_attempts THEN 'dead' ELSE 'queued' END,
-				   finished_at = CASE WHEN t.attempts >= y.max_attempts THEN now() END,
-				   run_after = now(),
-				   last_error = format('worker %s stopped while running attempt %s (crash or shutdown)',
-									   t.worker_pid, t.attempts)
-			  FROM lost, hx_type y
-			 WHERE t.id = lost.id AND y.task_type = t.task_type
-			RETURNING t.id, t.task_type, t.attempts, t.status, t.last_error
-		), err AS (
-			INSERT INTO hx_error (task_id, task_type, attempt, sqlstate, message, hint)
-			SELECT upd.id, upd.task_type, upd.attempts, 'XX000', upd.last_error,
-				   'The attempt was rolled back with its worker; its effects did not happen.'
-			  FROM upd
-		)
-		SELECT * FROM upd
-	LOOP
-		n := n + 1;
-		IF r.status = 'dead' THEN
-			PERFORM pg_notify('hx_alert', json_build_object('event', 'dead', 'task_id', r.id,
-							  'task_type', r.task_type, 'error', r.last_error)::text);
-		END IF;
-	END LOOP;
-	RETURN n;
+	SELECT array_agg(t.id) INTO lost FROM (
+		SELECT t.id FROM hx_task t
+		 WHERE t.status = 'running' AND t.route = 'stream'
+		   AND (t.worker_pid IS NULL OR t.worker_pid <> ALL (live_pids))
+		   AND EXISTS (SELECT 1 FROM hx_type y WHERE y.task_type = t.task_type
+						AND (y.handler IS NOT NULL OR y.batch_handler IS NOT NULL))
+		 FOR UPDATE OF t SKIP LOCKED) t;
+	RETURN (SELECT count(*) FROM hx_put_back(coalesce(lost, '{}'), 'worker'));
 END
 $$;
 

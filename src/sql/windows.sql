@@ -245,8 +245,8 @@ LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 DECLARE
 	r hx_window_run;
 	w hx_window;
+	lost bigint[];
 	swept bigint[];
-	dead bigint[];
 	interrupted bigint[];
 BEGIN
 	SELECT * INTO r FROM hx_window_run x WHERE x.id = hx_batch_begin.run_id FOR UPDATE;
@@ -266,34 +266,13 @@ BEGIN
 	 * (runs of one window never overlap, so any is orphaned): their
 	 * attempt counts; they are retried one by one, or dead.
 	 */
-	WITH lost AS (
+	SELECT array_agg(t.id) INTO lost FROM (
 		SELECT t.id FROM hx_task t
 		 WHERE t.status = 'running' AND t.route = 'batch' AND t.window_name = r.window_name
 		   AND hx_type_in_database(t.task_type)
-		 FOR UPDATE OF t
-	), upd AS (
-		UPDATE hx_task t
-		   SET status = CASE WHEN t.attempts >= y.max_attempts THEN 'dead' ELSE 'queued' END,
-			   finished_at = CASE WHEN t.attempts >= y.max_attempts THEN now() END,
-			   run_after = now(),
-			   last_error = format('batch worker %s stopped while running attempt %s (crash or shutdown)',
-								   t.worker_pid, t.attempts)
-		  FROM lost, hx_type y
-		 WHERE t.id = lost.id AND y.task_type = t.task_type
-		RETURNING t.id, t.task_type, t.attempts, t.status, t.last_error
-	), err AS (
-		INSERT INTO hx_error (task_id, task_type, attempt, sqlstate, message, hint)
-		SELECT upd.id, upd.task_type, upd.attempts, 'XX000', upd.last_error,
-			   'The attempt was rolled back with its worker; its effects did not happen.'
-		  FROM upd
-	)
-	SELECT array_agg(upd.id) FILTER (WHERE upd.status = 'queued'),
-		   array_agg(upd.id) FILTER (WHERE upd.status = 'dead')
-	  INTO swept, dead
-	  FROM upd;
-	PERFORM pg_notify('hx_alert', json_build_object('event', 'dead', 'task_id', t.id,
-					  'task_type', t.task_type, 'error', t.last_error)::text)
-	   FROM hx_task t WHERE t.id = ANY (dead);
+		 FOR UPDATE OF t) t;
+	SELECT array_agg(b.id) FILTER (WHERE b.status = 'queued') INTO swept
+	  FROM hx_put_back(coalesce(lost, '{}'), 'batch worker') b;
 
 	/* chunks this run had taken when it was interrupted: retry their tasks one by one */
 	SELECT array_agg(DISTINCT i) INTO interrupted
