@@ -89,8 +89,9 @@ static void hx_batch_book(HxRun *run, HxTask *tasks, HxOutcome *outs, int n,
 static void hx_batch_count(HxRun *run, int ndone, int nfailed, bool isolated);
 static int	hx_batch_claim(int64 run_id, ArrayType *ids, HxTask **tasks);
 static void hx_batch_execute(HxRun *run, HxTask *tasks, int n);
-static const char *hx_batch_should_stop(HxRun *run);
-static void hx_batch_wait_external(HxRun *run);
+static bool hx_batch_overran(HxRun *run);
+static const char *hx_batch_should_stop(HxRun *run, bool in_xact);
+static const char *hx_batch_wait_external(HxRun *run);
 static void hx_batch_finish(HxRun *run, const char *status, const char *error);
 
 /*
@@ -142,10 +143,7 @@ hx_batch_worker_main(Datum main_arg)
 			hx_batch_isolate(&run);
 		stop = hx_batch_chunks(&run);
 		if (stop == NULL)
-		{
-			hx_batch_wait_external(&run);
-			stop = hx_batch_should_stop(&run);
-		}
+			stop = hx_batch_wait_external(&run);
 	}
 	PG_CATCH();
 	{
@@ -226,19 +224,44 @@ hx_batch_begin(HxRun *run)
 }
 
 /*
+ * hx_batch_overran
+ *		Whether the run has reached its window's max_duration.
+ */
+static bool
+hx_batch_overran(HxRun *run)
+{
+	return TimestampDifferenceExceeds(run->started_at, GetCurrentTimestamp(),
+									  (int) Min(run->max_duration_ms, (double) INT_MAX));
+}
+
+/*
  * hx_batch_should_stop
  *		Checked at chunk boundaries: "overran" once max_duration is reached,
  *		"yielded" when an opportunistic run sees stream work waiting, else
- *		NULL.  No transaction open.
+ *		NULL.  in_xact: called in a transaction with SPI connected.
  */
 static const char *
-hx_batch_should_stop(HxRun *run)
+hx_batch_should_stop(HxRun *run, bool in_xact)
 {
-	if (TimestampDifferenceExceeds(run->started_at, GetCurrentTimestamp(),
-								   (int) Min(run->max_duration_ms, (double) INT_MAX)))
+	if (hx_batch_overran(run))
 		return "overran";
 	if (run->opportunistic && hx_stream_work_waiting())
-		return "yielded";
+	{
+		bool		isnull;
+
+		/*
+		 * A busy flag may only be a worker's periodic look for work: in a
+		 * transaction, make sure stream tasks really wait or run.
+		 */
+		if (!in_xact)
+			return "yielded";
+		if (SPI_execute(psprintf("SELECT NOT %s()", hx_qualified("hx_stream_idle")),
+						true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "hx_stream_idle failed");
+		if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+									   SPI_tuptable->tupdesc, 1, &isnull)))
+			return "yielded";
+	}
 	return NULL;
 }
 
@@ -327,7 +350,7 @@ hx_batch_chunks(HxRun *run)
 											  ALLOCSET_SMALL_SIZES);
 	MemoryContext next = AllocSetContextCreate(run_cxt, "hybridexec next chunk ids",
 											   ALLOCSET_SMALL_SIZES);
-	const char *stop = hx_batch_should_stop(run);
+	const char *stop = hx_batch_should_stop(run, false);
 	ArrayType  *ids;
 
 	if (stop != NULL)
@@ -345,7 +368,7 @@ hx_batch_chunks(HxRun *run)
 		MemoryContextReset(next);
 		hx_worker_begin_xact("running a chunk");
 		hx_batch_run_chunk(run, ids);
-		stop = hx_batch_should_stop(run);
+		stop = hx_batch_should_stop(run, true);
 		if (stop == NULL)
 			next_ids = hx_batch_pick(run, next);
 		hx_worker_end_xact();
@@ -656,9 +679,10 @@ hx_batch_execute(HxRun *run, HxTask *tasks, int n)
  * hx_batch_wait_external
  *		Keeps the window open while it has due tasks for external
  *		executors (they may claim batch tasks only while it is open), until
- *		they are gone or max_duration.  No transaction open.
+ *		they are gone ("done": NULL) or max_duration ("overran").  No
+ *		transaction open.
  */
-static void
+static const char *
 hx_batch_wait_external(HxRun *run)
 {
 	for (;;)
@@ -677,8 +701,10 @@ hx_batch_wait_external(HxRun *run)
 		pending = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
 											 SPI_tuptable->tupdesc, 1, &isnull));
 		hx_worker_end_xact();
-		if (!pending || hx_batch_should_stop(run) != NULL)
-			return;
+		if (!pending)
+			return NULL;
+		if (hx_batch_overran(run))
+			return "overran";
 		pgstat_report_activity(STATE_IDLE, "window open for external executors");
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 1000L, PG_WAIT_EXTENSION);
