@@ -37,14 +37,15 @@ static void hx_batch_slot_detach(int code, Datum arg);
 
 /*
  * hx_batch_slot_reserve
- *		Reserves a free slot for run_id; -1 when the run already has a slot
- *		or none is free.
+ *		Reserves up to want free slots for run_id, storing their numbers in
+ *		slots[]; returns how many (0 when the run already has a slot or
+ *		none is free).
  */
 static int
-hx_batch_slot_reserve(int64 run_id)
+hx_batch_slot_reserve(int64 run_id, int want, int *slots)
 {
 	TimestampTz now = GetCurrentTimestamp();
-	int			free_slot = -1;
+	int			n = 0;
 	int			i;
 
 	SpinLockAcquire(&hx_shared->mutex);
@@ -58,19 +59,28 @@ hx_batch_slot_reserve(int64 run_id)
 		if (s->run_id == run_id)
 		{
 			SpinLockRelease(&hx_shared->mutex);
-			return -1;
+			return 0;
 		}
-		if (s->run_id == 0 && free_slot < 0)
-			free_slot = i;
 	}
-	if (free_slot >= 0)
+	for (i = 0; i < hx_shared->nbatch && n < want; i++)
 	{
-		hx_shared->batch[free_slot].run_id = run_id;
-		hx_shared->batch[free_slot].pid = 0;
-		hx_shared->batch[free_slot].launched_at = now;
+		HxBatchSlot *s = &hx_shared->batch[i];
+
+		if (s->run_id != 0)
+			continue;
+		s->run_id = run_id;
+		s->pid = 0;
+		s->finishing = false;
+		s->launched_at = now;
+		slots[n++] = i;
+	}
+	for (i = 0; i < n; i++)
+	{
+		hx_shared->batch[slots[i]].part = i;
+		hx_shared->batch[slots[i]].parts = n;
 	}
 	SpinLockRelease(&hx_shared->mutex);
-	return free_slot;
+	return n;
 }
 
 /*
@@ -83,6 +93,7 @@ hx_batch_slot_release(int slot)
 	SpinLockAcquire(&hx_shared->mutex);
 	hx_shared->batch[slot].run_id = 0;
 	hx_shared->batch[slot].pid = 0;
+	hx_shared->batch[slot].finishing = false;
 	SpinLockRelease(&hx_shared->mutex);
 }
 
@@ -114,6 +125,49 @@ hx_batch_slot_attach(int slot, int64 run_id)
 }
 
 /*
+ * hx_batch_live_pids
+ *		Copies the pids of the batch workers that are alive; returns how
+ *		many.  A run's start uses it to tell orphaned tasks from busy ones.
+ */
+int
+hx_batch_live_pids(int *pids, int max)
+{
+	int			n = 0;
+	int			i;
+
+	SpinLockAcquire(&hx_shared->mutex);
+	for (i = 0; i < hx_shared->nbatch && n < max; i++)
+		if (hx_shared->batch[i].pid != 0)
+			pids[n++] = hx_shared->batch[i].pid;
+	SpinLockRelease(&hx_shared->mutex);
+	return n;
+}
+
+/*
+ * hx_batch_slot_finish
+ *		Called by a batch worker done with its share of a run, while it
+ *		holds the run row's lock: marks its slot finishing and tells
+ *		whether it is the last of the run's workers (none other is started
+ *		or about to start and not finishing).  Whoever comes second takes
+ *		the lock after the first committed, so exactly one is last.
+ */
+bool
+hx_batch_slot_finish(int slot, int64 run_id)
+{
+	bool		last = true;
+	int			i;
+
+	SpinLockAcquire(&hx_shared->mutex);
+	hx_shared->batch[slot].finishing = true;
+	for (i = 0; i < hx_shared->nbatch; i++)
+		if (i != slot && hx_shared->batch[i].run_id == run_id &&
+			!hx_shared->batch[i].finishing)
+			last = false;
+	SpinLockRelease(&hx_shared->mutex);
+	return last;
+}
+
+/*
  * hx_batch_slot_detach
  *		on_shmem_exit callback of a batch worker.
  */
@@ -125,57 +179,70 @@ hx_batch_slot_detach(int code, Datum arg)
 
 /*
  * hx_launch_run
- *		SQL: starts a batch worker for a run.  The worker waits for the
- *		calling transaction to end, so it sees the run row that transaction
- *		wrote (or exits quietly if it rolled back).  Returns false when the
- *		run already has a worker or every slot is busy (the scheduler tries
- *		again later).
+ *		SQL: starts up to "parallel" batch workers for a run, each taking
+ *		its share of the run's tasks.  The workers wait for the calling
+ *		transaction to end, so they see the run row it wrote (or exit
+ *		quietly if it rolled back).  Returns how many were started: 0 when
+ *		the run already has workers or every slot is busy (the scheduler
+ *		tries again later).
  */
 Datum
 hx_launch_run(PG_FUNCTION_ARGS)
 {
 	int64		run_id = PG_GETARG_INT64(0);
-	BackgroundWorker worker;
-	HxBatchStart start;
-	int			slot;
+	int			parallel = PG_GETARG_INT32(1);
+	int			slots[HX_MAX_BATCH_WORKERS];
+	int			n;
+	int			i;
 
 	hx_require_preload("hx_launch_run()");
-	if (run_id <= 0)
+	if (run_id <= 0 || parallel < 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("run id must be positive, not %lld", (long long) run_id)));
+				 errmsg("run id and parallel must be positive, not %lld and %d",
+						(long long) run_id, parallel)));
 
-	slot = hx_batch_slot_reserve(run_id);
-	if (slot < 0)
-		PG_RETURN_BOOL(false);
-
-	start.run_id = run_id;
-	start.launcher_xid = GetTopTransactionId();
-	start.dboid = MyDatabaseId;
-
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = BGW_NEVER_RESTART;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "hybridexec");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "hx_batch_worker_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "hybridexec batch worker for run %lld",
-			 (long long) run_id);
-	snprintf(worker.bgw_type, BGW_MAXLEN, "hybridexec batch worker");
-	worker.bgw_main_arg = Int32GetDatum(slot);
-	memcpy(worker.bgw_extra, &start, sizeof(start));
-	worker.bgw_notify_pid = 0;
-
-	if (!RegisterDynamicBackgroundWorker(&worker, NULL))
+	n = hx_batch_slot_reserve(run_id, Min(parallel, HX_MAX_BATCH_WORKERS), slots);
+	for (i = 0; i < n; i++)
 	{
-		hx_batch_slot_release(slot);
-		ereport(WARNING,
-				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-				 errmsg("could not start a batch worker for run %lld", (long long) run_id),
-				 errhint("Raise max_worker_processes; the scheduler retries meanwhile.")));
-		PG_RETURN_BOOL(false);
+		BackgroundWorker worker;
+		HxBatchStart start;
+
+		start.run_id = run_id;
+		start.launcher_xid = GetTopTransactionId();
+		start.dboid = MyDatabaseId;
+		start.part = i;
+		start.parts = n;
+
+		memset(&worker, 0, sizeof(worker));
+		worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+		worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+		worker.bgw_restart_time = BGW_NEVER_RESTART;
+		snprintf(worker.bgw_library_name, BGW_MAXLEN, "hybridexec");
+		snprintf(worker.bgw_function_name, BGW_MAXLEN, "hx_batch_worker_main");
+		snprintf(worker.bgw_name, BGW_MAXLEN, "hybridexec batch worker for run %lld (%d/%d)",
+				 (long long) run_id, i + 1, n);
+		snprintf(worker.bgw_type, BGW_MAXLEN, "hybridexec batch worker");
+		worker.bgw_main_arg = Int32GetDatum(slots[i]);
+		memcpy(worker.bgw_extra, &start, sizeof(start));
+		worker.bgw_notify_pid = 0;
+
+		if (!RegisterDynamicBackgroundWorker(&worker, NULL))
+		{
+			int			k;
+
+			/* the started ones keep their shares; the rest waits for the next run */
+			for (k = i; k < n; k++)
+				hx_batch_slot_release(slots[k]);
+			ereport(WARNING,
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("could start only %d of %d batch workers for run %lld",
+							i, n, (long long) run_id),
+					 errhint("Raise max_worker_processes; the scheduler retries a run that has none.")));
+			PG_RETURN_INT32(i);
+		}
 	}
-	PG_RETURN_BOOL(true);
+	PG_RETURN_INT32(n);
 }
 
 /*
@@ -199,14 +266,17 @@ hx_batch_worker_slots(PG_FUNCTION_ARGS)
 
 	for (i = 0; i < n; i++)
 	{
-		Datum		values[4];
-		bool		nulls[4] = {false, copy[i].pid == 0, copy[i].run_id == 0,
-		copy[i].run_id == 0};
+		Datum		values[6];
+		bool		free_slot = (copy[i].run_id == 0);
+		bool		nulls[6] = {false, copy[i].pid == 0, free_slot, free_slot,
+		free_slot, free_slot};
 
 		values[0] = Int32GetDatum(i);
 		values[1] = Int32GetDatum(copy[i].pid);
 		values[2] = Int64GetDatum(copy[i].run_id);
-		values[3] = TimestampTzGetDatum(copy[i].launched_at);
+		values[3] = Int32GetDatum(copy[i].part);
+		values[4] = Int32GetDatum(copy[i].parts);
+		values[5] = TimestampTzGetDatum(copy[i].launched_at);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;

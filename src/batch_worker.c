@@ -30,6 +30,10 @@
  *	  for the next run of its window (deferred retry) or is dead after
  *	  max_attempts.
  *
+ *	  A window with parallel = n shares each run between n workers: worker
+ *	  p takes the tasks whose id modulo n is p, with chunks and checkpoints
+ *	  of its own; the last one to finish ends the run.
+ *
  *	  Batch workers run at a lower CPU priority (hybridexec.batch_nice) so
  *	  that stream workers get the CPU first.
  *
@@ -70,6 +74,9 @@ typedef struct HxRun
 	bool		opportunistic;
 	TimestampTz started_at;		/* of the run, resumes included */
 	ArrayType  *suspects;		/* bigint[], may be NULL */
+	int			slot;			/* our batch worker slot */
+	int			part;			/* we take the tasks with id % parts = part */
+	int			parts;
 } HxRun;
 
 static MemoryContext run_cxt = NULL;
@@ -82,7 +89,7 @@ static bool hx_batch_begin(HxRun *run);
 static void hx_batch_isolate(HxRun *run);
 static ArrayType *hx_batch_pick(HxRun *run, MemoryContext cxt);
 static const char *hx_batch_chunks(HxRun *run);
-static void hx_batch_run_chunk(HxRun *run, ArrayType *ids);
+static void hx_batch_run_chunk(HxRun *run, ArrayType *ids, int *done, int *failed);
 static int	hx_batch_read(ArrayType *ids, HxTask **tasks);
 static void hx_batch_book(HxRun *run, HxTask *tasks, HxOutcome *outs, int n,
 						  int *ndone, int *nfailed);
@@ -122,6 +129,9 @@ hx_batch_worker_main(Datum main_arg)
 									  ALLOCSET_DEFAULT_SIZES);
 	memset(&run, 0, sizeof(run));
 	run.id = start.run_id;
+	run.slot = DatumGetInt32(main_arg);
+	run.part = start.part;
+	run.parts = Max(start.parts, 1);
 
 	/* the run row commits with the transaction that launched us */
 	StartTransactionCommand();
@@ -179,18 +189,31 @@ hx_batch_worker_main(Datum main_arg)
 static bool
 hx_batch_begin(HxRun *run)
 {
-	Datum		args[2] = {Int64GetDatum(run->id), Int32GetDatum(MyProcPid)};
+	int			pids[HX_MAX_BATCH_WORKERS];
+	int			npids = hx_batch_live_pids(pids, HX_MAX_BATCH_WORKERS);
+	Datum	   *elems = palloc(sizeof(Datum) * Max(npids, 1));
+	Datum		args[5];
 	bool		isnull;
 	bool		ok = false;
 	int			rc;
+	int			i;
+
+	for (i = 0; i < npids; i++)
+		elems[i] = Int32GetDatum(pids[i]);
+	args[0] = Int64GetDatum(run->id);
+	args[1] = Int32GetDatum(MyProcPid);
+	args[2] = Int32GetDatum(run->part);
+	args[3] = Int32GetDatum(run->parts);
+	args[4] = PointerGetDatum(construct_array(elems, npids, INT4OID, 4, true,
+											  TYPALIGN_INT));
 
 	hx_worker_begin_xact("starting a window run");
 	if (OidIsValid(hx_worker_find_extension()))
 	{
-		rc = SPI_execute_with_args(psprintf("SELECT * FROM %s($1, $2)",
+		rc = SPI_execute_with_args(psprintf("SELECT * FROM %s($1, $2, $3, $4, $5)",
 											hx_qualified("hx_batch_begin")),
-								   2, (Oid[]) {INT8OID, INT4OID}, args, NULL,
-								   false, 1);
+								   5, (Oid[]) {INT8OID, INT4OID, INT4OID, INT4OID, INT4ARRAYOID},
+								   args, NULL, false, 1);
 		if (rc != SPI_OK_SELECT || SPI_processed != 1)
 			elog(ERROR, "hx_batch_begin failed: %s", SPI_result_code_string(rc));
 		else
@@ -309,18 +332,20 @@ hx_batch_isolate(HxRun *run)
 static ArrayType *
 hx_batch_pick(HxRun *run, MemoryContext cxt)
 {
-	Datum		args[3] = {Int64GetDatum(run->id),
+	Datum		args[5] = {Int64GetDatum(run->id),
 		CStringGetTextDatum(run->window_name),
-	Int32GetDatum(run->chunk_size)};
+		Int32GetDatum(run->chunk_size),
+		Int32GetDatum(run->part),
+	Int32GetDatum(run->parts)};
 	ArrayType  *ids = NULL;
 	bool		isnull;
 	Datum		d;
 	int			rc;
 
-	rc = SPI_execute_with_args(psprintf("SELECT %s($1, $2, $3)",
+	rc = SPI_execute_with_args(psprintf("SELECT %s($1, $2, $3, $4, $5)",
 										hx_qualified("hx_batch_next_chunk")),
-							   3, (Oid[]) {INT8OID, TEXTOID, INT4OID}, args, NULL,
-							   false, 1);
+							   5, (Oid[]) {INT8OID, TEXTOID, INT4OID, INT4OID, INT4OID},
+							   args, NULL, false, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "hx_batch_next_chunk failed: %s", SPI_result_code_string(rc));
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
@@ -363,14 +388,18 @@ hx_batch_chunks(HxRun *run)
 	{
 		MemoryContext swap;
 		ArrayType  *next_ids = NULL;
+		int			ndone;
+		int			nfailed;
 
 		MemoryContextReset(chunk_cxt);
 		MemoryContextReset(next);
 		hx_worker_begin_xact("running a chunk");
-		hx_batch_run_chunk(run, ids);
+		hx_batch_run_chunk(run, ids, &ndone, &nfailed);
 		stop = hx_batch_should_stop(run, true);
 		if (stop == NULL)
 			next_ids = hx_batch_pick(run, next);
+		/* last: it locks the run row, which the run's other workers update too */
+		hx_batch_count(run, ndone, nfailed, false);
 		hx_worker_end_xact();
 
 		ids = next_ids;
@@ -384,8 +413,8 @@ hx_batch_chunks(HxRun *run)
 
 /*
  * hx_batch_run_chunk
- *		Runs the waiting tasks among ids and books the chunk.  In the
- *		chunk's transaction.
+ *		Runs the waiting tasks among ids and books them; *done and *failed
+ *		say how many of each.  In the chunk's transaction.
  *
  *		The tasks are read without locks: nobody but this run takes them
  *		(runs of a window never overlap), and what others may do to a
@@ -396,7 +425,7 @@ hx_batch_chunks(HxRun *run)
  *		changes a booked task before we commit.
  */
 static void
-hx_batch_run_chunk(HxRun *run, ArrayType *ids)
+hx_batch_run_chunk(HxRun *run, ArrayType *ids, int *done, int *failed)
 {
 	MemoryContext oldcontext = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
@@ -452,7 +481,8 @@ hx_batch_run_chunk(HxRun *run, ArrayType *ids)
 		if (!outs[i].ok)
 			hx_record_failure(&tasks[i], &outs[i], &no_retry);
 
-	hx_batch_count(run, ndone, nfailed, false);
+	*done = ndone;
+	*failed = nfailed;
 }
 
 /*
@@ -588,16 +618,17 @@ hx_batch_book(HxRun *run, HxTask *tasks, HxOutcome *outs, int n,
 static void
 hx_batch_count(HxRun *run, int ndone, int nfailed, bool isolated)
 {
-	Datum		args[4];
+	Datum		args[5];
 	int			rc;
 
 	args[0] = Int64GetDatum(run->id);
 	args[1] = Int32GetDatum(ndone);
 	args[2] = Int32GetDatum(nfailed);
 	args[3] = BoolGetDatum(isolated);
-	rc = SPI_execute_with_args(psprintf("SELECT %s($1, $2, $3, $4)",
+	args[4] = Int32GetDatum(run->part);
+	rc = SPI_execute_with_args(psprintf("SELECT %s($1, $2, $3, $4, $5)",
 										hx_qualified("hx_batch_chunk_done")),
-							   4, (Oid[]) {INT8OID, INT4OID, INT4OID, BOOLOID},
+							   5, (Oid[]) {INT8OID, INT4OID, INT4OID, BOOLOID, INT4OID},
 							   args, NULL, false, 1);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "hx_batch_chunk_done failed: %s", SPI_result_code_string(rc));
@@ -715,26 +746,41 @@ hx_batch_wait_external(HxRun *run)
 
 /*
  * hx_batch_finish
- *		Ends the run with the given status.  Own transaction.
+ *		Ends our share of the run with the given status; the run's last
+ *		worker ends the run.  Own transaction.
  */
 static void
 hx_batch_finish(HxRun *run, const char *status, const char *error)
 {
-	Datum		args[3] = {Int64GetDatum(run->id), CStringGetTextDatum(status),
-	error ? CStringGetTextDatum(error) : (Datum) 0};
-	char		nulls[3] = {' ', ' ', error ? ' ' : 'n'};
+	Datum		id = Int64GetDatum(run->id);
+	Datum		args[4];
+	char		nulls[4] = {' ', ' ', error ? ' ' : 'n', ' '};
+	bool		last;
 	int			rc;
 
 	hx_worker_begin_xact("finishing a window run");
-	rc = SPI_execute_with_args(psprintf("SELECT %s($1, $2, $3)",
+	/* the run row's lock orders the workers' finishes */
+	rc = SPI_execute_with_args(psprintf("SELECT 1 FROM %s WHERE id = $1 FOR UPDATE",
+										hx_qualified("hx_window_run")),
+							   1, (Oid[]) {INT8OID}, &id, NULL, false, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not lock run %lld", (long long) run->id);
+	last = hx_batch_slot_finish(run->slot, run->id);
+
+	args[0] = id;
+	args[1] = CStringGetTextDatum(status);
+	args[2] = error ? CStringGetTextDatum(error) : (Datum) 0;
+	args[3] = BoolGetDatum(last);
+	rc = SPI_execute_with_args(psprintf("SELECT %s($1, $2, $3, $4)",
 										hx_qualified("hx_batch_finish")),
-							   3, (Oid[]) {INT8OID, TEXTOID, TEXTOID}, args, nulls,
+							   4, (Oid[]) {INT8OID, TEXTOID, TEXTOID, BOOLOID}, args, nulls,
 							   false, 1);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "hx_batch_finish failed: %s", SPI_result_code_string(rc));
 	hx_worker_end_xact();
 	ereport(LOG,
-			(errmsg("hybridexec batch worker: run %lld of window \"%s\" %s",
-					(long long) run->id, run->window_name ? run->window_name : "?",
-					status)));
+			(errmsg("hybridexec batch worker: part %d/%d of run %lld of window \"%s\" %s%s",
+					run->part + 1, run->parts, (long long) run->id,
+					run->window_name ? run->window_name : "?", status,
+					last ? " (run ended)" : "")));
 }

@@ -57,6 +57,9 @@ typedef struct HxBatchSlot
 {
 	int64		run_id;			/* 0 when the slot is free */
 	pid_t		pid;			/* 0 until the worker has started */
+	int			part;			/* which share of the run's tasks */
+	int			parts;			/* how many workers share the run */
+	bool		finishing;		/* done with its share, about to exit */
 	TimestampTz launched_at;
 } HxBatchSlot;
 
@@ -181,9 +184,13 @@ typedef struct HxBatchStart
 	int64		run_id;
 	TransactionId launcher_xid;	/* wait for it: the run row commits with it */
 	Oid			dboid;
+	int			part;			/* this worker takes tasks with id % parts = part */
+	int			parts;
 } HxBatchStart;
 
 extern void hx_batch_slot_attach(int slot, int64 run_id);
+extern int	hx_batch_live_pids(int *pids, int max);
+extern bool hx_batch_slot_finish(int slot, int64 run_id);
 extern bool hx_stream_work_waiting(void);
 extern PGDLLEXPORT void hx_batch_worker_main(Datum main_arg);
 

@@ -62,8 +62,10 @@ CREATE TABLE hx_window (
 	margin			interval NOT NULL DEFAULT '15 minutes',
 	time_zone		text,
 	opportunistic	boolean NOT NULL DEFAULT false,
+	parallel		integer NOT NULL DEFAULT 1,
 	description		text,
 	CONSTRAINT hx_window_name_check CHECK (name <> ''),
+	CONSTRAINT hx_window_parallel_check CHECK (parallel BETWEEN 1 AND 32),
 	CONSTRAINT hx_window_chunk_size_check CHECK (chunk_size > 0),
 	CONSTRAINT hx_window_max_duration_check CHECK (max_duration > interval '0'),
 	CONSTRAINT hx_window_margin_check CHECK (margin >= interval '0')
@@ -78,6 +80,7 @@ COMMENT ON COLUMN hx_window.enabled IS 'A disabled window keeps its tasks queued
 COMMENT ON COLUMN hx_window.deadline IS 'Adaptive window: results are needed by this local time; the run starts early enough to finish margin before it (NULL = start on schedule)';
 COMMENT ON COLUMN hx_window.margin IS 'Adaptive window: how long before the deadline the run should be finished';
 COMMENT ON COLUMN hx_window.time_zone IS 'Time zone of deadline (NULL = hybridexec.time_zone); the schedule is in pg_cron''s time zone';
+COMMENT ON COLUMN hx_window.parallel IS 'Batch workers a run of the window uses at once (each takes its own share of the tasks), at most hybridexec.batch_workers';
 COMMENT ON COLUMN hx_window.opportunistic IS 'May start early while the stream path is idle, and yields at chunk boundaries as soon as stream work waits';
 COMMENT ON COLUMN hx_window.description IS 'Free text for humans';
 

@@ -88,6 +88,8 @@ CREATE TABLE hx_window_run (
 	overran			boolean NOT NULL DEFAULT false,
 	expected_duration interval,
 	worker_pid		integer,
+	parts			integer NOT NULL DEFAULT 1,
+	parts_stopped	text,
 	last_error		text,
 	CONSTRAINT hx_window_run_status_check
 		CHECK (status IN ('starting', 'running', 'done', 'overran', 'yielded', 'failed')),
@@ -115,10 +117,13 @@ COMMENT ON COLUMN hx_window_run.resumes IS 'How often the run was resumed from i
 COMMENT ON COLUMN hx_window_run.overran IS 'The run reached max_duration and left tasks queued for the next run';
 COMMENT ON COLUMN hx_window_run.expected_duration IS 'What the measured throughput predicted for the backlog when the run started (NULL without history)';
 COMMENT ON COLUMN hx_window_run.worker_pid IS 'Process id of the batch worker running it (last one, after a resume)';
+COMMENT ON COLUMN hx_window_run.parts IS 'Batch workers the run was handed to (the window''s parallel, as far as free workers allowed)';
+COMMENT ON COLUMN hx_window_run.parts_stopped IS 'While a parallel run''s workers finish one by one: the most serious way one of them stopped so far (the last one ends the run with it)';
 COMMENT ON COLUMN hx_window_run.last_error IS 'Why the run failed, if it did';
 
 CREATE TABLE hx_checkpoint (
 	run_id			bigint NOT NULL REFERENCES hx_window_run (id) ON DELETE CASCADE,
+	part			integer NOT NULL DEFAULT 0,
 	chunk			integer NOT NULL,
 	state			text NOT NULL DEFAULT 'started',
 	task_type		text NOT NULL,
@@ -128,7 +133,7 @@ CREATE TABLE hx_checkpoint (
 	failed			integer NOT NULL DEFAULT 0,
 	started_at		timestamptz NOT NULL DEFAULT clock_timestamp(),
 	committed_at	timestamptz,
-	PRIMARY KEY (run_id, chunk),
+	PRIMARY KEY (run_id, part, chunk),
 	CONSTRAINT hx_checkpoint_state_check CHECK (state IN ('started', 'committed', 'recovered'))
 );
 
@@ -138,7 +143,8 @@ CREATE INDEX hx_checkpoint_type_idx ON hx_checkpoint (task_type, committed_at)
 COMMENT ON TABLE hx_checkpoint IS
 'One row per chunk of a window run: written (state started, with the chunk''s task ids) before the chunk runs, and marked committed in the chunk''s own transaction; a started row left by a crash tells the resumed run which tasks to retry one by one';
 COMMENT ON COLUMN hx_checkpoint.run_id IS 'The run (hx_window_run.id)';
-COMMENT ON COLUMN hx_checkpoint.chunk IS 'Chunk number within the run, from 1';
+COMMENT ON COLUMN hx_checkpoint.part IS 'Which of the run''s batch workers took the chunk (0 to parts - 1); worker p takes the tasks whose id modulo parts is p';
+COMMENT ON COLUMN hx_checkpoint.chunk IS 'Chunk number within the run''s part, from 1';
 COMMENT ON COLUMN hx_checkpoint.state IS 'started (in flight, or interrupted when the run is resumed), committed, or recovered (its tasks were retried one by one after a crash)';
 COMMENT ON COLUMN hx_checkpoint.task_type IS 'Every task of a chunk has this type';
 COMMENT ON COLUMN hx_checkpoint.task_ids IS 'The chunk''s tasks while it is in flight (cleared when it commits)';
@@ -152,14 +158,15 @@ COMMENT ON COLUMN hx_checkpoint.committed_at IS 'When the chunk committed (with 
  * Starting runs
  * ------------------------------------------------------------------------ */
 
-CREATE FUNCTION hx_launch_run(run_id bigint) RETURNS boolean
+CREATE FUNCTION hx_launch_run(run_id bigint, parallel integer DEFAULT 1) RETURNS integer
 AS 'MODULE_PATHNAME', 'hx_launch_run' LANGUAGE C VOLATILE STRICT;
 
-COMMENT ON FUNCTION hx_launch_run(bigint) IS
-'Worker side: hands a run to a batch worker that starts when the calling transaction commits; false when the run already has one or every batch worker is busy';
+COMMENT ON FUNCTION hx_launch_run(bigint, integer) IS
+'Worker side: hands a run to up to "parallel" batch workers that start when the calling transaction commits; returns how many (0 when the run already has workers or every batch worker is busy)';
 
 CREATE FUNCTION hx_batch_workers(OUT slot integer, OUT pid integer,
-								 OUT run_id bigint, OUT launched_at timestamptz)
+								 OUT run_id bigint, OUT part integer, OUT parts integer,
+								 OUT launched_at timestamptz)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'hx_batch_worker_slots' LANGUAGE C VOLATILE;
 
@@ -201,7 +208,7 @@ BEGIN
 	END IF;
 	INSERT INTO hx_window_run (window_name, started_by)
 	VALUES (name, started_by) RETURNING id INTO run;
-	IF NOT hx_launch_run(run) THEN
+	IF hx_launch_run(run, w.parallel) = 0 THEN
 		RAISE NOTICE 'every batch worker is busy: run % of window "%" starts when one is free', run, name
 			USING HINT = 'Raise hybridexec.batch_workers (and max_worker_processes) to run more windows at once.';
 	END IF;
@@ -236,7 +243,8 @@ $$;
 COMMENT ON FUNCTION hx_type_in_database(text) IS
 'True when the task type has an in-database handler or batch handler (else external executors run it)';
 
-CREATE FUNCTION hx_batch_begin(run_id bigint, worker_pid integer,
+CREATE FUNCTION hx_batch_begin(run_id bigint, worker_pid integer, part integer,
+							   parts integer, live_pids integer[],
 							   OUT window_name text, OUT chunk_size integer,
 							   OUT max_duration_ms double precision,
 							   OUT opportunistic boolean, OUT elapsed_ms double precision,
@@ -269,6 +277,7 @@ BEGIN
 	SELECT array_agg(t.id) INTO lost FROM (
 		SELECT t.id FROM hx_task t
 		 WHERE t.status = 'running' AND t.route = 'batch' AND t.window_name = r.window_name
+		   AND (t.worker_pid IS NULL OR t.worker_pid <> ALL (live_pids))
 		   AND hx_type_in_database(t.task_type)
 		 FOR UPDATE OF t) t;
 	SELECT array_agg(b.id) FILTER (WHERE b.status = 'queued') INTO swept
@@ -277,9 +286,9 @@ BEGIN
 	/* chunks this run had taken when it was interrupted: retry their tasks one by one */
 	SELECT array_agg(DISTINCT i) INTO interrupted
 	  FROM hx_checkpoint c, unnest(c.task_ids) i
-	 WHERE c.run_id = r.id AND c.state = 'started';
+	 WHERE c.run_id = r.id AND c.part = hx_batch_begin.part AND c.state = 'started';
 	UPDATE hx_checkpoint c SET state = 'recovered', committed_at = clock_timestamp()
-	 WHERE c.run_id = r.id AND c.state = 'started';
+	 WHERE c.run_id = r.id AND c.part = hx_batch_begin.part AND c.state = 'started';
 
 	SELECT array_agg(t.id ORDER BY t.id) INTO suspects
 	  FROM hx_task t
@@ -289,7 +298,9 @@ BEGIN
 	UPDATE hx_window_run x
 	   SET status = 'running', started_at = coalesce(x.started_at, now()),
 		   worker_pid = hx_batch_begin.worker_pid,
-		   resumes = x.resumes + CASE WHEN r.status = 'running' THEN 1 ELSE 0 END,
+		   parts = CASE WHEN hx_batch_begin.part = 0 THEN hx_batch_begin.parts ELSE x.parts END,
+		   resumes = x.resumes + CASE WHEN r.status = 'running' AND hx_batch_begin.part = 0
+									  THEN 1 ELSE 0 END,
 		   expected_duration = coalesce(x.expected_duration,
 										(SELECT p.expected_duration FROM hx_window_plan(now()) p
 										  WHERE p.window_name = r.window_name))
@@ -303,10 +314,11 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION hx_batch_begin(bigint, integer) IS
+COMMENT ON FUNCTION hx_batch_begin(bigint, integer, integer, integer, integer[]) IS
 'Batch worker side: takes a run (resuming it if it was interrupted), puts back tasks its window''s lost worker left running, and returns the window''s settings and the tasks to retry one by one';
 
-CREATE FUNCTION hx_batch_next_chunk(run_id bigint, window_name text, chunk_size integer)
+CREATE FUNCTION hx_batch_next_chunk(run_id bigint, window_name text, chunk_size integer,
+									part integer DEFAULT 0, parts integer DEFAULT 1)
 RETURNS bigint[]
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 DECLARE
@@ -326,7 +338,7 @@ BEGIN
 	SELECT c.task_type, -t.priority AS prio, coalesce(t.deadline, 'infinity'::timestamptz) AS dl,
 		   t.id INTO k
 	  FROM hx_checkpoint c JOIN hx_task t ON t.id = c.last_task_id
-	 WHERE c.run_id = hx_batch_next_chunk.run_id
+	 WHERE c.run_id = hx_batch_next_chunk.run_id AND c.part = hx_batch_next_chunk.part
 	 ORDER BY c.chunk DESC LIMIT 1;
 	have_key := FOUND;
 	IF have_key THEN
@@ -336,6 +348,7 @@ BEGIN
 		   AND (t.task_type, -t.priority, coalesce(t.deadline, 'infinity'::timestamptz), t.id)
 			   > (k.task_type, k.prio, k.dl, k.id)
 		   AND t.run_after <= now() AND t.run_id IS DISTINCT FROM hx_batch_next_chunk.run_id
+		   AND t.id % parts = hx_batch_next_chunk.part
 		   AND hx_type_in_database(t.task_type)
 		 ORDER BY t.task_type, -t.priority, coalesce(t.deadline, 'infinity'::timestamptz), t.id
 		 LIMIT 1;
@@ -346,6 +359,7 @@ BEGIN
 		 WHERE t.window_name = hx_batch_next_chunk.window_name AND t.route = 'batch'
 		   AND t.status IN ('queued', 'failed')
 		   AND t.run_after <= now() AND t.run_id IS DISTINCT FROM hx_batch_next_chunk.run_id
+		   AND t.id % parts = hx_batch_next_chunk.part
 		   AND hx_type_in_database(t.task_type)
 		 ORDER BY t.task_type, -t.priority, coalesce(t.deadline, 'infinity'::timestamptz), t.id
 		 LIMIT 1;
@@ -363,6 +377,7 @@ BEGIN
 					   > (k.task_type, k.prio, k.dl, k.id)
 				   AND t.task_type = typ
 				   AND t.run_after <= now() AND t.run_id IS DISTINCT FROM hx_batch_next_chunk.run_id
+		   AND t.id % parts = hx_batch_next_chunk.part
 				 ORDER BY t.task_type, -t.priority, coalesce(t.deadline, 'infinity'::timestamptz), t.id
 				 LIMIT chunk_size);
 	ELSE
@@ -371,21 +386,24 @@ BEGIN
 				   AND t.status IN ('queued', 'failed')
 				   AND t.task_type = typ
 				   AND t.run_after <= now() AND t.run_id IS DISTINCT FROM hx_batch_next_chunk.run_id
+		   AND t.id % parts = hx_batch_next_chunk.part
 				 ORDER BY t.task_type, -t.priority, coalesce(t.deadline, 'infinity'::timestamptz), t.id
 				 LIMIT chunk_size);
 	END IF;
-	INSERT INTO hx_checkpoint (run_id, chunk, task_type, task_ids, last_task_id)
-	SELECT hx_batch_next_chunk.run_id, coalesce(max(c.chunk), 0) + 1, typ, ids, ids[cardinality(ids)]
-	  FROM hx_checkpoint c WHERE c.run_id = hx_batch_next_chunk.run_id;
+	INSERT INTO hx_checkpoint (run_id, part, chunk, task_type, task_ids, last_task_id)
+	SELECT hx_batch_next_chunk.run_id, hx_batch_next_chunk.part, coalesce(max(c.chunk), 0) + 1,
+		   typ, ids, ids[cardinality(ids)]
+	  FROM hx_checkpoint c
+	 WHERE c.run_id = hx_batch_next_chunk.run_id AND c.part = hx_batch_next_chunk.part;
 	RETURN ids;
 END
 $$;
 
-COMMENT ON FUNCTION hx_batch_next_chunk(bigint, text, integer) IS
-'Batch worker side: picks the next chunk of a run (due tasks of one type, by priority and deadline) and records it as a started checkpoint; NULL when nothing is left';
+COMMENT ON FUNCTION hx_batch_next_chunk(bigint, text, integer, integer, integer) IS
+'Batch worker side: picks the next chunk of a run''s part (due tasks of one type whose id modulo parts is part, by priority and deadline) and records it as a started checkpoint; NULL when nothing is left';
 
 CREATE FUNCTION hx_batch_chunk_done(run_id bigint, processed integer, failed integer,
-									isolated boolean DEFAULT false)
+									isolated boolean DEFAULT false, part integer DEFAULT 0)
 RETURNS void
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 BEGIN
@@ -393,7 +411,11 @@ BEGIN
 		UPDATE hx_checkpoint c
 		   SET state = 'committed', committed_at = clock_timestamp(), task_ids = NULL,
 			   processed = hx_batch_chunk_done.processed, failed = hx_batch_chunk_done.failed
-		 WHERE c.run_id = hx_batch_chunk_done.run_id AND c.state = 'started';
+		 WHERE (c.run_id, c.part, c.chunk) =
+			   (SELECT k.run_id, k.part, k.chunk FROM hx_checkpoint k
+				 WHERE k.run_id = hx_batch_chunk_done.run_id AND k.part = hx_batch_chunk_done.part
+				   AND k.state = 'started'
+				 ORDER BY k.chunk LIMIT 1);
 	END IF;
 	UPDATE hx_window_run r
 	   SET processed = r.processed + hx_batch_chunk_done.processed,
@@ -403,7 +425,7 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION hx_batch_chunk_done(bigint, integer, integer, boolean) IS
+COMMENT ON FUNCTION hx_batch_chunk_done(bigint, integer, integer, boolean, integer) IS
 'Batch worker side: marks the run''s chunk committed and adds to the run''s counters, in the chunk''s own transaction';
 
 CREATE FUNCTION hx_batch_external_pending(window_name text) RETURNS boolean
@@ -418,25 +440,40 @@ $$;
 COMMENT ON FUNCTION hx_batch_external_pending(text) IS
 'True while the window has due tasks for external executors: the run keeps the window open for them (until max_duration)';
 
-CREATE FUNCTION hx_batch_finish(run_id bigint, status text, error text DEFAULT NULL)
+CREATE FUNCTION hx_batch_finish(run_id bigint, status text, error text DEFAULT NULL,
+								last boolean DEFAULT true)
 RETURNS void
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+DECLARE
+	worst text;
+	win text;
 BEGIN
+	/* a parallel run ends with the most serious way one of its workers stopped */
+	SELECT CASE WHEN array_position(ARRAY['done', 'yielded', 'overran', 'failed'], hx_batch_finish.status)
+					 >= coalesce(array_position(ARRAY['done', 'yielded', 'overran', 'failed'], r.parts_stopped), 0)
+				THEN hx_batch_finish.status ELSE r.parts_stopped END,
+		   r.window_name
+	  INTO worst, win
+	  FROM hx_window_run r WHERE r.id = hx_batch_finish.run_id;
+	IF NOT last THEN
+		UPDATE hx_window_run r
+		   SET parts_stopped = worst, last_error = coalesce(hx_batch_finish.error, r.last_error)
+		 WHERE r.id = hx_batch_finish.run_id;
+		RETURN;
+	END IF;
 	UPDATE hx_window_run r
-	   SET status = hx_batch_finish.status, finished_at = now(),
-		   overran = (hx_batch_finish.status = 'overran'),
-		   last_error = hx_batch_finish.error
+	   SET status = worst, finished_at = now(), overran = (worst = 'overran'), parts_stopped = NULL,
+		   last_error = coalesce(hx_batch_finish.error, r.last_error)
 	 WHERE r.id = hx_batch_finish.run_id;
-	IF status IN ('overran', 'failed') THEN
-		PERFORM pg_notify('hx_alert', json_build_object('event', 'window ' || status, 'run_id', run_id,
-						  'window', (SELECT r.window_name FROM hx_window_run r WHERE r.id = run_id),
-						  'error', error)::text);
+	IF worst IN ('overran', 'failed') THEN
+		PERFORM pg_notify('hx_alert', json_build_object('event', 'window ' || worst, 'run_id', run_id,
+						  'window', win, 'error', error)::text);
 	END IF;
 END
 $$;
 
-COMMENT ON FUNCTION hx_batch_finish(bigint, text, text) IS
-'Batch worker side: ends a run as done, overran, yielded or failed (the last two kinds also NOTIFY hx_alert)';
+COMMENT ON FUNCTION hx_batch_finish(bigint, text, text, boolean) IS
+'Batch worker side: a worker of a run stopped (done, overran, yielded or failed); the last one ends the run with the most serious of its workers'' ways (overran and failed also NOTIFY hx_alert)';
 
 /* ------------------------------------------------------------------------
  * pg_cron jobs, kept in sync with hx_window
@@ -664,8 +701,9 @@ DECLARE
 	r record;
 BEGIN
 	/* runs without a live batch worker: new ones, or interrupted by a crash */
-	FOR r IN SELECT id FROM hx_window_run WHERE status IN ('starting', 'running') ORDER BY id LOOP
-		PERFORM hx_launch_run(r.id);
+	FOR r IN SELECT x.id, w.parallel FROM hx_window_run x JOIN hx_window w ON w.name = x.window_name
+			  WHERE x.status IN ('starting', 'running') ORDER BY x.id LOOP
+		PERFORM hx_launch_run(r.id, r.parallel);
 	END LOOP;
 
 	/*
