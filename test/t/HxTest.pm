@@ -124,27 +124,29 @@ sub wait_finished
 	return;
 }
 
-# check_exactly_once(node, prefix, n, what)
+# check_exactly_once(node, prefix, n, what, table)
 #
 # The n tasks whose key starts with prefix are all done with their result,
-# and each has exactly one row in seen, written by its own (last) attempt:
-# nothing lost, nothing run twice.
+# and each has exactly one row in seen (or table: another effects table of
+# the same shape), written by its own (last) attempt: nothing lost, nothing
+# run twice.
 sub check_exactly_once
 {
-	my ($node, $prefix, $n, $what) = @_;
+	my ($node, $prefix, $n, $what, $seen) = @_;
 	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	$seen ||= 'seen';
 
 	is( $node->safe_psql('postgres',
 			"SELECT count(*) FILTER (WHERE status = 'done' AND result->>'k' = payload->>'k') || '/' || count(*) "
 			  . "FROM hx_task WHERE payload->>'k' LIKE '$prefix%'"),
 		"$n/$n", "$what: all $n tasks done with their result");
 	is( $node->safe_psql('postgres',
-			"SELECT count(*) || '/' || count(DISTINCT k) FROM seen WHERE k LIKE '$prefix%'"),
+			"SELECT count(*) || '/' || count(DISTINCT k) FROM $seen WHERE k LIKE '$prefix%'"),
 		"$n/$n", "$what: every key's effect exactly once");
 	is( $node->safe_psql('postgres', qq{
 			SELECT count(*) FROM hx_task t
 			 WHERE t.payload->>'k' LIKE '$prefix%'
-			   AND (SELECT count(*) FROM seen s
+			   AND (SELECT count(*) FROM $seen s
 					 WHERE s.k = t.payload->>'k' AND s.task_id = t.id
 					   AND s.attempt = t.attempts) = 1}),
 		$n, "$what: each effect written by its task's last attempt");
