@@ -57,9 +57,10 @@ static Oid	plans_schema = InvalidOid;
 
 static SPIPlanPtr hx_handler_plan(Oid handler, Oid argtype);
 static void hx_exec_call(HxTask *task, Oid fn, Oid argtype, Datum arg,
-						 const char *activity, HxOutcome *out,
+						 int nresults, const char *activity, HxOutcome *out,
 						 MemoryContext cxt);
-static void hx_chunk_failed(HxOutcome *chunk, HxOutcome *outs, int n);
+static void hx_check_results(HxTask *task, Datum result, bool isnull,
+							 int nresults);
 static void hx_alert_dead(HxTask *task, const char *error);
 
 /*
@@ -218,7 +219,7 @@ hx_exec_handler(HxTask *task, HxOutcome *out, MemoryContext cxt)
 									task->attempts);
 
 	if (OidIsValid(task->handler) || !OidIsValid(task->batch_handler))
-		hx_exec_call(task, task->handler, JSONBOID, task->payload, activity,
+		hx_exec_call(task, task->handler, JSONBOID, task->payload, -1, activity,
 					 out, cxt);
 	else
 		hx_exec_batch(task, 1, out, cxt);
@@ -228,10 +229,10 @@ hx_exec_handler(HxTask *task, HxOutcome *out, MemoryContext cxt)
  * hx_exec_batch
  *		Runs tasks[0..n-1], all of one type with a batch handler, through
  *		one call of the batch handler: outs[i] is task i's result.  When the
- *		call raises, the tasks are isolated: each runs alone (through the
- *		per-task handler if there is one), so that one bad task fails alone.
- *		A result array of the wrong length fails every task of the call
- *		with an error saying so: results cannot be matched to tasks.
+ *		call fails - it raises, or returns a result array of the wrong
+ *		length, which is an error inside the call so its effects roll back
+ *		- the tasks are isolated: each runs alone (through the per-task
+ *		handler if there is one), so that one bad task fails alone.
  */
 void
 hx_exec_batch(HxTask *tasks, int n, HxOutcome *outs, MemoryContext cxt)
@@ -249,7 +250,7 @@ hx_exec_batch(HxTask *tasks, int n, HxOutcome *outs, MemoryContext cxt)
 	arr = construct_array(payloads, n, JSONBOID, -1, false, TYPALIGN_INT);
 
 	hx_exec_call(&tasks[0], tasks[0].batch_handler, JSONBARRAYOID,
-				 PointerGetDatum(arr),
+				 PointerGetDatum(arr), n,
 				 psprintf("hybridexec: %d task(s) of %s from %lld, batch handler",
 						  n, tasks[0].task_type, (long long) tasks[0].id),
 				 &chunk, cxt);
@@ -266,32 +267,9 @@ hx_exec_batch(HxTask *tasks, int n, HxOutcome *outs, MemoryContext cxt)
 		outs[0] = chunk;
 		return;
 	}
-	if (chunk.result_null)
-		nresults = -1;
-	else
-	{
-		ArrayType  *res = DatumGetArrayTypeP(chunk.result);
-
-		if (ARR_NDIM(res) > 1)
-			nresults = -1;
-		else
-			deconstruct_array(res, JSONBOID, -1, false, TYPALIGN_INT,
-							  &results, &nulls, &nresults);
-	}
-	if (nresults != n)
-	{
-		chunk.ok = false;
-		chunk.sqlerrcode = ERRCODE_ARRAY_SUBSCRIPT_ERROR;
-		chunk.message = MemoryContextStrdup(cxt,
-											nresults < 0
-											? psprintf("batch handler of \"%s\" returned no array of results for %d payload(s)",
-													   tasks[0].task_type, n)
-											: psprintf("batch handler of \"%s\" returned %d result(s) for %d payload(s)",
-													   tasks[0].task_type, nresults, n));
-		chunk.hint = MemoryContextStrdup(cxt, "A batch handler must return one result per payload, in the same order; its effects were rolled back.");
-		hx_chunk_failed(&chunk, outs, n);
-		return;
-	}
+	/* hx_check_results made sure there is one result per payload */
+	deconstruct_array(DatumGetArrayTypeP(chunk.result), JSONBOID, -1, false,
+					  TYPALIGN_INT, &results, &nulls, &nresults);
 	for (i = 0; i < n; i++)
 	{
 		memset(&outs[i], 0, sizeof(HxOutcome));
@@ -302,26 +280,43 @@ hx_exec_batch(HxTask *tasks, int n, HxOutcome *outs, MemoryContext cxt)
 }
 
 /*
- * hx_chunk_failed
- *		Gives every task of a batch-handler call the call's failure.
+ * hx_check_results
+ *		Raises (inside the handler's subtransaction, so that the call's
+ *		effects roll back) unless a batch handler returned a one-dimensional
+ *		array of exactly nresults results.
  */
 static void
-hx_chunk_failed(HxOutcome *chunk, HxOutcome *outs, int n)
+hx_check_results(HxTask *task, Datum result, bool isnull, int nresults)
 {
-	int			i;
+	int			got = -1;
 
-	for (i = 0; i < n; i++)
-		outs[i] = *chunk;
+	if (!isnull)
+	{
+		ArrayType  *arr = DatumGetArrayTypeP(result);
+
+		got = ARR_NDIM(arr) == 0 ? 0 :
+			ARR_NDIM(arr) == 1 ? ArrayGetNItems(ARR_NDIM(arr), ARR_DIMS(arr)) : -1;
+	}
+	if (got != nresults)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 got < 0
+				 ? errmsg("batch handler of \"%s\" returned no one-dimensional array of results for %d payload(s)",
+						  task->task_type, nresults)
+				 : errmsg("batch handler of \"%s\" returned %d result(s) for %d payload(s)",
+						  task->task_type, got, nresults),
+				 errhint("A batch handler must return one result per payload, in the same order; the call's effects were rolled back.")));
 }
 
 /*
  * hx_exec_call
  *		Calls fn(arg) for a task (or a chunk led by task) in a
  *		subtransaction with the type's timeout and role; see
- *		hx_exec_handler.
+ *		hx_exec_handler.  nresults >= 0: fn is a batch handler that must
+ *		return that many results.
  */
 static void
-hx_exec_call(HxTask *task, Oid fn, Oid argtype, Datum arg,
+hx_exec_call(HxTask *task, Oid fn, Oid argtype, Datum arg, int nresults,
 			 const char *activity, HxOutcome *out, MemoryContext cxt)
 {
 	MemoryContext oldcontext = CurrentMemoryContext;
@@ -382,6 +377,8 @@ hx_exec_call(HxTask *task, Oid fn, Oid argtype, Datum arg,
 		out->result = SPI_getbinval(SPI_tuptable->vals[0],
 									SPI_tuptable->tupdesc, 1, &isnull);
 		out->result_null = isnull;
+		if (nresults >= 0)
+			hx_check_results(task, out->result, isnull, nresults);
 		if (!isnull)
 		{
 			MemoryContextSwitchTo(cxt);
