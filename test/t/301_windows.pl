@@ -11,9 +11,9 @@
 #   3. One raising task in a chunk fails alone (the others are done once,
 #      its effect is rolled back); it is retried in the next run only
 #      (deferred retry), then dead after max_attempts, and not taken again.
-#   4. A batch handler returning one result too few is a clear error for
-#      its chunk (hx_error names the counts), not silent data loss: no task
-#      of the chunk is done, and none of the chunk's effects commit.
+#   4. A batch handler returning one result too few is a clear error, not
+#      silent data loss: the call's effects roll back, the chunk is isolated,
+#      the good tasks are done once and the short one fails with the counts.
 #   5. max_duration: a slow window stops at a chunk boundary, 'overran',
 #      with the rest of its tasks still queued and never claimed; the next
 #      run processes them.
@@ -150,28 +150,33 @@ is(HxBatch::run_row($node, $run, 'status, processed, failed, chunks'),
 	'done|0|0|0', 'a dead task is not taken again');
 
 # --- 4. a result array of the wrong length -------------------------------
+# The short call raises inside the handler's subtransaction, so its effects
+# roll back; then the chunk is isolated like any failing chunk: the nine
+# good tasks are done, the short one fails alone with the counts named.
 HxBatch::submit_keys($node, 's', 10, extra => { 3 => '{"short": true}' });
+my $short = $node->safe_psql('postgres', "SELECT id FROM hx_task WHERE payload->>'k' = 's3'");
 $run = HxBatch::run_window($node, 'nightly');
 HxBatch::wait_run($node, $run, 'window with a short result');
 is(HxBatch::run_row($node, $run, 'status, processed, failed'),
-	'done|0|10', 'the whole chunk failed');
+	'done|9|1', 'the chunk was isolated: nine done, the short one failed');
 is( $node->safe_psql('postgres', qq{
-		SELECT count(*) FILTER (WHERE status = 'failed' AND attempts = 1 AND result IS NULL
-								AND last_error = 'batch handler of "bk" returned 9 result(s) for 10 payload(s)')
-			   || '/' || count(*)
-		  FROM hx_task WHERE payload->>'k' LIKE 's%'}),
-	'10/10', 'every task of the chunk failed with an error naming the counts, none got a result');
+		SELECT status || ' ' || attempts || ' ' || (result IS NULL)::text || ' ' || last_error
+		  FROM hx_task WHERE id = $short}),
+	'failed 1 true batch handler of "bk" returned no one-dimensional array of results for 1 payload(s)',
+	'the short task (its call returned NULL) failed with a clear error, and no result');
 is( $node->safe_psql('postgres', qq{
 		SELECT count(*) || ' ' || string_agg(DISTINCT sqlstate || ' ' || hint, ',')
-		  FROM hx_error e JOIN hx_task t ON t.id = e.task_id WHERE t.payload->>'k' LIKE 's%'}),
-	'10 2202E A batch handler must return one result per payload, in the same order; its effects were rolled back.',
-	'hx_error has one row per task, with a hint');
-TODO:
-{
-	local $TODO = 'bug: the handler call committed, its effects stay although the chunk failed (and are redone at the retry)';
-	is($node->safe_psql('postgres', "SELECT count(*) FROM bseen WHERE k LIKE 's%'"),
-		'0', 'the effects of the failed chunk were rolled back, as the hint says');
-}
+		  FROM hx_error WHERE task_id = $short}),
+	q{1 2202E A batch handler must return one result per payload, in the same order; the call's effects were rolled back.},
+	'hx_error has its row, with a hint');
+is( $node->safe_psql('postgres', qq{
+		SELECT count(*) FILTER (WHERE status = 'done' AND attempts = 1 AND result->>'k' = payload->>'k')
+		  FROM hx_task WHERE payload->>'k' LIKE 's%' AND id <> $short}),
+	'9', 'the nine good tasks are done with their result, at their first attempt');
+is( $node->safe_psql('postgres', qq{
+		SELECT count(*) || '/' || count(DISTINCT k) || ' ' || count(*) FILTER (WHERE k = 's3')
+		  FROM bseen WHERE k LIKE 's%'}),
+	'9/9 0', 'the effects of the short calls were rolled back: each good key once, none for s3');
 
 # --- 5. max_duration ------------------------------------------------------
 $node->safe_psql('postgres', q{

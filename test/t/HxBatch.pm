@@ -26,9 +26,8 @@ use HxTest;
 # setup_batch_keyed(node, max_attempts => 2, type => 'bk')
 #
 # Batch handler bkeyed(ps): inserts one row per payload into bseen (key,
-# the id and attempt of the task it runs for, found as the task running
-# for this very worker with that key, and the transaction); then, if any payload of the call
-# says so:
+# the id and attempt of the task it runs for, and the transaction); then,
+# if any payload of the call says so:
 #   "gate": n     waits for advisory lock n (shared) - see HxTest::hold_gate
 #   "sleep": s    sleeps s seconds (once per call)
 #   "crash": true kills its own backend with SIGKILL: the server crashes
@@ -57,10 +56,12 @@ sub setup_batch_keyed
 			s float8;
 		BEGIN
 			INSERT INTO bseen (k, task_id, attempt)
-			SELECT x->>'k', t.id, t.attempts
+			SELECT x->>'k', t.id,
+				   CASE t.status WHEN 'running' THEN t.attempts ELSE t.attempts + 1 END
 			  FROM unnest(ps) x
-			  LEFT JOIN hx_task t ON t.worker_pid = pg_backend_pid() AND t.status = 'running'
-								 AND t.payload->>'k' = x->>'k';
+			  LEFT JOIN hx_task t ON t.payload->>'k' = x->>'k'
+								 AND (t.status IN ('queued', 'failed')
+									  OR (t.status = 'running' AND t.worker_pid = pg_backend_pid()));
 			SELECT max((x->>'gate')::bigint), max((x->>'sleep')::float8) INTO v, s
 			  FROM unnest(ps) x;
 			IF v IS NOT NULL THEN
