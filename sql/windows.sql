@@ -120,6 +120,20 @@ SELECT hx_cron_next('30 2 * * *', '2024-03-30 12:00+00', 'Europe/Paris') AS spri
 SELECT hx_cron_next('30 2 * * *', '2024-10-26 12:00+00', 'Europe/Paris') AS autumn_once,
 	   hx_cron_next('30 2 * * *', '2024-10-27 01:30+00', 'Europe/Paris') AS autumn_next_day,
 	   hx_cron_prev('30 2 * * *', '2024-10-27 12:00+00', 'Europe/Paris') AS autumn_prev;
+-- The same fire whichever pass of the repeated hour the question is asked
+-- in: 00:35 UTC is 02:35 CEST (after the first 02:30, before the second),
+-- 01:15 UTC is 02:15 CET; both see the day's fire at 01:30 UTC.
+SELECT hx_cron_next('30 2 * * *', '2024-10-27 00:35+00', 'Europe/Paris') AS from_first_pass,
+	   hx_cron_next('30 2 * * *', '2024-10-27 01:15+00', 'Europe/Paris') AS from_second_pass,
+	   hx_cron_prev('30 2 * * *', '2024-10-27 01:29+00', 'Europe/Paris') AS prev_before_it;
+-- A day field starting with "*" is unrestricted when the two are combined,
+-- as in pg_cron: '*/10' days AND Fridays (2024-10-11 is the first Friday
+-- on a 1st, 11th, 21st or 31st after September 1st); a range with a step
+-- is restricted, so days OR Fridays (Friday 2024-09-06).
+SELECT hx_cron_next('0 0 */10 * 5', '2024-09-01 00:00+00') AS star_step_and_friday,
+	   hx_cron_next('0 0 1-31/10 * 5', '2024-09-01 00:00+00') AS range_step_or_friday;
+-- a step after a single number is an error, as in pg_cron
+SELECT hx_cron_next('5/15 * * * *', '2024-01-06 12:00+00');
 -- errors of the functions themselves
 SELECT hx_cron_next('0 2 * * *', '2024-01-06 12:00+00', 'Mars/Olympus');
 SELECT hx_cron_prev('0 2 *', '2024-01-06 12:00+00');

@@ -9,8 +9,10 @@
  *	  Syntax: five fields "minute hour day-of-month month day-of-week",
  *	  each a comma list of "*", "N", "N-M", optionally with "/step";
  *	  months and weekdays may be given by their English abbreviations;
- *	  weekday 7 is Sunday like 0.  When both day fields are restricted, a
- *	  day matches if either does (as in Vixie cron and pg_cron).  Macros:
+ *	  weekday 7 is Sunday like 0.  When both day fields are restricted
+ *	  (neither starts with "*"), a day matches if either does; otherwise
+ *	  both must (as in Vixie cron and pg_cron).  A step needs "*" or a
+ *	  range before it ("5/15" is an error, as in pg_cron).  Macros:
  *	  @yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly.
  *
  *-------------------------------------------------------------------------
@@ -104,7 +106,12 @@ hx_cron_field(const char *schedule, const char *name, const char *text,
 			  bool *set, int lo, int hi, const char *const *names, int name_base)
 {
 	const char *p = text;
-	bool		any = (strcmp(text, "*") == 0);
+
+	/*
+	 * Like Vixie cron and pg_cron, a day field that starts with "*" (even
+	 * "*\/10") counts as unrestricted when the two day fields are combined.
+	 */
+	bool		any = (text[0] == '*');
 
 	for (;;)
 	{
@@ -112,6 +119,7 @@ hx_cron_field(const char *schedule, const char *name, const char *text,
 					to,
 					step = 1,
 					v;
+		bool		range = true;
 
 		if (*p == '*')
 		{
@@ -124,7 +132,8 @@ hx_cron_field(const char *schedule, const char *name, const char *text,
 			if (!hx_cron_number(&p, names, name_base, &from))
 				hx_cron_fail(schedule, name, psprintf("\"%s\" is not a number, a range or *", text));
 			to = from;
-			if (*p == '-')
+			range = (*p == '-');
+			if (range)
 			{
 				p++;
 				if (!hx_cron_number(&p, names, name_base, &to))
@@ -133,11 +142,14 @@ hx_cron_field(const char *schedule, const char *name, const char *text,
 		}
 		if (*p == '/')
 		{
+			/* pg_cron takes a step only after "*" or a range, not "5/15" */
+			if (!range)
+				hx_cron_fail(schedule, name,
+							 psprintf("\"%s\" has a step after a single number; write a range (\"%d-%d/...\") or \"*/...\"",
+									  text, from, hi));
 			p++;
 			if (!hx_cron_number(&p, NULL, 0, &step) || step < 1)
 				hx_cron_fail(schedule, name, psprintf("\"%s\" has a step that is not a positive number", text));
-			if (from == to && text[0] != '*')
-				to = hi;
 		}
 		if (from < lo || to > hi || from > to)
 			hx_cron_fail(schedule, name,
@@ -218,12 +230,8 @@ hx_cron_day_matches(const HxCron *cron, const struct pg_tm *tm)
 	bool		dom = cron->dom[tm->tm_mday];
 	bool		dow = cron->dow[j2day(date2j(tm->tm_year, tm->tm_mon, tm->tm_mday))];
 
-	if (cron->dom_any && cron->dow_any)
-		return true;
-	if (cron->dom_any)
-		return dow;
-	if (cron->dow_any)
-		return dom;
+	if (cron->dom_any || cron->dow_any)
+		return dom && dow;
 	return dom || dow;
 }
 
@@ -283,11 +291,65 @@ hx_tm_step(struct pg_tm *tm, char unit, bool forward)
 }
 
 /*
+ * The largest jump of a wall clock at a time-zone transition we allow for:
+ * DST moves clocks by one hour (half an hour on Lord Howe Island), and
+ * zone changes by law by a few; three hours covers them.
+ */
+#define HX_CRON_SLACK	(3 * USECS_PER_HOUR)
+
+/*
+ * hx_cron_match
+ *		Walks the wall-clock time *tm forward or backward to the nearest
+ *		minute the schedule matches (tm itself included) and returns it as
+ *		an absolute time, ambiguous and skipped local times read as
+ *		PostgreSQL reads them.  Returns false when none comes within ten
+ *		years of start_year.
+ */
+static bool
+hx_cron_match(const HxCron *cron, pg_tz *tz, struct pg_tm *tm, bool forward,
+			  int start_year, TimestampTz *result)
+{
+	int			guard;
+
+	for (guard = 0; guard < 1000000 && abs(tm->tm_year - start_year) <= 10; guard++)
+	{
+		if (!cron->month[tm->tm_mon])
+			hx_tm_step(tm, 'M', forward);
+		else if (!hx_cron_day_matches(cron, tm))
+			hx_tm_step(tm, 'd', forward);
+		else if (!cron->hour[tm->tm_hour])
+			hx_tm_step(tm, 'h', forward);
+		else if (!cron->minute[tm->tm_min])
+			hx_tm_step(tm, 'm', forward);
+		else
+		{
+			int			tzoff = DetermineTimeZoneOffset(tm, tz);
+			Timestamp	local;
+
+			if (tm2timestamp(tm, 0, &tzoff, &local) != 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+						 errmsg("timestamp out of range")));
+			*result = (TimestampTz) local;
+			return true;
+		}
+	}
+	return false;
+}
+
+/*
  * hx_cron_next_time
  *		The first moment strictly after "from" (forward) or the last moment
  *		not after it (backward) at which the schedule fires, reading the
  *		schedule's fields as wall-clock time in time_zone.  Returns
  *		DT_NOBEGIN when it does not fire within ten years (such as Feb 31).
+ *
+ *		Around a DST change wall-clock order and absolute order differ (an
+ *		hour repeats or is skipped), so the walk starts HX_CRON_SLACK of
+ *		wall-clock time on the far side of "from" and keeps the earliest
+ *		(latest) fire after (before) it among the matches within
+ *		HX_CRON_SLACK of the first one: the answer is the same whichever
+ *		instant of a repeated hour "from" is.
  */
 TimestampTz
 hx_cron_next_time(const char *schedule, TimestampTz from,
@@ -299,7 +361,9 @@ hx_cron_next_time(const char *schedule, TimestampTz from,
 	fsec_t		fsec;
 	int			tzoff;
 	int			start_year;
-	int			guard;
+	TimestampTz best = DT_NOBEGIN;
+	Timestamp	wall_limit = 0;
+	TimestampTz candidate;
 
 	if (tz == NULL)
 		ereport(ERROR,
@@ -310,43 +374,32 @@ hx_cron_next_time(const char *schedule, TimestampTz from,
 	if (TIMESTAMP_NOT_FINITE(from))
 		return DT_NOBEGIN;
 
-	if (timestamp2tm(from, &tzoff, &tm, &fsec, NULL, tz) != 0)
+	if (timestamp2tm(forward ? from - HX_CRON_SLACK : from + HX_CRON_SLACK,
+					 &tzoff, &tm, &fsec, NULL, tz) != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
 				 errmsg("timestamp out of range")));
 	tm.tm_sec = 0;
-	if (forward)
-		hx_tm_step(&tm, 'm', true);
 	start_year = tm.tm_year;
 
-	for (guard = 0; guard < 1000000 && abs(tm.tm_year - start_year) <= 10; guard++)
+	while (hx_cron_match(&cron, tz, &tm, forward, start_year, &candidate))
 	{
-		Timestamp	local;
-		TimestampTz result;
+		Timestamp	wall;
 
-		if (!cron.month[tm.tm_mon])
-			hx_tm_step(&tm, 'M', forward);
-		else if (!hx_cron_day_matches(&cron, &tm))
-			hx_tm_step(&tm, 'd', forward);
-		else if (!cron.hour[tm.tm_hour])
-			hx_tm_step(&tm, 'h', forward);
-		else if (!cron.minute[tm.tm_min])
-			hx_tm_step(&tm, 'm', forward);
-		else
+		if (tm2timestamp(&tm, 0, NULL, &wall) != 0)
+			break;
+		if (best != DT_NOBEGIN && (forward ? wall > wall_limit : wall < wall_limit))
+			break;
+		if (forward ? candidate > from : candidate <= from)
 		{
-			/* a matching wall-clock minute: back to an absolute time */
-			tzoff = DetermineTimeZoneOffset(&tm, tz);
-			if (tm2timestamp(&tm, 0, &tzoff, &local) != 0)
-				ereport(ERROR,
-						(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
-						 errmsg("timestamp out of range")));
-			result = (TimestampTz) local;
-			if (forward ? result > from : result <= from)
-				return result;
-			hx_tm_step(&tm, 'm', forward);
+			if (best == DT_NOBEGIN)
+				wall_limit = forward ? wall + HX_CRON_SLACK : wall - HX_CRON_SLACK;
+			if (best == DT_NOBEGIN || (forward ? candidate < best : candidate > best))
+				best = candidate;
 		}
+		hx_tm_step(&tm, 'm', forward);
 	}
-	return DT_NOBEGIN;
+	return best;
 }
 
 /*
