@@ -301,6 +301,9 @@ BEGIN
 		   parts = CASE WHEN hx_batch_begin.part = 0 THEN hx_batch_begin.parts ELSE x.parts END,
 		   resumes = x.resumes + CASE WHEN r.status = 'running' AND hx_batch_begin.part = 0
 									  THEN 1 ELSE 0 END,
+		   /* attempts of this run lost with its worker failed, too */
+		   failed = x.failed + (SELECT count(*) FROM hx_task t
+								 WHERE t.id = ANY (coalesce(lost, '{}')) AND t.run_id = r.id),
 		   expected_duration = coalesce(x.expected_duration,
 										(SELECT p.expected_duration FROM hx_window_plan(now()) p
 										  WHERE p.window_name = r.window_name))

@@ -49,7 +49,8 @@ sub new_node
 #
 # Handler keyed(p): inserts p->>'k' into seen together with the id of the
 # task it runs for (found as the task running for this very worker with
-# that key) and the attempt; then, as the payload says:
+# that key, or in a batch chunk as the waiting task with that key) and the
+# attempt; then, as the payload says:
 #   "gate": n     waits for advisory lock n (shared) - see hold_gate
 #   "sleep": s    sleeps s seconds
 #   "fail": true  raises (SQLSTATE P0001, "keyed handler failed for <k>")
@@ -76,6 +77,11 @@ sub setup_keyed
 			SELECT t.id, t.attempts INTO tid, att FROM hx_task t
 			 WHERE t.worker_pid = pg_backend_pid() AND t.status = 'running'
 			   AND t.payload->>'k' = p->>'k';
+			IF NOT FOUND THEN
+				-- a batch chunk: its tasks wait until the chunk is booked
+				SELECT t.id, t.attempts + 1 INTO tid, att FROM hx_task t
+				 WHERE t.status IN ('queued', 'failed') AND t.payload->>'k' = p->>'k';
+			END IF;
 			INSERT INTO seen (k, task_id, attempt) VALUES (p->>'k', tid, att);
 			IF p ? 'gate' THEN
 				PERFORM pg_advisory_xact_lock_shared((p->>'gate')::bigint);
