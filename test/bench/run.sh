@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 #
 # test/bench/run.sh - `make bench`: hybridexec's stream path side by side
-# with graphile-worker, on one throwaway server, in one run.
+# with graphile-worker, on one throwaway server, in one run; then the batch
+# benchmark (test/bench/batch/run.sh: batch windows vs the stream path vs
+# PgQ).  BENCH=stream or BENCH=batch runs one of them only.
 #
 #   latency:    LAT_N sequential submits on an idle server, each its own
 #               transaction: time from just before the client sends the
@@ -16,6 +18,10 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/../.." && pwd)
+BENCH=${BENCH:-all}
+if [ "$BENCH" = batch ]; then
+	exec bash "$here/test/bench/batch/run.sh"
+fi
 . "$here/scripts/deps.sh"
 . "$here/scripts/pgtmp.sh"
 
@@ -71,3 +77,9 @@ for r in $(seq 1 "$ROUNDS"); do
 done
 
 printf '%s\n' "${results[@]}" | python3 "$here/test/bench/report.py"
+
+if [ "$BENCH" = all ]; then
+	hx_tmp_stop
+	echo
+	bash "$here/test/bench/batch/run.sh"
+fi
