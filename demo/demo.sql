@@ -1,7 +1,9 @@
 -- hybridexec demo: one urgent task streams at once, one background task
--- waits for the cheap nightly window, and every decision says why.
+-- waits for the cheap nightly window, and every decision says why; then
+-- a batch window processes ten thousand tasks through a batch handler.
 
 \pset footer off
+CREATE EXTENSION pg_cron;   -- opens batch windows on their schedules
 CREATE EXTENSION hybridexec;
 
 -- 1. The policy is data.  First rule that matches wins.
@@ -71,3 +73,46 @@ SELECT hx_register('flaky', 'flaky(jsonb)', max_attempts => 3);
 SELECT hx_submit('flaky', '{}', origin => 'user') AS flaky \gset
 SELECT hx_wait(:flaky) AS flaky_status;
 SELECT task_id, attempt, sqlstate, message FROM hx_error ORDER BY id;
+
+-- 8. Batch windows.  The background ticket above waits for 'nightly'; so
+--    will ten thousand re-scoring tasks.  Windows are rows; each enabled
+--    window has a pg_cron job that opens it on its schedule.
+CREATE TABLE lead_score (lead int PRIMARY KEY, score int);
+-- A batch handler takes the payloads of a whole chunk and returns one
+-- result per payload, in order: one call (one "batch API request") per
+-- chunk instead of one per task.
+CREATE FUNCTION rescore(ps jsonb[]) RETURNS jsonb[] LANGUAGE plpgsql AS $$
+BEGIN
+	INSERT INTO lead_score (lead, score)
+	SELECT (p->>'lead')::int, length(p->>'name') * 7 % 100 FROM unnest(ps) p
+	ON CONFLICT (lead) DO UPDATE SET score = excluded.score;
+	RETURN ARRAY(SELECT jsonb_build_object('score', length(p->>'name') * 7 % 100) FROM unnest(ps) p);
+END
+$$;
+SELECT hx_register('rescore', batch_handler => 'rescore(jsonb[])');
+SELECT count(*) AS queued
+  FROM hx_submit_batch('rescore', ARRAY(SELECT jsonb_build_object('lead', g, 'name', 'lead ' || g)
+                                         FROM generate_series(1, 10000) g),
+                       department => 'sales');
+SELECT name, schedule, max_duration, chunk_size, enabled FROM hx_window ORDER BY name;
+SELECT jobname, schedule, command FROM cron.job ORDER BY jobname;
+
+-- What the planner expects of each window: next start, backlog, duration
+-- (measured throughput once runs have been seen), expected finish.
+SELECT window_name, next_start, backlog, expected_duration, expected_finish FROM hx_window_plan();
+
+-- 9. Open 'nightly' now instead of waiting for 02:00.  hx_run_window()
+--    returns at once: a batch worker does the work, chunk by chunk, each
+--    chunk committed with its checkpoint.
+SELECT hx_run_window('nightly') AS run \gset
+SELECT hx_wait_run(:run) AS run_status;
+SELECT id, window_name, status, started_by, processed, failed, chunks,
+       round(extract(epoch FROM finished_at - started_at), 2) AS seconds,
+       round(processed / greatest(extract(epoch FROM finished_at - started_at), 0.001)) AS tasks_per_s
+  FROM hx_window_run WHERE id = :run;
+SELECT chunk, task_type, processed, failed, state FROM hx_checkpoint WHERE run_id = :run ORDER BY chunk LIMIT 5;
+SELECT count(*) AS scored, min(score), max(score) FROM lead_score;
+SELECT id, status, route, window_name, result FROM hx_task WHERE id = :background;
+-- The run's chunks are the history adaptive windows plan with: the next
+-- plan for 'nightly' will use this measured throughput.
+SELECT round(hx_type_throughput('rescore')) AS measured_rescore_tasks_per_s;

@@ -219,6 +219,35 @@ $$;
 COMMENT ON FUNCTION hx_run_window(text, text) IS
 'Opens a window now: records a run and hands it to a batch worker, returning the run id at once (the running run''s id if the window is already running)';
 
+CREATE FUNCTION hx_wait_run(run_id bigint, timeout interval DEFAULT '5 minutes') RETURNS text
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+DECLARE
+	st text;
+	give_up timestamptz := clock_timestamp() + timeout;
+BEGIN
+	IF current_setting('transaction_isolation') <> 'read committed' THEN
+		RAISE EXCEPTION 'hx_wait_run needs READ COMMITTED isolation'
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = 'In REPEATABLE READ or SERIALIZABLE the run never seems to change; wait outside that transaction.';
+	END IF;
+	LOOP
+		SELECT r.status INTO st FROM hx_window_run r WHERE r.id = hx_wait_run.run_id;
+		IF NOT FOUND THEN
+			RAISE EXCEPTION 'window run % does not exist', run_id
+				USING ERRCODE = 'undefined_object',
+					  HINT = 'Run ids are returned by hx_run_window() and listed in hx_window_run.';
+		END IF;
+		IF st NOT IN ('starting', 'running') OR clock_timestamp() >= give_up THEN
+			RETURN st;
+		END IF;
+		PERFORM pg_sleep(0.02);
+	END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION hx_wait_run(bigint, interval) IS
+'Waits until the window run has ended (done, overran, yielded or failed) or the timeout passes; returns its status then';
+
 CREATE FUNCTION hx_window_open(name text) RETURNS boolean
 LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
 	SELECT EXISTS (SELECT 1 FROM hx_window_run r
