@@ -291,3 +291,12 @@ SELECT jobname, schedule FROM cron.job ORDER BY jobname;
 
 DELETE FROM hx_window WHERE name IN ('w_defaults', 'w_nullmargin', 'w_disabled');
 SELECT jobname FROM cron.job ORDER BY jobname;
+
+-- hx_wait_run: a run that does not exist is an error; a finished one
+-- returns its status at once
+SELECT hx_wait_run(-1);
+BEGIN;
+INSERT INTO hx_window_run (window_name, status, started_by, started_at, finished_at)
+VALUES ('nightly', 'overran', 'manual', now(), now()) RETURNING id AS ended_run \gset
+SELECT hx_wait_run(:ended_run, '10 seconds') AS ended_status;
+ROLLBACK;
