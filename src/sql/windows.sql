@@ -462,11 +462,17 @@ COMMENT ON FUNCTION hx_batch_chunk_done(bigint, integer, integer, boolean, integ
 
 CREATE FUNCTION hx_batch_external_pending(window_name text) RETURNS boolean
 LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
+	/* a task that already failed in the open run waits for the next one */
 	SELECT EXISTS (SELECT 1 FROM hx_task t
 					WHERE t.window_name = hx_batch_external_pending.window_name
 					  AND t.route = 'batch' AND t.status IN ('queued', 'failed', 'running')
 					  AND t.run_after <= now()
-					  AND NOT hx_type_in_database(t.task_type))
+					  AND NOT hx_type_in_database(t.task_type)
+					  AND (t.status <> 'failed'
+						   OR t.run_id IS DISTINCT FROM
+						   (SELECT max(r.id) FROM hx_window_run r
+							 WHERE r.window_name = hx_batch_external_pending.window_name
+							   AND r.status IN ('starting', 'running'))))
 $$;
 
 COMMENT ON FUNCTION hx_batch_external_pending(text) IS
