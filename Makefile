@@ -42,11 +42,11 @@ PG_CONFIG ?= pg_config
 PG_CPPFLAGS = -I$(srcdir)/src
 PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare -Wno-missing-field-initializers
 
-REGRESS = setup register classify rules submit windows bad_input
+REGRESS = setup register classify rules submit windows bad_input executor
 REGRESS_OPTS = --temp-instance=tmp_check --temp-config=$(srcdir)/test/regress.conf \
 	--load-extension=hybridexec
 
-ISOLATION = claim_skip_locked rollback_never_runs
+ISOLATION = claim_skip_locked rollback_never_runs executor_lease
 ISOLATION_OPTS = --temp-instance=tmp_check_iso --temp-config=$(srcdir)/test/isolation.conf \
 	--load-extension=hybridexec --inputdir=$(srcdir)/test --outputdir=test
 
