@@ -25,40 +25,13 @@ CREATE INDEX hx_task_lease_idx ON hx_task (lease_expires_at)
  * Claiming
  * ------------------------------------------------------------------------ */
 
-CREATE FUNCTION hx_claim(executor text,
-						 task_types text[] DEFAULT NULL,
-						 route text DEFAULT NULL,
-						 max integer DEFAULT 1,
-						 lease interval DEFAULT '5 minutes')
-RETURNS TABLE (id bigint, task_type text, payload jsonb, attempt integer,
-			   max_attempts integer, lease_token uuid, lease_expires_at timestamptz,
-			   task_route text, window_name text, run_id bigint, priority integer,
-			   deadline timestamptz, submitted_at timestamptz)
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
-#variable_conflict use_column
+CREATE FUNCTION hx_claim_check(task_types text[], route text DEFAULT NULL) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path FROM CURRENT AS $$
 DECLARE
 	bad text;
-	claim_route text := hx_claim.route;
-	claim_types text[] := hx_claim.task_types;
-	claim_max integer := hx_claim.max;
-	claim_lease interval := hx_claim.lease;
-	claim_executor text := hx_claim.executor;
+	claim_route text := route;
+	claim_types text[] := task_types;
 BEGIN
-	IF claim_executor IS NULL OR claim_executor = '' THEN
-		RAISE EXCEPTION 'executor must not be empty'
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Name the executor, such as ''summarizer@host-1''; it is recorded in hx_task.executor.';
-	END IF;
-	IF claim_max IS NULL OR claim_max NOT BETWEEN 1 AND 10000 THEN
-		RAISE EXCEPTION 'max must be between 1 and 10000, not %', coalesce(claim_max::text, 'NULL')
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Claim fewer tasks per call and call again.';
-	END IF;
-	IF claim_lease IS NULL OR claim_lease <= interval '0' THEN
-		RAISE EXCEPTION 'lease must be a positive interval, not %', coalesce(claim_lease::text, 'NULL')
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'The lease is how long the executor may hold a task without a heartbeat, such as ''5 minutes''.';
-	END IF;
 	IF claim_route IS NOT NULL AND claim_route NOT IN ('stream', 'batch') THEN
 		RAISE EXCEPTION 'unknown route "%"', claim_route
 			USING ERRCODE = 'invalid_parameter_value',
@@ -82,6 +55,46 @@ BEGIN
 					  HINT = 'The hybridexec workers run it; only types registered without handler and batch_handler are claimable.';
 		END IF;
 	END IF;
+END
+$$;
+
+COMMENT ON FUNCTION hx_claim_check(text[], text) IS
+'External executors: raises a clear error unless every task type exists and has no in-database handler and the route is stream, batch or NULL (hx_claim checks this; hx_worker checks its flags with it before its first claim)';
+
+CREATE FUNCTION hx_claim(executor text,
+						 task_types text[] DEFAULT NULL,
+						 route text DEFAULT NULL,
+						 max integer DEFAULT 1,
+						 lease interval DEFAULT '5 minutes')
+RETURNS TABLE (id bigint, task_type text, payload jsonb, attempt integer,
+			   max_attempts integer, lease_token uuid, lease_expires_at timestamptz,
+			   task_route text, window_name text, run_id bigint, priority integer,
+			   deadline timestamptz, submitted_at timestamptz)
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+#variable_conflict use_column
+DECLARE
+	claim_route text := hx_claim.route;
+	claim_types text[] := hx_claim.task_types;
+	claim_max integer := hx_claim.max;
+	claim_lease interval := hx_claim.lease;
+	claim_executor text := hx_claim.executor;
+BEGIN
+	IF claim_executor IS NULL OR claim_executor = '' THEN
+		RAISE EXCEPTION 'executor must not be empty'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Name the executor, such as ''summarizer@host-1''; it is recorded in hx_task.executor.';
+	END IF;
+	IF claim_max IS NULL OR claim_max NOT BETWEEN 1 AND 10000 THEN
+		RAISE EXCEPTION 'max must be between 1 and 10000, not %', coalesce(claim_max::text, 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Claim fewer tasks per call and call again.';
+	END IF;
+	IF claim_lease IS NULL OR claim_lease <= interval '0' THEN
+		RAISE EXCEPTION 'lease must be a positive interval, not %', coalesce(claim_lease::text, 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'The lease is how long the executor may hold a task without a heartbeat, such as ''5 minutes''.';
+	END IF;
+	PERFORM hx_claim_check(claim_types, claim_route);
 
 	RETURN QUERY
 	WITH c AS (
