@@ -4,6 +4,7 @@
 -- every bad argument as an error with an errcode and a hint.
 --
 \set VERBOSITY default
+\set SHOW_CONTEXT never
 -- errors that name a task id: shown with the digits blanked out
 CREATE FUNCTION pg_temp.try(stmt text) RETURNS text
 LANGUAGE plpgsql AS $$
@@ -93,6 +94,23 @@ SELECT (SELECT payload FROM hx_task WHERE id = r.id), r.status, r.error
 					   'usd') r;
 SELECT payload, status, result, reported_cost FROM hx_task
  WHERE task_type = 'ext_batch' ORDER BY id;
+
+-- hx_complete_many: one statement, a stale token refused alone
+-- (the failed tasks above, waiting for a retry, are out of the way)
+SELECT count(hx_cancel(id)) FROM hx_task WHERE task_type = 'ext_batch' AND status = 'failed';
+SELECT count(hx_submit('ext_batch', jsonb_build_object('n', g), origin => 'user'))
+  FROM generate_series(5, 7) g;
+TRUNCATE c;
+INSERT INTO c SELECT * FROM hx_claim('regress', ARRAY['ext_batch'], route => 'stream', max => 10);
+SELECT (SELECT payload FROM hx_task WHERE id = r.id), r.status
+  FROM hx_complete_many((SELECT array_agg(id ORDER BY id) FROM c),
+						(SELECT array_agg(CASE WHEN payload->>'n' = '6' THEN gen_random_uuid()
+											   ELSE lease_token END ORDER BY id) FROM c),
+						(SELECT array_agg(jsonb_build_object('m', payload->'n') ORDER BY id) FROM c),
+						ARRAY[1.5]) r
+ ORDER BY 1;
+SELECT payload, status, result, reported_cost FROM hx_task
+ WHERE task_type = 'ext_batch' AND (payload->>'n')::int >= 5 ORDER BY id;
 
 -- bad arguments
 SELECT * FROM hx_claim(NULL);

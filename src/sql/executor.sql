@@ -96,7 +96,11 @@ BEGIN
 	END IF;
 	PERFORM hx_claim_check(claim_types, claim_route);
 
-	RETURN QUERY
+	/*
+	 * Built per call, with the route as a literal, so that the plan walks
+	 * the partial index of that route in claim order and stops at max.
+	 */
+	RETURN QUERY EXECUTE format($q$
 	WITH c AS (
 		SELECT t.id, o.run
 		  FROM hx_task t
@@ -105,27 +109,30 @@ BEGIN
 		  LEFT JOIN LATERAL (SELECT max(r.id) AS run FROM hx_window_run r
 							  WHERE t.route = 'batch' AND r.window_name = t.window_name
 								AND r.status IN ('starting', 'running')) o ON true
-		 WHERE t.status IN ('queued', 'failed') AND t.run_after <= now()
-		   AND (claim_types IS NULL OR t.task_type = ANY (claim_types))
-		   AND (claim_route IS NULL OR t.route = claim_route)
+		 WHERE t.status IN ('queued', 'failed') AND t.run_after <= now() AND %s
+		   AND ($1 IS NULL OR t.task_type = ANY ($1))
 		   /* batch tasks while their window is open, once per run */
 		   AND (t.route = 'stream'
 				OR (o.run IS NOT NULL AND t.run_id IS DISTINCT FROM o.run))
-		 ORDER BY t.priority DESC, coalesce(t.deadline, 'infinity'), t.id
-		 LIMIT claim_max
+		 ORDER BY t.priority DESC, t.id
+		 LIMIT $2
 		 FOR UPDATE OF t SKIP LOCKED
 	)
 	UPDATE hx_task t
 	   SET status = 'running', attempts = t.attempts + 1, started_at = clock_timestamp(),
-		   finished_at = NULL, worker_pid = NULL, executor = claim_executor,
-		   lease_token = gen_random_uuid(), lease_expires_at = clock_timestamp() + claim_lease,
+		   finished_at = NULL, worker_pid = NULL, executor = $3,
+		   lease_token = gen_random_uuid(), lease_expires_at = clock_timestamp() + $4,
 		   run_id = CASE WHEN t.route = 'batch' THEN c.run ELSE t.run_id END,
 		   reported_cost = NULL
 	  FROM c, hx_type y
 	 WHERE t.id = c.id AND y.task_type = t.task_type
 	RETURNING t.id, t.task_type, t.payload, t.attempts, y.max_attempts, t.lease_token,
 			  t.lease_expires_at, t.route, t.window_name, t.run_id, t.priority,
-			  t.deadline, t.submitted_at;
+			  t.deadline, t.submitted_at$q$,
+		CASE claim_route WHEN 'stream' THEN $r$t.route = 'stream'$r$
+						 WHEN 'batch' THEN $r$t.route = 'batch'$r$
+						 ELSE 'true' END)
+	USING claim_types, claim_max, claim_executor, claim_lease;
 END
 $$;
 
@@ -250,6 +257,30 @@ $$;
 
 COMMENT ON FUNCTION hx_complete(bigint, uuid, jsonb, numeric) IS
 'External executors: the attempt under this lease succeeded; stores the result and the cost it reported (NULL = the catalog price is booked). Errors when the lease is stale or expired';
+
+CREATE FUNCTION hx_complete_many(ids bigint[], lease_tokens uuid[], results jsonb[] DEFAULT NULL,
+								 costs numeric[] DEFAULT NULL)
+RETURNS TABLE (id bigint, status text)
+LANGUAGE sql SET search_path FROM CURRENT AS $$
+	/* one statement for many attempts; a stale or expired lease is refused, alone */
+	WITH d AS (
+		SELECT u.id, u.token, coalesce(u.result, '{}'::jsonb) AS result, u.cost
+		  FROM unnest(ids, lease_tokens, results, costs) AS u (id, token, result, cost)
+	), upd AS (
+		UPDATE hx_task t
+		   SET status = 'done', result = d.result, finished_at = clock_timestamp(),
+			   lease_expires_at = NULL, reported_cost = d.cost
+		  FROM d
+		 WHERE t.id = d.id AND t.lease_token = d.token AND t.status = 'running'
+		   AND t.lease_expires_at >= clock_timestamp() AND (d.cost IS NULL OR d.cost >= 0)
+		RETURNING t.id
+	)
+	SELECT d.id, CASE WHEN upd.id IS NULL THEN 'refused' ELSE 'done' END
+	  FROM d LEFT JOIN upd ON upd.id = d.id
+$$;
+
+COMMENT ON FUNCTION hx_complete_many(bigint[], uuid[], jsonb[], numeric[]) IS
+'External executors: hx_complete for many attempts in one statement (results NULL = {}); returns done, or refused for a stale or expired lease or a negative cost (the others are still completed)';
 
 CREATE FUNCTION hx_fail(id bigint, lease_token uuid, error text, retry boolean DEFAULT true,
 						cost numeric DEFAULT NULL)

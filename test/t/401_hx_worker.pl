@@ -128,7 +128,8 @@ $id = $node->safe_psql('postgres',
 ok(wait_for(sub { task_status($id) eq 'done' }), 'task done after a server restart');
 is($node->safe_psql('postgres', "SELECT executor FROM hx_task WHERE id = $id"),
 	'B', 'by worker B, which reconnected');
-like($$b_err, qr/connection lost; reconnecting.*connected again/s, 'B logged the reconnect');
+ok(wait_for(sub { $$b_err =~ /connection lost; reconnecting.*connected again/s }),
+	'B logged the reconnect') or diag $$b_err;
 
 # ---- 4. SIGTERM: finish what it holds, exit 0
 $id = $node->safe_psql('postgres',
@@ -183,7 +184,8 @@ is( $node->safe_psql('postgres', qq{
 			   || ' ' || sum(reported_cost) || ' ' || count(DISTINCT run_id)
 		  FROM hx_task WHERE task_type = 'bsum'}),
 	'10000 10.000 1', 'every result matches its task, costs booked, one window run');
-like($$c_err, qr/batch of 5000 tasks reported: 5000 done/, 'in batches of 5000');
+ok(wait_for(sub { $$c_err =~ /batch of 5000 tasks reported: 5000 done/ }), 'in batches of 5000')
+  or diag $$c_err;
 $c->signal('TERM');
 $c->finish;
 is($c->result(0), 0, 'batch worker exits 0 after SIGTERM');

@@ -232,8 +232,7 @@ claim(int n)
 		hxw_buf_append(&tokens, "}", 1, 0);
 		done[0] = ids.data;
 		done[1] = tokens.data;
-		r = hxw_query("SELECT count(hx_complete(u.id, u.token, '{}'::jsonb)) "
-					  "FROM unnest($1::bigint[], $2::uuid[]) AS u (id, token)", 2, done);
+		r = hxw_query("SELECT count(*) FROM hx_complete_many($1::bigint[], $2::uuid[])", 2, done);
 		if (!hxw_result_ok(r) && hxw_connected())
 			hxw_log("could not complete: %s", PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY));
 		PQclear(r);
