@@ -75,6 +75,16 @@ SELECT count(*) AS attachments FROM hx_attachment;
 SELECT count(*) AS sources FROM hx_task_source;
 SELECT tgname FROM pg_trigger WHERE tgrelid = 'hx_task'::regclass AND NOT tgisinternal ORDER BY 1;
 
+-- any role may still drop its own tables (the event trigger needs no rights)
+CREATE ROLE regress_hx_app;
+CREATE SCHEMA regress_hx_app AUTHORIZATION regress_hx_app;
+SET ROLE regress_hx_app;
+CREATE TABLE regress_hx_app.own (id int PRIMARY KEY);
+DROP TABLE regress_hx_app.own;
+RESET ROLE;
+DROP SCHEMA regress_hx_app;
+DROP ROLE regress_hx_app;
+
 DROP VIEW keyed_view;
 DROP TABLE keyed, nokey;
 DELETE FROM hx_task WHERE task_type = 'ext_ticket';

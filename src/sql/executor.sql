@@ -633,8 +633,13 @@ COMMENT ON FUNCTION hx_attach_write_back() IS
 'Trigger on hx_task (present while an attachment has a result_column): writes the result of a done task into the row of the watched table it came from, in the same transaction';
 
 /* the write-back trigger on hx_task exists only while it has work */
+/*
+ * SECURITY DEFINER: a table owner who is not the owner of hx_task may
+ * attach a table with write-back; the function only creates or drops this
+ * one trigger.
+ */
 CREATE FUNCTION hx_attach_sync_write_back() RETURNS void
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, pg_temp AS $$
 DECLARE
 	wanted boolean := EXISTS (SELECT 1 FROM hx_attachment WHERE result_column IS NOT NULL);
 	present boolean := EXISTS (SELECT 1 FROM pg_trigger
@@ -821,9 +826,12 @@ $$;
 COMMENT ON FUNCTION hx_backfill(regclass, integer) IS
 'Goes through up to chunk existing rows of an attached table (after the last one done, in primary-key order) and turns those that pass the filter and have no task yet into tasks with origin ''backfill'' (the rules classify them); returns how many rows it went through: call again until it returns 0 (hx_attachment.backfill_done)';
 
-/* a dropped watched table takes its registration with it */
+/*
+ * A dropped watched table takes its registration with it.  SECURITY
+ * DEFINER: any role may drop its own tables, without rights on ours.
+ */
 CREATE FUNCTION hx_attach_dropped() RETURNS event_trigger
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, pg_temp AS $$
 BEGIN
 	DELETE FROM hx_task_source s
 	 USING pg_event_trigger_dropped_objects() d
@@ -843,3 +851,7 @@ COMMENT ON FUNCTION hx_attach_dropped() IS
 CREATE EVENT TRIGGER hx_attach_dropped ON sql_drop
 	WHEN TAG IN ('DROP TABLE', 'DROP SCHEMA', 'DROP OWNED')
 	EXECUTE FUNCTION hx_attach_dropped();
+
+COMMENT ON EVENT TRIGGER hx_attach_dropped IS
+'Forgets the attachments (and task sources) of dropped watched tables';
+REVOKE ALL ON FUNCTION hx_attach_sync_write_back() FROM PUBLIC;
