@@ -91,7 +91,8 @@ SELECT (SELECT payload FROM hx_task WHERE id = r.id), r.status, r.error
 						 ('this is not json'),
 						 ('{"custom_id": "0", "result": 1}'),
 						 (format('{"custom_id": "%s", "result": {"usd": "lots"}}', (SELECT min(id) + 2 FROM c)))) v(l)),
-					   'usd') r;
+					   'usd') r
+ ORDER BY r.id;
 SELECT payload, status, result, reported_cost FROM hx_task
  WHERE task_type = 'ext_batch' ORDER BY id;
 

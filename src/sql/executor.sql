@@ -413,69 +413,85 @@ RETURNS TABLE (id bigint, status text, error text)
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 #variable_conflict use_column
 DECLARE
+	parsed jsonb[];
 	line text;
-	j jsonb;
 	n integer := 0;
-	k integer;
-	cid bigint;
-	res jsonb;
-	err text;
-	seen jsonb := '{}';
+	j jsonb;
+	bad text;
+	f record;
 	msg text;
-	i integer;
 BEGIN
 	PERFORM hx_lease_args_check(ids, lease_tokens);
-	/* what each line of the file says, by custom_id (first line wins) */
-	FOR line IN SELECT l FROM regexp_split_to_table(coalesce(output, ''), E'\n') l LOOP
-		n := n + 1;
-		CONTINUE WHEN btrim(line, E' \t\r') = '';
-		BEGIN
-			j := line::jsonb;
-		EXCEPTION WHEN OTHERS THEN
-			RAISE WARNING 'output line % is not JSON: %', n, SQLERRM;
-			CONTINUE;
-		END;
-		IF jsonb_typeof(j) <> 'object' OR NOT j ? 'custom_id' THEN
-			RAISE WARNING 'output line % has no custom_id', n;
-			CONTINUE;
-		END IF;
-		IF NOT seen ? (j->>'custom_id') THEN
-			seen := seen || jsonb_build_object(j->>'custom_id', j);
-		END IF;
-	END LOOP;
-	FOR k IN SELECT key FROM jsonb_object_keys(seen) key
-			  WHERE key !~ '^[0-9]+$' OR NOT key::numeric = ANY (ids::numeric[]) LOOP
-		RAISE WARNING 'output has a line for unknown custom_id %', quote_literal(k);
-	END LOOP;
 
-	FOR i IN SELECT o FROM generate_subscripts(ids, 1) o ORDER BY ids[o] LOOP
-		cid := ids[i];
-		j := seen->(cid::text);
-		err := NULL;
-		IF j IS NULL THEN
-			err := 'no line for this task in the output of the batch command';
-		ELSIF j ? 'error' AND j->'error' <> 'null' THEN
-			err := CASE WHEN jsonb_typeof(j->'error') = 'string' THEN j->>'error'
-						ELSE (j->'error')::text END;
-		ELSIF NOT j ? 'result' THEN
-			err := 'the output line for this task has neither "result" nor "error"';
-		END IF;
+	/* the lines as JSON: all at once, or line by line when one is not JSON */
+	BEGIN
+		SELECT coalesce(array_agg(x.l::jsonb ORDER BY x.n), '{}') INTO parsed
+		  FROM regexp_split_to_table(coalesce(output, ''), E'\n') WITH ORDINALITY AS x (l, n)
+		 WHERE btrim(x.l, E' \t\r') <> '';
+	EXCEPTION WHEN invalid_text_representation THEN
+		parsed := '{}';
+		FOR line IN SELECT l FROM regexp_split_to_table(output, E'\n') l LOOP
+			n := n + 1;
+			CONTINUE WHEN btrim(line, E' \t\r') = '';
+			BEGIN
+				parsed := parsed || line::jsonb;
+			EXCEPTION WHEN invalid_text_representation THEN
+				RAISE WARNING 'output line % is not JSON: %', n, SQLERRM;
+			END;
+		END LOOP;
+	END;
+	IF EXISTS (SELECT 1 FROM unnest(parsed) p WHERE jsonb_typeof(p) <> 'object' OR NOT p ? 'custom_id') THEN
+		RAISE WARNING '% output lines have no custom_id',
+			(SELECT count(*) FROM unnest(parsed) p WHERE jsonb_typeof(p) <> 'object' OR NOT p ? 'custom_id');
+	END IF;
+	SELECT string_agg(quote_literal(p->>'custom_id'), ', ') INTO bad
+	  FROM unnest(parsed) p
+	 WHERE jsonb_typeof(p) = 'object' AND p ? 'custom_id'
+	   AND NOT (p->>'custom_id') = ANY (ids::text[]);
+	IF bad IS NOT NULL THEN
+		RAISE WARNING 'output has lines for unknown custom_id %', bad;
+	END IF;
+
+	CREATE TEMP TABLE IF NOT EXISTS hx_batch_lines (id bigint, token uuid, line jsonb, error text)
+		ON COMMIT DROP;
+	TRUNCATE hx_batch_lines;
+	INSERT INTO hx_batch_lines
+	SELECT u.id, u.token, l.line,
+		   CASE WHEN l.line IS NULL THEN 'no line for this task in the output of the batch command'
+				WHEN l.line ? 'error' AND l.line->'error' <> 'null'
+				THEN CASE WHEN jsonb_typeof(l.line->'error') = 'string' THEN l.line->>'error'
+						  ELSE (l.line->'error')::text END
+				WHEN NOT l.line ? 'result'
+				THEN 'the output line for this task has neither "result" nor "error"' END
+	  FROM unnest(ids, lease_tokens) AS u (id, token)
+	  LEFT JOIN (SELECT DISTINCT ON (p->>'custom_id') p->>'custom_id' AS cid, p AS line
+				   FROM unnest(parsed) WITH ORDINALITY AS x (p, n)
+				  WHERE jsonb_typeof(p) = 'object' AND p ? 'custom_id'
+				  ORDER BY p->>'custom_id', n) l ON l.cid = u.id::text;
+
+	/* the results in one statement */
+	RETURN QUERY
+	SELECT c.id, c.status,
+		   CASE WHEN c.status = 'refused' THEN 'the lease is stale or expired, or the cost negative' END
+	  FROM hx_complete_many(
+			(SELECT array_agg(b.id ORDER BY b.id) FROM hx_batch_lines b WHERE b.error IS NULL),
+			(SELECT array_agg(b.token ORDER BY b.id) FROM hx_batch_lines b WHERE b.error IS NULL),
+			(SELECT array_agg(b.line->'result' ORDER BY b.id) FROM hx_batch_lines b WHERE b.error IS NULL),
+			(SELECT array_agg(coalesce(hx_result_cost(b.line->'result', cost_field),
+									   hx_result_cost(b.line, cost_field)) ORDER BY b.id)
+			   FROM hx_batch_lines b WHERE b.error IS NULL)) c;
+
+	/* the failures one by one, each with its own message */
+	FOR f IN SELECT b.id, b.token, b.error FROM hx_batch_lines b WHERE b.error IS NOT NULL ORDER BY b.id LOOP
 		BEGIN
-			IF err IS NULL THEN
-				res := j->'result';
-				PERFORM hx_complete(cid, lease_tokens[i], res,
-									coalesce(hx_result_cost(res, cost_field),
-											 hx_result_cost(j, cost_field)));
-				id := cid; status := 'done'; error := NULL;
-			ELSE
-				id := cid; status := hx_fail(cid, lease_tokens[i], err); error := err;
-			END IF;
+			id := f.id; status := hx_fail(f.id, f.token, f.error); error := f.error;
 		EXCEPTION WHEN OTHERS THEN
 			GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
-			id := cid; status := 'refused'; error := msg;
+			id := f.id; status := 'refused'; error := msg;
 		END;
 		RETURN NEXT;
 	END LOOP;
+	TRUNCATE hx_batch_lines;
 END
 $$;
 

@@ -166,7 +166,7 @@ hxw_parse_options(int argc, char **argv)
 				hxw_opts.timeout = parse_number("--timeout", optarg, 0.001, 86400 * 7, false);
 				break;
 			case 'l':
-				hxw_opts.lease = parse_number("--lease", optarg, 0.1, 86400, false);
+				hxw_opts.lease = parse_number("--lease", optarg, 0.5, 86400, false);
 				break;
 			case 'p':
 				hxw_opts.poll = parse_number("--poll", optarg, 0.001, 3600, false);
@@ -211,8 +211,6 @@ hxw_parse_options(int argc, char **argv)
 	if (!hxw_opts.noop && hxw_opts.command == NULL)
 		usage_error("no COMMAND given%s: put it after --, as in: hx_worker --type summarize -- ./summarize.py",
 					"");
-	if (hxw_opts.lease < 3 * 0.05 && !hxw_opts.noop)
-		usage_error("--lease %s is too short to renew", "");
 
 	if (hxw_opts.name == NULL)
 	{

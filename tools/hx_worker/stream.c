@@ -310,6 +310,20 @@ hxw_stream_main(void)
 			hxw_log("stopped");
 			return 0;
 		}
+		if (hxw_stopping && !conn)
+		{
+			/* asked to stop while the server is away: outcomes cannot wait forever */
+			bool		running = false;
+
+			for (i = 0; i < nslots; i++)
+				running |= slots[i].state == SLOT_RUNNING || slots[i].state == SLOT_DROP;
+			if (!running)
+			{
+				hxw_log("stopped without reaching the server: %d outcomes dropped (their leases will expire and the tasks be retried)",
+						busy);
+				return 1;
+			}
+		}
 
 		now = hxw_now();
 		if (conn && !hxw_stopping && busy < nslots && (more || now >= next_claim))
