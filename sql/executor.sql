@@ -27,7 +27,7 @@ SELECT count(hx_submit('ext_sum', jsonb_build_object('n', g), origin => 'user'))
 
 -- a claim: running, attempt counted, executor and lease recorded
 CREATE TEMP TABLE c AS SELECT * FROM hx_claim('regress', ARRAY['ext_sum'], max => 2);
-SELECT payload, attempt, max_attempts, task_route, window_name,
+SELECT payload, attempt, max_attempts, route, window_name,
 	   lease_token IS NOT NULL AS has_token,
 	   lease_expires_at > now() + interval '4 minutes' AS five_minutes
   FROM c ORDER BY id;

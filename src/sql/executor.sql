@@ -61,17 +61,36 @@ $$;
 COMMENT ON FUNCTION hx_claim_check(text[], text) IS
 'External executors: raises a clear error unless every task type exists and has no in-database handler and the route is stream, batch or NULL (hx_claim checks this; hx_worker checks its flags with it before its first claim)';
 
+/*
+ * What hx_claim returns: a type of its own, so that the output column
+ * "route" may share its name with hx_claim's route argument.
+ */
+CREATE TYPE hx_claimed AS (
+	id				bigint,
+	task_type		text,
+	payload			jsonb,
+	attempt			integer,
+	max_attempts	integer,
+	lease_token		uuid,
+	lease_expires_at timestamptz,
+	route			text,
+	window_name		text,
+	run_id			bigint,
+	priority		integer,
+	deadline		timestamptz,
+	submitted_at	timestamptz
+);
+
+COMMENT ON TYPE hx_claimed IS
+'A task handed to an external executor by hx_claim: its attempt number (already counted), the lease token to present and when the lease expires';
+
 CREATE FUNCTION hx_claim(executor text,
 						 task_types text[] DEFAULT NULL,
 						 route text DEFAULT NULL,
 						 max integer DEFAULT 1,
 						 lease interval DEFAULT '5 minutes')
-RETURNS TABLE (id bigint, task_type text, payload jsonb, attempt integer,
-			   max_attempts integer, lease_token uuid, lease_expires_at timestamptz,
-			   task_route text, window_name text, run_id bigint, priority integer,
-			   deadline timestamptz, submitted_at timestamptz)
+RETURNS SETOF hx_claimed
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
-#variable_conflict use_column
 DECLARE
 	claim_route text := hx_claim.route;
 	claim_types text[] := hx_claim.task_types;

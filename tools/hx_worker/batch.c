@@ -91,15 +91,23 @@ join_column(PGresult *res, int col)
 
 /*
  * wait_connected
- *		Reconnects (with its backoff) until connected or asked to stop.
+ *		Reconnects (with its backoff) until connected; false when asked to
+ *		stop while the server stays away for more than a lease (the results
+ *		could no longer be reported anyway).
  */
 static bool
 wait_connected(void)
 {
+	double		give_up = 0;
+
 	while (!hxw_ensure_connected())
 	{
 		struct pollfd fd = {hxw_signal_fd, POLLIN, 0};
 
+		if (hxw_stopping && give_up == 0)
+			give_up = hxw_now() + hxw_opts.lease;
+		if (give_up > 0 && hxw_now() > give_up)
+			return false;
 		if (poll(&fd, 1, 100) > 0)
 			hxw_drain_signals();
 	}
@@ -180,7 +188,11 @@ run_batch(PGresult *claimed, const char *dir, const char *lease_text)
 	}
 
 	/* report: the output file, or the command's failure for every task */
-	wait_connected();
+	if (!wait_connected())
+	{
+		hxw_log("batch of %d tasks dropped: the server is unreachable (their leases will expire)", n);
+		goto done;
+	}
 	params[0] = ids;
 	params[1] = tokens;
 	params[2] = output;
@@ -216,6 +228,7 @@ run_batch(PGresult *claimed, const char *dir, const char *lease_text)
 	else
 		hxw_log("could not report the batch: %s", PQerrorMessage(hxw_conn));
 	PQclear(res);
+done:
 	unlink(in_path);
 	unlink(out_path);
 	free(failure);
