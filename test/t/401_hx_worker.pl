@@ -8,6 +8,8 @@
 #      completes the task;
 #   3. a server restart: the running hx_worker reconnects and goes on;
 #   4. SIGTERM: the worker finishes the task it holds and exits 0;
+#   heartbeats keep a task that outlives its lease; a failing command, one
+#   that prints no JSON and one that hangs past --timeout fail their attempt;
 #   5. batch mode: 10,000 tasks through one JSONL command (a Perl script).
 #
 # Every wait polls with a deadline.
@@ -46,6 +48,10 @@ case "\$p" in
 		while [ \$i -lt 900 ] && [ ! -e "$dir/release" ]; do sleep 0.1; i=\$((i+1)); done
 	fi;;
   *slow*) sleep 1;;
+  *long*) sleep 3;;
+  *sleepy*) sleep 30;;
+  *fail*) echo "model said no" >&2; exit 3;;
+  *garbage*) echo "this is not JSON"; exit 0;;
 esac
 printf '{"echo": %s, "attempt": %s, "tokens": 3}\\n' "\$p" "\$HX_ATTEMPT"
 SH
@@ -120,6 +126,34 @@ is( $node->safe_psql('postgres', qq{
 		  FROM hx_task t JOIN hx_error e ON e.task_id = t.id
 		 WHERE t.id = $id GROUP BY t.id}),
 	'2 B 2 lease expired/57014', 'attempt 1 lost with its lease, attempt 2 done by worker B');
+
+# ---- heartbeats keep a task that outlives its lease (2 s); failures and
+# timeouts are failed attempts with the command's words
+$id = $node->safe_psql('postgres',
+	"SELECT hx_submit('summ', '{\"long\": true}', origin => 'user')");
+ok(wait_for(sub { task_status($id) eq 'done' }), 'a 3 s task under a 2 s lease is done');
+is( $node->safe_psql('postgres',
+		"SELECT attempts || ' ' || (SELECT count(*) FROM hx_error WHERE task_id = $id) FROM hx_task WHERE id = $id"),
+	'1 0', 'in one attempt: the heartbeats kept its lease');
+$node->safe_psql('postgres', "SELECT hx_register('one_shot', max_attempts => 1)");
+my ($d, $d_err) = start_worker('D', '--type', 'one_shot', '--timeout', '0.5', '--poll', '0.2', '--', $cmd);
+my %ids = map {
+	$_ => $node->safe_psql('postgres',
+		"SELECT hx_submit('one_shot', '{\"$_\": true}', origin => 'user')")
+} qw(fail garbage sleepy);
+ok( wait_for(sub {
+		$node->safe_psql('postgres',
+			"SELECT count(*) FROM hx_task WHERE task_type = 'one_shot' AND status = 'dead'") eq '3' }),
+	'failing, garbage-printing and hanging commands: dead after their one attempt');
+is( $node->safe_psql('postgres', qq{
+		SELECT string_agg(e.message || ' [' || e.sqlstate || ']', ' | ' ORDER BY e.task_id)
+		  FROM hx_error e WHERE e.task_type = 'one_shot'}),
+	'command exited with status 3: model said no [38000] | '
+	  . 'command printed no valid JSON on stdout (invalid input syntax for type json) [38000] | '
+	  . 'command timed out after 0.5 seconds and was killed [38000]',
+	'each failure says why');
+$d->signal('TERM');
+$d->finish;
 
 # ---- 3. server restart: B reconnects
 $node->restart;
