@@ -43,6 +43,15 @@ SELECT count(hx_complete(c.id, c.lease_token, to_jsonb('summary of ' || (c.paylo
 SELECT id, subject, summary FROM tickets ORDER BY id;
 ROLLBACK;
 SELECT id, summary FROM tickets WHERE summary IS NOT NULL;
+-- a row that cannot take the result: a warning, the completion stands
+BEGIN;
+ALTER TABLE tickets RENAME summary TO summary_v2;
+\set VERBOSITY terse
+SELECT count(hx_complete(c.id, c.lease_token, '"s"'))
+  FROM hx_claim('regress', ARRAY['ext_ticket'], max => 1) c;
+\set VERBOSITY default
+SELECT status, count(*) FROM hx_task WHERE task_type = 'ext_ticket' GROUP BY 1 ORDER BY 1;
+ROLLBACK;
 
 -- errors
 SELECT hx_attach('tickets', 'ext_ticket');

@@ -651,21 +651,32 @@ BEGIN
 	IF NOT FOUND OR a.result_column IS NULL THEN
 		RETURN NULL;
 	END IF;
-	EXECUTE format('UPDATE %s SET %I = %s WHERE (%s) = (SELECT %s FROM jsonb_populate_record(NULL::%s, $2))',
-				   a.source, a.result_column,
-				   CASE a.result_type WHEN 'jsonb' THEN '$1'
-									  WHEN 'json' THEN '$1::json'
-									  ELSE format('($1 #>> ''{}'')::%s', a.result_type) END,
-				   (SELECT string_agg(format('%I', c), ', ') FROM unnest(a.key_columns) c),
-				   (SELECT string_agg(format('%I', c), ', ') FROM unnest(a.key_columns) c),
-				   a.source)
-	  USING NEW.result, k;
+	/*
+	 * A row that cannot take the result (column renamed, type mismatch,
+	 * no privilege) must not block the completion: the result stays in
+	 * hx_task, and the completing session gets a warning.
+	 */
+	BEGIN
+		EXECUTE format('UPDATE %s SET %I = %s WHERE (%s) = (SELECT %s FROM jsonb_populate_record(NULL::%s, $2))',
+					   a.source, a.result_column,
+					   CASE a.result_type WHEN 'jsonb' THEN '$1'
+										  WHEN 'json' THEN '$1::json'
+										  ELSE format('($1 #>> ''{}'')::%s', a.result_type) END,
+					   (SELECT string_agg(format('%I', c), ', ') FROM unnest(a.key_columns) c),
+					   (SELECT string_agg(format('%I', c), ', ') FROM unnest(a.key_columns) c),
+					   a.source)
+		  USING NEW.result, k;
+	EXCEPTION WHEN OTHERS THEN
+		RAISE WARNING 'could not write a result back into %: %', a.source, SQLERRM
+			USING DETAIL = format('Task %s is done all the same.', NEW.id),
+				  HINT = 'The result is in hx_task.result; check hx_attachment.result_column and the completing role''s UPDATE privilege on the table.';
+	END;
 	RETURN NULL;
 END
 $$;
 
 COMMENT ON FUNCTION hx_attach_write_back() IS
-'Trigger on hx_task (present while an attachment has a result_column): writes the result of a done task into the row of the watched table it came from, in the same transaction';
+'Trigger on hx_task (present while an attachment has a result_column): writes the result of a done task into the row of the watched table it came from, in the same transaction (a row that cannot take it gets a warning, the completion stands)';
 
 /* the write-back trigger on hx_task exists only while it has work */
 /*
