@@ -62,6 +62,9 @@ $node->safe_psql('postgres', "SELECT hx_register('summ', max_attempts => 3)");
 
 my @live;
 
+# a test that dies half-way must not leave hx_worker processes behind
+END { $_->kill_kill for grep { $_->pumpable } @live; }
+
 # start_worker(name, flags...): a running hx_worker; returns the IPC::Run
 # handle and a ref to its stderr
 sub start_worker

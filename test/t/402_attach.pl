@@ -67,6 +67,9 @@ $node->safe_psql('postgres', q{
 });
 
 my @workers;
+
+# a test that dies half-way must not leave hx_worker processes behind
+END { $_->kill_kill for grep { $_->pumpable } @workers; }
 for my $mode ([], ['--batch', '--poll', '0.2'])
 {
 	my $err = '';
