@@ -1,7 +1,8 @@
 # Makefile for hybridexec (PGXS).
 #
 #   make                      build the extension
-#   make install              install it into the server of PG_CONFIG
+#   make install              install it (and the hx_worker command) into the
+#                             server of PG_CONFIG
 #   make installcheck         pg_regress, isolation and TAP tests, each on a
 #                             temporary instance with the library preloaded
 #   make bench                benchmarks (figures only, never pass/fail)
@@ -42,11 +43,11 @@ PG_CONFIG ?= pg_config
 PG_CPPFLAGS = -I$(srcdir)/src
 PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare -Wno-missing-field-initializers
 
-REGRESS = setup register classify rules submit windows bad_input
+REGRESS = setup register classify rules submit windows bad_input executor attach
 REGRESS_OPTS = --temp-instance=tmp_check --temp-config=$(srcdir)/test/regress.conf \
 	--load-extension=hybridexec
 
-ISOLATION = claim_skip_locked rollback_never_runs
+ISOLATION = claim_skip_locked rollback_never_runs executor_lease
 ISOLATION_OPTS = --temp-instance=tmp_check_iso --temp-config=$(srcdir)/test/isolation.conf \
 	--load-extension=hybridexec --inputdir=$(srcdir)/test --outputdir=test
 
@@ -62,6 +63,19 @@ $(OBJS): $(wildcard $(srcdir)/src/*.h)
 
 hybridexec--$(EXTVERSION).sql: $(addprefix $(srcdir)/,$(SQL_PARTS))
 	cat $^ > $@
+
+# hx_worker, the external executor (a libpq client): its own Makefile,
+# installed into PostgreSQL's bindir with the extension.
+.PHONY: hx-worker install-hx-worker clean-hx-worker
+all: hx-worker
+install: install-hx-worker
+clean: clean-hx-worker
+hx-worker:
+	$(MAKE) -C $(srcdir)/tools/hx_worker PG_CONFIG=$(PG_CONFIG)
+install-hx-worker: hx-worker
+	$(MAKE) -C $(srcdir)/tools/hx_worker PG_CONFIG=$(PG_CONFIG) install
+clean-hx-worker:
+	$(MAKE) -C $(srcdir)/tools/hx_worker clean
 
 .PHONY: bench
 bench:

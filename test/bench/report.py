@@ -32,6 +32,11 @@ print()
 header = f"{'metric':28s}" + "".join(f"{p:>18s}" for p in peers)
 if len(peers) > 1:
     header += f"{'ratio':>12s}"
+# the external executor (hx_worker) against graphile-worker: both outside
+# the server
+ext = "hx_worker" in by_peer and "graphile-worker" in by_peer
+if ext:
+    header += f"{'hx_worker ratio':>17s}"
 print(header)
 print("-" * len(header))
 for label, key, better in metrics:
@@ -43,6 +48,10 @@ for label, key, better in metrics:
     if len(peers) > 1 and vals[0] and vals[1]:
         ratio = vals[1] / vals[0] if better == "lower" else vals[0] / vals[1]
         line += f"{ratio:>11.2f}x"
+    if ext:
+        a, b = med("hx_worker", key), med("graphile-worker", key)
+        if a and b:
+            line += f"{(b / a if better == 'lower' else a / b):>16.2f}x"
     print(line)
 print()
 for p in peers:
@@ -54,3 +63,5 @@ for p in peers:
     print(f"{p}: p50 per round " + ", ".join(f"{r['lat_p50_ms']:.3f}" for r in runs)
           + "; tasks/s per round " + ", ".join(str(r['thru_per_s']) for r in runs))
 print("ratio = how many times better hybridexec is (latency: peer/ours; throughput: ours/peer)")
+if ext:
+    print("hx_worker ratio = the same for the external executor (hx_worker --noop) against graphile-worker")

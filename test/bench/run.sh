@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 #
-# test/bench/run.sh - `make bench`: hybridexec's stream path side by side
-# with graphile-worker, on one throwaway server, in one run; then the batch
-# benchmark (test/bench/batch/run.sh: batch windows vs the stream path vs
-# PgQ).  BENCH=stream or BENCH=batch runs one of them only.
+# test/bench/run.sh - `make bench`: hybridexec's stream path, and its
+# external executor (hx_worker --noop, see hx_worker_bench.mjs), side by
+# side with graphile-worker, on one throwaway server, in one run; then the
+# batch benchmark (test/bench/batch/run.sh: batch windows vs the stream
+# path vs PgQ).  BENCH=stream or BENCH=batch runs one of them only.
 #
 #   latency:    LAT_N sequential submits on an idle server, each its own
 #               transaction: time from just before the client sends the
@@ -74,6 +75,10 @@ for r in $(seq 1 "$ROUNDS"); do
 	echo "round $r/$ROUNDS: graphile-worker" >&2
 	settle
 	results+=("$(DATABASE_URL="postgres://postgres@127.0.0.1:$PGPORT/bench_graphile" node "$here/test/bench/graphile/bench.mjs")")
+	echo "round $r/$ROUNDS: hx_worker (external executor)" >&2
+	settle
+	results+=("$(DATABASE_URL="postgres://postgres@127.0.0.1:$PGPORT/bench_hx" \
+		HX_WORKER="$("$PG_CONFIG" --bindir)/hx_worker" node "$here/test/bench/hx_worker_bench.mjs")")
 done
 
 printf '%s\n' "${results[@]}" | python3 "$here/test/bench/report.py"

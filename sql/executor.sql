@@ -1,0 +1,135 @@
+--
+-- executor: the external executor protocol by hand: hx_claim leases,
+-- hx_complete, hx_fail, hx_heartbeat, lease reclaim, hx_batch_report, and
+-- every bad argument as an error with an errcode and a hint.
+--
+\set VERBOSITY default
+\set SHOW_CONTEXT never
+-- errors that name a task id: shown with the digits blanked out
+CREATE FUNCTION pg_temp.try(stmt text) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+	st text; msg text; det text; hnt text;
+BEGIN
+	EXECUTE stmt;
+	RETURN 'no error';
+EXCEPTION WHEN others THEN
+	GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
+		det = PG_EXCEPTION_DETAIL, hnt = PG_EXCEPTION_HINT;
+	RETURN st || ': ' || regexp_replace(msg, '[0-9]+', 'N', 'g')
+		   || CASE WHEN det LIKE 'It expired%' THEN '' ELSE coalesce(' / ' || nullif(det, ''), '') END
+		   || coalesce(' / ' || hnt, '');
+END
+$$;
+SELECT hx_register('ext_sum', max_attempts => 2);
+SELECT count(hx_submit('ext_sum', jsonb_build_object('n', g), origin => 'user'))
+  FROM generate_series(1, 3) g;
+
+-- a claim: running, attempt counted, executor and lease recorded
+CREATE TEMP TABLE c AS SELECT * FROM hx_claim('regress', ARRAY['ext_sum'], max => 2);
+SELECT payload, attempt, max_attempts, route, window_name,
+	   lease_token IS NOT NULL AS has_token,
+	   lease_expires_at > now() + interval '4 minutes' AS five_minutes
+  FROM c ORDER BY id;
+SELECT payload, status, attempts, executor FROM hx_task
+ WHERE task_type = 'ext_sum' ORDER BY id;
+
+-- complete with a cost, fail with retry: in the same update as the status
+SELECT hx_complete(id, lease_token, '{"sum": 1}', 0.25) FROM c WHERE payload->>'n' = '1';
+SELECT hx_fail(id, lease_token, 'model overloaded') FROM c WHERE payload->>'n' = '2';
+SELECT payload, status, result, reported_cost, last_error, run_after > now() AS backoff
+  FROM hx_task WHERE task_type = 'ext_sum' ORDER BY id;
+SELECT e.attempt, e.sqlstate, e.message, e.hint FROM hx_error e
+  JOIN hx_task t ON t.id = e.task_id WHERE t.task_type = 'ext_sum';
+
+-- the same token again: refused, nothing changes
+SELECT pg_temp.try(format('SELECT hx_complete(%s, %L, ''{}'')', id, lease_token)) FROM c WHERE payload->>'n' = '1';
+SELECT pg_temp.try(format('SELECT hx_fail(%s, %L, ''again'')', id, lease_token)) FROM c WHERE payload->>'n' = '2';
+SELECT pg_temp.try(format('SELECT hx_complete(%s, gen_random_uuid(), ''{}'')', id)) FROM c WHERE payload->>'n' = '1';
+
+-- heartbeat extends; a stale token in the list extends none
+SELECT pg_sleep(0.1);
+TRUNCATE c;
+INSERT INTO c SELECT * FROM hx_claim('regress', max => 1, lease => '1 minute');
+SELECT payload, attempt FROM c;
+SELECT h.lease_expires_at > now() + interval '50 minutes' AS extended
+  FROM c, hx_heartbeat(ARRAY[c.id], ARRAY[c.lease_token], '1 hour') h;
+SELECT pg_temp.try(format('SELECT hx_heartbeat(ARRAY[%s], ARRAY[gen_random_uuid()])', id)) FROM c;
+SELECT * FROM hx_heartbeat(ARRAY[1, 2]::bigint[], ARRAY[gen_random_uuid()]);
+
+-- an expired lease: refused, then reclaimed as a failed attempt
+-- (in one transaction, so that the scheduler does not reclaim it first)
+BEGIN;
+UPDATE hx_task t SET lease_expires_at = now() - interval '1 second' FROM c WHERE t.id = c.id;
+SELECT pg_temp.try(format('SELECT hx_complete(%s, %L, ''{}'')', id, lease_token)) FROM c;
+SELECT hx_reclaim_leases() >= 1 AS reclaimed;
+COMMIT;
+SELECT t.status, t.last_error, e.sqlstate FROM hx_task t, c, hx_error e
+ WHERE t.id = c.id AND e.task_id = t.id AND e.message = 'lease expired';
+
+-- no retry: dead at once
+TRUNCATE c;
+INSERT INTO c SELECT * FROM hx_claim('regress', max => 10);
+SELECT payload, attempt FROM c ORDER BY id;
+SELECT hx_fail(id, lease_token, 'invalid input', retry => false) FROM c WHERE payload->>'n' = '3';
+
+-- types with an in-database handler are never claimable
+SELECT count(*) FROM hx_claim('regress', max => 10000);
+
+-- hx_batch_report: results, errors, missing and unknown ids, bad lines
+SELECT hx_register('ext_batch');
+SELECT count(hx_submit('ext_batch', jsonb_build_object('n', g), origin => 'user'))
+  FROM generate_series(1, 4) g;
+TRUNCATE c;
+INSERT INTO c SELECT * FROM hx_claim('regress', ARRAY['ext_batch'], max => 10);
+SELECT (SELECT payload FROM hx_task WHERE id = r.id), r.status, r.error
+  FROM hx_batch_report((SELECT array_agg(id ORDER BY id) FROM c),
+					   (SELECT array_agg(lease_token ORDER BY id) FROM c),
+					   (SELECT string_agg(l, E'\n') FROM (VALUES
+						 (format('{"custom_id": "%s", "result": {"ok": true, "usd": 0.5}}', (SELECT min(id) FROM c))),
+						 (format('{"custom_id": "%s", "error": "rate limited"}', (SELECT min(id) + 1 FROM c))),
+						 ('this is not json'),
+						 ('{"custom_id": "0", "result": 1}'),
+						 (format('{"custom_id": "%s", "result": {"usd": "lots"}}', (SELECT min(id) + 2 FROM c)))) v(l)),
+					   'usd') r
+ ORDER BY r.id;
+SELECT payload, status, result, reported_cost FROM hx_task
+ WHERE task_type = 'ext_batch' ORDER BY id;
+
+-- hx_complete_many: one statement, a stale token refused alone
+-- (the failed tasks above, waiting for a retry, are out of the way)
+SELECT count(hx_cancel(id)) FROM hx_task WHERE task_type = 'ext_batch' AND status = 'failed';
+SELECT count(hx_submit('ext_batch', jsonb_build_object('n', g), origin => 'user'))
+  FROM generate_series(5, 7) g;
+TRUNCATE c;
+INSERT INTO c SELECT * FROM hx_claim('regress', ARRAY['ext_batch'], route => 'stream', max => 10);
+SELECT (SELECT payload FROM hx_task WHERE id = r.id), r.status
+  FROM hx_complete_many((SELECT array_agg(id ORDER BY id) FROM c),
+						(SELECT array_agg(CASE WHEN payload->>'n' = '6' THEN gen_random_uuid()
+											   ELSE lease_token END ORDER BY id) FROM c),
+						(SELECT array_agg(jsonb_build_object('m', payload->'n') ORDER BY id) FROM c),
+						ARRAY[1.5]) r
+ ORDER BY 1;
+SELECT payload, status, result, reported_cost FROM hx_task
+ WHERE task_type = 'ext_batch' AND (payload->>'n')::int >= 5 ORDER BY id;
+
+-- bad arguments
+SELECT * FROM hx_claim(NULL);
+SELECT * FROM hx_claim('');
+SELECT * FROM hx_claim('x', max => 0);
+SELECT * FROM hx_claim('x', max => 10001);
+SELECT * FROM hx_claim('x', lease => '0');
+SELECT * FROM hx_claim('x', lease => NULL);
+SELECT * FROM hx_claim('x', route => 'later');
+SELECT * FROM hx_claim('x', ARRAY['no-such-type', 'ext_sum']);
+SELECT * FROM hx_claim('x', ARRAY['echo']);
+SELECT hx_complete(NULL, NULL, '{}');
+SELECT hx_complete(-1, gen_random_uuid(), '{}');
+SELECT hx_fail(-1, gen_random_uuid(), 'x');
+SELECT hx_heartbeat(NULL, NULL);
+SELECT hx_heartbeat('{}', '{}', lease => '-1 second');
+
+DELETE FROM hx_error WHERE task_type IN ('ext_sum', 'ext_batch');
+DELETE FROM hx_task WHERE task_type IN ('ext_sum', 'ext_batch');
+SELECT hx_unregister('ext_sum');
+SELECT hx_unregister('ext_batch');
