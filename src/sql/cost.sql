@@ -155,13 +155,14 @@ CREATE TABLE hx_cost (
 	baseline_cost	numeric NOT NULL,
 	batch_cost		numeric NOT NULL,
 	reported		boolean NOT NULL DEFAULT false,
-	correction_of	bigint REFERENCES hx_cost (id),
+	correction_of	bigint,
 	note			text,
 	CONSTRAINT hx_cost_outcome_check CHECK (outcome IN ('done', 'failed', 'dead', 'correction'))
 );
 
-CREATE INDEX hx_cost_at_idx ON hx_cost (at);
-CREATE INDEX hx_cost_task_idx ON hx_cost (task_id);
+/* bookings arrive in time order: a BRIN index costs the ledger trigger next to nothing */
+CREATE INDEX hx_cost_at_idx ON hx_cost USING brin (at) WITH (pages_per_range = 32);
+CREATE INDEX hx_cost_correction_idx ON hx_cost (correction_of) WHERE correction_of IS NOT NULL;
 
 COMMENT ON TABLE hx_cost IS
 'The cost ledger: one row per finished attempt (done, failed or dead), written by a trigger on hx_task in the transaction that finishes the attempt; append-only, a correction is a new row (hx_cost_correct)';
@@ -184,13 +185,13 @@ COMMENT ON COLUMN hx_cost.deadline IS 'The task''s deadline';
 COMMENT ON COLUMN hx_cost.wait_seconds IS 'Seconds from submission to the start of this attempt';
 COMMENT ON COLUMN hx_cost.wall_seconds IS 'Run time of the attempt, wall clock; attempts one worker finished together (a batch chunk, a stream batch) share the span from the first start to the last result equally';
 COMMENT ON COLUMN hx_cost.latency_seconds IS 'Seconds from submission to the result (done and dead attempts only)';
-COMMENT ON COLUMN hx_cost.price_id IS 'The hx_price row that priced the attempt (NULL: no price applied, or the executor reported the cost)';
+COMMENT ON COLUMN hx_cost.price_id IS 'The hx_price row that priced the attempt, as of the second it started (NULL: no price applied, or the executor reported the cost)';
 COMMENT ON COLUMN hx_cost.currency IS 'Currency of the costs';
 COMMENT ON COLUMN hx_cost.cost IS 'What the attempt cost: the executor''s reported cost, else (unit_cost + per_second * wall_seconds) * factor of hx_price_rule()';
 COMMENT ON COLUMN hx_cost.baseline_cost IS 'What the same attempt would have cost on the stream path at that moment';
 COMMENT ON COLUMN hx_cost.batch_cost IS 'What the same attempt would have cost on the batch path at that moment (discount included)';
 COMMENT ON COLUMN hx_cost.reported IS 'The cost was reported by the executor (hx_task.reported_cost) rather than taken from the catalog';
-COMMENT ON COLUMN hx_cost.correction_of IS 'For a correction: the booking it corrects; its costs are the differences';
+COMMENT ON COLUMN hx_cost.correction_of IS 'For a correction: the booking (hx_cost.id) it corrects; its costs are the differences';
 COMMENT ON COLUMN hx_cost.note IS 'Why a correction was made';
 
 CREATE FUNCTION hx_cost_append_only() RETURNS trigger
@@ -229,8 +230,7 @@ BEGIN
 				  HINT = 'For example hx_cost_correct(42, 0.37, ''provider invoice 2026-07'').';
 	END IF;
 	/* what the booking stands at now, corrections included */
-	SELECT sum(x.cost) INTO total FROM hx_cost x
-	 WHERE x.id = c.id OR x.correction_of = c.id;
+	total := c.cost + coalesce((SELECT sum(x.cost) FROM hx_cost x WHERE x.correction_of = c.id), 0);
 	INSERT INTO hx_cost (at, task_id, attempt, outcome, task_type, route, window_name, run_id,
 						 rule_name, department, origin, executor, currency, cost,
 						 baseline_cost, batch_cost, reported, correction_of, note)
@@ -318,8 +318,15 @@ DECLARE
 	v_shard smallint := pg_backend_pid() % 16;
 	v_zone text := hx_local_zone();
 BEGIN
+	/* most statements (claims, put-backs) finish nothing: leave at once */
+	IF NOT EXISTS (SELECT 1 FROM hx_cost_new n WHERE n.status IN ('done', 'failed', 'dead')) THEN
+		RETURN NULL;
+	END IF;
 	WITH fin AS (
-		SELECT n.*, o.status = 'running' AS was_running, coalesce(n.finished_at, v_ts) AS fin_at
+		SELECT n.id, n.task_type, n.status, n.route, n.window_name, n.run_id, n.rule_name,
+			   n.department, n.origin, n.executor, n.submitted_at, n.sla, n.deadline,
+			   n.attempts, n.started_at, n.worker_pid, n.reported_cost,
+			   o.status = 'running' AS was_running, coalesce(n.finished_at, v_ts) AS fin_at
 		  FROM hx_cost_new n JOIN hx_cost_old o ON o.id = n.id
 		 WHERE n.status IN ('done', 'failed', 'dead')
 		   AND (o.status IS DISTINCT FROM n.status OR o.attempts IS DISTINCT FROM n.attempts)
@@ -334,17 +341,22 @@ BEGIN
 					ELSE greatest(extract(epoch FROM max(f.fin_at) OVER w - min(f.started_at) OVER w)::double precision, 0)
 						 / count(*) OVER w
 			   END AS wall,
-			   coalesce(f.started_at, f.fin_at) AS priced_at
+			   date_trunc('second', coalesce(f.started_at, f.fin_at)) AS priced_at
 		  FROM fin f
 		WINDOW w AS (PARTITION BY f.worker_pid, f.run_id, f.was_running)
+	), prices AS MATERIALIZED (
+		/* one catalog lookup per type and second the attempts started in */
+		SELECT k.task_type, k.priced_at,
+			   s.price_id AS s_id, s.currency AS s_cur, s.unit_cost AS s_unit, s.per_second AS s_ps, s.factor AS s_factor,
+			   b.price_id AS b_id, b.currency AS b_cur, b.unit_cost AS b_unit, b.per_second AS b_ps, b.factor AS b_factor
+		  FROM (SELECT DISTINCT t.task_type, t.priced_at FROM timed t) k
+		  LEFT JOIN LATERAL hx_price_rule(k.task_type, 'stream', k.priced_at) s ON true
+		  LEFT JOIN LATERAL hx_price_rule(k.task_type, 'batch', k.priced_at) b ON true
 	), priced AS (
-		SELECT t.*, s.price_id AS s_id, s.currency AS s_cur,
-			   round(coalesce((s.unit_cost + s.per_second * t.wall::numeric) * s.factor, 0), 6) AS s_cost,
-			   b.price_id AS b_id, b.currency AS b_cur,
-			   round(coalesce((b.unit_cost + b.per_second * t.wall::numeric) * b.factor, 0), 6) AS b_cost
-		  FROM timed t
-		  LEFT JOIN LATERAL hx_price_rule(t.task_type, 'stream', t.priced_at) s ON true
-		  LEFT JOIN LATERAL hx_price_rule(t.task_type, 'batch', t.priced_at) b ON true
+		SELECT t.*, c.s_id, c.s_cur, c.b_id, c.b_cur,
+			   round(coalesce((c.s_unit + c.s_ps * t.wall::numeric) * c.s_factor, 0), 6) AS s_cost,
+			   round(coalesce((c.b_unit + c.b_ps * t.wall::numeric) * c.b_factor, 0), 6) AS b_cost
+		  FROM timed t JOIN prices c ON c.task_type = t.task_type AND c.priced_at = t.priced_at
 	), ins AS (
 		INSERT INTO hx_cost (at, task_id, attempt, outcome, task_type, route, window_name, run_id,
 							 rule_name, department, origin, executor, submitted_at, sla, deadline,
@@ -460,7 +472,8 @@ BEGIN
 	RETURN QUERY EXECUTE format(
 		'SELECT %s, c.currency, count(DISTINCT c.task_id) FILTER (WHERE c.correction_of IS NULL),
 				count(*) FILTER (WHERE c.correction_of IS NULL), sum(c.cost), sum(c.baseline_cost),
-				sum(c.baseline_cost) - sum(c.cost), coalesce(sum(c.wall_seconds), 0)
+				sum(c.baseline_cost) - sum(c.cost),
+				round(coalesce(sum(c.wall_seconds), 0)::numeric, 3)::double precision
 		   FROM hx_cost c
 		  WHERE c.at >= $1 AND c.at < $2
 		  GROUP BY 1, 2
@@ -695,9 +708,9 @@ BEGIN
 			 WHERE c.attempt = 1 AND c.correction_of IS NULL
 			   AND c.submitted_at >= "from" AND c.submitted_at < "to"
 			UNION ALL
+			/* not booked yet: no attempt, the first one running, or lost (put back) */
 			SELECT t.submitted_at, t.rule_name, t.route, t.window_name FROM hx_task t
 			 WHERE t.status IN ('queued', 'running') AND t.attempts <= 1
-			   AND NOT EXISTS (SELECT 1 FROM hx_cost c WHERE c.task_id = t.id)
 			   AND t.submitted_at >= "from" AND t.submitted_at < "to") x
 	 GROUP BY 1, 2, 3, 4
 	 ORDER BY 1, 2, 3, 4;
