@@ -238,6 +238,13 @@ BEGIN
 			c.rule_name, c.department, c.origin, c.executor, c.currency,
 			hx_cost_correct.cost - total, 0, 0, true, c.id, hx_cost_correct.note)
 	RETURNING hx_cost.id INTO new_id;
+	/* budgets see corrections too (done here, not by a trigger, so that a restore does not count them twice) */
+	IF c.department IS NOT NULL THEN
+		INSERT INTO hx_cost_daily AS d (day, department, currency, shard, cost)
+		VALUES ((c.at AT TIME ZONE hx_local_zone())::date, c.department, c.currency,
+				pg_backend_pid() % 16, hx_cost_correct.cost - total)
+		ON CONFLICT (department, day, currency, shard) DO UPDATE SET cost = d.cost + EXCLUDED.cost;
+	END IF;
 	RETURN new_id;
 END
 $$;
@@ -377,7 +384,6 @@ BEGIN
 			   CASE WHEN p.reported_cost IS NOT NULL AND p.route = 'batch' THEN p.reported_cost ELSE p.b_cost END,
 			   p.reported_cost IS NOT NULL
 		  FROM priced p
-		 ORDER BY p.id
 		RETURNING at, task_type, route, outcome, wait_seconds, wall_seconds, department, currency, cost
 	), stat AS (
 		INSERT INTO hx_stat_minute AS s (minute, task_type, route, shard, done, failed, dead,
@@ -415,26 +421,6 @@ COMMENT ON FUNCTION hx_cost_book() IS
 CREATE TRIGGER hx_cost_book AFTER UPDATE ON hx_task
 	REFERENCING OLD TABLE AS hx_cost_old NEW TABLE AS hx_cost_new
 	FOR EACH STATEMENT EXECUTE FUNCTION hx_cost_book();
-
-/* corrections count towards the department's day as well */
-CREATE FUNCTION hx_cost_daily_correction() RETURNS trigger
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
-BEGIN
-	IF NEW.correction_of IS NOT NULL AND NEW.department IS NOT NULL THEN
-		INSERT INTO hx_cost_daily AS d (day, department, currency, shard, cost)
-		VALUES ((NEW.at AT TIME ZONE hx_local_zone())::date, NEW.department, NEW.currency,
-				pg_backend_pid() % 16, NEW.cost)
-		ON CONFLICT (department, day, currency, shard) DO UPDATE SET cost = d.cost + EXCLUDED.cost;
-	END IF;
-	RETURN NULL;
-END
-$$;
-
-COMMENT ON FUNCTION hx_cost_daily_correction() IS 'Trigger: adds corrections to hx_cost_daily, so budgets see them';
-
-CREATE TRIGGER hx_cost_daily_correction AFTER INSERT ON hx_cost
-	FOR EACH ROW WHEN (NEW.correction_of IS NOT NULL)
-	EXECUTE FUNCTION hx_cost_daily_correction();
 
 /* ------------------------------------------------------------------------
  * Attribution
@@ -1120,3 +1106,16 @@ $$;
 
 COMMENT ON FUNCTION hx_cost_maintenance() IS
 'Scheduler step for the books: one retention batch every tick, hx_alert() (NOTIFY hx_alert for new problems) every 5 seconds';
+
+/* ------------------------------------------------------------------------
+ * pg_dump keeps the books and what the DBA entered (extension tables are
+ * otherwise left out of dumps)
+ * ------------------------------------------------------------------------ */
+
+SELECT pg_catalog.pg_extension_config_dump('hx_cost', '');
+SELECT pg_catalog.pg_extension_config_dump('hx_cost_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('hx_stat_minute', '');
+SELECT pg_catalog.pg_extension_config_dump('hx_cost_daily', '');
+SELECT pg_catalog.pg_extension_config_dump('hx_budget', '');
+SELECT pg_catalog.pg_extension_config_dump('hx_price_period', '');
+SELECT pg_catalog.pg_extension_config_dump('hx_price_period_id_seq', '');
