@@ -9,6 +9,8 @@
 \pset footer off
 SELECT hx_register('ledger_bench') WHERE NOT EXISTS (SELECT 1 FROM hx_type WHERE task_type = 'ledger_bench');
 
+DROP TABLE IF EXISTS bench_result, bench_ids;
+DROP PROCEDURE IF EXISTS bench_round(boolean, integer);
 CREATE TABLE bench_result (with_ledger boolean, round integer, ms double precision);
 
 CREATE PROCEDURE bench_round(with_ledger boolean, round integer)
