@@ -300,9 +300,30 @@ SELECT hx_hist_bucket(0.5) AS b0, hx_hist_bucket(1) AS b1, hx_hist_bucket(3) AS 
 SELECT hx_hist_percentile(hx_hist(v), 0.5) AS p50
   FROM (SELECT 5.0::float8 AS v FROM generate_series(1, 10)) x;
 SELECT hx_hist_percentile(hx_hist_merge(hx_hist(1.5), hx_hist(1.5)), 1.5);
-SELECT count(*) >= 0 AS stats_run FROM hx_stats;
-SELECT count(*) >= 0 AS health_runs FROM hx_health();
-SELECT count(*) >= 0 AS history_runs FROM hx_window_history;
+
+-- live counts: three stream tasks of acct (no worker takes them) queued
+-- ten minutes ago are a backlog older than hybridexec.alert_backlog_age (5 min)
+BEGIN;
+INSERT INTO hx_task (task_type, route, submitted_at)
+SELECT 'acct', 'stream', now() - interval '10 minutes' FROM generate_series(1, 3);
+SELECT queued, running, oldest_queued >= interval '10 minutes' AS ten_minutes_old
+  FROM hx_stats WHERE task_type = 'acct' AND route = 'stream';
+SELECT problem, severity, subject FROM hx_health() WHERE subject = 'acct';
+ROLLBACK;
+
+-- window runs against their prediction: on time, 1.5 times slower plus a
+-- minute (overran), stopped at max_duration (overran)
+BEGIN;
+INSERT INTO hx_window (name, schedule) VALUES ('w_cost', '0 0 1 1 *');
+INSERT INTO hx_window_run (window_name, status, started_at, finished_at, expected_duration)
+VALUES ('w_cost', 'done', now() - interval '3 hours', now() - interval '2 hours 50 minutes', '10 minutes'),
+	   ('w_cost', 'done', now() - interval '2 hours', now() - interval '1 hour 40 minutes', '10 minutes'),
+	   ('w_cost', 'overran', now() - interval '1 hour', now() - interval '55 minutes', '10 minutes');
+SELECT duration, expected_duration, ratio, overran,
+	   ratio = round((extract(epoch FROM duration) / 600)::numeric, 2) AS ratio_ok
+  FROM hx_window_history WHERE window_name = 'w_cost' ORDER BY run_id;
+SELECT problem, subject FROM hx_health() WHERE subject = 'w_cost';
+ROLLBACK;
 SELECT period, rule_name, route, tasks FROM hx_rule_stats('2026-03-01', '2026-04-01', 'day')
  WHERE rule_name IS NULL;
 
