@@ -230,6 +230,15 @@ SELECT route, rule_name
 SELECT route, rule_name
   FROM hx_classify('acct', sla => '1 second', department => 'sales', origin => 'user',
 				   at => '2026-03-08 18:00+00');
+-- hx_submit decides the same way (an amount of 0 is used up at once)
+BEGIN;
+INSERT INTO hx_budget (department, period, amount) VALUES ('ops', 'week', 0)
+ON CONFLICT (department, period) DO UPDATE SET amount = 0;
+SELECT hx_submit('acct', sla => '1 second', department => 'ops') AS ops_task \gset
+SELECT hx_submit('acct', sla => '1 second', department => 'support') AS support_task \gset
+SELECT department, route, window_name, rule_name FROM hx_task
+ WHERE id IN (:ops_task, :support_task) ORDER BY id;
+ROLLBACK;
 -- escalation leaves tasks that a budget rule sent to batch alone
 BEGIN;
 INSERT INTO hx_task (task_type, route, window_name, rule_name, department, deadline)
