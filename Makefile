@@ -26,7 +26,8 @@ OBJS = \
 	src/cron.o \
 	src/batch_launch.o \
 	src/batch_worker.o \
-	src/scheduler.o
+	src/scheduler.o \
+	src/cost.o
 
 # The install script is built from one file per concern, in this order.
 EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" hybridexec.control)
@@ -43,7 +44,7 @@ PG_CONFIG ?= pg_config
 PG_CPPFLAGS = -I$(srcdir)/src
 PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare -Wno-missing-field-initializers
 
-REGRESS = setup register classify rules submit windows bad_input executor attach
+REGRESS = setup register classify rules submit windows cost bad_input executor attach
 REGRESS_OPTS = --temp-instance=tmp_check --temp-config=$(srcdir)/test/regress.conf \
 	--load-extension=hybridexec
 

@@ -3,8 +3,10 @@
 # scripts/demo.sh - the main job: on a fresh Debian machine, install what is
 # missing, build and install hybridexec, start a private throwaway
 # PostgreSQL instance with hybridexec and pg_cron preloaded, and walk
-# through demo/demo.sql.  The instance is deleted at the end; pass --keep to
-# leave it running and get the command to connect to it.
+# through demo/demo.sql, then demo/cost.sql (the books of a mixed workload),
+# and write the chart demo/cost-chart.svg (HX_DEMO_CHART names another
+# file).  The instance is deleted at the end; pass --keep to leave it
+# running and get the command to connect to it.
 #
 set -euo pipefail
 
@@ -27,6 +29,26 @@ echo "hybridexec demo: private PostgreSQL $(hx_as_user postgres --version | awk 
 echo
 
 hx_tmp_psql -e -f - < "$here/demo/demo.sql"
+
+# the books: a mixed workload, its costs, savings and latency; then a chart
+echo
+hx_tmp_psql -e -f - < "$here/demo/cost.sql"
+chart=${HX_DEMO_CHART:-$here/demo/cost-chart.svg}
+hx_tmp_psql -At -f - <<'SQL' | python3 "$here/demo/chart.py" > "$chart"
+WITH s AS (SELECT * FROM hx_savings(now() - interval '1 hour', now() + interval '1 minute')),
+     r AS (SELECT coalesce(sum(cost) FILTER (WHERE route = 'stream'), 0) AS stream_cost,
+                  coalesce(sum(cost) FILTER (WHERE route = 'batch'), 0) AS batch_cost
+             FROM hx_cost WHERE at >= now() - interval '1 hour')
+SELECT x.k || '|' || x.v
+  FROM s, r, LATERAL (VALUES ('all_stream', s.all_stream_cost::text), ('all_batch', s.all_batch_cost::text),
+                             ('stream_cost', r.stream_cost::text), ('batch_cost', r.batch_cost::text),
+                             ('currency', s.currency), ('p50_s', s.interactive_p50_s::text),
+                             ('p95_s', s.interactive_p95_s::text), ('batch_p50_s', s.all_batch_p50_s::text),
+                             ('batch_p95_s', s.all_batch_p95_s::text)) x (k, v);
+SQL
+echo
+echo "hybridexec demo: chart of cost and latency per path written to $chart"
+echo "  open it in a web browser, e.g. xdg-open $chart (or copy it to your machine first)"
 
 echo
 if [ $keep = 1 ]; then

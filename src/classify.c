@@ -14,6 +14,8 @@
 
 #include "access/htup_details.h"
 #include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "lib/stringinfo.h"
@@ -54,6 +56,8 @@ static void hx_local_time(TimestampTz at, const char *zone, HxLocalTime *lt);
 static int	hx_interval_cmp(Interval *a, Interval *b);
 static char *hx_interval_text(Interval *i);
 static char *hx_time_text(TimeADT t);
+static bool hx_sql_condition(const char *function, const HxTaskArgs *args,
+							 bool by_department);
 
 PG_FUNCTION_INFO_V1(hx_decide);
 
@@ -308,7 +312,77 @@ hx_rule_matches(const HxRule *r, const HxTaskArgs *args, Interval *sla,
 			WHY("local day of week %d in days (%s)", lt->isodow, zone);
 		}
 	}
+	/* the conditions that cost a query come last */
+	if (r->budget_exhausted >= 0)
+	{
+		bool		exhausted = args->department != NULL &&
+			hx_sql_condition("hx_budget_exhausted", args, true);
+
+		if (exhausted != (bool) r->budget_exhausted)
+			return false;
+		WHY("budget of department '%s' %s", args->department ? args->department : "(none)",
+			exhausted ? "exhausted" : "not exhausted");
+	}
+	if (r->worth_streaming >= 0)
+	{
+		bool		worth = hx_sql_condition("hx_worth_streaming", args, false);
+
+		if (worth != (bool) r->worth_streaming)
+			return false;
+		WHY("%s", worth ? "latency saved is worth the extra cost of streaming"
+			: "latency saved is not worth the extra cost of streaming");
+	}
 	return true;
+}
+
+/*
+ * hx_sql_condition
+ *		Asks one of the cost functions of cost.sql about the task:
+ *		hx_budget_exhausted(department, at) when by_department, else
+ *		hx_worth_streaming(task_type, payload, at).  Runs its own SPI
+ *		connection; needs a transaction and the loaded rule cache.
+ */
+static bool
+hx_sql_condition(const char *function, const HxTaskArgs *args, bool by_department)
+{
+	Oid			types[3];
+	Datum		values[3];
+	int			nargs;
+	char	   *sql;
+	bool		isnull;
+	bool		result;
+
+	if (by_department)
+	{
+		types[0] = TEXTOID;
+		values[0] = CStringGetTextDatum(args->department);
+		types[1] = TIMESTAMPTZOID;
+		values[1] = TimestampTzGetDatum(args->at);
+		nargs = 2;
+		sql = psprintf("SELECT %s($1, $2)", hx_qualified(function));
+	}
+	else
+	{
+		types[0] = TEXTOID;
+		values[0] = CStringGetTextDatum(args->task_type);
+		types[1] = JSONBOID;
+		values[1] = JsonbPGetDatum(args->payload);
+		types[2] = TIMESTAMPTZOID;
+		values[2] = TimestampTzGetDatum(args->at);
+		nargs = 3;
+		sql = psprintf("SELECT %s($1, $2, $3)", hx_qualified(function));
+	}
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute_with_args(sql, nargs, types, values, NULL, true, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "%s() failed", function);
+	result = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (isnull)
+		result = false;
+	SPI_finish();
+	return result;
 }
 
 /*

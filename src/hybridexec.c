@@ -29,6 +29,11 @@ char	   *hx_time_zone = NULL;
 int			hx_batch_workers = 2;
 int			hx_scheduler_naptime_ms = 1000;
 int			hx_batch_nice = 10;
+char	   *hx_currency = NULL;
+int			hx_retention_s = 7 * 24 * 3600;
+int			hx_retention_batch = 10000;
+int			hx_alert_backlog_age_s = 300;
+double		hx_alert_failure_rate = 0.1;
 
 void		_PG_init(void);
 
@@ -156,6 +161,46 @@ hx_define_settings(void)
 							   "UTC",
 							   PGC_SIGHUP, 0,
 							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("hybridexec.currency",
+							   "Currency of new hx_price rows that name none.",
+							   NULL,
+							   &hx_currency,
+							   "USD",
+							   PGC_USERSET, 0,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("hybridexec.retention",
+							"Finished tasks older than this are deleted by the scheduler; 0 or -1 keeps them.",
+							"The hx_cost ledger and the statistics are kept.",
+							&hx_retention_s,
+							7 * 24 * 3600, -1, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("hybridexec.retention_batch",
+							"Finished tasks deleted per transaction by the retention step.",
+							NULL,
+							&hx_retention_batch,
+							10000, 1, 1000000,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("hybridexec.alert_backlog_age",
+							"hx_health() reports stream tasks queued longer than this.",
+							NULL,
+							&hx_alert_backlog_age_s,
+							300, 1, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomRealVariable("hybridexec.alert_failure_rate",
+							 "hx_health() reports task types whose share of failed attempts over the last 15 minutes is above this.",
+							 NULL,
+							 &hx_alert_failure_rate,
+							 0.1, 0.0, 1.0,
+							 PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
 
 #if PG_VERSION_NUM >= 150000
 	MarkGUCPrefixReserved("hybridexec");

@@ -36,6 +36,11 @@ extern char *hx_time_zone;
 extern int	hx_batch_workers;
 extern int	hx_scheduler_naptime_ms;
 extern int	hx_batch_nice;
+extern char *hx_currency;
+extern int	hx_retention_s;
+extern int	hx_retention_batch;
+extern int	hx_alert_backlog_age_s;
+extern double hx_alert_failure_rate;
 
 /* ---- shared memory (shmem.c) ---- */
 
@@ -122,6 +127,8 @@ typedef struct HxRule
 	TimeADT		local_until;
 	int			days_mask;		/* bit d set for ISO day d; 0 = any */
 	char	   *time_zone;		/* NULL = hybridexec.time_zone */
+	int8		budget_exhausted;	/* -1 = any, else the wanted answer */
+	int8		worth_streaming;	/* -1 = any, else the wanted answer */
 	bool		stream;			/* route */
 	char	   *window_name;
 } HxRule;

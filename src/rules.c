@@ -270,7 +270,7 @@ hx_load_rules(void)
 
 	sql = psprintf("SELECT name, position, task_type, origin, department, "
 				   "min_sla, max_sla, payload_match, local_from, local_until, "
-				   "days, time_zone, route, window_name "
+				   "days, time_zone, route, window_name, budget_exhausted, worth_streaming "
 				   "FROM %s WHERE enabled ORDER BY position, name",
 				   hx_qualified("hx_rule"));
 	if (SPI_execute(sql, true, 0) != SPI_OK_SELECT)
@@ -345,6 +345,12 @@ hx_load_rules(void)
 		route = hx_text_or_null(tup, desc, 13);
 		r->stream = (route != NULL && strcmp(route, "stream") == 0);
 		r->window_name = hx_text_or_null(tup, desc, 14);
+		d = SPI_getbinval(tup, desc, 15, &isnull);
+		r->budget_exhausted = isnull ? -1 : (int8) DatumGetBool(d);
+		d = SPI_getbinval(tup, desc, 16, &isnull);
+		r->worth_streaming = isnull ? -1 : (int8) DatumGetBool(d);
+		if (r->worth_streaming >= 0)
+			rules_read_payload = true;	/* a latency_value in the payload counts */
 		MemoryContextSwitchTo(old);
 	}
 }

@@ -23,10 +23,12 @@ CREATE TABLE hx_type (
 	micro_batch_size integer,
 	micro_batch_wait interval,
 	description		text,
+	latency_value	numeric,
 	registered_at	timestamptz NOT NULL DEFAULT now(),
 	CONSTRAINT hx_type_name_check CHECK (task_type <> '' AND length(task_type) <= 200),
 	CONSTRAINT hx_type_max_attempts_check CHECK (max_attempts BETWEEN 1 AND 1000),
 	CONSTRAINT hx_type_timeout_check CHECK (timeout > interval '0'),
+	CONSTRAINT hx_type_latency_value_check CHECK (latency_value >= 0),
 	CONSTRAINT hx_type_micro_batch_check
 		CHECK ((micro_batch_size IS NULL) = (micro_batch_wait IS NULL)
 			   AND micro_batch_size BETWEEN 2 AND 1024
@@ -45,6 +47,7 @@ COMMENT ON COLUMN hx_type.run_as IS 'Role whose privileges the handler runs with
 COMMENT ON COLUMN hx_type.micro_batch_size IS 'Micro-batching: stream tasks of the type are buffered until this many are queued (or micro_batch_wait has passed) and handed to the batch handler together; NULL = off';
 COMMENT ON COLUMN hx_type.micro_batch_wait IS 'Micro-batching: the longest a stream task of the type waits for others to join its batch';
 COMMENT ON COLUMN hx_type.description IS 'Free text for humans';
+COMMENT ON COLUMN hx_type.latency_value IS 'Value of an hour of latency of one task, in the price currency (a payload key "latency_value" overrides it); rules with worth_streaming compare it with the extra cost of streaming; NULL = unknown';
 COMMENT ON COLUMN hx_type.registered_at IS 'When the type was last registered or changed by hx_register()';
 
 /* ------------------------------------------------------------------------
@@ -102,6 +105,8 @@ CREATE TABLE hx_rule (
 	local_until		time,
 	days			integer[],
 	time_zone		text,
+	budget_exhausted boolean,
+	worth_streaming	boolean,
 	route			text NOT NULL,
 	window_name		text REFERENCES hx_window (name) ON UPDATE CASCADE,
 	description		text
@@ -124,12 +129,15 @@ COMMENT ON COLUMN hx_rule.local_from IS 'Condition with local_until: local time 
 COMMENT ON COLUMN hx_rule.local_until IS 'End (exclusive) of the local time-of-day condition';
 COMMENT ON COLUMN hx_rule.days IS 'Condition: local ISO day of week (1 = Monday ... 7 = Sunday) is one of these';
 COMMENT ON COLUMN hx_rule.time_zone IS 'Time zone of the time-of-day and day conditions; NULL = hybridexec.time_zone';
+COMMENT ON COLUMN hx_rule.budget_exhausted IS 'Condition: true = one of the task department''s hx_budget rows is used up (hx_budget_exhausted), false = none is; NULL = do not look (the only conditions that cost a query)';
+COMMENT ON COLUMN hx_rule.worth_streaming IS 'Condition: true = the latency streaming saves is worth more than its extra cost now (hx_worth_streaming), false = it is not; NULL = do not look';
 COMMENT ON COLUMN hx_rule.route IS 'Decision: stream (run now) or batch (wait for window_name)';
 COMMENT ON COLUMN hx_rule.window_name IS 'Decision for route batch: the hx_window the task waits for';
 COMMENT ON COLUMN hx_rule.description IS 'Free text for humans';
 
 /* ------------------------------------------------------------------------
- * Prices (the minimal catalog behind hx_classify's est_cost)
+ * Prices: the catalog behind hx_classify's est_cost and the hx_cost ledger
+ * (cost.sql, which also validates the rows)
  * ------------------------------------------------------------------------ */
 
 CREATE TABLE hx_price (
@@ -138,24 +146,60 @@ CREATE TABLE hx_price (
 	route			text NOT NULL,
 	unit_cost		numeric NOT NULL DEFAULT 0,
 	per_second		numeric NOT NULL DEFAULT 0,
+	batch_discount	numeric NOT NULL DEFAULT 0.5,
+	currency		text NOT NULL DEFAULT coalesce(current_setting('hybridexec.currency', true), 'USD'),
 	valid_from		timestamptz NOT NULL DEFAULT '-infinity',
+	description		text,
 	CONSTRAINT hx_price_route_check CHECK (route IN ('stream', 'batch')),
 	CONSTRAINT hx_price_cost_check CHECK (unit_cost >= 0 AND per_second >= 0),
+	CONSTRAINT hx_price_discount_check CHECK (batch_discount >= 0 AND batch_discount <= 1),
 	CONSTRAINT hx_price_unique UNIQUE NULLS NOT DISTINCT (task_type, route, valid_from)
 );
 
 COMMENT ON TABLE hx_price IS
-'Price catalog, effective-dated: the row with the latest valid_from not after the moment applies; a row for the task type beats the default row (task_type NULL)';
-COMMENT ON COLUMN hx_price.id IS 'Surrogate key';
+'Price catalog, effective-dated: for a task type and route the row with the latest valid_from not after the moment applies; a batch attempt without a batch row is priced by the stream row less its batch_discount; rows for the task type beat the default rows (task_type NULL)';
+COMMENT ON COLUMN hx_price.id IS 'Surrogate key; hx_cost.price_id names the row that priced an attempt';
 COMMENT ON COLUMN hx_price.task_type IS 'Task type the price is for; NULL = default for every type';
 COMMENT ON COLUMN hx_price.route IS 'stream or batch';
-COMMENT ON COLUMN hx_price.unit_cost IS 'Cost per task attempt, in cost units';
-COMMENT ON COLUMN hx_price.per_second IS 'Cost per second of handler run time, in cost units';
+COMMENT ON COLUMN hx_price.unit_cost IS 'Cost per task attempt, in currency';
+COMMENT ON COLUMN hx_price.per_second IS 'Cost per second of run time (wall clock), in currency';
+COMMENT ON COLUMN hx_price.batch_discount IS 'Share taken off a stream row when it prices a batch attempt because no batch row applies (0.5 = half price, as LLM batch APIs give); ignored on batch rows';
+COMMENT ON COLUMN hx_price.currency IS 'Currency of the prices (default hybridexec.currency)';
 COMMENT ON COLUMN hx_price.valid_from IS 'The price applies from this moment on, until a newer row for the same type and route';
+COMMENT ON COLUMN hx_price.description IS 'Free text for humans (where the price comes from)';
 
-INSERT INTO hx_price (task_type, route, unit_cost) VALUES
-	(NULL, 'stream', 1.0),
-	(NULL, 'batch', 0.5);
+INSERT INTO hx_price (task_type, route, unit_cost, description) VALUES
+	(NULL, 'stream', 1.0, 'default list price; batch attempts get batch_discount off it');
+
+CREATE TABLE hx_price_period (
+	id				bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+	name			text NOT NULL UNIQUE,
+	task_type		text,
+	route			text,
+	days			integer[],
+	local_from		time,
+	local_until		time,
+	time_zone		text,
+	multiplier		numeric NOT NULL,
+	CONSTRAINT hx_price_period_route_check CHECK (route IN ('stream', 'batch')),
+	CONSTRAINT hx_price_period_multiplier_check CHECK (multiplier > 0)
+);
+
+COMMENT ON TABLE hx_price_period IS
+'Peak and off-peak multipliers: every period whose conditions hold at the moment multiplies the catalog price (several periods multiply together); NULL conditions match anything';
+COMMENT ON COLUMN hx_price_period.id IS 'Surrogate key';
+COMMENT ON COLUMN hx_price_period.name IS 'Name, such as ''weekday-peak''';
+COMMENT ON COLUMN hx_price_period.task_type IS 'Task type the period applies to; NULL = every type';
+COMMENT ON COLUMN hx_price_period.route IS 'stream or batch; NULL = both';
+COMMENT ON COLUMN hx_price_period.days IS 'ISO days of week (1 = Monday ... 7 = Sunday) the period applies on; NULL = every day';
+COMMENT ON COLUMN hx_price_period.local_from IS 'Start of the time-of-day range, local time (inclusive); NULL together with local_until = all day';
+COMMENT ON COLUMN hx_price_period.local_until IS 'End of the time-of-day range (exclusive); a range may wrap midnight (22:00 to 06:00)';
+COMMENT ON COLUMN hx_price_period.time_zone IS 'Time zone of days and times; NULL = hybridexec.time_zone';
+COMMENT ON COLUMN hx_price_period.multiplier IS 'Factor applied to the price (1.5 = peak surcharge, 0.8 = off-peak rebate)';
+
+CREATE AGGREGATE hx_product(numeric) (SFUNC = numeric_mul, STYPE = numeric);
+
+COMMENT ON AGGREGATE hx_product(numeric) IS 'Product of the values (NULL when there are none): how peak/off-peak multipliers combine';
 
 /* ------------------------------------------------------------------------
  * The task queue
@@ -275,10 +319,51 @@ COMMENT ON COLUMN hx_error.context IS 'Error context (where in the handler), if 
  * Validation of DBA-edited rows
  * ------------------------------------------------------------------------ */
 
-CREATE FUNCTION hx_rule_check() RETURNS trigger
+CREATE FUNCTION hx_check_time_condition(label text, local_from time, local_until time,
+										days integer[], time_zone text)
+RETURNS void
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 DECLARE
 	d integer;
+BEGIN
+	IF (local_from IS NULL) <> (local_until IS NULL) THEN
+		RAISE EXCEPTION '%: local_from and local_until go together', label
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Set both (a time-of-day range) or neither.';
+	END IF;
+	IF local_from = local_until THEN
+		RAISE EXCEPTION '%: empty time-of-day range', label
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'local_from must differ from local_until; leave both NULL to match any time.';
+	END IF;
+	IF days IS NOT NULL THEN
+		IF cardinality(days) = 0 THEN
+			RAISE EXCEPTION '%: days is empty', label
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'Use NULL to match every day.';
+		END IF;
+		FOREACH d IN ARRAY days LOOP
+			IF d IS NULL OR d NOT BETWEEN 1 AND 7 THEN
+				RAISE EXCEPTION '%: day % is not an ISO day of week', label, d
+					USING ERRCODE = 'invalid_parameter_value',
+						  HINT = 'Days are 1 (Monday) to 7 (Sunday).';
+			END IF;
+		END LOOP;
+	END IF;
+	IF time_zone IS NOT NULL
+	   AND NOT EXISTS (SELECT 1 FROM pg_timezone_names z WHERE z.name = time_zone) THEN
+		RAISE EXCEPTION '%: unknown time zone "%"', label, time_zone
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use a name from pg_timezone_names, such as ''Europe/Paris''.';
+	END IF;
+END
+$$;
+
+COMMENT ON FUNCTION hx_check_time_condition(text, time, time, integer[], text) IS
+'Validation shared by hx_rule and hx_price_period: a time-of-day range needs both ends and must not be empty, days are ISO days of week, the time zone must exist; raises a clear error naming label';
+
+CREATE FUNCTION hx_rule_check() RETURNS trigger
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 BEGIN
 	IF NEW.name IS NULL OR NEW.name = '' THEN
 		RAISE EXCEPTION 'hx_rule name must not be empty'
@@ -317,36 +402,7 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'The rule matches SLAs in [min_sla, max_sla); make min_sla smaller than max_sla.';
 	END IF;
-	IF (NEW.local_from IS NULL) <> (NEW.local_until IS NULL) THEN
-		RAISE EXCEPTION 'hx_rule "%": local_from and local_until go together', NEW.name
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Set both (a time-of-day range) or neither.';
-	END IF;
-	IF NEW.local_from = NEW.local_until THEN
-		RAISE EXCEPTION 'hx_rule "%": empty time-of-day range', NEW.name
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'local_from must differ from local_until; leave both NULL to match any time.';
-	END IF;
-	IF NEW.days IS NOT NULL THEN
-		IF cardinality(NEW.days) = 0 THEN
-			RAISE EXCEPTION 'hx_rule "%": days is empty', NEW.name
-				USING ERRCODE = 'invalid_parameter_value',
-					  HINT = 'Use NULL to match every day.';
-		END IF;
-		FOREACH d IN ARRAY NEW.days LOOP
-			IF d IS NULL OR d NOT BETWEEN 1 AND 7 THEN
-				RAISE EXCEPTION 'hx_rule "%": day % is not an ISO day of week', NEW.name, d
-					USING ERRCODE = 'invalid_parameter_value',
-						  HINT = 'Days are 1 (Monday) to 7 (Sunday).';
-			END IF;
-		END LOOP;
-	END IF;
-	IF NEW.time_zone IS NOT NULL
-	   AND NOT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = NEW.time_zone) THEN
-		RAISE EXCEPTION 'hx_rule "%": unknown time zone "%"', NEW.name, NEW.time_zone
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Use a name from pg_timezone_names, such as ''Europe/Paris''.';
-	END IF;
+	PERFORM hx_check_time_condition(format('hx_rule "%s"', NEW.name), NEW.local_from, NEW.local_until, NEW.days, NEW.time_zone);
 	IF NEW.payload_match IS NOT NULL AND jsonb_typeof(NEW.payload_match) <> 'object' THEN
 		RAISE EXCEPTION 'hx_rule "%": payload_match must be a JSON object', NEW.name
 			USING ERRCODE = 'invalid_parameter_value',
@@ -549,20 +605,46 @@ AS 'MODULE_PATHNAME', 'hx_decide' LANGUAGE C STABLE;
 COMMENT ON FUNCTION hx_decide(text, jsonb, interval, text, integer, text, text, timestamptz, timestamptz) IS
 'The rule engine behind hx_submit() and hx_classify(): route, window, rule and reason, without a cost estimate';
 
-CREATE FUNCTION hx_price_at(task_type text, route text, at timestamptz DEFAULT now())
-RETURNS numeric
-LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
-	SELECT p.unit_cost
-	  FROM hx_price p
-	 WHERE (p.task_type = hx_price_at.task_type OR p.task_type IS NULL)
-	   AND p.route = hx_price_at.route
-	   AND p.valid_from <= hx_price_at.at
-	 ORDER BY p.task_type IS NULL, p.valid_from DESC
+/*
+ * Inlinable (no SET clause, schema-qualified names): the ledger trigger
+ * calls it for every finished attempt.
+ */
+CREATE FUNCTION hx_price_rule(task_type text, route text, at timestamptz)
+RETURNS TABLE (price_id bigint, unit_cost numeric, per_second numeric,
+			   factor numeric, currency text)
+LANGUAGE sql STABLE AS $$
+	SELECT p.id, p.unit_cost, p.per_second,
+		   CASE WHEN p.route <> $2 THEN 1 - p.batch_discount ELSE 1 END
+		   * (SELECT coalesce(@extschema@.hx_product(m.multiplier), 1)
+				FROM @extschema@.hx_price_period m
+				CROSS JOIN LATERAL (SELECT $3 AT TIME ZONE
+						   coalesce(m.time_zone, current_setting('hybridexec.time_zone', true), 'UTC') AS lt) l
+			   WHERE (m.task_type IS NULL OR m.task_type = $1)
+				 AND (m.route IS NULL OR m.route = $2)
+				 AND (m.days IS NULL OR extract(isodow FROM l.lt)::integer = ANY (m.days))
+				 AND (m.local_from IS NULL
+					  OR (m.local_from < m.local_until AND l.lt::time >= m.local_from AND l.lt::time < m.local_until)
+					  OR (m.local_from > m.local_until AND (l.lt::time >= m.local_from OR l.lt::time < m.local_until)))),
+		   p.currency
+	  FROM @extschema@.hx_price p
+	 WHERE (p.task_type = $1 OR p.task_type IS NULL)
+	   AND (p.route = $2 OR ($2 = 'batch' AND p.route = 'stream'))
+	   AND p.valid_from <= $3
+	 ORDER BY p.task_type IS NULL, p.route <> $2, p.valid_from DESC
 	 LIMIT 1
 $$;
 
+COMMENT ON FUNCTION hx_price_rule(text, text, timestamptz) IS
+'The hx_price row that prices an attempt of this type on this route at that moment (type row beats default row; the route''s own row beats a stream row standing in for batch; latest valid_from wins) and the factor on it: hx_price_period multipliers, times (1 - batch_discount) when a stream row prices a batch attempt';
+
+CREATE FUNCTION hx_price_at(task_type text, route text, at timestamptz DEFAULT now())
+RETURNS numeric
+LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
+	SELECT r.unit_cost * r.factor FROM hx_price_rule(task_type, route, at) r
+$$;
+
 COMMENT ON FUNCTION hx_price_at(text, text, timestamptz) IS
-'Unit cost of one task of this type on this route at that moment (type price beats the default; latest valid_from wins)';
+'Cost of one attempt of this type on this route at that moment before per-second charges: unit_cost of hx_price_rule() times its factor (discount, peak/off-peak)';
 
 CREATE FUNCTION hx_classify(task_type text,
 							payload jsonb DEFAULT '{}',

@@ -817,6 +817,8 @@ BEGIN
 		 WHERE t.route = 'batch' AND t.status IN ('queued', 'failed')
 		   AND (t.deadline IS NOT NULL OR t.sla IS NOT NULL)
 		   AND coalesce(t.deadline, t.submitted_at + t.sla) < plan.done_by
+		   /* a department out of budget was sent to batch on purpose */
+		   AND NOT EXISTS (SELECT 1 FROM hx_rule r WHERE r.name = t.rule_name AND r.budget_exhausted)
 		 FOR UPDATE OF t SKIP LOCKED
 	)
 	UPDATE hx_task t
@@ -833,7 +835,7 @@ END
 $$;
 
 COMMENT ON FUNCTION hx_escalate() IS
-'Moves batch tasks whose window would finish after their deadline (or SLA) to the stream path now, saying so in reason and escalated_at; returns how many';
+'Moves batch tasks whose window would finish after their deadline (or SLA) to the stream path now, saying so in reason and escalated_at (except tasks a budget_exhausted rule routed); returns how many';
 
 /* ------------------------------------------------------------------------
  * The default policy of the design brief (after the triggers above, so

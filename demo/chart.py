@@ -1,0 +1,130 @@
+#!/usr/bin/env python3
+"""demo/chart.py - an SVG chart of cost and latency per path.
+
+Reads "key|value" lines (psql -At output of the query in scripts/demo.sh)
+on standard input and writes an SVG document to standard output:
+
+  left:  cost of the workload: all on the stream path, hybridexec (its
+         stream and batch parts stacked), all batch
+  right: latency of the interactive tasks (p50 and p95), hybridexec against
+         all batch, on a log scale (milliseconds against hours)
+
+Keys: all_stream, all_batch, stream_cost, batch_cost, currency,
+p50_s, p95_s, batch_p50_s, batch_p95_s.  Python 3 standard library only.
+"""
+import math
+import sys
+from xml.sax.saxutils import escape
+
+W, H = 760, 400
+PANEL_W, TOP, BOTTOM = 330, 60, 320
+COLORS = {"stream": "#d9534f", "batch": "#5b8def", "hybrid": "#5cb85c", "grey": "#999999"}
+
+
+def read_values(stream):
+    """The key|value lines as a dict (numbers as float, text kept)."""
+    values = {}
+    for line in stream:
+        line = line.strip()
+        if "|" not in line:
+            continue
+        key, value = line.split("|", 1)
+        try:
+            values[key] = float(value)
+        except ValueError:
+            values[key] = value
+    return values
+
+
+def text(x, y, s, size=12, anchor="middle", weight="normal"):
+    return (f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size}" text-anchor="{anchor}" '
+            f'font-weight="{weight}" font-family="sans-serif">{escape(s)}</text>')
+
+
+def rect(x, y, w, h, color):
+    return f'<rect x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" height="{max(h, 0.5):.1f}" fill="{color}"/>'
+
+
+def cost_panel(v, x0):
+    """Bars: all stream, hybrid (stream + batch stacked), all batch."""
+    out = [text(x0 + PANEL_W / 2, 30, "Cost of the workload (%s)" % v.get("currency", ""), 14, weight="bold")]
+    top = max(v["all_stream"], v["stream_cost"] + v["batch_cost"], v["all_batch"]) or 1.0
+    scale = (BOTTOM - TOP) / top
+    bars = [("all stream", [(v["all_stream"], COLORS["stream"])]),
+            ("hybridexec", [(v["stream_cost"], COLORS["stream"]), (v["batch_cost"], COLORS["batch"])]),
+            ("all batch", [(v["all_batch"], COLORS["batch"])])]
+    bw = 60
+    for i, (label, parts) in enumerate(bars):
+        x = x0 + 40 + i * 100
+        y = BOTTOM
+        for amount, color in parts:
+            h = amount * scale
+            y -= h
+            out.append(rect(x, y, bw, h, color))
+        total = sum(a for a, _ in parts)
+        out.append(text(x + bw / 2, y - 6, f"{total:.2f}"))
+        out.append(text(x + bw / 2, BOTTOM + 18, label))
+    out.append(f'<line x1="{x0 + 30}" y1="{BOTTOM}" x2="{x0 + PANEL_W}" y2="{BOTTOM}" stroke="black"/>')
+    saved = 100 * (v["all_stream"] - v["stream_cost"] - v["batch_cost"]) / v["all_stream"] if v["all_stream"] else 0
+    out.append(text(x0 + PANEL_W / 2, BOTTOM + 44, f"hybridexec saves {saved:.0f}% against all stream", 12))
+    return out
+
+
+def latency_panel(v, x0):
+    """Bars on a log scale: p50 and p95 of interactive tasks, hybrid vs all batch."""
+    out = [text(x0 + PANEL_W / 2, 30, "Latency of interactive tasks", 14, weight="bold")]
+    lo, hi = 1e-3, max(v["batch_p95_s"], v["p95_s"], 1.0) * 2     # 1 ms .. a bit above the top
+
+    def ypos(seconds):
+        seconds = max(seconds, lo)
+        return BOTTOM - (math.log10(seconds) - math.log10(lo)) / (math.log10(hi) - math.log10(lo)) * (BOTTOM - TOP)
+
+    for tick, label in [(1e-3, "1 ms"), (1e-1, "100 ms"), (1.0, "1 s"), (60.0, "1 min"),
+                        (3600.0, "1 h"), (86400.0, "1 day")]:
+        if tick <= hi:
+            y = ypos(tick)
+            out.append(f'<line x1="{x0 + 40}" y1="{y:.1f}" x2="{x0 + PANEL_W}" y2="{y:.1f}" '
+                       f'stroke="#dddddd"/>')
+            out.append(text(x0 + 36, y + 4, label, 10, anchor="end"))
+
+    def human(seconds):
+        if seconds < 1:
+            return f"{seconds * 1000:.1f} ms"
+        if seconds < 120:
+            return f"{seconds:.1f} s"
+        return f"{seconds / 3600:.1f} h"
+
+    bars = [("p50 hybridexec", v["p50_s"], COLORS["hybrid"]), ("p95 hybridexec", v["p95_s"], COLORS["hybrid"]),
+            ("p50 all batch", v["batch_p50_s"], COLORS["batch"]), ("p95 all batch", v["batch_p95_s"], COLORS["batch"])]
+    bw = 50
+    for i, (label, seconds, color) in enumerate(bars):
+        x = x0 + 50 + i * 70
+        y = ypos(seconds)
+        out.append(rect(x, y, bw, BOTTOM - y, color))
+        out.append(text(x + bw / 2, y - 6, human(seconds), 11))
+        out.append(text(x + bw / 2, BOTTOM + 16, label.split(" ", 1)[0], 11))
+        out.append(text(x + bw / 2, BOTTOM + 30, label.split(" ", 1)[1], 10))
+    out.append(f'<line x1="{x0 + 40}" y1="{BOTTOM}" x2="{x0 + PANEL_W}" y2="{BOTTOM}" stroke="black"/>')
+    return out
+
+
+def main():
+    v = read_values(sys.stdin)
+    needed = ["all_stream", "all_batch", "stream_cost", "batch_cost", "p50_s", "p95_s", "batch_p50_s", "batch_p95_s"]
+    missing = [k for k in needed if not isinstance(v.get(k), float)]
+    if missing:
+        sys.exit("chart.py: missing values: " + ", ".join(missing))
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}">',
+             f'<rect width="{W}" height="{H}" fill="white"/>']
+    parts += cost_panel(v, 20)
+    parts += latency_panel(v, 400)
+    legend = [("stream path", COLORS["stream"]), ("batch path", COLORS["batch"]), ("hybridexec", COLORS["hybrid"])]
+    for i, (label, color) in enumerate(legend):
+        parts.append(rect(240 + i * 130, H - 16, 12, 12, color))
+        parts.append(text(256 + i * 130, H - 6, label, 11, anchor="start"))
+    parts.append("</svg>")
+    sys.stdout.write("\n".join(parts) + "\n")
+
+
+if __name__ == "__main__":
+    main()
