@@ -522,7 +522,7 @@ hx_batch_read(ArrayType *ids, HxTask **tasks)
 				 SPI_result_code_string(SPI_result));
 		SPI_keepplan(read_plan);
 	}
-	rc = SPI_execute_plan(read_plan, &arg, NULL, true, 0);
+	rc = hx_execute_plan(read_plan, &arg, NULL, true, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "chunk read failed: %s", SPI_result_code_string(rc));
 	return hx_tasks_from_spi(tasks, chunk_cxt, true);
@@ -577,7 +577,8 @@ hx_batch_book(HxRun *run, HxTask *tasks, HxOutcome *outs, int n,
 											"attempts = t.attempts + 1, started_at = $3, "
 											"finished_at = clock_timestamp(), worker_pid = $4, run_id = $5 "
 											"FROM unnest($1, $2) AS d (id, result) "
-											"WHERE t.id = d.id AND t.status IN ('queued', 'failed')",
+											"WHERE t.id = ANY ($1) AND t.id = d.id "
+											"AND t.status IN ('queued', 'failed')",
 											hx_qualified("hx_task")),
 								   5, types);
 			if (done_plan == NULL)
@@ -593,7 +594,7 @@ hx_batch_book(HxRun *run, HxTask *tasks, HxOutcome *outs, int n,
 		args[2] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
 		args[3] = Int32GetDatum(MyProcPid);
 		args[4] = Int64GetDatum(run->id);
-		rc = SPI_execute_plan(done_plan, args, NULL, false, 0);
+		rc = hx_execute_plan(done_plan, args, NULL, false, 0);
 		if (rc != SPI_OK_UPDATE)
 			elog(ERROR, "chunk booking failed: %s", SPI_result_code_string(rc));
 		*ndone = (int) SPI_processed;
@@ -669,7 +670,7 @@ hx_batch_claim(int64 run_id, ArrayType *ids, HxTask **tasks)
 	args[0] = PointerGetDatum(ids);
 	args[1] = Int32GetDatum(MyProcPid);
 	args[2] = Int64GetDatum(run_id);
-	rc = SPI_execute_plan(claim_plan, args, NULL, false, 0);
+	rc = hx_execute_plan(claim_plan, args, NULL, false, 0);
 	if (rc != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "batch claim failed: %s", SPI_result_code_string(rc));
 

@@ -33,8 +33,11 @@ PG_FUNCTION_INFO_V1(hx_stream_claim);
  *		rows (id, task_type, payload, attempts, max_attempts, handler,
  *		run_as, timeout_ms, batch_handler, micro_batch_size) are left in SPI_tuptable.
  *		Tasks of a micro-batched type are taken only once their batch is
- *		ready (hx_micro_batch_ready).  Needs SPI connected
- *		and the rule cache loaded for the extension's schema.
+ *		ready (hx_micro_batch_ready).  The tasks are picked in claim
+ *		order from hx_task_stream_claim_idx, then updated by primary key,
+ *		with a plan that cannot turn into a table scan (hx_execute_plan).
+ *		Needs SPI connected and the rule cache loaded for the extension's
+ *		schema.
  */
 uint64
 hx_claim_run(Oid schema, int worker_pid, int max)
@@ -51,10 +54,7 @@ hx_claim_run(Oid schema, int worker_pid, int max)
 			SPI_freeplan(claim_plan);
 		claim_plan = NULL;
 		plan = hx_prepare(psprintf(
-								   "UPDATE %1$s t "
-								   "SET status = 'running', attempts = t.attempts + 1, "
-								   "started_at = clock_timestamp(), worker_pid = $1 "
-								   "FROM (SELECT q.id FROM %1$s q "
+								   "WITH c AS MATERIALIZED (SELECT q.id FROM %1$s q "
 								   "WHERE q.status IN ('queued', 'failed') AND q.route = 'stream' "
 								   "AND q.run_after <= clock_timestamp() "
 								   "AND EXISTS (SELECT 1 FROM %2$s y1 "
@@ -63,8 +63,13 @@ hx_claim_run(Oid schema, int worker_pid, int max)
 								   "AND (y1.micro_batch_size IS NULL "
 								   "OR %3$s(y1.task_type, y1.micro_batch_size, y1.micro_batch_wait))) "
 								   "ORDER BY q.priority DESC, q.id LIMIT $2 "
-								   "FOR UPDATE OF q SKIP LOCKED) c, %2$s y "
-								   "WHERE t.id = c.id AND y.task_type = t.task_type "
+								   "FOR UPDATE OF q SKIP LOCKED) "
+								   "UPDATE %1$s t "
+								   "SET status = 'running', attempts = t.attempts + 1, "
+								   "started_at = clock_timestamp(), worker_pid = $1 "
+								   "FROM %2$s y "
+								   "WHERE t.id = ANY (ARRAY(SELECT c.id FROM c)) "
+								   "AND y.task_type = t.task_type "
 								   "RETURNING t.id, t.task_type, t.payload, t.attempts, "
 								   "y.max_attempts, y.handler, y.run_as, "
 								   "extract(epoch FROM y.timeout)::double precision * 1000, "
@@ -80,7 +85,7 @@ hx_claim_run(Oid schema, int worker_pid, int max)
 		claim_schema = schema;
 	}
 
-	rc = SPI_execute_plan(claim_plan, args, NULL, false, 0);
+	rc = hx_execute_plan(claim_plan, args, NULL, false, 0);
 	if (rc != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "stream claim failed: %s", SPI_result_code_string(rc));
 	return SPI_processed;

@@ -175,6 +175,8 @@ extern uint64 hx_claim_run(Oid schema, int worker_pid, int max);
 extern void hx_worker_begin_xact(const char *activity);
 extern void hx_worker_end_xact(void);
 extern Oid	hx_worker_find_extension(void);
+extern int	hx_execute_plan(SPIPlanPtr plan, Datum *values, const char *nulls,
+							bool read_only, long count);
 
 /* ---- stream workers (stream_worker.c, task_exec.c) ---- */
 extern PGDLLEXPORT void hx_stream_worker_main(Datum main_arg);

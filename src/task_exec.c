@@ -88,7 +88,8 @@ hx_exec_prepare(Oid schema)
 	sql = psprintf("UPDATE %s t SET status = 'done', result = d.result, "
 				   "finished_at = clock_timestamp() "
 				   "FROM unnest($1, $2) AS d (id, result) "
-				   "WHERE t.id = d.id AND t.status = 'running' AND t.worker_pid = $3",
+				   "WHERE t.id = ANY ($1) AND t.id = d.id "
+				   "AND t.status = 'running' AND t.worker_pid = $3",
 				   hx_qualified("hx_task"));
 	done_plan = hx_prepare(sql, 3, done_types);
 	if (done_plan == NULL)
@@ -464,7 +465,7 @@ hx_record_done(HxTask *tasks, HxOutcome *outs, int n)
 												   TYPALIGN_INT));
 	values[2] = Int32GetDatum(MyProcPid);
 
-	rc = SPI_execute_plan(done_plan, values, NULL, false, 0);
+	rc = hx_execute_plan(done_plan, values, NULL, false, 0);
 	if (rc != SPI_OK_UPDATE || SPI_processed != (uint64) ndone)
 		elog(ERROR, "could not mark %d tasks done (%llu updated): they are no longer claimed by this worker",
 			 ndone, (unsigned long long) SPI_processed);
@@ -509,7 +510,7 @@ hx_record_failure(HxTask *task, HxOutcome *out, TimestampTz *next_retry)
 		values[9] = Float8GetDatum(dead ? 0.0 : backoff);
 		values[10] = Int32GetDatum(task->worker_pid);
 
-		rc = SPI_execute_plan(fail_plan, values, nulls, false, 0);
+		rc = hx_execute_plan(fail_plan, values, nulls, false, 0);
 		if (rc != SPI_OK_UPDATE || SPI_processed != 1)
 			elog(ERROR, "could not record the failure of task %lld: it is no longer claimed by this worker",
 				 (long long) task->id);

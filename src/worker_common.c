@@ -2,8 +2,10 @@
  *
  * worker_common.c
  *	  Plumbing shared by hybridexec's background workers (stream, batch,
- *	  scheduler): the transaction bracket every unit of work runs in, and
- *	  finding the extension in the worker's database.
+ *	  scheduler): the transaction bracket every unit of work runs in,
+ *	  finding the extension in the worker's database, and running the
+ *	  workers' own kept plans on hx_task with a plan shape that does not
+ *	  depend on the statistics.
  *
  *-------------------------------------------------------------------------
  */
@@ -20,6 +22,7 @@
 #include "executor/spi.h"
 #include "pgstat.h"
 #include "utils/fmgroids.h"
+#include "utils/guc.h"
 #include "utils/snapmgr.h"
 
 #include "hybridexec.h"
@@ -104,4 +107,39 @@ hx_extension_schema(Oid ext)
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
 	return schema;
+}
+
+/*
+ * hx_execute_plan
+ *		SPI_execute_plan for the workers' own kept statements on hx_task
+ *		(claims, chunk reads, bookings), planned and run with sequential
+ *		and bitmap scans and sorts disabled, so that they walk their index
+ *		in order and find rows by primary key (their statements name the
+ *		ids they touch with "id = ANY", so that no join needs to scan
+ *		hx_task) whatever the statistics say.  Otherwise a plan cached while
+ *		the queue was empty, or held only other work, can scan and sort the
+ *		whole table on every claim once a burst arrives (seen: 20,000
+ *		stream tasks not started after a minute).  JIT is off too: the
+ *		penalty costs of disabled plan types would push every plan (and the
+ *		ledger trigger's, planned inside) over jit_above_cost, and compiling
+ *		takes far longer than these statements run.  The settings are
+ *		undone before returning, or by the abort of the transaction on
+ *		error, so handlers never see them.  Needs SPI connected.
+ */
+int
+hx_execute_plan(SPIPlanPtr plan, Datum *values, const char *nulls,
+				bool read_only, long count)
+{
+	static const char *const off[] = {"enable_seqscan", "enable_bitmapscan",
+	"enable_sort", "jit"};
+	int			nest = NewGUCNestLevel();
+	int			rc;
+	int			i;
+
+	for (i = 0; i < lengthof(off); i++)
+		(void) set_config_option(off[i], "off", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+	rc = SPI_execute_plan(plan, values, nulls, read_only, count);
+	AtEOXact_GUC(true, nest);
+	return rc;
 }

@@ -349,10 +349,15 @@ $$;
 COMMENT ON FUNCTION hx_batch_begin(bigint, integer, integer, integer, integer[]) IS
 'Batch worker side: takes a run (resuming it if it was interrupted), puts back tasks its window''s lost worker left running, and returns the window''s settings and the tasks to retry one by one';
 
+/*
+ * Planned like the workers' own statements (hx_execute_plan in
+ * src/worker_common.c): in index order whatever the statistics say.
+ */
 CREATE FUNCTION hx_batch_next_chunk(run_id bigint, window_name text, chunk_size integer,
 									part integer DEFAULT 0, parts integer DEFAULT 1)
 RETURNS bigint[]
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql SET search_path FROM CURRENT
+SET enable_seqscan = off SET enable_bitmapscan = off SET enable_sort = off SET jit = off AS $$
 DECLARE
 	k record;
 	have_key boolean;
