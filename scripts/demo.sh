@@ -30,6 +30,26 @@ echo
 
 hx_tmp_psql -e -f - < "$here/demo/demo.sql"
 
+# External executors: hx_worker (installed with the extension) claims the
+# tasks of a type without in-database handler and runs a command per task:
+# payload on stdin, JSON result on stdout.  Here a one-line Python script.
+echo
+echo "-- 10. An external executor: hx_worker runs a Python one-liner per task"
+hx_tmp_psql -e <<'SQL'
+SELECT hx_register('shout', description => 'run by hx_worker, outside the database');
+SQL
+"$(dirname "$PG_CONFIG")/hx_worker" --dsn "host=$PGHOST port=$PGPORT user=postgres dbname=postgres" \
+	--type shout --name demo-executor -- \
+	python3 -c 'import json, sys; p = json.load(sys.stdin); print(json.dumps({"shout": p["text"].upper() + "!"}))' &
+worker=$!
+hx_tmp_psql -e <<'SQL'
+SELECT hx_submit('shout', '{"text": "the model answered"}', origin => 'user') AS shout \gset
+SELECT hx_wait(:shout) AS shout_status;
+SELECT id, status, executor, attempts, result FROM hx_task WHERE id = :shout;
+SQL
+kill -TERM "$worker"
+wait "$worker" || true
+
 # the books: a mixed workload, its costs, savings and latency; then a chart
 echo
 hx_tmp_psql -e -f - < "$here/demo/cost.sql"

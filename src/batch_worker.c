@@ -577,8 +577,7 @@ hx_batch_book(HxRun *run, HxTask *tasks, HxOutcome *outs, int n,
 											"attempts = t.attempts + 1, started_at = $3, "
 											"finished_at = clock_timestamp(), worker_pid = $4, run_id = $5 "
 											"FROM unnest($1, $2) AS d (id, result) "
-											"WHERE t.id = ANY ($1) AND t.id = d.id "
-											"AND t.status IN ('queued', 'failed')",
+											"WHERE t.id = d.id AND t.status IN ('queued', 'failed')",
 											hx_qualified("hx_task")),
 								   5, types);
 			if (done_plan == NULL)

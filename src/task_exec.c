@@ -88,8 +88,7 @@ hx_exec_prepare(Oid schema)
 	sql = psprintf("UPDATE %s t SET status = 'done', result = d.result, "
 				   "finished_at = clock_timestamp() "
 				   "FROM unnest($1, $2) AS d (id, result) "
-				   "WHERE t.id = ANY ($1) AND t.id = d.id "
-				   "AND t.status = 'running' AND t.worker_pid = $3",
+				   "WHERE t.id = d.id AND t.status = 'running' AND t.worker_pid = $3",
 				   hx_qualified("hx_task"));
 	done_plan = hx_prepare(sql, 3, done_types);
 	if (done_plan == NULL)

@@ -114,9 +114,7 @@ hx_extension_schema(Oid ext)
  *		SPI_execute_plan for the workers' own kept statements on hx_task
  *		(claims, chunk reads, bookings), planned and run with sequential
  *		and bitmap scans and sorts disabled, so that they walk their index
- *		in order and find rows by primary key (their statements name the
- *		ids they touch with "id = ANY", so that no join needs to scan
- *		hx_task) whatever the statistics say.  Otherwise a plan cached while
+ *		in order and find rows by primary key whatever the statistics say.  Otherwise a plan cached while
  *		the queue was empty, or held only other work, can scan and sort the
  *		whole table on every claim once a burst arrives (seen: 20,000
  *		stream tasks not started after a minute).  JIT is off too: the
