@@ -352,18 +352,23 @@ BEGIN
 		  FROM fin f
 		WINDOW w AS (PARTITION BY f.worker_pid, f.run_id, f.was_running)
 	), prices AS MATERIALIZED (
-		/* one catalog lookup per type and second the attempts started in */
-		SELECT k.task_type, k.priced_at,
-			   s.price_id AS s_id, s.currency AS s_cur, s.unit_cost AS s_unit, s.per_second AS s_ps, s.factor AS s_factor,
-			   b.price_id AS b_id, b.currency AS b_cur, b.unit_cost AS b_unit, b.per_second AS b_ps, b.factor AS b_factor
-		  FROM (SELECT DISTINCT t.task_type, t.priced_at FROM timed t) k
+		/*
+		 * One catalog lookup per type and second the attempts started in,
+		 * and the costs once per run time: the attempts of one statement
+		 * share their run time, so a 5,000-task chunk prices one row here.
+		 */
+		SELECT k.task_type, k.priced_at, k.wall,
+			   s.price_id AS s_id, s.currency AS s_cur, b.price_id AS b_id, b.currency AS b_cur,
+			   round(coalesce((s.unit_cost + s.per_second * k.wall::numeric) * s.factor, 0), 6) AS s_cost,
+			   round(coalesce((b.unit_cost + b.per_second * k.wall::numeric) * b.factor, 0), 6) AS b_cost
+		  FROM (SELECT DISTINCT t.task_type, t.priced_at, t.wall FROM timed t) k
 		  LEFT JOIN LATERAL hx_price_rule(k.task_type, 'stream', k.priced_at) s ON true
 		  LEFT JOIN LATERAL hx_price_rule(k.task_type, 'batch', k.priced_at) b ON true
 	), priced AS (
-		SELECT t.*, c.s_id, c.s_cur, c.b_id, c.b_cur,
-			   round(coalesce((c.s_unit + c.s_ps * t.wall::numeric) * c.s_factor, 0), 6) AS s_cost,
-			   round(coalesce((c.b_unit + c.b_ps * t.wall::numeric) * c.b_factor, 0), 6) AS b_cost
-		  FROM timed t JOIN prices c ON c.task_type = t.task_type AND c.priced_at = t.priced_at
+		SELECT t.*, c.s_id, c.s_cur, c.b_id, c.b_cur, c.s_cost, c.b_cost
+		  FROM timed t JOIN prices c
+			ON c.task_type = t.task_type AND c.priced_at = t.priced_at
+		   AND c.wall IS NOT DISTINCT FROM t.wall
 	), ins AS (
 		INSERT INTO hx_cost (at, task_id, attempt, outcome, task_type, route, window_name, run_id,
 							 rule_name, department, origin, executor, submitted_at, sla, deadline,
