@@ -5,6 +5,7 @@
 #
 #   hx_tmp_start DIR [extra postgresql.conf lines...]   initdb + start
 #   hx_tmp_psql ARGS...                                 psql to it
+#   hx_tmp_settle                                       checkpoint, wait for autovacuum
 #   hx_tmp_stop                                         stop and delete
 #
 # It listens only on a Unix socket inside DIR (and 127.0.0.1 on a free port
@@ -49,6 +50,19 @@ hx_tmp_start() {
 
 hx_tmp_psql() {
 	hx_as_user env PGHOST="$PGHOST" PGPORT="$PGPORT" PGUSER=postgres psql -X -q -v ON_ERROR_STOP=1 "$@"
+}
+
+# Before a benchmark's turn: checkpoint and wait (up to a minute) for
+# autovacuum to finish, so that no turn measures the previous one's dead
+# rows and dirty buffers.
+hx_tmp_settle() {
+	local n
+	hx_tmp_psql -c "CHECKPOINT" >/dev/null
+	for _ in $(seq 1 300); do
+		n=$(hx_tmp_psql -At -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'")
+		[ "$n" -eq 0 ] && break
+		sleep 0.2
+	done
 }
 
 hx_tmp_stop() {

@@ -20,13 +20,8 @@
 // (20), THRU_N (20000), HXW_PROCS (4), HXW_CLAIM (500).
 // Prints one JSON line on stdout; progress goes to stderr.
 
-import { createRequire } from 'node:module';
 import { spawn } from 'node:child_process';
-import path from 'node:path';
-
-const scratch = process.env.GRAPHILE_DIR || '/tmp/hx-bench-graphile';
-const require = createRequire(path.join(scratch, 'package.json'));
-const pg = require('pg');
+import { pg, nowMs, sleep, pct, submitAndDrain } from './hx_common.mjs';
 
 const url = process.env.DATABASE_URL;
 const hxw = process.env.HX_WORKER || 'hx_worker';
@@ -35,10 +30,6 @@ const warmN = parseInt(process.env.WARM_N || '20', 10);
 const thruN = parseInt(process.env.THRU_N || '20000', 10);
 const procs = parseInt(process.env.HXW_PROCS || '4', 10);
 const claimMax = parseInt(process.env.HXW_CLAIM || '500', 10);
-
-const nowMs = () => performance.timeOrigin + performance.now();
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const pct = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
 
 // Starts one hx_worker --noop and resolves once it has connected (and
 // LISTENs); rejects when it exits first.
@@ -102,23 +93,7 @@ async function latency(client) {
 }
 
 async function throughput(client) {
-	const t0 = nowMs();
-	await client.query(`SELECT count(*) FROM hx_submit_batch('bench_ext_noop',
-		(SELECT array_agg('{}'::jsonb) FROM generate_series(1, $1)), origin => 'user')`, [thruN]);
-	const deadline = t0 + 600000;
-	for (;;) {
-		const r = await client.query("SELECT count(*)::int AS n FROM hx_task WHERE task_type = 'bench_ext_noop' AND status <> 'done'");
-		if (r.rows[0].n === 0)
-			break;
-		if (nowMs() > deadline)
-			throw new Error(`${r.rows[0].n} tasks still not done after 600 s`);
-		await sleep(20);
-	}
-	const t1 = nowMs();
-	const bad = await client.query("SELECT count(*)::int AS n FROM hx_task WHERE task_type = 'bench_ext_noop' AND (status <> 'done' OR attempts <> 1)");
-	if (bad.rows[0].n !== 0)
-		throw new Error(`${bad.rows[0].n} noop tasks not done exactly once`);
-	return (t1 - t0) / 1000;
+	return (await submitAndDrain(client, 'bench_ext_noop', thruN)).seconds;
 }
 
 const client = new pg.Client({ connectionString: url });

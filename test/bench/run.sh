@@ -55,28 +55,18 @@ cpu=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)
 echo "machine: $(nproc) cores, ${cpu:-unknown cpu}; PostgreSQL $(hx_as_user postgres --version | awk '{print $3}'); node $(node --version)"
 echo "settings: LAT_N=$LAT_N THRU_N=$THRU_N, synchronous_commit=on, fsync=on (defaults)"
 
-# Before each peer's turn: let the server settle (the previous turn leaves
-# dead rows for autovacuum and dirty buffers), so neither peer measures the
-# other's aftermath.
-settle() {
-	hx_tmp_psql -c "CHECKPOINT" >/dev/null
-	for _ in $(seq 1 300); do
-		n=$(hx_tmp_psql -At -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'")
-		[ "$n" -eq 0 ] && break
-		sleep 0.2
-	done
-}
-
+# Before each peer's turn the server settles (hx_tmp_settle), so neither
+# peer measures the other's aftermath.
 results=()
 for r in $(seq 1 "$ROUNDS"); do
 	echo "round $r/$ROUNDS: hybridexec" >&2
-	settle
+	hx_tmp_settle
 	results+=("$(DATABASE_URL="postgres://postgres@127.0.0.1:$PGPORT/bench_hx" node "$here/test/bench/hx_bench.mjs")")
 	echo "round $r/$ROUNDS: graphile-worker" >&2
-	settle
+	hx_tmp_settle
 	results+=("$(DATABASE_URL="postgres://postgres@127.0.0.1:$PGPORT/bench_graphile" node "$here/test/bench/graphile/bench.mjs")")
 	echo "round $r/$ROUNDS: hx_worker (external executor)" >&2
-	settle
+	hx_tmp_settle
 	results+=("$(DATABASE_URL="postgres://postgres@127.0.0.1:$PGPORT/bench_hx" \
 		HX_WORKER="$("$PG_CONFIG" --bindir)/hx_worker" node "$here/test/bench/hx_worker_bench.mjs")")
 done

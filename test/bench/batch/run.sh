@@ -80,14 +80,6 @@ f = lambda s: datetime.datetime.fromisoformat(s.replace(" ", "T").split("+")[0])
 print((f(ts[-1]) - f(ts[0])).total_seconds())'
 }
 
-settle() {
-	psqlq -c "CHECKPOINT" >/dev/null
-	for _ in $(seq 1 300); do
-		[ "$(psqlq -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'")" -eq 0 ] && break
-		sleep 0.2
-	done
-}
-
 wait_run() {
 	local run=$1
 	for _ in $(seq 1 6000); do
@@ -105,7 +97,7 @@ batch_round() {
 	psqlq -c "INSERT INTO hx_rule (name, position, task_type, route, window_name) VALUES ('bench', 1, 'bench_batch', 'batch', '$window')" >/dev/null
 	psqlq -c "VACUUM ANALYZE hx_task" >/dev/null
 	submit=$(timed "SELECT count(*) FROM hx_submit_batch('bench_batch', ARRAY(SELECT jsonb_build_object('i', g) FROM generate_series(1, $N) g))")
-	settle
+	hx_tmp_settle
 	run=$(psqlq -c "SELECT hx_run_window('$window')")
 	wait_run "$run"
 	secs=$(psqlq -c "SELECT extract(epoch FROM finished_at - started_at) FROM hx_window_run WHERE id = $run AND status = 'done' AND processed = $N")
@@ -117,7 +109,7 @@ batch_round() {
 stream_round() {
 	local t0 t1
 	psqlq -c "DELETE FROM hx_task" -c "VACUUM ANALYZE hx_task" >/dev/null
-	settle
+	hx_tmp_settle
 	t0=$(date +%s.%N)
 	psqlq -c "SELECT count(hx_submit('bench_stream', jsonb_build_object('i', g), origin => 'user')) FROM generate_series(1, $N) g" >/dev/null
 	for _ in $(seq 1 60000); do
@@ -131,7 +123,7 @@ stream_round() {
 # N events into PgQ, one tick, consumed; prints insert seconds, consume seconds
 pgq_round() {
 	local ins con
-	settle
+	hx_tmp_settle
 	ins=$(timed "SELECT count(pgq.insert_event('bench', 'nop', g::text)) FROM generate_series(1, $N) g")
 	psqlq -c "SELECT pgq.ticker('bench')" >/dev/null
 	# a second tick after the events: the batch between the two holds them
