@@ -69,6 +69,20 @@ hxw_buf_free(HxwBuf *buf)
 }
 
 /*
+ * hxw_close_pipes
+ *		Closes both ends of the three pipes of a child (those opened).
+ */
+static void
+hxw_close_pipes(int pipes[3][2])
+{
+	int			i;
+
+	for (i = 0; i < 6; i++)
+		if (pipes[i / 2][i % 2] >= 0)
+			close(pipes[i / 2][i % 2]);
+}
+
+/*
  * hxw_child_start
  *		Starts argv (searched in PATH) with env added to the environment,
  *		input on its stdin; the command gets its own process group so a
@@ -79,27 +93,24 @@ bool
 hxw_child_start(HxwChild *child, char **argv, char **env,
 				const char *input, size_t input_len, double timeout)
 {
-	int			in[2],
-				out[2],
-				err[2];
+	int			pipes[3][2] = {{-1, -1}, {-1, -1}, {-1, -1}};
+	int		   *in = pipes[0],
+			   *out = pipes[1],
+			   *err = pipes[2];
 	pid_t		pid;
 
 	memset(child, 0, sizeof(*child));
 	if (pipe(in) != 0 || pipe(out) != 0 || pipe(err) != 0)
 	{
 		hxw_log("could not create pipes: %s", strerror(errno));
+		hxw_close_pipes(pipes);
 		return false;
 	}
 	pid = fork();
 	if (pid < 0)
 	{
 		hxw_log("could not fork: %s", strerror(errno));
-		close(in[0]);
-		close(in[1]);
-		close(out[0]);
-		close(out[1]);
-		close(err[0]);
-		close(err[1]);
+		hxw_close_pipes(pipes);
 		return false;
 	}
 	if (pid == 0)
@@ -117,12 +128,7 @@ hxw_child_start(HxwChild *child, char **argv, char **env,
 		dup2(in[0], 0);
 		dup2(out[1], 1);
 		dup2(err[1], 2);
-		close(in[0]);
-		close(in[1]);
-		close(out[0]);
-		close(out[1]);
-		close(err[0]);
-		close(err[1]);
+		hxw_close_pipes(pipes);
 		for (e = env; e && *e; e++)
 			putenv(*e);
 		execvp(argv[0], argv);
