@@ -300,3 +300,10 @@ INSERT INTO hx_window_run (window_name, status, started_by, started_at, finished
 VALUES ('nightly', 'overran', 'manual', now(), now()) RETURNING id AS ended_run \gset
 SELECT hx_wait_run(:ended_run, '10 seconds') AS ended_status;
 ROLLBACK;
+-- both waits refuse a snapshot that would never see the change
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT hx_wait_run(-1);
+ROLLBACK;
+BEGIN ISOLATION LEVEL SERIALIZABLE;
+SELECT hx_wait(-1);
+ROLLBACK;

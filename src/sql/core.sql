@@ -695,6 +695,20 @@ $$;
 
 COMMENT ON FUNCTION hx_cancel(bigint) IS 'Cancels a queued task (or one waiting for a retry); returns false when it is already running or finished';
 
+CREATE FUNCTION hx_require_read_committed(caller text, what text) RETURNS void
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+	IF current_setting('transaction_isolation') <> 'read committed' THEN
+		RAISE EXCEPTION '% needs READ COMMITTED isolation', caller
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = format('In REPEATABLE READ or SERIALIZABLE the %s never seems to change; wait outside that transaction.', what);
+	END IF;
+END
+$$;
+
+COMMENT ON FUNCTION hx_require_read_committed(text, text) IS
+'Raises a clear error unless the transaction is READ COMMITTED: the polling functions (hx_wait, hx_wait_run) would otherwise never see the change they wait for';
+
 CREATE FUNCTION hx_wait(id bigint, timeout interval DEFAULT '30 seconds') RETURNS text
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 DECLARE
@@ -702,11 +716,7 @@ DECLARE
 	xmin_of xid;
 	give_up timestamptz := clock_timestamp() + timeout;
 BEGIN
-	IF current_setting('transaction_isolation') <> 'read committed' THEN
-		RAISE EXCEPTION 'hx_wait needs READ COMMITTED isolation'
-			USING ERRCODE = 'object_not_in_prerequisite_state',
-				  HINT = 'In REPEATABLE READ or SERIALIZABLE the task never seems to change; wait outside that transaction.';
-	END IF;
+	PERFORM hx_require_read_committed('hx_wait', 'task');
 	SELECT t.status, t.xmin INTO st, xmin_of FROM hx_task t WHERE t.id = hx_wait.id;
 	IF NOT FOUND THEN
 		RAISE EXCEPTION 'task % does not exist', id USING ERRCODE = 'undefined_object';

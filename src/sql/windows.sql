@@ -225,11 +225,7 @@ DECLARE
 	st text;
 	give_up timestamptz := clock_timestamp() + timeout;
 BEGIN
-	IF current_setting('transaction_isolation') <> 'read committed' THEN
-		RAISE EXCEPTION 'hx_wait_run needs READ COMMITTED isolation'
-			USING ERRCODE = 'object_not_in_prerequisite_state',
-				  HINT = 'In REPEATABLE READ or SERIALIZABLE the run never seems to change; wait outside that transaction.';
-	END IF;
+	PERFORM hx_require_read_committed('hx_wait_run', 'run');
 	LOOP
 		SELECT r.status INTO st FROM hx_window_run r WHERE r.id = hx_wait_run.run_id;
 		IF NOT FOUND THEN
