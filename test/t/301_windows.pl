@@ -17,6 +17,8 @@
 #   5. max_duration: a slow window stops at a chunk boundary, 'overran',
 #      with the rest of its tasks still queued and never claimed; the next
 #      run processes them.
+#   6. An external task that failed in a run does not keep the run open
+#      until max_duration: it waits for the next run.
 use strict;
 use warnings;
 
@@ -211,6 +213,32 @@ HxBatch::wait_run($node, $run, 'slow window again');
 is(HxBatch::run_row($node, $run, 'status, overran, processed'),
 	'done|false|' . (50 - $processed), 'the next run took the leftovers');
 HxBatch::check_batch_exactly_once($node, 'm', 50, 'slow window over two runs');
+
+# --- 6. an external task that fails in the run does not hold it open --------
+# A failed batch task waits for the next run (deferred retry), so once the
+# only external task of the window has failed, the run has nothing left to
+# wait for and ends, long before its max_duration of an hour.
+$node->safe_psql('postgres', q{
+	SELECT hx_register('ext', max_attempts => 3);
+	INSERT INTO hx_window (name, schedule, max_duration, chunk_size)
+	VALUES ('extwin', '0 4 * * *', '1 hour', 10);
+	INSERT INTO hx_rule (name, position, task_type, route, window_name)
+	VALUES ('ext-to-extwin', 1, 'ext', 'batch', 'extwin');
+});
+my $ext = $node->safe_psql('postgres', q{SELECT hx_submit('ext', '{"k": "x1"}')});
+$run = HxBatch::run_window($node, 'extwin');
+ok( $node->poll_query_until('postgres', qq{SELECT status = 'running' FROM hx_window_run WHERE id = $run}),
+	'the window with an external task is open');
+my ($claimed, $token) = split /\|/, $node->safe_psql('postgres',
+	q{SELECT id || '|' || lease_token FROM hx_claim('tap-executor', route => 'batch')});
+is($claimed, $ext, 'an executor claimed the external task while the window was open');
+is($node->safe_psql('postgres', "SELECT hx_fail($ext, '$token', 'model refused')"),
+	'failed', 'and failed it (to be retried in the next run)');
+HxBatch::wait_run($node, $run, 'window whose external task failed');
+is(HxBatch::run_row($node, $run, 'status, overran'), 'done|false',
+	'the run ended done without waiting for max_duration');
+is( $node->safe_psql('postgres', "SELECT status || ' ' || attempts || ' ' || run_id FROM hx_task WHERE id = $ext"),
+	"failed 1 $run", 'the task waits for the next run');
 
 $node->stop;
 done_testing();
