@@ -32,10 +32,17 @@ OBJS = \
 # The install script is built from one file per concern, in this order.
 EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" hybridexec.control)
 SQL_PARTS = \
-	src/sql/core.sql \
+	src/sql/internal.sql \
+	src/sql/queue.sql \
+	src/sql/cron.sql \
 	src/sql/windows.sql \
-	src/sql/cost.sql \
-	src/sql/executor.sql \
+	src/sql/prices.sql \
+	src/sql/rules.sql \
+	src/sql/batch.sql \
+	src/sql/ledger.sql \
+	src/sql/reports.sql \
+	src/sql/executors.sql \
+	src/sql/attach.sql \
 	src/sql/maintenance.sql
 DATA_built = hybridexec--$(EXTVERSION).sql
 PGFILEDESC = "hybridexec - hybrid stream/batch execution of AI tasks"

@@ -1,13 +1,11 @@
 /*
- * src/sql/core.sql
+ * src/sql/queue.sql
  *
- * First part of the install script (the Makefile concatenates the files
- * of SQL_PARTS into hybridexec--<version>.sql): task types, rules, windows,
- * prices, the task queue and its error log, and the functions users, DBAs
- * and the stream workers call.  Everything a DBA tunes is a plain table.
+ * Part of the install script: the task queue.  Task types (hx_type) and
+ * their registration, the queue itself (hx_task) and its error log
+ * (hx_error), submitting, waiting, cancelling, the commit-time wake-up and
+ * the stream workers' side (claim, crash sweep).
  */
-
-\echo Use "CREATE EXTENSION hybridexec" to load this file. \quit
 
 /* ------------------------------------------------------------------------
  * Task types
@@ -49,157 +47,6 @@ COMMENT ON COLUMN hx_type.micro_batch_wait IS 'Micro-batching: the longest a str
 COMMENT ON COLUMN hx_type.description IS 'Free text for humans';
 COMMENT ON COLUMN hx_type.latency_value IS 'Value of an hour of latency of one task, in the price currency (a payload key "latency_value" overrides it); rules with worth_streaming compare it with the extra cost of streaming; NULL = unknown';
 COMMENT ON COLUMN hx_type.registered_at IS 'When the type was last registered or changed by hx_register()';
-
-/* ------------------------------------------------------------------------
- * Batch windows (executed by the batch-window machinery; rows already
- * route tasks in 0.1)
- * ------------------------------------------------------------------------ */
-
-CREATE TABLE hx_window (
-	name			text PRIMARY KEY,
-	schedule		text NOT NULL,
-	max_duration	interval NOT NULL DEFAULT '1 hour',
-	chunk_size		integer NOT NULL DEFAULT 1000,
-	enabled			boolean NOT NULL DEFAULT true,
-	deadline		time,
-	margin			interval NOT NULL DEFAULT '15 minutes',
-	time_zone		text,
-	opportunistic	boolean NOT NULL DEFAULT false,
-	parallel		integer NOT NULL DEFAULT 1,
-	description		text,
-	CONSTRAINT hx_window_name_check CHECK (name <> ''),
-	CONSTRAINT hx_window_parallel_check CHECK (parallel BETWEEN 1 AND 32),
-	CONSTRAINT hx_window_chunk_size_check CHECK (chunk_size > 0),
-	CONSTRAINT hx_window_max_duration_check CHECK (max_duration > interval '0'),
-	CONSTRAINT hx_window_margin_check CHECK (margin >= interval '0')
-);
-
-COMMENT ON TABLE hx_window IS 'Named batch windows: when batch-routed tasks run and in what chunks';
-COMMENT ON COLUMN hx_window.name IS 'Window name, referenced by hx_rule.window_name';
-COMMENT ON COLUMN hx_window.schedule IS 'When the window opens, in cron syntax (minute hour day-of-month month day-of-week)';
-COMMENT ON COLUMN hx_window.max_duration IS 'A run stops at a chunk boundary once it has run this long';
-COMMENT ON COLUMN hx_window.chunk_size IS 'Tasks per chunk; each chunk commits with its checkpoint';
-COMMENT ON COLUMN hx_window.enabled IS 'A disabled window keeps its tasks queued';
-COMMENT ON COLUMN hx_window.deadline IS 'Adaptive window: results are needed by this local time; the run starts early enough to finish margin before it (NULL = start on schedule)';
-COMMENT ON COLUMN hx_window.margin IS 'Adaptive window: how long before the deadline the run should be finished';
-COMMENT ON COLUMN hx_window.time_zone IS 'Time zone of deadline (NULL = hybridexec.time_zone); the schedule is in pg_cron''s time zone';
-COMMENT ON COLUMN hx_window.parallel IS 'Batch workers a run of the window uses at once (each takes its own share of the tasks), at most hybridexec.batch_workers';
-COMMENT ON COLUMN hx_window.opportunistic IS 'May start early while the stream path is idle, and yields at chunk boundaries as soon as stream work waits';
-COMMENT ON COLUMN hx_window.description IS 'Free text for humans';
-
-/* ------------------------------------------------------------------------
- * Classification rules
- * ------------------------------------------------------------------------ */
-
-CREATE TABLE hx_rule (
-	name			text PRIMARY KEY,
-	position		integer NOT NULL,
-	enabled			boolean NOT NULL DEFAULT true,
-	task_type		text,
-	origin			text,
-	department		text,
-	min_sla			interval,
-	max_sla			interval,
-	payload_match	jsonb,
-	local_from		time,
-	local_until		time,
-	days			integer[],
-	time_zone		text,
-	budget_exhausted boolean,
-	worth_streaming	boolean,
-	route			text NOT NULL,
-	window_name		text REFERENCES hx_window (name) ON UPDATE CASCADE,
-	description		text
-);
-
-CREATE INDEX hx_rule_position_idx ON hx_rule (position, name);
-
-COMMENT ON TABLE hx_rule IS
-'Classification rules: enabled rules are tried in (position, name) order, the first whose conditions all hold decides the route; NULL conditions match anything';
-COMMENT ON COLUMN hx_rule.name IS 'Unique rule name, reported by hx_classify() and stored on each task';
-COMMENT ON COLUMN hx_rule.position IS 'Lower positions are tried first';
-COMMENT ON COLUMN hx_rule.enabled IS 'Disabled rules are skipped';
-COMMENT ON COLUMN hx_rule.task_type IS 'Condition: the task type equals this';
-COMMENT ON COLUMN hx_rule.origin IS 'Condition: the task origin equals this (user = someone is waiting)';
-COMMENT ON COLUMN hx_rule.department IS 'Condition: the task department equals this';
-COMMENT ON COLUMN hx_rule.min_sla IS 'Condition: the effective SLA is at least this (a task without SLA or deadline has an infinite SLA)';
-COMMENT ON COLUMN hx_rule.max_sla IS 'Condition: the effective SLA is below this (tasks without SLA or deadline never match)';
-COMMENT ON COLUMN hx_rule.payload_match IS 'Condition: the payload contains this JSON object (jsonb @>)';
-COMMENT ON COLUMN hx_rule.local_from IS 'Condition with local_until: local time of day in [local_from, local_until); wraps past midnight when local_from > local_until';
-COMMENT ON COLUMN hx_rule.local_until IS 'End (exclusive) of the local time-of-day condition';
-COMMENT ON COLUMN hx_rule.days IS 'Condition: local ISO day of week (1 = Monday ... 7 = Sunday) is one of these';
-COMMENT ON COLUMN hx_rule.time_zone IS 'Time zone of the time-of-day and day conditions; NULL = hybridexec.time_zone';
-COMMENT ON COLUMN hx_rule.budget_exhausted IS 'Condition: true = one of the task department''s hx_budget rows is used up (hx_budget_exhausted), false = none is; NULL = do not look (the only conditions that cost a query)';
-COMMENT ON COLUMN hx_rule.worth_streaming IS 'Condition: true = the latency streaming saves is worth more than its extra cost now (hx_worth_streaming), false = it is not; NULL = do not look';
-COMMENT ON COLUMN hx_rule.route IS 'Decision: stream (run now) or batch (wait for window_name)';
-COMMENT ON COLUMN hx_rule.window_name IS 'Decision for route batch: the hx_window the task waits for';
-COMMENT ON COLUMN hx_rule.description IS 'Free text for humans';
-
-/* ------------------------------------------------------------------------
- * Prices: the catalog behind hx_classify's est_cost and the hx_cost ledger
- * (cost.sql, which also validates the rows)
- * ------------------------------------------------------------------------ */
-
-CREATE TABLE hx_price (
-	id				bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
-	task_type		text,
-	route			text NOT NULL,
-	unit_cost		numeric NOT NULL DEFAULT 0,
-	per_second		numeric NOT NULL DEFAULT 0,
-	batch_discount	numeric NOT NULL DEFAULT 0.5,
-	currency		text NOT NULL DEFAULT coalesce(current_setting('hybridexec.currency', true), 'USD'),
-	valid_from		timestamptz NOT NULL DEFAULT '-infinity',
-	description		text,
-	CONSTRAINT hx_price_route_check CHECK (route IN ('stream', 'batch')),
-	CONSTRAINT hx_price_cost_check CHECK (unit_cost >= 0 AND per_second >= 0),
-	CONSTRAINT hx_price_discount_check CHECK (batch_discount >= 0 AND batch_discount <= 1),
-	CONSTRAINT hx_price_unique UNIQUE NULLS NOT DISTINCT (task_type, route, valid_from)
-);
-
-COMMENT ON TABLE hx_price IS
-'Price catalog, effective-dated: for a task type and route the row with the latest valid_from not after the moment applies; a batch attempt without a batch row is priced by the stream row less its batch_discount; rows for the task type beat the default rows (task_type NULL)';
-COMMENT ON COLUMN hx_price.id IS 'Surrogate key; hx_cost.price_id names the row that priced an attempt';
-COMMENT ON COLUMN hx_price.task_type IS 'Task type the price is for; NULL = default for every type';
-COMMENT ON COLUMN hx_price.route IS 'stream or batch';
-COMMENT ON COLUMN hx_price.unit_cost IS 'Cost per task attempt, in currency';
-COMMENT ON COLUMN hx_price.per_second IS 'Cost per second of run time (wall clock), in currency';
-COMMENT ON COLUMN hx_price.batch_discount IS 'Share taken off a stream row when it prices a batch attempt because no batch row applies (0.5 = half price, as LLM batch APIs give); ignored on batch rows';
-COMMENT ON COLUMN hx_price.currency IS 'Currency of the prices (default hybridexec.currency)';
-COMMENT ON COLUMN hx_price.valid_from IS 'The price applies from this moment on, until a newer row for the same type and route';
-COMMENT ON COLUMN hx_price.description IS 'Free text for humans (where the price comes from)';
-
-INSERT INTO hx_price (task_type, route, unit_cost, description) VALUES
-	(NULL, 'stream', 1.0, 'default list price; batch attempts get batch_discount off it');
-
-CREATE TABLE hx_price_period (
-	id				bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
-	name			text NOT NULL UNIQUE,
-	task_type		text,
-	route			text,
-	days			integer[],
-	local_from		time,
-	local_until		time,
-	time_zone		text,
-	multiplier		numeric NOT NULL,
-	CONSTRAINT hx_price_period_route_check CHECK (route IN ('stream', 'batch')),
-	CONSTRAINT hx_price_period_multiplier_check CHECK (multiplier > 0)
-);
-
-COMMENT ON TABLE hx_price_period IS
-'Peak and off-peak multipliers: every period whose conditions hold at the moment multiplies the catalog price (several periods multiply together); NULL conditions match anything';
-COMMENT ON COLUMN hx_price_period.id IS 'Surrogate key';
-COMMENT ON COLUMN hx_price_period.name IS 'Name, such as ''weekday-peak''';
-COMMENT ON COLUMN hx_price_period.task_type IS 'Task type the period applies to; NULL = every type';
-COMMENT ON COLUMN hx_price_period.route IS 'stream or batch; NULL = both';
-COMMENT ON COLUMN hx_price_period.days IS 'ISO days of week (1 = Monday ... 7 = Sunday) the period applies on; NULL = every day';
-COMMENT ON COLUMN hx_price_period.local_from IS 'Start of the time-of-day range, local time (inclusive); NULL together with local_until = all day';
-COMMENT ON COLUMN hx_price_period.local_until IS 'End of the time-of-day range (exclusive); a range may wrap midnight (22:00 to 06:00)';
-COMMENT ON COLUMN hx_price_period.time_zone IS 'Time zone of days and times; NULL = hybridexec.time_zone';
-COMMENT ON COLUMN hx_price_period.multiplier IS 'Factor applied to the price (1.5 = peak surcharge, 0.8 = off-peak rebate)';
-
-CREATE AGGREGATE hx_product(numeric) (SFUNC = numeric_mul, STYPE = numeric);
-
-COMMENT ON AGGREGATE hx_product(numeric) IS 'Product of the values (NULL when there are none): how peak/off-peak multipliers combine';
 
 /* ------------------------------------------------------------------------
  * The task queue
@@ -315,121 +162,9 @@ COMMENT ON COLUMN hx_error.detail IS 'Error detail, if any';
 COMMENT ON COLUMN hx_error.hint IS 'Error hint, if any';
 COMMENT ON COLUMN hx_error.context IS 'Error context (where in the handler), if any';
 
-/* ------------------------------------------------------------------------
- * Validation of DBA-edited rows
- * ------------------------------------------------------------------------ */
-
-CREATE FUNCTION hx_check_time_condition(label text, local_from time, local_until time,
-										days integer[], time_zone text)
-RETURNS void
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
-DECLARE
-	d integer;
-BEGIN
-	IF (local_from IS NULL) <> (local_until IS NULL) THEN
-		RAISE EXCEPTION '%: local_from and local_until go together', label
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Set both (a time-of-day range) or neither.';
-	END IF;
-	IF local_from = local_until THEN
-		RAISE EXCEPTION '%: empty time-of-day range', label
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'local_from must differ from local_until; leave both NULL to match any time.';
-	END IF;
-	IF days IS NOT NULL THEN
-		IF cardinality(days) = 0 THEN
-			RAISE EXCEPTION '%: days is empty', label
-				USING ERRCODE = 'invalid_parameter_value',
-					  HINT = 'Use NULL to match every day.';
-		END IF;
-		FOREACH d IN ARRAY days LOOP
-			IF d IS NULL OR d NOT BETWEEN 1 AND 7 THEN
-				RAISE EXCEPTION '%: day % is not an ISO day of week', label, d
-					USING ERRCODE = 'invalid_parameter_value',
-						  HINT = 'Days are 1 (Monday) to 7 (Sunday).';
-			END IF;
-		END LOOP;
-	END IF;
-	IF time_zone IS NOT NULL
-	   AND NOT EXISTS (SELECT 1 FROM pg_timezone_names z WHERE z.name = time_zone) THEN
-		RAISE EXCEPTION '%: unknown time zone "%"', label, time_zone
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Use a name from pg_timezone_names, such as ''Europe/Paris''.';
-	END IF;
-END
-$$;
-
-COMMENT ON FUNCTION hx_check_time_condition(text, time, time, integer[], text) IS
-'Validation shared by hx_rule and hx_price_period: a time-of-day range needs both ends and must not be empty, days are ISO days of week, the time zone must exist; raises a clear error naming label';
-
-CREATE FUNCTION hx_rule_check() RETURNS trigger
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
-BEGIN
-	IF NEW.name IS NULL OR NEW.name = '' THEN
-		RAISE EXCEPTION 'hx_rule name must not be empty'
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Name the rule after what it does, such as ''fraud-streams''.';
-	END IF;
-	IF NEW.route IS NULL OR NEW.route NOT IN ('stream', 'batch') THEN
-		RAISE EXCEPTION 'hx_rule "%": unknown route "%"', NEW.name, NEW.route
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'route must be ''stream'' or ''batch''.';
-	END IF;
-	IF NEW.route = 'batch' AND NEW.window_name IS NULL THEN
-		RAISE EXCEPTION 'hx_rule "%": route batch needs a window_name', NEW.name
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Set window_name to one of the windows in hx_window.';
-	END IF;
-	IF NEW.route = 'batch'
-	   AND NOT EXISTS (SELECT 1 FROM hx_window w WHERE w.name = NEW.window_name) THEN
-		RAISE EXCEPTION 'hx_rule "%": unknown window "%"', NEW.name, NEW.window_name
-			USING ERRCODE = 'foreign_key_violation',
-				  HINT = 'Create the window in hx_window first, or use one of: '
-				  || coalesce((SELECT string_agg(quote_literal(name), ', ' ORDER BY name) FROM hx_window), 'none') || '.';
-	END IF;
-	IF NEW.route = 'stream' AND NEW.window_name IS NOT NULL THEN
-		RAISE EXCEPTION 'hx_rule "%": route stream takes no window_name', NEW.name
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Set window_name to NULL, or route to ''batch''.';
-	END IF;
-	IF NEW.min_sla < interval '0' OR NEW.max_sla < interval '0' THEN
-		RAISE EXCEPTION 'hx_rule "%": SLA bounds must not be negative', NEW.name
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'min_sla and max_sla are durations such as ''5 seconds''; leave them NULL for no bound.';
-	END IF;
-	IF NEW.min_sla >= NEW.max_sla THEN
-		RAISE EXCEPTION 'hx_rule "%": min_sla % is not below max_sla %', NEW.name, NEW.min_sla, NEW.max_sla
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'The rule matches SLAs in [min_sla, max_sla); make min_sla smaller than max_sla.';
-	END IF;
-	PERFORM hx_check_time_condition(format('hx_rule "%s"', NEW.name), NEW.local_from, NEW.local_until, NEW.days, NEW.time_zone);
-	IF NEW.payload_match IS NOT NULL AND jsonb_typeof(NEW.payload_match) <> 'object' THEN
-		RAISE EXCEPTION 'hx_rule "%": payload_match must be a JSON object', NEW.name
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'For example {"tier": "gold"} matches payloads containing that key and value.';
-	END IF;
-	RETURN NEW;
-END
-$$;
-
-COMMENT ON FUNCTION hx_rule_check() IS 'Trigger: rejects invalid hx_rule rows with a clear error';
-
-CREATE TRIGGER hx_rule_check BEFORE INSERT OR UPDATE ON hx_rule
-	FOR EACH ROW EXECUTE FUNCTION hx_rule_check();
-
-/*
- * Backends cache rules and types; any change to those tables sends a
- * relcache invalidation at commit so every backend reloads them.
- */
-CREATE FUNCTION hx_cache_invalidate() RETURNS trigger
-AS 'MODULE_PATHNAME', 'hx_cache_invalidate' LANGUAGE C;
-
-COMMENT ON FUNCTION hx_cache_invalidate() IS 'Trigger: tells every backend to reload its cached rules and task types';
-
-CREATE TRIGGER hx_rule_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON hx_rule
-	FOR EACH STATEMENT EXECUTE FUNCTION hx_cache_invalidate();
-CREATE TRIGGER hx_type_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON hx_type
-	FOR EACH STATEMENT EXECUTE FUNCTION hx_cache_invalidate();
+/* what retention looks at */
+CREATE INDEX hx_task_finished_idx ON hx_task (finished_at)
+	WHERE status IN ('done', 'dead', 'cancelled');
 
 /* ------------------------------------------------------------------------
  * Waking the workers
@@ -588,84 +323,6 @@ AS 'MODULE_PATHNAME', 'hx_submit_batch' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION hx_submit_batch(text, jsonb[], interval, text, integer, text, timestamptz) IS
 'Queues one task per payload (same type and other arguments) with one INSERT, each classified like hx_submit(); returns the ids in payload order';
 
-CREATE FUNCTION hx_decide(task_type text,
-						  payload jsonb DEFAULT '{}',
-						  sla interval DEFAULT NULL,
-						  origin text DEFAULT 'background',
-						  priority integer DEFAULT 0,
-						  department text DEFAULT NULL,
-						  dedupe_key text DEFAULT NULL,
-						  deadline timestamptz DEFAULT NULL,
-						  at timestamptz DEFAULT now(),
-						  OUT route text, OUT window_name text,
-						  OUT rule_name text, OUT reason text)
-RETURNS record
-AS 'MODULE_PATHNAME', 'hx_decide' LANGUAGE C STABLE;
-
-COMMENT ON FUNCTION hx_decide(text, jsonb, interval, text, integer, text, text, timestamptz, timestamptz) IS
-'The rule engine behind hx_submit() and hx_classify(): route, window, rule and reason, without a cost estimate';
-
-/*
- * Inlinable (no SET clause, schema-qualified names): the ledger trigger
- * calls it for every finished attempt.
- */
-CREATE FUNCTION hx_price_rule(task_type text, route text, at timestamptz)
-RETURNS TABLE (price_id bigint, unit_cost numeric, per_second numeric,
-			   factor numeric, currency text)
-LANGUAGE sql STABLE AS $$
-	SELECT p.id, p.unit_cost, p.per_second,
-		   CASE WHEN p.route <> $2 THEN 1 - p.batch_discount ELSE 1 END
-		   * (SELECT coalesce(@extschema@.hx_product(m.multiplier), 1)
-				FROM @extschema@.hx_price_period m
-				CROSS JOIN LATERAL (SELECT $3 AT TIME ZONE
-						   coalesce(m.time_zone, current_setting('hybridexec.time_zone', true), 'UTC') AS lt) l
-			   WHERE (m.task_type IS NULL OR m.task_type = $1)
-				 AND (m.route IS NULL OR m.route = $2)
-				 AND (m.days IS NULL OR extract(isodow FROM l.lt)::integer = ANY (m.days))
-				 AND (m.local_from IS NULL
-					  OR (m.local_from < m.local_until AND l.lt::time >= m.local_from AND l.lt::time < m.local_until)
-					  OR (m.local_from > m.local_until AND (l.lt::time >= m.local_from OR l.lt::time < m.local_until)))),
-		   p.currency
-	  FROM @extschema@.hx_price p
-	 WHERE (p.task_type = $1 OR p.task_type IS NULL)
-	   AND (p.route = $2 OR ($2 = 'batch' AND p.route = 'stream'))
-	   AND p.valid_from <= $3
-	 ORDER BY p.task_type IS NULL, p.route <> $2, p.valid_from DESC
-	 LIMIT 1
-$$;
-
-COMMENT ON FUNCTION hx_price_rule(text, text, timestamptz) IS
-'The hx_price row that prices an attempt of this type on this route at that moment (type row beats default row; the route''s own row beats a stream row standing in for batch; latest valid_from wins) and the factor on it: hx_price_period multipliers, times (1 - batch_discount) when a stream row prices a batch attempt';
-
-CREATE FUNCTION hx_price_at(task_type text, route text, at timestamptz DEFAULT now())
-RETURNS numeric
-LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
-	SELECT r.unit_cost * r.factor FROM hx_price_rule(task_type, route, at) r
-$$;
-
-COMMENT ON FUNCTION hx_price_at(text, text, timestamptz) IS
-'Cost of one attempt of this type on this route at that moment before per-second charges: unit_cost of hx_price_rule() times its factor (discount, peak/off-peak)';
-
-CREATE FUNCTION hx_classify(task_type text,
-							payload jsonb DEFAULT '{}',
-							sla interval DEFAULT NULL,
-							origin text DEFAULT 'background',
-							priority integer DEFAULT 0,
-							department text DEFAULT NULL,
-							dedupe_key text DEFAULT NULL,
-							deadline timestamptz DEFAULT NULL,
-							at timestamptz DEFAULT now())
-RETURNS TABLE (route text, window_name text, rule_name text, reason text, est_cost numeric)
-LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
-	SELECT d.route, d.window_name, d.rule_name, d.reason,
-		   hx_price_at(hx_classify.task_type, d.route, hx_classify.at)
-	  FROM hx_decide(task_type, payload, sla, origin, priority, department,
-					 dedupe_key, deadline, at) d
-$$;
-
-COMMENT ON FUNCTION hx_classify(text, jsonb, interval, text, integer, text, text, timestamptz, timestamptz) IS
-'The decision hx_submit() would make for this task at that moment, with its estimated cost; queues nothing';
-
 /* ------------------------------------------------------------------------
  * Following and cancelling tasks
  * ------------------------------------------------------------------------ */
@@ -694,20 +351,6 @@ END
 $$;
 
 COMMENT ON FUNCTION hx_cancel(bigint) IS 'Cancels a queued task (or one waiting for a retry); returns false when it is already running or finished';
-
-CREATE FUNCTION hx_require_read_committed(caller text, what text) RETURNS void
-LANGUAGE plpgsql STABLE AS $$
-BEGIN
-	IF current_setting('transaction_isolation') <> 'read committed' THEN
-		RAISE EXCEPTION '% needs READ COMMITTED isolation', caller
-			USING ERRCODE = 'object_not_in_prerequisite_state',
-				  HINT = format('In REPEATABLE READ or SERIALIZABLE the %s never seems to change; wait outside that transaction.', what);
-	END IF;
-END
-$$;
-
-COMMENT ON FUNCTION hx_require_read_committed(text, text) IS
-'Raises a clear error unless the transaction is READ COMMITTED: the polling functions (hx_wait, hx_wait_run) would otherwise never see the change they wait for';
 
 CREATE FUNCTION hx_wait(id bigint, timeout interval DEFAULT '30 seconds') RETURNS text
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $$

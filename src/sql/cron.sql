@@ -1,0 +1,150 @@
+/*
+ * src/sql/cron.sql
+ *
+ * Part of the install script: cron schedules (parsed in src/cron.c) and
+ * the pg_cron jobs that open windows, kept in sync with hx_window when
+ * pg_cron is installed in this database.
+ */
+
+/* ------------------------------------------------------------------------
+ * Cron schedules
+ * ------------------------------------------------------------------------ */
+
+CREATE FUNCTION hx_cron_next(schedule text, after timestamptz DEFAULT now(),
+							 time_zone text DEFAULT 'UTC')
+RETURNS timestamptz
+AS 'MODULE_PATHNAME', 'hx_cron_next' LANGUAGE C STABLE STRICT;
+
+COMMENT ON FUNCTION hx_cron_next(text, timestamptz, text) IS
+'The first moment strictly after "after" that a cron schedule (5 fields or @hourly/@daily/@weekly/@monthly/@yearly) fires, read in time_zone; raises a clear error for bad cron text';
+
+CREATE FUNCTION hx_cron_prev(schedule text, before timestamptz DEFAULT now(),
+							 time_zone text DEFAULT 'UTC')
+RETURNS timestamptz
+AS 'MODULE_PATHNAME', 'hx_cron_prev' LANGUAGE C STABLE STRICT;
+
+COMMENT ON FUNCTION hx_cron_prev(text, timestamptz, text) IS
+'The last moment not after "before" that a cron schedule fired, read in time_zone (NULL if not within a year)';
+
+/* the time zone pg_cron reads schedules in (GMT unless cron.timezone says otherwise) */
+CREATE FUNCTION hx_cron_time_zone() RETURNS text
+LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
+	SELECT coalesce(nullif(current_setting('cron.timezone', true), ''), 'GMT')
+$$;
+
+COMMENT ON FUNCTION hx_cron_time_zone() IS
+'The time zone window schedules are read in: pg_cron''s cron.timezone, GMT when unset';
+
+CREATE FUNCTION hx_cron_job_name(window_name text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$ SELECT 'hybridexec window ' || window_name $$;
+
+COMMENT ON FUNCTION hx_cron_job_name(text) IS 'Name of the pg_cron job that opens a window';
+
+CREATE FUNCTION hx_cron_available() RETURNS boolean
+LANGUAGE plpgsql STABLE SET search_path FROM CURRENT AS $$
+BEGIN
+	RETURN EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron');
+END
+$$;
+
+COMMENT ON FUNCTION hx_cron_available() IS 'True when pg_cron is installed in this database';
+
+/*
+ * Keeps the job of one window in line with its row; SECURITY DEFINER so
+ * that the jobs belong to the extension's owner whoever edits hx_window.
+ */
+CREATE FUNCTION hx_cron_sync_window(old_name text, new_name text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+DECLARE
+	w hx_window;
+	job bigint;
+BEGIN
+	IF NOT hx_cron_available() THEN
+		/*
+		 * Tell once, when the DBA can see it: CREATE EXTENSION runs its
+		 * script with client_min_messages raised to warning.
+		 */
+		IF NOT EXISTS (SELECT 1 FROM hx_state WHERE key = 'pg_cron missing noticed')
+		   AND current_setting('client_min_messages') IN ('debug5', 'debug4', 'debug3', 'debug2',
+														   'debug1', 'log', 'notice') THEN
+			INSERT INTO hx_state (key, value) VALUES ('pg_cron missing noticed', 'true')
+			ON CONFLICT (key) DO NOTHING;
+			RAISE NOTICE 'pg_cron is not installed in this database: batch windows will not open on their schedules'
+				USING HINT = 'Run CREATE EXTENSION pg_cron (with pg_cron in shared_preload_libraries and cron.database_name set to this database), then SELECT hx_sync_cron(); or open windows yourself with SELECT hx_run_window(name). You are told this once.';
+		END IF;
+		RETURN;
+	END IF;
+	IF old_name IS NOT NULL AND old_name IS DISTINCT FROM new_name THEN
+		FOR job IN EXECUTE 'SELECT jobid FROM cron.job WHERE jobname = $1'
+				   USING hx_cron_job_name(old_name) LOOP
+			PERFORM cron.unschedule(job);
+		END LOOP;
+	END IF;
+	IF new_name IS NULL THEN
+		RETURN;
+	END IF;
+	SELECT * INTO w FROM hx_window WHERE name = new_name;
+	IF NOT FOUND OR NOT w.enabled THEN
+		FOR job IN EXECUTE 'SELECT jobid FROM cron.job WHERE jobname = $1'
+				   USING hx_cron_job_name(new_name) LOOP
+			PERFORM cron.unschedule(job);
+		END LOOP;
+		RETURN;
+	END IF;
+	/* cron.schedule with a job name replaces the job of that name */
+	PERFORM cron.schedule(hx_cron_job_name(w.name), w.schedule,
+						  format('SELECT %I.hx_run_window(%L, %L)',
+								 (SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+								   WHERE e.extname = 'hybridexec'),
+								 w.name, 'cron'));
+END
+$$;
+
+COMMENT ON FUNCTION hx_cron_sync_window(text, text) IS
+'Creates, replaces or removes the pg_cron job of one window to match its hx_window row';
+
+CREATE FUNCTION hx_window_cron() RETURNS trigger
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+BEGIN
+	IF TG_OP = 'INSERT' THEN
+		PERFORM hx_cron_sync_window(NULL, NEW.name);
+	ELSIF TG_OP = 'UPDATE' THEN
+		PERFORM hx_cron_sync_window(OLD.name, NEW.name);
+	ELSE
+		PERFORM hx_cron_sync_window(OLD.name, NULL);
+	END IF;
+	RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION hx_window_cron() IS 'Trigger: keeps the pg_cron job of each window in sync with hx_window';
+
+CREATE FUNCTION hx_sync_cron() RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+DECLARE
+	n integer := 0;
+	job record;
+	w record;
+BEGIN
+	IF NOT hx_cron_available() THEN
+		RAISE EXCEPTION 'pg_cron is not installed in this database'
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = 'Add pg_cron to shared_preload_libraries, set cron.database_name to this database, restart, and CREATE EXTENSION pg_cron.';
+	END IF;
+	/* jobs of windows that are gone or disabled */
+	FOR job IN EXECUTE
+		'SELECT jobid FROM cron.job j WHERE j.jobname LIKE ''hybridexec window %'' AND NOT EXISTS (
+			SELECT 1 FROM ' || format('%I.hx_window', (SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'hybridexec')) ||
+		' w WHERE w.enabled AND j.jobname = ''hybridexec window '' || w.name)' LOOP
+		PERFORM cron.unschedule(job.jobid);
+	END LOOP;
+	FOR w IN SELECT name FROM hx_window WHERE enabled ORDER BY name LOOP
+		PERFORM hx_cron_sync_window(NULL, w.name);
+		n := n + 1;
+	END LOOP;
+	RETURN n;
+END
+$$;
+
+COMMENT ON FUNCTION hx_sync_cron() IS
+'Recreates the pg_cron job of every enabled window and removes stale ones (run it after installing pg_cron); returns the number of jobs';

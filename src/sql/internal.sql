@@ -1,0 +1,111 @@
+/*
+ * src/sql/internal.sql
+ *
+ * First part of the install script (the Makefile joins the files of
+ * SQL_PARTS, in its order, into hybridexec--<version>.sql): what the other
+ * parts share - the small facts the extension remembers (hx_state), the
+ * validation of time conditions, the settings read back in seconds.
+ */
+
+\echo Use "CREATE EXTENSION hybridexec" to load this file. \quit
+
+/* ------------------------------------------------------------------------
+ * Validation of DBA-edited rows
+ * ------------------------------------------------------------------------ */
+
+CREATE FUNCTION hx_check_time_condition(label text, local_from time, local_until time,
+										days integer[], time_zone text)
+RETURNS void
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+DECLARE
+	d integer;
+BEGIN
+	IF (local_from IS NULL) <> (local_until IS NULL) THEN
+		RAISE EXCEPTION '%: local_from and local_until go together', label
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Set both (a time-of-day range) or neither.';
+	END IF;
+	IF local_from = local_until THEN
+		RAISE EXCEPTION '%: empty time-of-day range', label
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'local_from must differ from local_until; leave both NULL to match any time.';
+	END IF;
+	IF days IS NOT NULL THEN
+		IF cardinality(days) = 0 THEN
+			RAISE EXCEPTION '%: days is empty', label
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'Use NULL to match every day.';
+		END IF;
+		FOREACH d IN ARRAY days LOOP
+			IF d IS NULL OR d NOT BETWEEN 1 AND 7 THEN
+				RAISE EXCEPTION '%: day % is not an ISO day of week', label, d
+					USING ERRCODE = 'invalid_parameter_value',
+						  HINT = 'Days are 1 (Monday) to 7 (Sunday).';
+			END IF;
+		END LOOP;
+	END IF;
+	IF time_zone IS NOT NULL
+	   AND NOT EXISTS (SELECT 1 FROM pg_timezone_names z WHERE z.name = time_zone) THEN
+		RAISE EXCEPTION '%: unknown time zone "%"', label, time_zone
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use a name from pg_timezone_names, such as ''Europe/Paris''.';
+	END IF;
+END
+$$;
+
+COMMENT ON FUNCTION hx_check_time_condition(text, time, time, integer[], text) IS
+'Validation shared by hx_rule and hx_price_period: a time-of-day range needs both ends and must not be empty, days are ISO days of week, the time zone must exist; raises a clear error naming label';
+
+CREATE FUNCTION hx_require_read_committed(caller text, what text) RETURNS void
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+	IF current_setting('transaction_isolation') <> 'read committed' THEN
+		RAISE EXCEPTION '% needs READ COMMITTED isolation', caller
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = format('In REPEATABLE READ or SERIALIZABLE the %s never seems to change; wait outside that transaction.', what);
+	END IF;
+END
+$$;
+
+COMMENT ON FUNCTION hx_require_read_committed(text, text) IS
+'Raises a clear error unless the transaction is READ COMMITTED: the polling functions (hx_wait, hx_wait_run) would otherwise never see the change they wait for';
+
+/* ------------------------------------------------------------------------
+ * Small facts remembered between sessions
+ * ------------------------------------------------------------------------ */
+
+CREATE TABLE hx_state (
+	key				text PRIMARY KEY,
+	value			text,
+	at				timestamptz NOT NULL DEFAULT now()
+);
+
+COMMENT ON TABLE hx_state IS 'Small facts the extension remembers between sessions (such as: the DBA was told pg_cron is missing)';
+COMMENT ON COLUMN hx_state.key IS 'What is remembered';
+COMMENT ON COLUMN hx_state.value IS 'Its value';
+COMMENT ON COLUMN hx_state.at IS 'When it was last set';
+
+CREATE FUNCTION hx_local_zone() RETURNS text
+LANGUAGE sql STABLE AS $$
+	SELECT coalesce(current_setting('hybridexec.time_zone', true), 'UTC')
+$$;
+
+COMMENT ON FUNCTION hx_local_zone() IS 'hybridexec.time_zone (UTC when the library is not loaded): the zone of days, weeks and months in the books';
+
+CREATE FUNCTION hx_setting_seconds(name text, fallback double precision) RETURNS double precision
+LANGUAGE plpgsql STABLE SET search_path FROM CURRENT AS $$
+DECLARE
+	v text := current_setting(name, true);
+BEGIN
+	/* time settings read back with their unit ("5min", "7d"); bare numbers are seconds */
+	IF v IS NULL OR v = '' THEN
+		RETURN fallback;
+	ELSIF v ~ '^-?[0-9.]+$' THEN
+		RETURN v::double precision;
+	END IF;
+	RETURN extract(epoch FROM v::interval);
+END
+$$;
+
+COMMENT ON FUNCTION hx_setting_seconds(text, double precision) IS
+'A time setting such as hybridexec.retention in seconds (fallback when the library is not loaded)';

@@ -1,0 +1,436 @@
+/*
+ * src/sql/ledger.sql
+ *
+ * Part of the install script: the cost ledger (hx_cost), written by one
+ * statement trigger on hx_task in the transaction that finishes each
+ * attempt, the rolling statistics the same trigger keeps (hx_stat_minute,
+ * hx_cost_daily, with the log-scale histograms of src/cost.c) and budgets.
+ */
+
+/* ------------------------------------------------------------------------
+ * Histograms (src/cost.c): bigint[32], bucket 0 < 1 ms, bucket k holds
+ * [2^(k-1), 2^k) ms
+ * ------------------------------------------------------------------------ */
+
+CREATE FUNCTION hx_hist_bucket(ms double precision) RETURNS integer
+AS 'MODULE_PATHNAME', 'hx_hist_bucket' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+COMMENT ON FUNCTION hx_hist_bucket(double precision) IS
+'Bucket (0-31) of a duration in milliseconds in the log-scale histograms: 0 below 1 ms, k for [2^(k-1), 2^k) ms';
+
+CREATE FUNCTION hx_hist_accum(state bigint[], ms double precision) RETURNS bigint[]
+AS 'MODULE_PATHNAME', 'hx_hist_accum' LANGUAGE C IMMUTABLE PARALLEL SAFE;
+
+COMMENT ON FUNCTION hx_hist_accum(bigint[], double precision) IS
+'Transition function of hx_hist(): counts one duration (milliseconds) into a histogram';
+
+CREATE AGGREGATE hx_hist(double precision) (SFUNC = hx_hist_accum, STYPE = bigint[]);
+
+COMMENT ON AGGREGATE hx_hist(double precision) IS
+'Log-scale histogram (bigint[32]) of durations in milliseconds';
+
+CREATE FUNCTION hx_hist_merge(a bigint[], b bigint[]) RETURNS bigint[]
+AS 'MODULE_PATHNAME', 'hx_hist_merge' LANGUAGE C IMMUTABLE PARALLEL SAFE;
+
+COMMENT ON FUNCTION hx_hist_merge(bigint[], bigint[]) IS
+'Element-wise sum of two histograms (NULL = empty)';
+
+CREATE AGGREGATE hx_hist_sum(bigint[]) (SFUNC = hx_hist_merge, STYPE = bigint[]);
+
+COMMENT ON AGGREGATE hx_hist_sum(bigint[]) IS 'Sum of histograms, such as the minutes of an hour';
+
+CREATE FUNCTION hx_hist_percentile(hist bigint[], q double precision)
+RETURNS double precision
+AS 'MODULE_PATHNAME', 'hx_hist_percentile' LANGUAGE C IMMUTABLE PARALLEL SAFE;
+
+COMMENT ON FUNCTION hx_hist_percentile(bigint[], double precision) IS
+'The q-quantile of a histogram in milliseconds, interpolated inside its bucket (so within a factor 2 of the truth); NULL when empty';
+
+/* ------------------------------------------------------------------------
+ * The ledger
+ * ------------------------------------------------------------------------ */
+
+CREATE TABLE hx_cost (
+	id				bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	at				timestamptz NOT NULL,
+	task_id			bigint NOT NULL,
+	attempt			integer NOT NULL,
+	outcome			text NOT NULL,
+	task_type		text NOT NULL,
+	route			text NOT NULL,
+	window_name		text,
+	run_id			bigint,
+	rule_name		text,
+	department		text,
+	origin			text,
+	executor		text,
+	submitted_at	timestamptz,
+	sla				interval,
+	deadline		timestamptz,
+	wait_seconds	double precision,
+	wall_seconds	double precision NOT NULL DEFAULT 0,
+	latency_seconds	double precision,
+	price_id		bigint,
+	currency		text NOT NULL,
+	cost			numeric NOT NULL,
+	baseline_cost	numeric NOT NULL,
+	batch_cost		numeric NOT NULL,
+	reported		boolean NOT NULL DEFAULT false,
+	correction_of	bigint,
+	note			text,
+	CONSTRAINT hx_cost_outcome_check CHECK (outcome IN ('done', 'failed', 'dead', 'correction'))
+);
+
+/* bookings arrive in time order: a BRIN index costs the ledger trigger next to nothing */
+CREATE INDEX hx_cost_at_idx ON hx_cost USING brin (at) WITH (pages_per_range = 32);
+CREATE INDEX hx_cost_correction_idx ON hx_cost (correction_of) WHERE correction_of IS NOT NULL;
+
+COMMENT ON TABLE hx_cost IS
+'The cost ledger: one row per finished attempt (done, failed or dead), written by a trigger on hx_task in the transaction that finishes the attempt; append-only, a correction is a new row (hx_cost_correct)';
+COMMENT ON COLUMN hx_cost.id IS 'Booking number';
+COMMENT ON COLUMN hx_cost.at IS 'When the attempt finished (the booking moment)';
+COMMENT ON COLUMN hx_cost.task_id IS 'The task (hx_task.id; the task row may be gone after hybridexec.retention)';
+COMMENT ON COLUMN hx_cost.attempt IS 'Which attempt of the task (1 = first)';
+COMMENT ON COLUMN hx_cost.outcome IS 'done, failed (will be retried), dead (gave up) or correction';
+COMMENT ON COLUMN hx_cost.task_type IS 'Task type';
+COMMENT ON COLUMN hx_cost.route IS 'Path the attempt ran on: stream or batch';
+COMMENT ON COLUMN hx_cost.window_name IS 'Window of a batch attempt';
+COMMENT ON COLUMN hx_cost.run_id IS 'Window run of a batch attempt (hx_window_run.id)';
+COMMENT ON COLUMN hx_cost.rule_name IS 'Rule that routed the task';
+COMMENT ON COLUMN hx_cost.department IS 'Who pays (hx_task.department)';
+COMMENT ON COLUMN hx_cost.origin IS 'Who asked (user = someone was waiting)';
+COMMENT ON COLUMN hx_cost.executor IS 'External executor that ran the attempt (NULL = in-database worker)';
+COMMENT ON COLUMN hx_cost.submitted_at IS 'When the task was submitted';
+COMMENT ON COLUMN hx_cost.sla IS 'The task''s SLA';
+COMMENT ON COLUMN hx_cost.deadline IS 'The task''s deadline';
+COMMENT ON COLUMN hx_cost.wait_seconds IS 'Seconds from submission to the start of this attempt';
+COMMENT ON COLUMN hx_cost.wall_seconds IS 'Run time of the attempt, wall clock; attempts one worker finished together (a batch chunk, a stream batch) share the span from the first start to the last result equally';
+COMMENT ON COLUMN hx_cost.latency_seconds IS 'Seconds from submission to the result (done and dead attempts only)';
+COMMENT ON COLUMN hx_cost.price_id IS 'The hx_price row that priced the attempt, as of the second it started (NULL: no price applied, or the executor reported the cost)';
+COMMENT ON COLUMN hx_cost.currency IS 'Currency of the costs';
+COMMENT ON COLUMN hx_cost.cost IS 'What the attempt cost: the executor''s reported cost, else (unit_cost + per_second * wall_seconds) * factor of hx_price_rule()';
+COMMENT ON COLUMN hx_cost.baseline_cost IS 'What the same attempt would have cost on the stream path at that moment';
+COMMENT ON COLUMN hx_cost.batch_cost IS 'What the same attempt would have cost on the batch path at that moment (discount included)';
+COMMENT ON COLUMN hx_cost.reported IS 'The cost was reported by the executor (hx_task.reported_cost) rather than taken from the catalog';
+COMMENT ON COLUMN hx_cost.correction_of IS 'For a correction: the booking (hx_cost.id) it corrects; its costs are the differences';
+COMMENT ON COLUMN hx_cost.note IS 'Why a correction was made';
+
+CREATE FUNCTION hx_cost_append_only() RETURNS trigger
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+BEGIN
+	RAISE EXCEPTION 'hx_cost is append-only: % is not allowed', TG_OP
+		USING ERRCODE = 'insufficient_privilege',
+			  DETAIL = 'The ledger keeps the books; history is never rewritten.',
+			  HINT = 'Book a correction with hx_cost_correct(id, cost, note) instead.';
+END
+$$;
+
+COMMENT ON FUNCTION hx_cost_append_only() IS 'Trigger: rejects UPDATE, DELETE and TRUNCATE of the ledger';
+
+CREATE TRIGGER hx_cost_append_only BEFORE UPDATE OR DELETE ON hx_cost
+	FOR EACH ROW EXECUTE FUNCTION hx_cost_append_only();
+CREATE TRIGGER hx_cost_no_truncate BEFORE TRUNCATE ON hx_cost
+	FOR EACH STATEMENT EXECUTE FUNCTION hx_cost_append_only();
+
+CREATE FUNCTION hx_cost_correct(id bigint, cost numeric, note text) RETURNS bigint
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+DECLARE
+	c hx_cost;
+	new_id bigint;
+	total numeric;
+BEGIN
+	SELECT * INTO c FROM hx_cost x WHERE x.id = hx_cost_correct.id;
+	IF NOT FOUND OR c.correction_of IS NOT NULL THEN
+		RAISE EXCEPTION 'booking % does not exist or is itself a correction', id
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'Pass the id of an attempt''s booking in hx_cost.';
+	END IF;
+	IF cost IS NULL OR cost < 0 OR note IS NULL OR note = '' THEN
+		RAISE EXCEPTION 'a correction needs the right cost (not negative) and a note'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'For example hx_cost_correct(42, 0.37, ''provider invoice 2026-07'').';
+	END IF;
+	/* what the booking stands at now, corrections included */
+	total := c.cost + coalesce((SELECT sum(x.cost) FROM hx_cost x WHERE x.correction_of = c.id), 0);
+	INSERT INTO hx_cost (at, task_id, attempt, outcome, task_type, route, window_name, run_id,
+						 rule_name, department, origin, executor, currency, cost,
+						 baseline_cost, batch_cost, reported, correction_of, note)
+	VALUES (c.at, c.task_id, c.attempt, 'correction', c.task_type, c.route, c.window_name, c.run_id,
+			c.rule_name, c.department, c.origin, c.executor, c.currency,
+			hx_cost_correct.cost - total, 0, 0, true, c.id, hx_cost_correct.note)
+	RETURNING hx_cost.id INTO new_id;
+	/* budgets see corrections too (done here, not by a trigger, so that a restore does not count them twice) */
+	IF c.department IS NOT NULL THEN
+		INSERT INTO hx_cost_daily AS d (day, department, currency, shard, cost)
+		VALUES ((c.at AT TIME ZONE hx_local_zone())::date, c.department, c.currency,
+				pg_backend_pid() % 16, hx_cost_correct.cost - total)
+		ON CONFLICT (department, day, currency, shard) DO UPDATE SET cost = d.cost + EXCLUDED.cost;
+	END IF;
+	RETURN new_id;
+END
+$$;
+
+COMMENT ON FUNCTION hx_cost_correct(bigint, numeric, text) IS
+'Books a correction: a new hx_cost row dated like the booking it corrects and carrying the difference, so that the booking and its corrections add up to the given cost in every report of that period; returns its id';
+
+/* ------------------------------------------------------------------------
+ * Rolling aggregates, written by the same trigger as the ledger.  Rows are
+ * spread over 16 shards by backend pid so that concurrent workers do not
+ * queue on one row.
+ * ------------------------------------------------------------------------ */
+
+CREATE TABLE hx_stat_minute (
+	minute			timestamptz NOT NULL,
+	task_type		text NOT NULL,
+	route			text NOT NULL,
+	shard			smallint NOT NULL,
+	done			bigint NOT NULL DEFAULT 0,
+	failed			bigint NOT NULL DEFAULT 0,
+	dead			bigint NOT NULL DEFAULT 0,
+	wall_seconds	double precision NOT NULL DEFAULT 0,
+	cost			numeric NOT NULL DEFAULT 0,
+	wait_hist		bigint[] NOT NULL,
+	run_hist		bigint[] NOT NULL,
+	PRIMARY KEY (minute, task_type, route, shard)
+);
+
+COMMENT ON TABLE hx_stat_minute IS
+'Per-minute rolling statistics of finished attempts per task type and route (histograms: see hx_hist_bucket); what hx_stats and hx_health read instead of task history';
+COMMENT ON COLUMN hx_stat_minute.minute IS 'The minute the attempts finished in';
+COMMENT ON COLUMN hx_stat_minute.task_type IS 'Task type';
+COMMENT ON COLUMN hx_stat_minute.route IS 'stream or batch';
+COMMENT ON COLUMN hx_stat_minute.shard IS 'Writer shard (backend pid modulo 16); sum over shards';
+COMMENT ON COLUMN hx_stat_minute.done IS 'Attempts that succeeded';
+COMMENT ON COLUMN hx_stat_minute.failed IS 'Attempts that failed and will be retried';
+COMMENT ON COLUMN hx_stat_minute.dead IS 'Attempts that failed for the last time';
+COMMENT ON COLUMN hx_stat_minute.wall_seconds IS 'Run time of the attempts';
+COMMENT ON COLUMN hx_stat_minute.cost IS 'Their cost';
+COMMENT ON COLUMN hx_stat_minute.wait_hist IS 'Histogram of queue wait (submission to start of the attempt), milliseconds';
+COMMENT ON COLUMN hx_stat_minute.run_hist IS 'Histogram of run time, milliseconds';
+
+CREATE TABLE hx_cost_daily (
+	day				date NOT NULL,
+	department		text NOT NULL,
+	currency		text NOT NULL,
+	shard			smallint NOT NULL,
+	cost			numeric NOT NULL DEFAULT 0,
+	PRIMARY KEY (department, day, currency, shard)
+);
+
+COMMENT ON TABLE hx_cost_daily IS
+'Cost per department and day (in hybridexec.time_zone), kept by the ledger trigger so that budget checks read a handful of rows';
+COMMENT ON COLUMN hx_cost_daily.day IS 'Local day of the bookings';
+COMMENT ON COLUMN hx_cost_daily.department IS 'Department (tasks without one are not counted here)';
+COMMENT ON COLUMN hx_cost_daily.currency IS 'Currency';
+COMMENT ON COLUMN hx_cost_daily.shard IS 'Writer shard (backend pid modulo 16); sum over shards';
+COMMENT ON COLUMN hx_cost_daily.cost IS 'Cost booked, corrections included';
+
+/*
+ * The ledger trigger: one INSERT ... SELECT per hx_task UPDATE statement.
+ * A finished attempt is a row whose new status is done, failed or dead and
+ * whose status or attempt count changed: stream workers (running -> ...),
+ * batch chunk bookings (queued/failed -> done, many rows, one shared
+ * started_at), lost workers (running -> dead) and external executors.
+ */
+CREATE FUNCTION hx_cost_book() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+DECLARE
+	v_ts timestamptz := clock_timestamp();
+	v_shard smallint := pg_backend_pid() % 16;
+	v_zone text := hx_local_zone();
+BEGIN
+	/* most statements (claims, put-backs) finish nothing: leave at once */
+	IF NOT EXISTS (SELECT 1 FROM hx_cost_new n WHERE n.status IN ('done', 'failed', 'dead')) THEN
+		RETURN NULL;
+	END IF;
+	WITH fin AS (
+		SELECT n.id, n.task_type, n.status, n.route, n.window_name, n.run_id, n.rule_name,
+			   n.department, n.origin, n.executor, n.submitted_at, n.sla, n.deadline,
+			   n.attempts, n.started_at, n.worker_pid, n.reported_cost,
+			   o.status = 'running' AS was_running, coalesce(n.finished_at, v_ts) AS fin_at
+		  FROM hx_cost_new n JOIN hx_cost_old o ON o.id = n.id
+		 WHERE n.status IN ('done', 'failed', 'dead')
+		   AND (o.status IS DISTINCT FROM n.status OR o.attempts IS DISTINCT FROM n.attempts)
+	), timed AS (
+		/*
+		 * Attempts one worker finishes in one statement ran one after the
+		 * other (a stream batch) or together (a batch chunk): they share
+		 * the span from the first start to the last result equally.
+		 */
+		SELECT f.*,
+			   CASE WHEN f.started_at IS NULL THEN 0
+					ELSE greatest(extract(epoch FROM max(f.fin_at) OVER w - min(f.started_at) OVER w)::double precision, 0)
+						 / count(*) OVER w
+			   END AS wall,
+			   date_trunc('second', coalesce(f.started_at, f.fin_at)) AS priced_at
+		  FROM fin f
+		WINDOW w AS (PARTITION BY f.worker_pid, f.run_id, f.was_running)
+	), prices AS MATERIALIZED (
+		/*
+		 * One catalog lookup per type and second the attempts started in,
+		 * and the costs once per run time: the attempts of one statement
+		 * share their run time, so a 5,000-task chunk prices one row here.
+		 */
+		SELECT k.task_type, k.priced_at, k.wall,
+			   s.price_id AS s_id, s.currency AS s_cur, b.price_id AS b_id, b.currency AS b_cur,
+			   round(coalesce((s.unit_cost + s.per_second * k.wall::numeric) * s.factor, 0), 6) AS s_cost,
+			   round(coalesce((b.unit_cost + b.per_second * k.wall::numeric) * b.factor, 0), 6) AS b_cost
+		  FROM (SELECT DISTINCT t.task_type, t.priced_at, t.wall FROM timed t) k
+		  LEFT JOIN LATERAL hx_price_rule(k.task_type, 'stream', k.priced_at) s ON true
+		  LEFT JOIN LATERAL hx_price_rule(k.task_type, 'batch', k.priced_at) b ON true
+	), priced AS (
+		SELECT t.*, c.s_id, c.s_cur, c.b_id, c.b_cur, c.s_cost, c.b_cost
+		  FROM timed t JOIN prices c
+			ON c.task_type = t.task_type AND c.priced_at = t.priced_at
+		   AND c.wall IS NOT DISTINCT FROM t.wall
+	), ins AS (
+		INSERT INTO hx_cost (at, task_id, attempt, outcome, task_type, route, window_name, run_id,
+							 rule_name, department, origin, executor, submitted_at, sla, deadline,
+							 wait_seconds, wall_seconds, latency_seconds, price_id, currency,
+							 cost, baseline_cost, batch_cost, reported)
+		SELECT p.fin_at, p.id, p.attempts, p.status, p.task_type, p.route, p.window_name, p.run_id,
+			   p.rule_name, p.department, p.origin, p.executor, p.submitted_at, p.sla, p.deadline,
+			   extract(epoch FROM coalesce(p.started_at, p.fin_at) - p.submitted_at)::double precision,
+			   p.wall,
+			   CASE WHEN p.status IN ('done', 'dead')
+					THEN extract(epoch FROM p.fin_at - p.submitted_at)::double precision END,
+			   CASE WHEN p.reported_cost IS NOT NULL THEN NULL
+					WHEN p.route = 'stream' THEN p.s_id ELSE p.b_id END,
+			   coalesce(CASE WHEN p.route = 'stream' THEN p.s_cur ELSE p.b_cur END,
+						p.s_cur, current_setting('hybridexec.currency', true), 'USD'),
+			   coalesce(p.reported_cost, CASE WHEN p.route = 'stream' THEN p.s_cost ELSE p.b_cost END),
+			   CASE WHEN p.reported_cost IS NOT NULL AND p.route = 'stream' THEN p.reported_cost ELSE p.s_cost END,
+			   CASE WHEN p.reported_cost IS NOT NULL AND p.route = 'batch' THEN p.reported_cost ELSE p.b_cost END,
+			   p.reported_cost IS NOT NULL
+		  FROM priced p
+		RETURNING at, task_type, route, outcome, wait_seconds, wall_seconds, department, currency, cost
+	), stat AS (
+		INSERT INTO hx_stat_minute AS s (minute, task_type, route, shard, done, failed, dead,
+										 wall_seconds, cost, wait_hist, run_hist)
+		SELECT date_trunc('minute', i.at), i.task_type, i.route, v_shard,
+			   count(*) FILTER (WHERE i.outcome = 'done'),
+			   count(*) FILTER (WHERE i.outcome = 'failed'),
+			   count(*) FILTER (WHERE i.outcome = 'dead'),
+			   sum(i.wall_seconds), sum(i.cost),
+			   hx_hist(i.wait_seconds * 1000), hx_hist(i.wall_seconds * 1000)
+		  FROM ins i
+		 GROUP BY 1, 2, 3
+		 ORDER BY 1, 2, 3
+		ON CONFLICT (minute, task_type, route, shard) DO UPDATE
+		   SET done = s.done + EXCLUDED.done, failed = s.failed + EXCLUDED.failed,
+			   dead = s.dead + EXCLUDED.dead, wall_seconds = s.wall_seconds + EXCLUDED.wall_seconds,
+			   cost = s.cost + EXCLUDED.cost,
+			   wait_hist = hx_hist_merge(s.wait_hist, EXCLUDED.wait_hist),
+			   run_hist = hx_hist_merge(s.run_hist, EXCLUDED.run_hist)
+	)
+	INSERT INTO hx_cost_daily AS d (day, department, currency, shard, cost)
+	SELECT (i.at AT TIME ZONE v_zone)::date, i.department, i.currency, v_shard, sum(i.cost)
+	  FROM ins i
+	 WHERE i.department IS NOT NULL
+	 GROUP BY 1, 2, 3
+	 ORDER BY 2, 1, 3
+	ON CONFLICT (department, day, currency, shard) DO UPDATE SET cost = d.cost + EXCLUDED.cost;
+	RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION hx_cost_book() IS
+'Statement trigger on hx_task: books every attempt the statement finished into hx_cost (catalog or reported cost, stream baseline, batch alternative) and adds it to hx_stat_minute and hx_cost_daily; SECURITY DEFINER, so whoever finishes a task (a worker, an executor''s role) needs no rights on the books';
+
+CREATE TRIGGER hx_cost_book AFTER UPDATE ON hx_task
+	REFERENCING OLD TABLE AS hx_cost_old NEW TABLE AS hx_cost_new
+	FOR EACH STATEMENT EXECUTE FUNCTION hx_cost_book();
+
+/* ------------------------------------------------------------------------
+ * Budgets
+ * ------------------------------------------------------------------------ */
+
+CREATE TABLE hx_budget (
+	department		text NOT NULL,
+	period			text NOT NULL,
+	amount			numeric NOT NULL,
+	currency		text NOT NULL DEFAULT coalesce(current_setting('hybridexec.currency', true), 'USD'),
+	description		text,
+	PRIMARY KEY (department, period),
+	CONSTRAINT hx_budget_period_check CHECK (period IN ('day', 'week', 'month')),
+	CONSTRAINT hx_budget_amount_check CHECK (amount >= 0)
+);
+
+COMMENT ON TABLE hx_budget IS
+'Spending limits per department and period (day, ISO week, month in hybridexec.time_zone); a rule with budget_exhausted = true matches tasks of a department past its limit';
+COMMENT ON COLUMN hx_budget.department IS 'Department (hx_task.department)';
+COMMENT ON COLUMN hx_budget.period IS 'day, week or month';
+COMMENT ON COLUMN hx_budget.amount IS 'What the department may spend per period';
+COMMENT ON COLUMN hx_budget.currency IS 'Currency of amount; only bookings in that currency count';
+COMMENT ON COLUMN hx_budget.description IS 'Free text for humans';
+
+CREATE FUNCTION hx_budget_check() RETURNS trigger
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+BEGIN
+	IF NEW.period IS NULL OR NEW.period NOT IN ('day', 'week', 'month') THEN
+		RAISE EXCEPTION 'hx_budget: unknown period "%"', NEW.period
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'period must be ''day'', ''week'' or ''month''.';
+	END IF;
+	IF NEW.amount IS NULL OR NEW.amount < 0 THEN
+		RAISE EXCEPTION 'hx_budget: amount must not be negative or NULL'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use 0 for a department that may not spend; delete the row for no limit.';
+	END IF;
+	IF NEW.department IS NULL OR NEW.department = '' THEN
+		RAISE EXCEPTION 'hx_budget: department must not be empty'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use the department name tasks are submitted with.';
+	END IF;
+	NEW.currency := upper(NEW.currency);
+	RETURN NEW;
+END
+$$;
+
+COMMENT ON FUNCTION hx_budget_check() IS 'Trigger: rejects invalid hx_budget rows with a clear error';
+
+CREATE TRIGGER hx_budget_check BEFORE INSERT OR UPDATE ON hx_budget
+	FOR EACH ROW EXECUTE FUNCTION hx_budget_check();
+
+CREATE FUNCTION hx_budget_status(at timestamptz DEFAULT now())
+RETURNS TABLE (department text, period text, period_start date, currency text,
+			   amount numeric, spent numeric, remaining numeric, exhausted boolean)
+LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
+	SELECT b.department, b.period, s.start, b.currency, b.amount,
+		   coalesce(sp.spent, 0), b.amount - coalesce(sp.spent, 0),
+		   coalesce(sp.spent, 0) >= b.amount
+	  FROM hx_budget b
+	 CROSS JOIN LATERAL (SELECT date_trunc(b.period, (at AT TIME ZONE hx_local_zone()))::date AS start) s
+	 CROSS JOIN LATERAL (SELECT sum(d.cost) AS spent FROM hx_cost_daily d
+						  WHERE d.department = b.department AND d.currency = b.currency
+							AND d.day >= s.start
+							AND d.day <= (at AT TIME ZONE hx_local_zone())::date) sp
+	 ORDER BY b.department, b.period
+$$;
+
+COMMENT ON FUNCTION hx_budget_status(timestamptz) IS
+'Every budget as of "at": the current period''s start, amount, spent (from hx_cost_daily), remaining and whether it is exhausted';
+
+CREATE FUNCTION hx_budget_exhausted(department text, at timestamptz DEFAULT now())
+RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path FROM CURRENT AS $$
+	SELECT coalesce(bool_or(s.exhausted), false)
+	  FROM hx_budget_status(at) s
+	 WHERE s.department = hx_budget_exhausted.department
+$$;
+
+COMMENT ON FUNCTION hx_budget_exhausted(text, timestamptz) IS
+'True when one of the department''s budgets is used up at that moment: what a rule with budget_exhausted tests (SECURITY DEFINER: submitting roles need no rights on the books)';
+
+/* ------------------------------------------------------------------------
+ * pg_dump keeps the books and what the DBA entered (extension tables are
+ * otherwise left out of dumps)
+ * ------------------------------------------------------------------------ */
+
+SELECT pg_catalog.pg_extension_config_dump('hx_cost', '');
+SELECT pg_catalog.pg_extension_config_dump('hx_cost_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('hx_stat_minute', '');
+SELECT pg_catalog.pg_extension_config_dump('hx_cost_daily', '');
+SELECT pg_catalog.pg_extension_config_dump('hx_budget', '');
+SELECT pg_catalog.pg_extension_config_dump('hx_price_period', '');
+SELECT pg_catalog.pg_extension_config_dump('hx_price_period_id_seq', '');
