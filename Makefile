@@ -19,7 +19,7 @@ OBJS = \
 	src/rules.o \
 	src/classify.o \
 	src/submit.o \
-	src/claim.o \
+	src/task_state.o \
 	src/task_exec.o \
 	src/worker_common.o \
 	src/stream_worker.o \
@@ -27,7 +27,11 @@ OBJS = \
 	src/batch_launch.o \
 	src/batch_worker.o \
 	src/scheduler.o \
-	src/cost.o
+	src/cost.o \
+	src/stmt.o \
+	src/privileges.o \
+	src/alert.o \
+	src/attach.o
 
 # The install script is built from one file per concern, in this order.
 EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" hybridexec.control)
@@ -43,7 +47,8 @@ SQL_PARTS = \
 	src/sql/reports.sql \
 	src/sql/executors.sql \
 	src/sql/attach.sql \
-	src/sql/maintenance.sql
+	src/sql/maintenance.sql \
+	src/sql/privileges.sql
 DATA_built = hybridexec--$(EXTVERSION).sql
 PGFILEDESC = "hybridexec - hybrid stream/batch execution of AI tasks"
 

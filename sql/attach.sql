@@ -12,7 +12,7 @@ INSERT INTO tickets (id, subject, priority) VALUES (1, 'old one', 'low'), (2, 'o
 
 SELECT hx_attach('tickets', 'ext_ticket', columns => '{id,subject,priority}', on_update => true,
 				 filter => $$priority <> 'spam'$$, result_column => 'summary', origin => 'user');
-SELECT source, task_type, columns, on_update, filter, result_column, result_type, key_columns
+SELECT source, task_type, columns, on_update, filter, result_column, key_columns
   FROM hx_attachment;
 
 -- inserted rows become tasks (not the filtered one), remembering their key

@@ -244,7 +244,7 @@ BEGIN;
 INSERT INTO hx_task (task_type, route, window_name, rule_name, department, deadline)
 VALUES ('acct', 'batch', 'nightly', 'over-budget', 'sales', now() + interval '1 minute'),
 	   ('acct', 'batch', 'nightly', 'slow-batch', 'sales', now() + interval '1 minute');
-SELECT hx_escalate() >= 1 AS escalated;
+SELECT _hybridexec.hx_escalate() >= 1 AS escalated;
 SELECT rule_name, route FROM hx_task WHERE task_type = 'acct' AND rule_name IN ('over-budget', 'slow-batch')
  ORDER BY 1;
 ROLLBACK;
@@ -260,7 +260,7 @@ INSERT INTO hx_window (name, schedule) VALUES ('hourly', '0 * * * *');
 INSERT INTO hx_rule (name, position, worth_streaming, route) VALUES ('worth-it', 6, true, 'stream');
 -- Sunday 2026-03-15 12:15: the batch path starts at 13:00, 45 minutes later;
 -- streaming costs 3.0 instead of 0.4
-SELECT hx_batch_wait('2026-03-15 12:15+00') AS batch_wait;
+SELECT _hybridexec.hx_batch_wait('2026-03-15 12:15+00') AS batch_wait;
 SELECT hx_worth_streaming('acct', '{}', '2026-03-15 12:15+00') AS no_value_known;
 UPDATE hx_type SET latency_value = 3.0 WHERE task_type = 'acct';
 SELECT hx_worth_streaming('acct', '{}', '2026-03-15 12:15+00') AS at_3_per_hour,
@@ -303,12 +303,12 @@ SELECT a.task_type, a.tasks, a.streamed_share, a.urgent_share, a.movable_per_day
 -- ------------------------------------------------------------------------
 -- histograms and the observability functions run
 -- ------------------------------------------------------------------------
-SELECT hx_hist_bucket(0.5) AS b0, hx_hist_bucket(1) AS b1, hx_hist_bucket(3) AS b2,
-	   hx_hist_bucket(1024) AS b11, hx_hist_bucket(1e12) AS b31;
+SELECT _hybridexec.hx_hist_bucket(0.5) AS b0, _hybridexec.hx_hist_bucket(1) AS b1, _hybridexec.hx_hist_bucket(3) AS b2,
+	   _hybridexec.hx_hist_bucket(1024) AS b11, _hybridexec.hx_hist_bucket(1e12) AS b31;
 -- 10 durations in [4, 8) ms: the median is interpolated to 6
-SELECT hx_hist_percentile(hx_hist(v), 0.5) AS p50
+SELECT _hybridexec.hx_hist_percentile(_hybridexec.hx_hist(v), 0.5) AS p50
   FROM (SELECT 5.0::float8 AS v FROM generate_series(1, 10)) x;
-SELECT hx_hist_percentile(hx_hist_merge(hx_hist(1.5), hx_hist(1.5)), 1.5);
+SELECT _hybridexec.hx_hist_percentile(_hybridexec.hx_hist_merge(_hybridexec.hx_hist(1.5), _hybridexec.hx_hist(1.5)), 1.5);
 
 -- live counts: three stream tasks of acct (no worker takes them) queued
 -- ten minutes ago are a backlog older than hybridexec.alert_backlog_age (5 min)

@@ -77,8 +77,8 @@ BEGIN;
 SELECT hx_submit('echo', '{"n": 1}', origin => 'user', priority => 0) IS NOT NULL;
 SELECT hx_submit('echo', '{"n": 2}', origin => 'user', priority => 5) IS NOT NULL;
 SELECT hx_submit('echo', '{"n": 3}', origin => 'user', priority => 5) IS NOT NULL;
-SELECT payload, attempts FROM hx_stream_claim(0, 1);
-SELECT payload, attempts FROM hx_stream_claim(0, 5) ORDER BY payload->>'n';
+SELECT payload, attempts FROM _hybridexec.hx_stream_claim(0, 1);
+SELECT payload, attempts FROM _hybridexec.hx_stream_claim(0, 5) ORDER BY payload->>'n';
 ROLLBACK;
 
 -- the stream workers are visible in pg_stat_activity

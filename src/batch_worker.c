@@ -26,9 +26,13 @@
  *	  The chunk's effects, its tasks' results and its checkpoint commit in
  *	  one transaction: a crash loses the chunk as a whole and nothing is
  *	  done twice; the started checkpoint, committed before the chunk runs,
- *	  tells the resumed run which tasks to isolate.  A failed task waits
- *	  for the next run of its window (deferred retry) or is dead after
- *	  max_attempts.
+ *	  tells the resumed run which tasks to isolate.  A chunk whose
+ *	  transaction fails as a whole (an outcome that cannot be booked) is
+ *	  treated the same way at once: its tasks run one by one, so one task
+ *	  never fails the run.  A failed task waits for the next run of its
+ *	  window (deferred retry) or is dead after max_attempts.
+ *
+ *	  Every state change of a task is task_state.c's.
  *
  *	  A window with parallel = n shares each run between n workers: worker
  *	  p takes the tasks whose id modulo n is p, with chunks and checkpoints
@@ -63,6 +67,7 @@
 
 #include "hybridexec.h"
 #include "task_exec.h"
+#include "task_state.h"
 
 /* what hx_batch_begin told us about the run */
 typedef struct HxRun
@@ -79,23 +84,55 @@ typedef struct HxRun
 	int			parts;
 } HxRun;
 
+/* how long a new worker waits for the transaction that launched it */
+#define HX_LAUNCHER_WAIT_MS	10000
+
 static MemoryContext run_cxt = NULL;
 static MemoryContext chunk_cxt = NULL;
-static SPIPlanPtr claim_plan = NULL;
-static SPIPlanPtr read_plan = NULL;
-static SPIPlanPtr done_plan = NULL;
 
+static HxStmt begin_run = {
+	"SELECT * FROM _hybridexec.hx_batch_begin($1, $2, $3, $4, $5)",
+	5, {INT8OID, INT4OID, INT4OID, INT4OID, INT4ARRAYOID}
+};
+static HxStmt stream_busy = {"SELECT NOT _hybridexec.hx_stream_idle()"};
+static HxStmt next_chunk = {
+	"SELECT _hybridexec.hx_batch_next_chunk($1, $2, $3, $4, $5)",
+	5, {INT8OID, TEXTOID, INT4OID, INT4OID, INT4OID}
+};
+static HxStmt chunk_done = {
+	"SELECT _hybridexec.hx_batch_chunk_done($1, $2, $3, $4, $5)",
+	5, {INT8OID, INT4OID, INT4OID, BOOLOID, INT4OID}
+};
+static HxStmt chunk_recover = {
+	"UPDATE @extschema@.hx_checkpoint c SET state = 'recovered', committed_at = clock_timestamp() "
+	"WHERE c.run_id = $1 AND c.part = $2 AND c.state = 'started' "
+	"RETURNING c.task_ids",
+	2, {INT8OID, INT4OID}
+};
+static HxStmt external_pending = {
+	"SELECT _hybridexec.hx_batch_external_pending($1)",
+	1, {TEXTOID}
+};
+static HxStmt lock_run = {
+	"SELECT 1 FROM @extschema@.hx_window_run WHERE id = $1 FOR UPDATE",
+	1, {INT8OID}
+};
+static HxStmt finish_run = {
+	"SELECT _hybridexec.hx_batch_finish($1, $2, $3, $4)",
+	4, {INT8OID, TEXTOID, TEXTOID, BOOLOID}
+};
+
+static bool hx_batch_wait_launcher(TransactionId xid);
 static bool hx_batch_begin(HxRun *run);
-static void hx_batch_isolate(HxRun *run);
+static void hx_batch_isolate(HxRun *run, ArrayType *suspects);
 static ArrayType *hx_batch_pick(HxRun *run, MemoryContext cxt);
 static const char *hx_batch_chunks(HxRun *run);
+static ArrayType *hx_batch_recover(HxRun *run);
 static void hx_batch_run_chunk(HxRun *run, ArrayType *ids, int *done, int *failed);
-static int	hx_batch_read(ArrayType *ids, HxTask **tasks);
 static void hx_batch_book(HxRun *run, HxTask *tasks, HxOutcome *outs, int n,
 						  int *ndone, int *nfailed);
 static void hx_batch_count(HxRun *run, int ndone, int nfailed, bool isolated);
-static int	hx_batch_claim(int64 run_id, ArrayType *ids, HxTask **tasks);
-static void hx_batch_execute(HxRun *run, HxTask *tasks, int n);
+static void hx_batch_count_alone(void *arg, int done, int failed);
 static bool hx_batch_overran(HxRun *run);
 static const char *hx_batch_should_stop(HxRun *run, bool in_xact);
 static const char *hx_batch_wait_external(HxRun *run);
@@ -134,13 +171,7 @@ hx_batch_worker_main(Datum main_arg)
 	run.parts = Max(start.parts, 1);
 
 	/* the run row commits with the transaction that launched us */
-	StartTransactionCommand();
-	if (TransactionIdIsValid(start.launcher_xid) &&
-		TransactionIdIsInProgress(start.launcher_xid))
-		XactLockTableWait(start.launcher_xid, NULL, NULL, XLTW_None);
-	CommitTransactionCommand();
-
-	if (!hx_batch_begin(&run))
+	if (!hx_batch_wait_launcher(start.launcher_xid) || !hx_batch_begin(&run))
 		proc_exit(0);
 
 	ereport(LOG,
@@ -150,7 +181,7 @@ hx_batch_worker_main(Datum main_arg)
 	PG_TRY();
 	{
 		if (run.suspects != NULL)
-			hx_batch_isolate(&run);
+			hx_batch_isolate(&run, run.suspects);
 		stop = hx_batch_chunks(&run);
 		if (stop == NULL)
 			stop = hx_batch_wait_external(&run);
@@ -178,6 +209,44 @@ hx_batch_worker_main(Datum main_arg)
 	hx_batch_finish(&run, stop != NULL && strcmp(stop, "overran") == 0 ? "overran" :
 					stop != NULL ? "yielded" : "done", NULL);
 	proc_exit(0);
+}
+
+/*
+ * hx_batch_wait_launcher
+ *		Waits (a while) for the transaction that launched this worker to
+ *		end, so that its run row is visible.  false when it is still open
+ *		after HX_LAUNCHER_WAIT_MS: the worker then exits and frees its slot
+ *		- a session that keeps its transaction open must not hold a batch
+ *		worker - and the scheduler launches the run again once it sees it.
+ *		No transaction open.
+ */
+static bool
+hx_batch_wait_launcher(TransactionId xid)
+{
+	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													HX_LAUNCHER_WAIT_MS);
+	bool		open = TransactionIdIsValid(xid);
+
+	while (open)
+	{
+		StartTransactionCommand();
+		open = TransactionIdIsInProgress(xid);
+		CommitTransactionCommand();
+		if (!open)
+			break;
+		if (GetCurrentTimestamp() >= until)
+		{
+			ereport(LOG,
+					(errmsg("hybridexec batch worker: the transaction that launched it is still open after %d ms; leaving the run to the scheduler",
+							HX_LAUNCHER_WAIT_MS)));
+			return false;
+		}
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 10L, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+	return true;
 }
 
 /*
@@ -210,10 +279,7 @@ hx_batch_begin(HxRun *run)
 	hx_worker_begin_xact("starting a window run");
 	if (OidIsValid(hx_worker_find_extension()))
 	{
-		rc = SPI_execute_with_args(psprintf("SELECT * FROM %s($1, $2, $3, $4, $5)",
-											hx_qualified("hx_batch_begin")),
-								   5, (Oid[]) {INT8OID, INT4OID, INT4OID, INT4OID, INT4ARRAYOID},
-								   args, NULL, false, 1);
+		rc = hx_stmt_exec(&begin_run, args, NULL, false, 1);
 		if (rc != SPI_OK_SELECT || SPI_processed != 1)
 			elog(ERROR, "hx_batch_begin failed: %s", SPI_result_code_string(rc));
 		else
@@ -278,11 +344,7 @@ hx_batch_should_stop(HxRun *run, bool in_xact)
 		 */
 		if (!in_xact)
 			return "yielded";
-		if (SPI_execute(psprintf("SELECT NOT %s()", hx_qualified("hx_stream_idle")),
-						true, 1) != SPI_OK_SELECT || SPI_processed != 1)
-			elog(ERROR, "hx_stream_idle failed");
-		if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
-									   SPI_tuptable->tupdesc, 1, &isnull)))
+		if (DatumGetBool(hx_stmt_value(&stream_busy, NULL, NULL, &isnull)))
 			return "yielded";
 	}
 	return NULL;
@@ -290,20 +352,23 @@ hx_batch_should_stop(HxRun *run, bool in_xact)
 
 /*
  * hx_batch_isolate
- *		Runs the suspects of an interrupted run one at a time, each claimed
- *		in a committed transaction of its own before it runs.
+ *		Runs the tasks of an interrupted (or failed) chunk one at a time,
+ *		each claimed in a committed transaction of its own before it runs,
+ *		so that a task that crashes the server costs only its own attempts,
+ *		and one whose outcome cannot be booked ends failed or set aside
+ *		without failing the run.  No transaction open.
  */
 static void
-hx_batch_isolate(HxRun *run)
+hx_batch_isolate(HxRun *run, ArrayType *suspects)
 {
 	Datum	   *ids;
 	int			n;
 	int			i;
 
-	deconstruct_array(run->suspects, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
+	deconstruct_array(suspects, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
 					  &ids, NULL, &n);
 	ereport(LOG,
-			(errmsg("hybridexec batch worker resumes run %lld: retrying %d task(s) of its interrupted chunk one by one",
+			(errmsg("hybridexec batch worker: run %lld retries %d task(s) of an interrupted chunk one by one",
 					(long long) run->id, n)));
 	for (i = 0; i < n; i++)
 	{
@@ -314,13 +379,22 @@ hx_batch_isolate(HxRun *run)
 
 		MemoryContextReset(chunk_cxt);
 		hx_worker_begin_xact("claiming a task of an interrupted chunk");
-		got = hx_batch_claim(run->id, one, &tasks);
+		got = hx_claim_ids(one, MyProcPid, run->id, &tasks, chunk_cxt);
 		hx_worker_end_xact();
-		if (got == 0)
-			continue;
-		hx_batch_execute(run, tasks, got);
+		if (got == 1)
+			(void) hx_exec_alone(&tasks[0], chunk_cxt, hx_batch_count_alone, run);
 		CHECK_FOR_INTERRUPTS();
 	}
+}
+
+/*
+ * hx_batch_count_alone
+ *		hx_exec_alone's booking hook: the run's counters.
+ */
+static void
+hx_batch_count_alone(void *arg, int done, int failed)
+{
+	hx_batch_count((HxRun *) arg, done, failed, true);
 }
 
 /*
@@ -342,10 +416,7 @@ hx_batch_pick(HxRun *run, MemoryContext cxt)
 	Datum		d;
 	int			rc;
 
-	rc = SPI_execute_with_args(psprintf("SELECT %s($1, $2, $3, $4, $5)",
-										hx_qualified("hx_batch_next_chunk")),
-							   5, (Oid[]) {INT8OID, TEXTOID, INT4OID, INT4OID, INT4OID},
-							   args, NULL, false, 1);
+	rc = hx_stmt_exec(&next_chunk, args, NULL, false, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "hx_batch_next_chunk failed: %s", SPI_result_code_string(rc));
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
@@ -375,7 +446,7 @@ hx_batch_chunks(HxRun *run)
 											  ALLOCSET_SMALL_SIZES);
 	MemoryContext next = AllocSetContextCreate(run_cxt, "hybridexec next chunk ids",
 											   ALLOCSET_SMALL_SIZES);
-	const char *stop = hx_batch_should_stop(run, false);
+	const char *volatile stop = hx_batch_should_stop(run, false);
 	ArrayType  *ids;
 
 	if (stop != NULL)
@@ -387,20 +458,48 @@ hx_batch_chunks(HxRun *run)
 	while (ids != NULL)
 	{
 		MemoryContext swap;
-		ArrayType  *next_ids = NULL;
+		ArrayType  *volatile next_ids = NULL;
+		ErrorData  *volatile edata = NULL;
 		int			ndone;
 		int			nfailed;
 
 		MemoryContextReset(chunk_cxt);
 		MemoryContextReset(next);
-		hx_worker_begin_xact("running a chunk");
-		hx_batch_run_chunk(run, ids, &ndone, &nfailed);
-		stop = hx_batch_should_stop(run, true);
-		if (stop == NULL)
-			next_ids = hx_batch_pick(run, next);
-		/* last: it locks the run row, which the run's other workers update too */
-		hx_batch_count(run, ndone, nfailed, false);
-		hx_worker_end_xact();
+		PG_TRY();
+		{
+			hx_worker_begin_xact("running a chunk");
+			hx_batch_run_chunk(run, ids, &ndone, &nfailed);
+			stop = hx_batch_should_stop(run, true);
+			if (stop == NULL)
+				next_ids = hx_batch_pick(run, next);
+			/* last: it locks the run row, which the run's other workers update too */
+			hx_batch_count(run, ndone, nfailed, false);
+			hx_worker_end_xact();
+		}
+		PG_CATCH();
+		{
+			/* a shutdown or a kill: the run resumes when we are back */
+			if (ProcDiePending)
+				PG_RE_THROW();
+			edata = hx_worker_catch(run_cxt);
+		}
+		PG_END_TRY();
+
+		if (edata != NULL)
+		{
+			/* as after a crash: its tasks one by one, then the next chunk */
+			ereport(LOG,
+					(errmsg("hybridexec batch worker: a chunk of run %lld failed as a whole (%s)",
+							(long long) run->id, edata->message)));
+			hx_batch_isolate(run, hx_batch_recover(run));
+			stop = hx_batch_should_stop(run, false);
+			if (stop == NULL)
+			{
+				hx_worker_begin_xact("picking a chunk");
+				next_ids = hx_batch_pick(run, next);
+				hx_worker_end_xact();
+			}
+		}
 
 		ids = next_ids;
 		swap = cur;
@@ -409,6 +508,45 @@ hx_batch_chunks(HxRun *run)
 		CHECK_FOR_INTERRUPTS();
 	}
 	return stop;
+}
+
+/*
+ * hx_batch_recover
+ *		Marks the part's started checkpoint recovered and returns the ids
+ *		of its tasks (in run_cxt): after the chunk's transaction failed,
+ *		they are run one by one.  Own transaction.
+ */
+static ArrayType *
+hx_batch_recover(HxRun *run)
+{
+	Datum		args[2] = {Int64GetDatum(run->id), Int32GetDatum(run->part)};
+	Datum	   *all = NULL;
+	int			nall = 0;
+	uint64		k;
+	MemoryContext old;
+
+	hx_worker_begin_xact("recovering a failed chunk");
+	if (hx_stmt_exec(&chunk_recover, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "could not recover the chunk of run %lld", (long long) run->id);
+	old = MemoryContextSwitchTo(run_cxt);
+	for (k = 0; k < SPI_processed; k++)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[k], SPI_tuptable->tupdesc, 1, &isnull);
+		Datum	   *ids;
+		int			n;
+
+		if (isnull)
+			continue;
+		deconstruct_array(DatumGetArrayTypeP(d), INT8OID, 8, FLOAT8PASSBYVAL,
+						  TYPALIGN_DOUBLE, &ids, NULL, &n);
+		all = all ? repalloc(all, sizeof(Datum) * (nall + n)) : palloc(sizeof(Datum) * Max(n, 1));
+		memcpy(all + nall, ids, sizeof(Datum) * n);
+		nall += n;
+	}
+	MemoryContextSwitchTo(old);
+	hx_worker_end_xact();
+	return construct_array(all, nall, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
 }
 
 /*
@@ -442,7 +580,7 @@ hx_batch_run_chunk(HxRun *run, ArrayType *ids, int *done, int *failed)
 	{
 		bool		conflict;
 
-		n = hx_batch_read(ids, &tasks);
+		n = hx_read_waiting(ids, &tasks, chunk_cxt);
 		if (n == 0)
 			break;
 		outs = MemoryContextAllocZero(chunk_cxt, sizeof(HxOutcome) * n);
@@ -476,136 +614,40 @@ hx_batch_run_chunk(HxRun *run, ArrayType *ids, int *done, int *failed)
 		ndone = nfailed = 0;
 	}
 
-	/* failures are booked one by one: failed (next run) or dead */
-	for (i = 0; i < n; i++)
-		if (!outs[i].ok)
-			hx_record_failure(&tasks[i], &outs[i], &no_retry);
+	/* failures: failed (next run) or dead */
+	(void) hx_book_failures(tasks, outs, n, &no_retry);
 
 	*done = ndone;
 	*failed = nfailed;
 }
 
 /*
- * hx_batch_read
- *		Reads the tasks among ids that are still waiting, in run order,
- *		into chunk_cxt, with the attempt they are about to make.  In a
- *		transaction, SPI connected.
- *
- *		This statement, the booking and the claim name no condition that
- *		implies a partial index's predicate (route, say): with statistics
- *		from an emptier table, the planner would otherwise scan that index
- *		and filter by id, quadratic in the chunk.  Ids go through the
- *		primary key; a task whose route changed meanwhile is still run
- *		exactly once (the bookings only touch waiting tasks).
- */
-static int
-hx_batch_read(ArrayType *ids, HxTask **tasks)
-{
-	Datum		arg = PointerGetDatum(ids);
-	int			rc;
-
-	if (read_plan == NULL)
-	{
-		Oid			type = INT8ARRAYOID;
-
-		read_plan = hx_prepare(psprintf("SELECT t.id, t.task_type, t.payload, t.attempts + 1, "
-										"y.max_attempts, y.handler, y.run_as, "
-										"extract(epoch FROM y.timeout)::double precision * 1000, "
-										"y.batch_handler "
-										"FROM %1$s t JOIN %2$s y ON y.task_type = t.task_type "
-										"WHERE t.id = ANY ($1) AND t.status IN ('queued', 'failed') "
-										"ORDER BY t.priority DESC, t.deadline, t.id",
-										hx_qualified("hx_task"), hx_qualified("hx_type")),
-							   1, &type);
-		if (read_plan == NULL)
-			elog(ERROR, "could not prepare the chunk read: %s",
-				 SPI_result_code_string(SPI_result));
-		SPI_keepplan(read_plan);
-	}
-	rc = hx_execute_plan(read_plan, &arg, NULL, true, 0);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "chunk read failed: %s", SPI_result_code_string(rc));
-	return hx_tasks_from_spi(tasks, chunk_cxt, true);
-}
-
-/*
  * hx_batch_book
  *		Books a chunk's outcomes inside its subtransaction: the successes
- *		done with their results in one statement, the failures marked
- *		running with their attempt counted (hx_record_failure then books
- *		them).  Counts only tasks that were still waiting.
+ *		done with their results in one statement, the failures claimed
+ *		(marked running, attempt counted) for hx_book_failures to book.
+ *		Counts only tasks that were still waiting.
  */
 static void
 hx_batch_book(HxRun *run, HxTask *tasks, HxOutcome *outs, int n,
 			  int *ndone, int *nfailed)
 {
-	Datum	   *ids = palloc(sizeof(Datum) * n);
-	Datum	   *results = palloc(sizeof(Datum) * n);
-	bool	   *nulls = palloc(sizeof(bool) * n);
-	Datum	   *failed_ids = palloc(sizeof(Datum) * n);
-	int			dims[1];
-	int			lbs[1] = {1};
-	int			nd = 0;
+	Datum	   *failed_ids = palloc(sizeof(Datum) * Max(n, 1));
 	int			nf = 0;
 	int			i;
 
 	for (i = 0; i < n; i++)
-	{
-		if (outs[i].ok)
-		{
-			ids[nd] = Int64GetDatum(tasks[i].id);
-			results[nd] = outs[i].result;
-			nulls[nd] = outs[i].result_null;
-			nd++;
-		}
-		else
+		if (!outs[i].ok)
 			failed_ids[nf++] = Int64GetDatum(tasks[i].id);
-	}
-	*ndone = *nfailed = 0;
-
-	if (nd > 0)
-	{
-		Datum		args[5];
-		int			rc;
-
-		if (done_plan == NULL)
-		{
-			Oid			types[5] = {INT8ARRAYOID, JSONBARRAYOID, TIMESTAMPTZOID,
-			INT4OID, INT8OID};
-
-			done_plan = hx_prepare(psprintf("UPDATE %s t SET status = 'done', result = d.result, "
-											"attempts = t.attempts + 1, started_at = $3, "
-											"finished_at = clock_timestamp(), worker_pid = $4, run_id = $5 "
-											"FROM unnest($1, $2) AS d (id, result) "
-											"WHERE t.id = d.id AND t.status IN ('queued', 'failed')",
-											hx_qualified("hx_task")),
-								   5, types);
-			if (done_plan == NULL)
-				elog(ERROR, "could not prepare the chunk booking: %s",
-					 SPI_result_code_string(SPI_result));
-			SPI_keepplan(done_plan);
-		}
-		dims[0] = nd;
-		args[0] = PointerGetDatum(construct_array(ids, nd, INT8OID, 8,
-												  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-		args[1] = PointerGetDatum(construct_md_array(results, nulls, 1, dims, lbs,
-													 JSONBOID, -1, false, TYPALIGN_INT));
-		args[2] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
-		args[3] = Int32GetDatum(MyProcPid);
-		args[4] = Int64GetDatum(run->id);
-		rc = hx_execute_plan(done_plan, args, NULL, false, 0);
-		if (rc != SPI_OK_UPDATE)
-			elog(ERROR, "chunk booking failed: %s", SPI_result_code_string(rc));
-		*ndone = (int) SPI_processed;
-	}
+	*ndone = hx_book_chunk_done(tasks, outs, n, run->id);
+	*nfailed = 0;
 	if (nf > 0)
 	{
 		HxTask	   *claimed;
 
-		*nfailed = hx_batch_claim(run->id,
-								  construct_array(failed_ids, nf, INT8OID, 8,
-												  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE),
-								  &claimed);
+		*nfailed = hx_claim_ids(construct_array(failed_ids, nf, INT8OID, 8,
+												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE),
+								MyProcPid, run->id, &claimed, chunk_cxt);
 	}
 }
 
@@ -626,84 +668,9 @@ hx_batch_count(HxRun *run, int ndone, int nfailed, bool isolated)
 	args[2] = Int32GetDatum(nfailed);
 	args[3] = BoolGetDatum(isolated);
 	args[4] = Int32GetDatum(run->part);
-	rc = SPI_execute_with_args(psprintf("SELECT %s($1, $2, $3, $4, $5)",
-										hx_qualified("hx_batch_chunk_done")),
-							   5, (Oid[]) {INT8OID, INT4OID, INT4OID, BOOLOID, INT4OID},
-							   args, NULL, false, 1);
+	rc = hx_stmt_exec(&chunk_done, args, NULL, false, 1);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "hx_batch_chunk_done failed: %s", SPI_result_code_string(rc));
-}
-
-/*
- * hx_batch_claim
- *		Claims the given tasks (those still waiting) for this worker and
- *		copies them into chunk_cxt.  In a transaction, SPI connected.
- */
-static int
-hx_batch_claim(int64 run_id, ArrayType *ids, HxTask **tasks)
-{
-	Datum		args[3];
-	int			rc;
-
-	if (claim_plan == NULL)
-	{
-		Oid			types[3] = {INT8ARRAYOID, INT4OID, INT8OID};
-
-		claim_plan = hx_prepare(psprintf("UPDATE %1$s t SET status = 'running', "
-										 "attempts = t.attempts + 1, started_at = clock_timestamp(), "
-										 "worker_pid = $2, run_id = $3 "
-										 "FROM %2$s y "
-										 "WHERE t.id = ANY ($1) AND t.status IN ('queued', 'failed') "
-										 "AND y.task_type = t.task_type "
-										 "RETURNING t.id, t.task_type, t.payload, t.attempts, "
-										 "y.max_attempts, y.handler, y.run_as, "
-										 "extract(epoch FROM y.timeout)::double precision * 1000, "
-										 "y.batch_handler",
-										 hx_qualified("hx_task"), hx_qualified("hx_type")),
-								3, types);
-		if (claim_plan == NULL)
-			elog(ERROR, "could not prepare the batch claim: %s",
-				 SPI_result_code_string(SPI_result));
-		SPI_keepplan(claim_plan);
-	}
-	args[0] = PointerGetDatum(ids);
-	args[1] = Int32GetDatum(MyProcPid);
-	args[2] = Int64GetDatum(run_id);
-	rc = hx_execute_plan(claim_plan, args, NULL, false, 0);
-	if (rc != SPI_OK_UPDATE_RETURNING)
-		elog(ERROR, "batch claim failed: %s", SPI_result_code_string(rc));
-
-	return hx_tasks_from_spi(tasks, chunk_cxt, true);
-}
-
-/*
- * hx_batch_execute
- *		Runs claimed tasks of an interrupted chunk one at a time (each was
- *		claimed, and its attempt committed, on its own), books them and
- *		commits.  No transaction open.
- */
-static void
-hx_batch_execute(HxRun *run, HxTask *tasks, int n)
-{
-	HxOutcome  *outs = MemoryContextAllocZero(chunk_cxt, sizeof(HxOutcome) * Max(n, 1));
-	TimestampTz no_retry = 0;
-	int			nfailed = 0;
-	int			ndone;
-	int			i;
-
-	hx_worker_begin_xact("running a task of an interrupted chunk");
-	for (i = 0; i < n; i++)
-		hx_exec_handler(&tasks[i], &outs[i], chunk_cxt);
-	ndone = hx_record_done(tasks, outs, n);
-	for (i = 0; i < n; i++)
-	{
-		if (outs[i].ok)
-			continue;
-		hx_record_failure(&tasks[i], &outs[i], &no_retry);
-		nfailed++;
-	}
-	hx_batch_count(run, ndone, nfailed, true);
-	hx_worker_end_xact();
 }
 
 /*
@@ -721,16 +688,9 @@ hx_batch_wait_external(HxRun *run)
 		Datum		arg = CStringGetTextDatum(run->window_name);
 		bool		pending;
 		bool		isnull;
-		int			rc;
 
 		hx_worker_begin_xact("waiting for external executors");
-		rc = SPI_execute_with_args(psprintf("SELECT %s($1)",
-											hx_qualified("hx_batch_external_pending")),
-								   1, (Oid[]) {TEXTOID}, &arg, NULL, false, 1);
-		if (rc != SPI_OK_SELECT || SPI_processed != 1)
-			elog(ERROR, "hx_batch_external_pending failed");
-		pending = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
-											 SPI_tuptable->tupdesc, 1, &isnull));
+		pending = DatumGetBool(hx_stmt_value(&external_pending, &arg, NULL, &isnull));
 		hx_worker_end_xact();
 		if (!pending)
 			return NULL;
@@ -760,9 +720,7 @@ hx_batch_finish(HxRun *run, const char *status, const char *error)
 
 	hx_worker_begin_xact("finishing a window run");
 	/* the run row's lock orders the workers' finishes */
-	rc = SPI_execute_with_args(psprintf("SELECT 1 FROM %s WHERE id = $1 FOR UPDATE",
-										hx_qualified("hx_window_run")),
-							   1, (Oid[]) {INT8OID}, &id, NULL, false, 1);
+	rc = hx_stmt_exec(&lock_run, &id, NULL, false, 1);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "could not lock run %lld", (long long) run->id);
 	last = hx_batch_slot_finish(run->slot, run->id);
@@ -771,10 +729,7 @@ hx_batch_finish(HxRun *run, const char *status, const char *error)
 	args[1] = CStringGetTextDatum(status);
 	args[2] = error ? CStringGetTextDatum(error) : (Datum) 0;
 	args[3] = BoolGetDatum(last);
-	rc = SPI_execute_with_args(psprintf("SELECT %s($1, $2, $3, $4)",
-										hx_qualified("hx_batch_finish")),
-							   4, (Oid[]) {INT8OID, TEXTOID, TEXTOID, BOOLOID}, args, nulls,
-							   false, 1);
+	rc = hx_stmt_exec(&finish_run, args, nulls, false, 1);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "hx_batch_finish failed: %s", SPI_result_code_string(rc));
 	hx_worker_end_xact();

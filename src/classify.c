@@ -19,6 +19,7 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
 #include "pgtime.h"
 #include "utils/builtins.h"
 #include "utils/date.h"
@@ -56,8 +57,8 @@ static void hx_local_time(TimestampTz at, const char *zone, HxLocalTime *lt);
 static int	hx_interval_cmp(Interval *a, Interval *b);
 static char *hx_interval_text(Interval *i);
 static char *hx_time_text(TimeADT t);
-static bool hx_sql_condition(const char *function, const HxTaskArgs *args,
-							 bool by_department);
+static bool hx_sql_condition(const HxTaskArgs *args, bool by_department);
+static TimestampTz hx_add_years(TimestampTz t, int years);
 
 PG_FUNCTION_INFO_V1(hx_decide);
 
@@ -72,6 +73,7 @@ hx_check_task_args(FunctionCallInfo fcinfo, HxTaskArgs *args)
 	Jsonb	   *payload;
 	Size		size;
 	Interval	zero;
+	Interval	horizon;
 
 	memset(args, 0, sizeof(*args));
 
@@ -81,6 +83,7 @@ hx_check_task_args(FunctionCallInfo fcinfo, HxTaskArgs *args)
 				 errmsg("task type must not be NULL"),
 				 errhint("Pass the name of a type registered with hx_register().")));
 	args->task_type = text_to_cstring(PG_GETARG_TEXT_PP(ARG_TASK_TYPE));
+	hx_check_key_length("task type", args->task_type);
 	if (hx_type_lookup(args->task_type) == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -105,15 +108,23 @@ hx_check_task_args(FunctionCallInfo fcinfo, HxTaskArgs *args)
 				 errhint("Store large inputs in a table and pass their key in the payload, or raise hybridexec.max_payload_size.")));
 	args->payload = payload;
 
+	memset(&zero, 0, sizeof(zero));
+	memset(&horizon, 0, sizeof(horizon));
+	horizon.month = HX_MAX_HORIZON_YEARS * MONTHS_PER_YEAR;
 	if (!PG_ARGISNULL(ARG_SLA))
 	{
 		args->sla = PG_GETARG_INTERVAL_P(ARG_SLA);
-		memset(&zero, 0, sizeof(zero));
 		if (hx_interval_cmp(args->sla, &zero) < 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("sla must not be negative: %s", hx_interval_text(args->sla)),
 					 errhint("The SLA is how soon the result is needed, e.g. '5 seconds'; pass NULL for no SLA.")));
+		if (hx_interval_cmp(args->sla, &horizon) > 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("sla must be at most %d years, not %s", HX_MAX_HORIZON_YEARS,
+							hx_interval_text(args->sla)),
+					 errhint("Pass NULL for a task with no SLA at all.")));
 	}
 
 	if (PG_ARGISNULL(ARG_ORIGIN))
@@ -122,6 +133,7 @@ hx_check_task_args(FunctionCallInfo fcinfo, HxTaskArgs *args)
 				 errmsg("origin must not be NULL"),
 				 errhint("Use 'user' when someone is waiting for the result, 'background' otherwise.")));
 	args->origin = text_to_cstring(PG_GETARG_TEXT_PP(ARG_ORIGIN));
+	hx_check_key_length("origin", args->origin);
 
 	if (PG_ARGISNULL(ARG_PRIORITY))
 		ereport(ERROR,
@@ -129,15 +141,22 @@ hx_check_task_args(FunctionCallInfo fcinfo, HxTaskArgs *args)
 				 errmsg("priority must not be NULL"),
 				 errhint("The default priority is 0; higher runs first.")));
 	args->priority = PG_GETARG_INT32(ARG_PRIORITY);
+	if (args->priority < -HX_MAX_PRIORITY || args->priority > HX_MAX_PRIORITY)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("priority must be between %d and %d, not %d",
+						-HX_MAX_PRIORITY, HX_MAX_PRIORITY, args->priority),
+				 errhint("Higher runs first; 0 is the default.")));
 
 	if (!PG_ARGISNULL(ARG_DEPARTMENT))
-		args->department = text_to_cstring(PG_GETARG_TEXT_PP(ARG_DEPARTMENT));
-	if (!PG_ARGISNULL(ARG_DEDUPE_KEY))
-		args->dedupe_key = text_to_cstring(PG_GETARG_TEXT_PP(ARG_DEDUPE_KEY));
-	if (!PG_ARGISNULL(ARG_DEADLINE))
 	{
-		args->has_deadline = true;
-		args->deadline = PG_GETARG_TIMESTAMPTZ(ARG_DEADLINE);
+		args->department = text_to_cstring(PG_GETARG_TEXT_PP(ARG_DEPARTMENT));
+		hx_check_key_length("department", args->department);
+	}
+	if (!PG_ARGISNULL(ARG_DEDUPE_KEY))
+	{
+		args->dedupe_key = text_to_cstring(PG_GETARG_TEXT_PP(ARG_DEDUPE_KEY));
+		hx_check_key_length("dedupe_key", args->dedupe_key);
 	}
 
 	if (PG_NARGS() > ARG_AT)
@@ -148,9 +167,65 @@ hx_check_task_args(FunctionCallInfo fcinfo, HxTaskArgs *args)
 					 errmsg("at must not be NULL"),
 					 errhint("Leave it out to classify as of now().")));
 		args->at = PG_GETARG_TIMESTAMPTZ(ARG_AT);
+		if (TIMESTAMP_NOT_FINITE(args->at))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("at must be a finite time"),
+					 errhint("Leave it out to classify as of now().")));
 	}
 	else
 		args->at = GetCurrentTransactionStartTimestamp();
+
+	if (!PG_ARGISNULL(ARG_DEADLINE))
+	{
+		TimestampTz deadline = PG_GETARG_TIMESTAMPTZ(ARG_DEADLINE);
+		TimestampTz earliest = hx_add_years(args->at, -HX_MAX_HORIZON_YEARS);
+		TimestampTz latest = hx_add_years(args->at, HX_MAX_HORIZON_YEARS);
+
+		if (TIMESTAMP_NOT_FINITE(deadline) || deadline < earliest || deadline > latest)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("deadline must be a finite time within %d years of now",
+							HX_MAX_HORIZON_YEARS),
+					 errhint("Pass NULL for a task with no deadline.")));
+		args->has_deadline = true;
+		args->deadline = deadline;
+	}
+}
+
+/*
+ * hx_check_key_length
+ *		Text that becomes a key (it is indexed, or grouped by in the books)
+ *		is at most HX_MAX_KEY_CHARS characters; a clear error past it.
+ */
+void
+hx_check_key_length(const char *what, const char *value)
+{
+	int			len = pg_mbstrlen(value);
+
+	if (len > HX_MAX_KEY_CHARS)
+		ereport(ERROR,
+				(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
+				 errmsg("%s is too long: %d characters", what, len),
+				 errdetail("A %s is at most %d characters.", what, HX_MAX_KEY_CHARS),
+				 errhint("Use a shorter name or key; store long data in the payload.")));
+}
+
+/*
+ * hx_add_years
+ *		t plus (or minus) some years ("timestamp out of range" near the ends
+ *		of the range: only a far-off "at" gets there).
+ */
+static TimestampTz
+hx_add_years(TimestampTz t, int years)
+{
+	Interval	span;
+
+	memset(&span, 0, sizeof(span));
+	span.month = years * MONTHS_PER_YEAR;
+	return DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
+												   TimestampTzGetDatum(t),
+												   IntervalPGetDatum(&span)));
 }
 
 /*
@@ -316,7 +391,7 @@ hx_rule_matches(const HxRule *r, const HxTaskArgs *args, Interval *sla,
 	if (r->budget_exhausted >= 0)
 	{
 		bool		exhausted = args->department != NULL &&
-			hx_sql_condition("hx_budget_exhausted", args, true);
+			hx_sql_condition(args, true);
 
 		if (exhausted != (bool) r->budget_exhausted)
 			return false;
@@ -325,7 +400,7 @@ hx_rule_matches(const HxRule *r, const HxTaskArgs *args, Interval *sla,
 	}
 	if (r->worth_streaming >= 0)
 	{
-		bool		worth = hx_sql_condition("hx_worth_streaming", args, false);
+		bool		worth = hx_sql_condition(args, false);
 
 		if (worth != (bool) r->worth_streaming)
 			return false;
@@ -337,50 +412,47 @@ hx_rule_matches(const HxRule *r, const HxTaskArgs *args, Interval *sla,
 
 /*
  * hx_sql_condition
- *		Asks one of the cost functions of cost.sql about the task:
- *		hx_budget_exhausted(department, at) when by_department, else
+ *		Asks one of the cost functions about the task, as the extension's
+ *		owner: hx_budget_exhausted(department, at) when by_department, else
  *		hx_worth_streaming(task_type, payload, at).  Runs its own SPI
  *		connection; needs a transaction and the loaded rule cache.
  */
 static bool
-hx_sql_condition(const char *function, const HxTaskArgs *args, bool by_department)
+hx_sql_condition(const HxTaskArgs *args, bool by_department)
 {
-	Oid			types[3];
+	static HxStmt budget = {
+		"SELECT @extschema@.hx_budget_exhausted($1, $2)",
+		2, {TEXTOID, TIMESTAMPTZOID}
+	};
+	static HxStmt worth = {
+		"SELECT @extschema@.hx_worth_streaming($1, $2, $3)",
+		3, {TEXTOID, JSONBOID, TIMESTAMPTZOID}
+	};
 	Datum		values[3];
-	int			nargs;
-	char	   *sql;
+	HxUserSave	save;
 	bool		isnull;
 	bool		result;
 
 	if (by_department)
 	{
-		types[0] = TEXTOID;
 		values[0] = CStringGetTextDatum(args->department);
-		types[1] = TIMESTAMPTZOID;
 		values[1] = TimestampTzGetDatum(args->at);
-		nargs = 2;
-		sql = psprintf("SELECT %s($1, $2)", hx_qualified(function));
 	}
 	else
 	{
-		types[0] = TEXTOID;
 		values[0] = CStringGetTextDatum(args->task_type);
-		types[1] = JSONBOID;
 		values[1] = JsonbPGetDatum(args->payload);
-		types[2] = TIMESTAMPTZOID;
 		values[2] = TimestampTzGetDatum(args->at);
-		nargs = 3;
-		sql = psprintf("SELECT %s($1, $2, $3)", hx_qualified(function));
 	}
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute_with_args(sql, nargs, types, values, NULL, true, 1) != SPI_OK_SELECT ||
-		SPI_processed != 1)
-		elog(ERROR, "%s() failed", function);
-	result = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	hx_become_owner(&save);
+	result = DatumGetBool(hx_stmt_value(by_department ? &budget : &worth,
+										values, NULL, &isnull));
 	if (isnull)
 		result = false;
+	hx_restore_user(&save);
 	SPI_finish();
 	return result;
 }

@@ -21,8 +21,24 @@
 #include "utils/jsonb.h"
 
 #define HX_EXTENSION_NAME	"hybridexec"
+#define HX_INTERNAL_SCHEMA	"_hybridexec"
 #define HX_MAX_STREAM_WORKERS	64
 #define HX_MAX_BATCH_WORKERS	32
+
+/*
+ * Text that becomes a key (task type, department, origin, dedupe key,
+ * executor, window and rule names) is at most this many characters, so
+ * that it always fits an index entry; SLAs and deadlines are at most this
+ * far from now, so that every sum of times the scheduler makes stays a
+ * timestamp.
+ */
+#define HX_MAX_KEY_CHARS	200
+#define HX_MAX_HORIZON_YEARS	100
+#define HX_MAX_PRIORITY		1000000
+
+/* scheduler steps whose outcome shared memory keeps (scheduler.c) */
+#define HX_MAX_STEPS		8
+#define HX_STEP_ERROR_LEN	256
 
 /* ---- settings (hybridexec.c) ---- */
 extern int	hx_stream_workers;
@@ -68,9 +84,29 @@ typedef struct HxBatchSlot
 	TimestampTz launched_at;
 } HxBatchSlot;
 
+/* The last outcome of one scheduler step. */
+typedef struct HxStepStatus
+{
+	TimestampTz last_ok;		/* 0 = never */
+	TimestampTz last_failed;	/* 0 = never, or not since last_ok */
+	char		error[HX_STEP_ERROR_LEN];
+} HxStepStatus;
+
 typedef struct HxShared
 {
 	slock_t		mutex;			/* protects everything below */
+
+	/*
+	 * Stream tasks put back after their worker was lost run alone next
+	 * time (hx_task.isolated).  A sweep bumps suspects_gen after it
+	 * commits; a worker that looked for isolated tasks and found none
+	 * records the generation it looked at in suspects_seen, so workers
+	 * look only while the two differ.
+	 */
+	uint32		suspects_gen;
+	uint32		suspects_seen;
+	int			nsteps;
+	HxStepStatus steps[HX_MAX_STEPS];
 	int			nbatch;
 	HxBatchSlot batch[HX_MAX_BATCH_WORKERS];
 	int			nslots;
@@ -86,6 +122,9 @@ extern void hx_slot_set_idle(int slot, bool idle);
 extern void hx_slot_wait_for_committer(int slot);
 extern void hx_slot_count(int slot, int done, int failed);
 extern int	hx_live_worker_pids(int *pids, int max);
+extern uint32 hx_suspects_pending(void);
+extern void hx_suspects_bump(void);
+extern void hx_suspects_none(uint32 gen);
 
 /*
  * hx_prepare
@@ -98,6 +137,51 @@ hx_prepare(const char *sql, int nargs, Oid *argtypes)
 {
 	return SPI_prepare_cursor(sql, nargs, argtypes, CURSOR_OPT_GENERIC_PLAN);
 }
+
+/* ---- kept statements (stmt.c) ---- */
+
+#define HX_STMT_MAX_ARGS	16
+
+/*
+ * One SQL statement the C code runs: declared static next to the code that
+ * owns it, prepared on first use for the extension's schema (written
+ * "@extschema@" in the text; internal objects are in schema _hybridexec)
+ * and kept.  index_order: planned and run the way hx_execute_plan does.
+ */
+typedef struct HxStmt
+{
+	const char *sql;
+	int			nargs;
+	Oid			argtypes[HX_STMT_MAX_ARGS];
+	bool		index_order;
+	SPIPlanPtr	plan;			/* kept plan, NULL until first use */
+	Oid			schema;			/* the schema it was prepared for */
+} HxStmt;
+
+extern int	hx_stmt_exec(HxStmt *stmt, Datum *values, const char *nulls,
+						 bool read_only, long count);
+extern Datum hx_stmt_value(HxStmt *stmt, Datum *values, const char *nulls,
+						   bool *isnull);
+extern int	hx_execute_plan(SPIPlanPtr plan, Datum *values, const char *nulls,
+							bool read_only, long count);
+
+/* ---- who runs what (privileges.c) ---- */
+
+/* the user and security context to go back to */
+typedef struct HxUserSave
+{
+	Oid			userid;
+	int			sec_context;
+} HxUserSave;
+
+extern void hx_become_owner(HxUserSave *save);
+extern void hx_restore_user(const HxUserSave *save);
+extern bool hx_caller_sees(Oid caller, Oid submitted_by, const char *department);
+
+/* ---- alerts (alert.c) ---- */
+extern void hx_alert_send(Jsonb *payload);
+extern void hx_alert_dead(int64 task_id, const char *task_type, int attempts,
+						  const char *error);
 
 /* ---- waking workers at commit (wakeup.c) ---- */
 extern void hx_wakeup_init(void);
@@ -138,7 +222,9 @@ extern void hx_rules_ensure(Oid schema);
 extern HxTypeInfo *hx_type_lookup(const char *task_type);
 extern HxRule *hx_rules_get(int *nrules);
 extern bool hx_rules_read_payload(void);
-extern const char *hx_qualified(const char *relname);
+extern Oid	hx_cached_schema(void);
+extern const char *hx_cached_schema_quoted(void);
+extern Oid	hx_cached_owner(void);
 
 /* ---- classification (classify.c) ---- */
 
@@ -166,17 +252,15 @@ typedef struct HxDecision
 } HxDecision;
 
 extern void hx_check_task_args(FunctionCallInfo fcinfo, HxTaskArgs *args);
+extern void hx_check_key_length(const char *what, const char *value);
 extern void hx_classify_task(const HxTaskArgs *args, HxDecision *decision);
-
-/* ---- the stream claim (claim.c) ---- */
-extern uint64 hx_claim_run(Oid schema, int worker_pid, int max);
 
 /* ---- worker plumbing (worker_common.c) ---- */
 extern void hx_worker_begin_xact(const char *activity);
 extern void hx_worker_end_xact(void);
 extern Oid	hx_worker_find_extension(void);
-extern int	hx_execute_plan(SPIPlanPtr plan, Datum *values, const char *nulls,
-							bool read_only, long count);
+extern bool hx_extension_lookup(Oid *schema, Oid *owner);
+extern ErrorData *hx_worker_catch(MemoryContext cxt);
 
 /* ---- stream workers (stream_worker.c, task_exec.c) ---- */
 extern PGDLLEXPORT void hx_stream_worker_main(Datum main_arg);

@@ -34,6 +34,7 @@ static uint64 inval_count = 0;
 static bool callback_registered = false;
 static Oid	cache_schema = InvalidOid;
 static char *cache_schema_quoted = NULL;
+static Oid	cache_owner = InvalidOid;
 static Oid	rule_relid = InvalidOid;
 static Oid	type_relid = InvalidOid;
 static HxRule *rules = NULL;
@@ -86,12 +87,22 @@ hx_cache_callback(Datum arg, Oid relid)
 
 /*
  * hx_schema_for_function
- *		Schema the extension lives in, found through one of its functions.
+ *		Schema the extension lives in, found through one of its functions:
+ *		the function's own schema, unless it is one of the internal ones
+ *		(schema _hybridexec), whose extension schema pg_extension tells.
+ *		In a transaction.
  */
 Oid
 hx_schema_for_function(Oid fn_oid)
 {
-	return get_func_namespace(fn_oid);
+	Oid			ns = get_func_namespace(fn_oid);
+	char	   *nsname = get_namespace_name(ns);
+	Oid			owner;
+
+	if (nsname != NULL && strcmp(nsname, HX_INTERNAL_SCHEMA) == 0 &&
+		!hx_extension_lookup(&ns, &owner))
+		elog(ERROR, "hybridexec function %u is not part of the extension", fn_oid);
+	return ns;
 }
 
 /*
@@ -124,14 +135,30 @@ hx_rules_ensure(Oid schema)
 }
 
 /*
- * hx_qualified
- *		"schema"."relname" of one of the extension's objects, from the
- *		loaded cache; the result lives until the next reload.
+ * hx_cached_schema, hx_cached_schema_quoted, hx_cached_owner
+ *		The extension's schema (its oid, and its name quoted for SQL text)
+ *		and owner, as of the loaded cache.
  */
-const char *
-hx_qualified(const char *relname)
+Oid
+hx_cached_schema(void)
 {
-	return psprintf("%s.%s", cache_schema_quoted, quote_identifier(relname));
+	Assert(OidIsValid(cache_schema));
+	return cache_schema;
+}
+
+const char *
+hx_cached_schema_quoted(void)
+{
+	Assert(cache_schema_quoted != NULL);
+	return cache_schema_quoted;
+}
+
+Oid
+hx_cached_owner(void)
+{
+	if (!OidIsValid(cache_owner))
+		elog(ERROR, "the hybridexec rule cache is not loaded");
+	return cache_owner;
 }
 
 /*
@@ -174,13 +201,16 @@ hx_rules_read_payload(void)
 
 /*
  * hx_cache_load
- *		Throws the old cache away and reads rules and types again.
+ *		Throws the old cache away and reads rules and types again, as the
+ *		extension's owner (the caller may have no right to read them).
  */
 static void
 hx_cache_load(Oid schema)
 {
 	MemoryContext old;
 	char	   *nspname;
+	Oid			ext_schema;
+	HxUserSave	save;
 
 	if (cache_cxt == NULL)
 		cache_cxt = AllocSetContextCreate(CacheMemoryContext,
@@ -203,7 +233,9 @@ hx_cache_load(Oid schema)
 	rule_relid = get_relname_relid("hx_rule", schema);
 	type_relid = get_relname_relid("hx_type", schema);
 	cache_schema = schema;
-	if (!OidIsValid(rule_relid) || !OidIsValid(type_relid))
+	cache_owner = InvalidOid;
+	if (!OidIsValid(rule_relid) || !OidIsValid(type_relid) ||
+		!hx_extension_lookup(&ext_schema, &cache_owner) || ext_schema != schema)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
 				 errmsg("hybridexec tables are missing from schema \"%s\"", nspname),
@@ -211,8 +243,10 @@ hx_cache_load(Oid schema)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+	hx_become_owner(&save);
 	hx_load_types();
 	hx_load_rules();
+	hx_restore_user(&save);
 	SPI_finish();
 }
 
@@ -223,9 +257,9 @@ hx_cache_load(Oid schema)
 static void
 hx_load_types(void)
 {
+	static HxStmt read_types = {"SELECT task_type, handler IS NOT NULL FROM @extschema@.hx_type"};
 	HASHCTL		ctl;
 	uint64		i;
-	char	   *sql;
 
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = sizeof(((HxTypeInfo *) 0)->task_type);
@@ -234,9 +268,7 @@ hx_load_types(void)
 	types = hash_create("hybridexec types", 64, &ctl,
 						HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 
-	sql = psprintf("SELECT task_type, handler IS NOT NULL FROM %s",
-				   hx_qualified("hx_type"));
-	if (SPI_execute(sql, true, 0) != SPI_OK_SELECT)
+	if (hx_stmt_exec(&read_types, NULL, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read hx_type");
 
 	for (i = 0; i < SPI_processed; i++)
@@ -265,15 +297,15 @@ hx_load_types(void)
 static void
 hx_load_rules(void)
 {
+	static HxStmt read_rules = {
+		"SELECT name, position, task_type, origin, department, "
+		"min_sla, max_sla, payload_match, local_from, local_until, "
+		"days, time_zone, route, window_name, budget_exhausted, worth_streaming "
+		"FROM @extschema@.hx_rule WHERE enabled ORDER BY position, name"
+	};
 	uint64		i;
-	char	   *sql;
 
-	sql = psprintf("SELECT name, position, task_type, origin, department, "
-				   "min_sla, max_sla, payload_match, local_from, local_until, "
-				   "days, time_zone, route, window_name, budget_exhausted, worth_streaming "
-				   "FROM %s WHERE enabled ORDER BY position, name",
-				   hx_qualified("hx_rule"));
-	if (SPI_execute(sql, true, 0) != SPI_OK_SELECT)
+	if (hx_stmt_exec(&read_rules, NULL, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read hx_rule");
 
 	rules = MemoryContextAllocZero(cache_cxt,

@@ -235,6 +235,52 @@ hx_live_worker_pids(int *pids, int max)
 }
 
 /*
+ * hx_suspects_pending
+ *		The generation of isolated stream tasks to look for, or 0 when the
+ *		last look found none since the last sweep.  Read it before taking
+ *		the snapshot that looks.
+ */
+uint32
+hx_suspects_pending(void)
+{
+	uint32		gen;
+
+	SpinLockAcquire(&hx_shared->mutex);
+	gen = (hx_shared->suspects_gen != hx_shared->suspects_seen) ? hx_shared->suspects_gen : 0;
+	SpinLockRelease(&hx_shared->mutex);
+	return gen;
+}
+
+/*
+ * hx_suspects_bump
+ *		A sweep put back (or may have put back) isolated tasks and has
+ *		committed: workers look for them again.
+ */
+void
+hx_suspects_bump(void)
+{
+	SpinLockAcquire(&hx_shared->mutex);
+	hx_shared->suspects_gen++;
+	if (hx_shared->suspects_gen == 0)
+		hx_shared->suspects_gen = 1;
+	SpinLockRelease(&hx_shared->mutex);
+}
+
+/*
+ * hx_suspects_none
+ *		A look with generation gen found no isolated task: stop looking,
+ *		unless a sweep has bumped the generation since.
+ */
+void
+hx_suspects_none(uint32 gen)
+{
+	SpinLockAcquire(&hx_shared->mutex);
+	if (hx_shared->suspects_gen == gen)
+		hx_shared->suspects_seen = gen;
+	SpinLockRelease(&hx_shared->mutex);
+}
+
+/*
  * hx_stream_work_waiting
  *		True when a stream worker is busy or has just been woken: stream
  *		work is waiting or running, and opportunistic batch work should

@@ -12,7 +12,11 @@
  *					after a backoff)
  *		running --handler error, no attempt left (xact 2)--> dead + NOTIFY
  *		running --worker gone (crash, kill, shutdown)--> queued (or dead)
- *					by the sweep when a worker starts
+ *					by the sweep when a worker starts; such a task is
+ *					"isolated": it runs alone next time, so a task that
+ *					crashes its worker costs its neighbours no more attempts
+ *
+ *	  Every state change is task_state.c's; this file decides when.
  *
  *	  The attempt is committed before the handler runs (as timescaledb does
  *	  for its jobs), durably whenever a crash could make it matter (see
@@ -20,6 +24,10 @@
  *	  forever.
  *	  The handler's effects and the task's final state commit together, so
  *	  an in-database handler's effects happen exactly once.
+ *
+ *	  A batch whose transaction fails as a whole (an outcome that cannot be
+ *	  booked) is run again one task at a time (hx_exec_alone), so a single
+ *	  task never makes the worker exit.
  *
  *	  The loop follows worker_spi: core signal handlers, one WaitLatch per
  *	  idle period; the commit of a submitting transaction sets our latch.
@@ -48,6 +56,7 @@
 
 #include "hybridexec.h"
 #include "task_exec.h"
+#include "task_state.h"
 
 static int	my_slot = -1;
 static MemoryContext batch_cxt = NULL;	/* the batch being run */
@@ -55,9 +64,12 @@ static MemoryContext next_cxt = NULL;	/* the batch claimed ahead */
 static Oid	worker_schema = InvalidOid;
 
 static void hx_sweep(void);
-static int	hx_claim(HxTask **tasks, MemoryContext cxt);
+static int	hx_claim(HxTask **tasks, MemoryContext cxt, bool *alone);
 static int	hx_run_batch(HxTask *tasks, int ntasks, TimestampTz *next_retry,
 						 HxTask **next);
+static int	hx_run_batch_guarded(HxTask *tasks, int ntasks,
+								 TimestampTz *next_retry, HxTask **next);
+static void hx_count_alone(void *arg, int done, int failed);
 static long hx_sleep_ms(TimestampTz next_retry);
 static void hx_run_micro_batches(HxTask *tasks, int ntasks, HxOutcome *outs);
 static TimestampTz hx_micro_batch_due(void);
@@ -107,6 +119,8 @@ hx_stream_worker_main(Datum main_arg)
 		HxTask	   *tasks = NULL;
 		int			ntasks = 0;
 		bool		have_extension;
+		bool		alone = false;
+		bool		swept_now = false;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -135,9 +149,9 @@ hx_stream_worker_main(Datum main_arg)
 			if (!swept)
 			{
 				hx_sweep();
-				swept = true;
+				swept = swept_now = true;
 			}
-			ntasks = hx_claim(&tasks, batch_cxt);
+			ntasks = hx_claim(&tasks, batch_cxt, &alone);
 			if (ntasks == 0)
 			{
 				/* buffered micro-batches wake us when they are due */
@@ -152,6 +166,17 @@ hx_stream_worker_main(Datum main_arg)
 										 GUC_ACTION_LOCAL, true, 0, false);
 		}
 		hx_worker_end_xact();
+
+		/* the isolated tasks the sweep put back are visible now */
+		if (swept_now)
+			hx_suspects_bump();
+
+		if (alone)
+		{
+			hx_slot_set_idle(my_slot, false);
+			(void) hx_exec_alone(&tasks[0], batch_cxt, hx_count_alone, NULL);
+			continue;
+		}
 
 		/*
 		 * Run batches back to back while they come full: each run
@@ -169,7 +194,7 @@ hx_stream_worker_main(Datum main_arg)
 				if (next_retry != 0 && next_retry <= GetCurrentTimestamp())
 					next_retry = 0;
 				MemoryContextReset(next_cxt);
-				ntasks = hx_run_batch(tasks, ntasks, &next_retry, &next);
+				ntasks = hx_run_batch_guarded(tasks, ntasks, &next_retry, &next);
 				tasks = next;
 				swap = batch_cxt;
 				batch_cxt = next_cxt;
@@ -193,51 +218,55 @@ hx_stream_worker_main(Datum main_arg)
 /*
  * hx_sweep
  *		Puts back stream tasks left running by workers that are gone (a
- *		crash, a kill, a shutdown).  Runs once when the worker starts, in
- *		the claim transaction.
+ *		crash, a kill, a shutdown), isolated.  Runs once when the worker
+ *		starts, in the claim transaction; the caller announces the isolated
+ *		tasks (hx_suspects_bump) once it has committed.
  */
 static void
 hx_sweep(void)
 {
-	int			pids[HX_MAX_STREAM_WORKERS];
-	int			npids = hx_live_worker_pids(pids, HX_MAX_STREAM_WORKERS);
-	Datum	   *elems = palloc(sizeof(Datum) * Max(npids, 1));
-	ArrayType  *arr;
-	Datum		arg;
-	int			i;
-	int			rc;
-	bool		isnull;
-	int			n;
+	int			n = hx_sweep_stream();
 
-	for (i = 0; i < npids; i++)
-		elems[i] = Int32GetDatum(pids[i] == MyProcPid ? 0 : pids[i]);
-	arr = construct_array(elems, npids, INT4OID, 4, true, TYPALIGN_INT);
-	arg = PointerGetDatum(arr);
-
-	rc = SPI_execute_with_args(psprintf("SELECT %s($1)",
-										hx_qualified("hx_stream_sweep")),
-							   1, (Oid[]) {INT4ARRAYOID}, &arg, NULL, false, 1);
-	if (rc != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "hybridexec crash sweep failed");
-	n = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
-									SPI_tuptable->tupdesc, 1, &isnull));
 	if (n > 0)
 		ereport(LOG,
-				(errmsg("hybridexec stream worker %d put back %d task(s) left running by a stopped worker",
+				(errmsg("hybridexec stream worker %d put back %d task(s) left running by a stopped worker; each runs alone next time",
 						my_slot, n)));
 }
 
 /*
  * hx_claim
- *		Claims up to hybridexec.stream_batch_size due tasks, counting their
- *		attempt, and copies them into cxt, out of the transaction.
+ *		Claims, counting their attempt, either one isolated task (*alone:
+ *		put back after its worker was lost, it runs alone) or up to
+ *		hybridexec.stream_batch_size due tasks, and copies them into cxt,
+ *		out of the transaction.
  */
 static int
-hx_claim(HxTask **tasks, MemoryContext cxt)
+hx_claim(HxTask **tasks, MemoryContext cxt, bool *alone)
 {
-	if (hx_claim_run(worker_schema, MyProcPid, hx_stream_batch_size) == 0)
-		return 0;
-	return hx_tasks_from_spi(tasks, cxt, false);
+	uint32		gen = hx_suspects_pending();
+
+	*alone = false;
+	if (gen != 0)
+	{
+		if (hx_claim_isolated(MyProcPid, tasks, cxt) == 1)
+		{
+			*alone = true;
+			return 1;
+		}
+		/* none left as of the generation read before this snapshot */
+		hx_suspects_none(gen);
+	}
+	return hx_claim_stream(MyProcPid, hx_stream_batch_size, tasks, cxt);
+}
+
+/*
+ * hx_count_alone
+ *		hx_exec_alone's booking hook: the worker's counters.
+ */
+static void
+hx_count_alone(void *arg, int done, int failed)
+{
+	hx_slot_count(my_slot, done, failed);
 }
 
 /*
@@ -289,7 +318,7 @@ hx_run_batch(HxTask *tasks, int ntasks, TimestampTz *next_retry, HxTask **next)
 	HxOutcome  *outs = MemoryContextAllocZero(batch_cxt, sizeof(HxOutcome) * ntasks);
 	int			i;
 	int			done;
-	int			failed = 0;
+	int			failed;
 	int			nnext;
 
 	/*
@@ -305,13 +334,9 @@ hx_run_batch(HxTask *tasks, int ntasks, TimestampTz *next_retry, HxTask **next)
 		CHECK_FOR_INTERRUPTS();
 		if (tasks[i].micro_batch_size == 0)
 			hx_exec_handler(&tasks[i], &outs[i], batch_cxt);
-		if (!outs[i].ok)
-		{
-			hx_record_failure(&tasks[i], &outs[i], next_retry);
-			failed++;
-		}
 	}
-	done = hx_record_done(tasks, outs, ntasks);
+	failed = hx_book_failures(tasks, outs, ntasks, next_retry);
+	done = hx_book_done(tasks, outs, ntasks);
 
 	/*
 	 * A full batch suggests more is waiting: claim the next one now, so its
@@ -319,13 +344,52 @@ hx_run_batch(HxTask *tasks, int ntasks, TimestampTz *next_retry, HxTask **next)
 	 * run) and the worker needs no separate claim transaction.
 	 */
 	nnext = 0;
-	if (ntasks >= hx_stream_batch_size)
-		nnext = hx_claim(next, next_cxt);
+	if (ntasks >= hx_stream_batch_size && hx_suspects_pending() == 0)
+		nnext = hx_claim_stream(MyProcPid, hx_stream_batch_size, next, next_cxt);
 
 	hx_worker_end_xact();
 	pgstat_report_activity(STATE_IDLE, NULL);
 	hx_slot_count(my_slot, done, failed);
 	return nnext;
+}
+
+/*
+ * hx_run_batch_guarded
+ *		hx_run_batch; should its transaction fail as a whole (an outcome
+ *		that cannot be booked: the handlers' effects are rolled back with
+ *		it, the attempts stay counted), runs each task of the batch alone,
+ *		so that the one that cannot be booked ends failed or set aside and
+ *		the others done.  No transaction open.
+ */
+static int
+hx_run_batch_guarded(HxTask *tasks, int ntasks, TimestampTz *next_retry,
+					 HxTask **next)
+{
+	ErrorData  *volatile edata = NULL;
+	volatile int nnext = 0;
+	int			i;
+
+	PG_TRY();
+	{
+		nnext = hx_run_batch(tasks, ntasks, next_retry, next);
+	}
+	PG_CATCH();
+	{
+		edata = hx_worker_catch(batch_cxt);
+	}
+	PG_END_TRY();
+	if (edata == NULL)
+		return nnext;
+
+	ereport(LOG,
+			(errmsg("hybridexec stream worker %d: a batch of %d task(s) failed as a whole (%s); running them one at a time",
+					my_slot, ntasks, edata->message)));
+	for (i = 0; i < ntasks; i++)
+	{
+		CHECK_FOR_INTERRUPTS();
+		(void) hx_exec_alone(&tasks[i], batch_cxt, hx_count_alone, NULL);
+	}
+	return 0;
 }
 
 /*
@@ -336,13 +400,10 @@ hx_run_batch(HxTask *tasks, int ntasks, TimestampTz *next_retry, HxTask **next)
 static TimestampTz
 hx_micro_batch_due(void)
 {
+	static HxStmt due = {"SELECT _hybridexec.hx_micro_batch_due()"};
 	bool		isnull;
-	Datum		d;
+	Datum		d = hx_stmt_value(&due, NULL, NULL, &isnull);
 
-	if (SPI_execute(psprintf("SELECT %s()", hx_qualified("hx_micro_batch_due")),
-					true, 1) != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "hx_micro_batch_due failed");
-	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	return isnull ? 0 : DatumGetTimestampTz(d);
 }
 

@@ -1,14 +1,22 @@
 /*-------------------------------------------------------------------------
  *
  * submit.c
- *	  hx_submit(): checks a task, classifies it with the cached rules and
- *	  inserts it into hx_task with one kept SPI plan.  The hx_task_wake
- *	  trigger then wakes a stream worker when the transaction commits.
+ *	  The submitter's side: hx_submit() and hx_submit_batch() check a task,
+ *	  classify it with the cached rules and insert it into hx_task with a
+ *	  kept plan (the hx_task_wake trigger then wakes a stream worker when
+ *	  the transaction commits); hx_wait() waits for a task to finish.
+ *
+ *	  They run as their caller, who needs no right on hx_task: the caller
+ *	  is recorded as the task's submitted_by, the checks are made for it
+ *	  (may it submit for that department?), and the statements run as the
+ *	  extension's owner.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/transam.h"
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
 #include "executor/spi.h"
@@ -19,44 +27,134 @@
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
+#include "utils/wait_event.h"
 
 #include "hybridexec.h"
 
-#define SUBMIT_NARGS 12
-
-/* the columns every insert fills, in the order of parameters $1..$11 */
+/* the columns every insert fills, in the order of parameters $1..$12 */
 #define HX_TASK_COLUMNS \
 	"task_type, payload, route, window_name, rule_name, reason, " \
-	"origin, priority, sla, deadline, department"
+	"origin, priority, sla, deadline, department, submitted_by"
 
-static SPIPlanPtr insert_plan = NULL;		/* with a dedupe_key */
-static SPIPlanPtr plain_plan = NULL;	/* without: no arbiter index to check */
-static SPIPlanPtr dedupe_plan = NULL;
-static SPIPlanPtr bulk_plan = NULL;		/* a decision per payload */
-static SPIPlanPtr uniform_plan = NULL;	/* one decision for all */
-static Oid	plans_schema = InvalidOid;
+/* how often hx_wait looks */
+#define HX_WAIT_POLL_MS	5
 
-static void hx_prepare_submit_plans(Oid schema);
+static HxStmt insert_dedupe = {
+	"INSERT INTO @extschema@.hx_task (" HX_TASK_COLUMNS ", dedupe_key) "
+	"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) "
+	"ON CONFLICT (task_type, dedupe_key) "
+	"WHERE dedupe_key IS NOT NULL AND status IN ('queued', 'running', 'failed') "
+	"DO NOTHING RETURNING id",
+	13, {TEXTOID, JSONBOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID,
+	INTERVALOID, TIMESTAMPTZOID, TEXTOID, OIDOID, TEXTOID}
+};
+
+/* without a dedupe key: no arbiter index to check */
+static HxStmt insert_plain = {
+	"INSERT INTO @extschema@.hx_task (" HX_TASK_COLUMNS ") "
+	"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+	12, {TEXTOID, JSONBOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID,
+	INTERVALOID, TIMESTAMPTZOID, TEXTOID, OIDOID}
+};
+
+static HxStmt dedupe_lookup = {
+	"SELECT id FROM @extschema@.hx_task WHERE task_type = $1 AND dedupe_key = $2 "
+	"AND status IN ('queued', 'running', 'failed')",
+	2, {TEXTOID, TEXTOID}
+};
+
+/* a decision per payload */
+static HxStmt insert_bulk = {
+	"INSERT INTO @extschema@.hx_task (" HX_TASK_COLUMNS ") "
+	"SELECT $1, u.p, u.r, u.w, u.n, u.why, $7, $8, $9, $10, $11, $12 "
+	"FROM unnest($2, $3, $4, $5, $6) AS u (p, r, w, n, why) RETURNING id",
+	12, {TEXTOID, JSONBARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+	TEXTARRAYOID, TEXTOID, INT4OID, INTERVALOID, TIMESTAMPTZOID, TEXTOID, OIDOID}
+};
+
+/* one decision for all: unnest of one array only */
+static HxStmt insert_uniform = {
+	"INSERT INTO @extschema@.hx_task (" HX_TASK_COLUMNS ") "
+	"SELECT $1, u.p, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 "
+	"FROM unnest($2) AS u (p) RETURNING id",
+	12, {TEXTOID, JSONBARRAYOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+	INT4OID, INTERVALOID, TIMESTAMPTZOID, TEXTOID, OIDOID}
+};
+
+static HxStmt may_submit_for = {
+	"SELECT _hybridexec.hx_may_submit_for($1, $2)",
+	2, {OIDOID, TEXTOID}
+};
+
+static HxStmt wait_status = {
+	"SELECT t.status, t.xmin, t.submitted_by, t.department FROM @extschema@.hx_task t WHERE t.id = $1",
+	1, {INT8OID}
+};
+
+static int64 hx_submit_one(FunctionCallInfo fcinfo, Oid submitted_by);
+static void hx_check_department(Oid submitter, const char *department);
 static void hx_warn_other_database(void);
-static void hx_common_values(const HxTaskArgs *args, Datum *values, char *nulls);
+static void hx_common_values(const HxTaskArgs *args, Oid submitted_by,
+							 Datum *values, char *nulls);
 
 PG_FUNCTION_INFO_V1(hx_submit);
+PG_FUNCTION_INFO_V1(hx_submit_as);
 PG_FUNCTION_INFO_V1(hx_submit_batch);
+PG_FUNCTION_INFO_V1(hx_wait);
 
 /*
  * hx_submit
- *		SQL: classify and queue one task; returns its id.  With a dedupe_key
- *		that an unfinished task of the same type already has, returns that
- *		task's id and queues nothing.
+ *		SQL: classify and queue one task for the caller; returns its id.
+ *		With a dedupe_key that an unfinished task of the same type already
+ *		has, returns that task's id and queues nothing.
  */
 Datum
 hx_submit(PG_FUNCTION_ARGS)
 {
+	PG_RETURN_INT64(hx_submit_one(fcinfo, GetUserId()));
+}
+
+/*
+ * hx_submit_as
+ *		SQL (_hybridexec.hx_submit_as(submitted_by, task_type, payload, sla,
+ *		origin)): hx_submit on behalf of a role, for the rows of watched
+ *		tables (submitted by the role that attached the table).  Internal.
+ */
+Datum
+hx_submit_as(PG_FUNCTION_ARGS)
+{
+	LOCAL_FCINFO(inner, 8);
+	int			i;
+
+	if (PG_ARGISNULL(0))
+		elog(ERROR, "hx_submit_as needs a role");
+	InitFunctionCallInfoData(*inner, fcinfo->flinfo, 8, PG_GET_COLLATION(), NULL, NULL);
+	for (i = 0; i < 8; i++)
+	{
+		inner->args[i].value = (Datum) 0;
+		inner->args[i].isnull = true;
+	}
+	for (i = 0; i < 4; i++)
+		inner->args[i] = fcinfo->args[i + 1];
+	inner->args[4].value = Int32GetDatum(0);	/* priority */
+	inner->args[4].isnull = false;
+	PG_RETURN_INT64(hx_submit_one(inner, PG_GETARG_OID(0)));
+}
+
+/*
+ * hx_submit_one
+ *		Checks, classifies and queues the task hx_submit's arguments in
+ *		fcinfo describe, submitted by submitted_by; returns its id.
+ */
+static int64
+hx_submit_one(FunctionCallInfo fcinfo, Oid submitted_by)
+{
 	Oid			schema = hx_schema_for_function(fcinfo->flinfo->fn_oid);
 	HxTaskArgs	args;
 	HxDecision	d;
-	Datum		values[SUBMIT_NARGS];
-	char		nulls[SUBMIT_NARGS];
+	HxUserSave	save;
+	Datum		values[13];
+	char		nulls[13];
 	int64		id = 0;
 	bool		isnull;
 	int			rc;
@@ -78,18 +176,19 @@ hx_submit(PG_FUNCTION_ARGS)
 		nulls[3] = 'n';
 	values[4] = CStringGetTextDatum(d.rule_name);
 	values[5] = CStringGetTextDatum(d.reason);
-	hx_common_values(&args, values, nulls);
+	hx_common_values(&args, submitted_by, values, nulls);
 	if (args.dedupe_key)
-		values[11] = CStringGetTextDatum(args.dedupe_key);
+		values[12] = CStringGetTextDatum(args.dedupe_key);
 	else
-		nulls[11] = 'n';
+		nulls[12] = 'n';
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	hx_prepare_submit_plans(schema);
+	hx_become_owner(&save);
+	hx_check_department(submitted_by, args.department);
 
-	rc = SPI_execute_plan(args.dedupe_key ? insert_plan : plain_plan,
-						  values, nulls, false, 1);
+	rc = hx_stmt_exec(args.dedupe_key ? &insert_dedupe : &insert_plain,
+					  values, nulls, false, 1);
 	if (rc != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "could not insert into hx_task: %s", SPI_result_code_string(rc));
 	if (SPI_processed == 1)
@@ -97,10 +196,10 @@ hx_submit(PG_FUNCTION_ARGS)
 										 SPI_tuptable->tupdesc, 1, &isnull));
 	else
 	{
-		Datum		dv[2] = {values[0], values[11]};
+		Datum		dv[2] = {values[0], values[12]};
 
 		/* dedupe: an unfinished task with this key exists */
-		rc = SPI_execute_plan(dedupe_plan, dv, NULL, false, 1);
+		rc = hx_stmt_exec(&dedupe_lookup, dv, NULL, false, 1);
 		if (rc != SPI_OK_SELECT || SPI_processed != 1)
 			ereport(ERROR,
 					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
@@ -110,9 +209,9 @@ hx_submit(PG_FUNCTION_ARGS)
 		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 										 SPI_tuptable->tupdesc, 1, &isnull));
 	}
+	hx_restore_user(&save);
 	SPI_finish();
-
-	PG_RETURN_INT64(id);
+	return id;
 }
 
 /*
@@ -132,6 +231,7 @@ hx_submit_batch(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	Oid			schema = hx_schema_for_function(fcinfo->flinfo->fn_oid);
+	Oid			submitted_by = GetUserId();
 	LOCAL_FCINFO(one, 8);
 	ArrayType  *arr;
 	Datum	   *payloads;
@@ -145,11 +245,12 @@ hx_submit_batch(PG_FUNCTION_ARGS)
 	bool	   *wnulls;
 	int			dims[1];
 	int			lbs[1] = {1};
-	Datum		values[11];
-	char		nulls[11];
+	Datum		values[12];
+	char		nulls[12];
 	int			rc;
 	uint64		k;
 	HxTaskArgs	args;
+	HxUserSave	save;
 	bool		uniform;
 
 	hx_require_preload("hx_submit_batch()");
@@ -243,12 +344,13 @@ hx_submit_batch(PG_FUNCTION_ARGS)
 		values[4] = PointerGetDatum(construct_array(rules, n, TEXTOID, -1, false, TYPALIGN_INT));
 		values[5] = PointerGetDatum(construct_array(reasons, n, TEXTOID, -1, false, TYPALIGN_INT));
 	}
-	hx_common_values(&args, values, nulls);
+	hx_common_values(&args, submitted_by, values, nulls);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	hx_prepare_submit_plans(schema);
-	rc = SPI_execute_plan(uniform ? uniform_plan : bulk_plan, values, nulls, false, 0);
+	hx_become_owner(&save);
+	hx_check_department(submitted_by, args.department);
+	rc = hx_stmt_exec(uniform ? &insert_uniform : &insert_bulk, values, nulls, false, 0);
 	if (rc != SPI_OK_INSERT_RETURNING || SPI_processed != (uint64) n)
 		elog(ERROR, "could not insert %d tasks into hx_task: %s", n,
 			 SPI_result_code_string(rc));
@@ -260,17 +362,20 @@ hx_submit_batch(PG_FUNCTION_ARGS)
 
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &id, &isnull);
 	}
+	hx_restore_user(&save);
 	SPI_finish();
 	return (Datum) 0;
 }
 
 /*
  * hx_common_values
- *		Fills parameters $7..$11 (origin, priority, sla, deadline,
- *		department), which the single and the bulk insert share.
+ *		Fills parameters $7..$12 (origin, priority, sla, deadline,
+ *		department, submitted_by), which the single and the bulk insert
+ *		share.
  */
 static void
-hx_common_values(const HxTaskArgs *args, Datum *values, char *nulls)
+hx_common_values(const HxTaskArgs *args, Oid submitted_by, Datum *values,
+				 char *nulls)
 {
 	values[6] = CStringGetTextDatum(args->origin);
 	values[7] = Int32GetDatum(args->priority);
@@ -286,88 +391,137 @@ hx_common_values(const HxTaskArgs *args, Datum *values, char *nulls)
 		values[10] = CStringGetTextDatum(args->department);
 	else
 		nulls[10] = 'n';
+	values[11] = ObjectIdGetDatum(submitted_by);
 }
 
 /*
- * hx_prepare_submit_plans
- *		Prepares and keeps the insert and dedupe plans for the extension's
- *		schema.  Runs inside SPI; the rule cache must be loaded.
+ * hx_check_department
+ *		Once any department membership is defined (hx_department_member), a
+ *		role submits only for departments it is a member of (administrators
+ *		for any).  In SPI, as the owner.
  */
 static void
-hx_prepare_submit_plans(Oid schema)
+hx_check_department(Oid submitter, const char *department)
 {
-	Oid			argtypes[SUBMIT_NARGS] = {TEXTOID, JSONBOID, TEXTOID, TEXTOID,
-		TEXTOID, TEXTOID, TEXTOID, INT4OID, INTERVALOID, TIMESTAMPTZOID,
-	TEXTOID, TEXTOID};
-	Oid			dedupe_types[2] = {TEXTOID, TEXTOID};
-	const char *task = hx_qualified("hx_task");
-	char	   *sql;
+	Datum		values[2];
+	bool		isnull;
 
-	if (insert_plan != NULL && plans_schema == schema)
+	if (department == NULL)
 		return;
-	if (insert_plan != NULL)
+	values[0] = ObjectIdGetDatum(submitter);
+	values[1] = CStringGetTextDatum(department);
+	if (!DatumGetBool(hx_stmt_value(&may_submit_for, values, NULL, &isnull)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("role \"%s\" may not submit tasks for department \"%s\"",
+						GetUserNameFromId(submitter, true) ? GetUserNameFromId(submitter, true) : "?",
+						department),
+				 errdetail("Department memberships are defined in hx_department_member, and the role is not a member of this department."),
+				 errhint("An administrator adds it: INSERT INTO hx_department_member (role, department) VALUES ('%s', '%s');",
+						 GetUserNameFromId(submitter, true) ? GetUserNameFromId(submitter, true) : "?",
+						 department)));
+}
+
+/*
+ * hx_wait
+ *		SQL: waits until the task is done, dead or cancelled, or the
+ *		timeout passes; returns its status then.  Looks every 5 ms, each
+ *		time with a new snapshot (so READ COMMITTED only).  A task the
+ *		caller may not see does not exist for it; one queued or changed by
+ *		the calling transaction (or a subtransaction of it) is refused,
+ *		since no worker can see it before the transaction commits.
+ */
+Datum
+hx_wait(PG_FUNCTION_ARGS)
+{
+	Oid			caller = GetUserId();
+	HxUserSave	save;
+	int64		id;
+	Datum		arg;
+	TimestampTz give_up;
+	char	   *status = NULL;
+	bool		first = true;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("task id must not be NULL")));
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("timeout must not be NULL"),
+				 errhint("Leave it out to wait at most 30 seconds.")));
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("hx_wait needs READ COMMITTED isolation"),
+				 errhint("In REPEATABLE READ or SERIALIZABLE the task never seems to change; wait outside that transaction.")));
+	id = PG_GETARG_INT64(0);
+	arg = Int64GetDatum(id);
+	give_up = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
+													  TimestampTzGetDatum(GetCurrentTimestamp()),
+													  PG_GETARG_DATUM(1)));
+
+	hx_rules_ensure(hx_schema_for_function(fcinfo->flinfo->fn_oid));
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	hx_become_owner(&save);
+	for (;;)
 	{
-		SPI_freeplan(insert_plan);
-		SPI_freeplan(plain_plan);
-		SPI_freeplan(dedupe_plan);
-		SPI_freeplan(bulk_plan);
-		SPI_freeplan(uniform_plan);
-		insert_plan = plain_plan = dedupe_plan = bulk_plan = uniform_plan = NULL;
+		HeapTuple	tup;
+		TupleDesc	desc;
+		bool		isnull;
+		TransactionId xmin;
+		Oid			submitted_by;
+		Datum		dept;
+		char	   *department;
+
+		if (hx_stmt_exec(&wait_status, &arg, NULL, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not read task %lld", (long long) id);
+		if (SPI_processed != 1 && first)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("task %lld does not exist", (long long) id),
+					 errhint("Task ids are returned by hx_submit(); you can wait for tasks you (or your department) submitted.")));
+		if (SPI_processed != 1)
+			break;				/* retention took it meanwhile */
+		tup = SPI_tuptable->vals[0];
+		desc = SPI_tuptable->tupdesc;
+		status = TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull));
+		xmin = DatumGetTransactionId(SPI_getbinval(tup, desc, 2, &isnull));
+		submitted_by = DatumGetObjectId(SPI_getbinval(tup, desc, 3, &isnull));
+		dept = SPI_getbinval(tup, desc, 4, &isnull);
+		department = isnull ? NULL : TextDatumGetCString(dept);
+		if (first)
+		{
+			if (!hx_caller_sees(caller, submitted_by, department))
+				ereport(ERROR,
+						(errcode(ERRCODE_UNDEFINED_OBJECT),
+						 errmsg("task %lld does not exist", (long long) id),
+						 errhint("Task ids are returned by hx_submit(); you can wait for tasks you (or your department) submitted.")));
+			if (TransactionIdIsCurrentTransactionId(xmin))
+				ereport(ERROR,
+						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						 errmsg("task %lld was queued or changed by this transaction", (long long) id),
+						 errhint("Workers only see committed tasks: commit, then wait.")));
+			first = false;
+		}
+		if (strcmp(status, "done") == 0 || strcmp(status, "dead") == 0 ||
+			strcmp(status, "cancelled") == 0 || GetCurrentTimestamp() >= give_up)
+			break;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 HX_WAIT_POLL_MS, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
 	}
-
-	sql = psprintf("INSERT INTO %s (" HX_TASK_COLUMNS ", dedupe_key) "
-				   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) "
-				   "ON CONFLICT (task_type, dedupe_key) "
-				   "WHERE dedupe_key IS NOT NULL AND status IN ('queued', 'running', 'failed') "
-				   "DO NOTHING RETURNING id", task);
-	insert_plan = hx_prepare(sql, SUBMIT_NARGS, argtypes);
-	if (insert_plan == NULL)
-		elog(ERROR, "could not prepare hx_submit insert: %s",
-			 SPI_result_code_string(SPI_result));
-
-	sql = psprintf("INSERT INTO %s (" HX_TASK_COLUMNS ", dedupe_key) "
-				   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) "
-				   "RETURNING id", task);
-	plain_plan = hx_prepare(sql, SUBMIT_NARGS, argtypes);
-	if (plain_plan == NULL)
-		elog(ERROR, "could not prepare hx_submit insert");
-
-	{
-		Oid			bulk_types[11] = {TEXTOID, JSONBARRAYOID, TEXTARRAYOID,
-			TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTOID, INT4OID,
-		INTERVALOID, TIMESTAMPTZOID, TEXTOID};
-
-		sql = psprintf("INSERT INTO %s (" HX_TASK_COLUMNS ") "
-					   "SELECT $1, u.p, u.r, u.w, u.n, u.why, $7, $8, $9, $10, $11 "
-					   "FROM unnest($2, $3, $4, $5, $6) AS u (p, r, w, n, why) "
-					   "RETURNING id", task);
-		bulk_plan = hx_prepare(sql, 11, bulk_types);
-		if (bulk_plan == NULL)
-			elog(ERROR, "could not prepare hx_submit_batch insert");
-
-		/* the same with one decision for all: unnest of one array only */
-		bulk_types[2] = bulk_types[3] = bulk_types[4] = bulk_types[5] = TEXTOID;
-		sql = psprintf("INSERT INTO %s (" HX_TASK_COLUMNS ") "
-					   "SELECT $1, u.p, $3, $4, $5, $6, $7, $8, $9, $10, $11 "
-					   "FROM unnest($2) AS u (p) "
-					   "RETURNING id", task);
-		uniform_plan = hx_prepare(sql, 11, bulk_types);
-		if (uniform_plan == NULL)
-			elog(ERROR, "could not prepare hx_submit_batch insert");
-	}
-
-	sql = psprintf("SELECT id FROM %s WHERE task_type = $1 AND dedupe_key = $2 "
-				   "AND status IN ('queued', 'running', 'failed')", task);
-	dedupe_plan = hx_prepare(sql, 2, dedupe_types);
-	if (dedupe_plan == NULL)
-		elog(ERROR, "could not prepare hx_submit dedupe lookup");
-
-	SPI_keepplan(insert_plan);
-	SPI_keepplan(plain_plan);
-	SPI_keepplan(dedupe_plan);
-	SPI_keepplan(bulk_plan);
-	SPI_keepplan(uniform_plan);
-	plans_schema = schema;
+	/* the status lives in SPI's memory: copy it out before SPI_finish */
+	if (status != NULL)
+		status = strcpy(SPI_palloc(strlen(status) + 1), status);
+	hx_restore_user(&save);
+	SPI_finish();
+	if (status == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text(status));
 }
 
 /*

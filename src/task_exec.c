@@ -1,24 +1,22 @@
 /*-------------------------------------------------------------------------
  *
  * task_exec.c
- *	  Runs one task's handler and records the outcome, inside the caller's
- *	  transaction:
+ *	  Runs one task's handler (or one batch handler call for many tasks),
+ *	  inside the caller's transaction:
  *
- *	  - the handler runs through SPI in its own subtransaction, as the role
- *		that registered the type, under the type's timeout; an error (or
- *		the timeout) rolls back only that subtransaction, so one failing
- *		task never undoes another task's work;
- *	  - the successes of a batch are written onto their tasks with one
- *		UPDATE, and each failure (failed/dead + error, a row in hx_error,
- *		NOTIFY hx_alert for a dead task) after its rollback, all in the
- *		transaction that holds the handlers' effects: effects and "done"
- *		commit together or not at all, so they happen exactly once.
+ *	  - the handler runs through SPI in its own subtransaction, under the
+ *		type's timeout, sealed: as the role that registered the type, in a
+ *		security-restricted operation (no SET ROLE, no temporary objects
+ *		for the next handler to trip over), and whatever settings it
+ *		changed - search_path included, SET or SET LOCAL - and session
+ *		advisory locks it took are undone when it returns or fails, so
+ *		every handler starts with the worker's own settings;
+ *	  - an error (or the timeout) rolls back only that subtransaction, so
+ *		one failing task never undoes another task's work.
  *
- *	  Every booking checks that the task is still running for this worker;
- *	  when one is not, the whole transaction is aborted.
- *
- *	  Callers hold an open transaction with SPI connected and an active
- *	  snapshot.
+ *	  Bookings of the outcomes are task_state.c's.  hx_exec_alone runs one
+ *	  task in a transaction of its own and makes sure its outcome is
+ *	  booked one way or another.
  *
  *-------------------------------------------------------------------------
  */
@@ -26,14 +24,13 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
-#include "commands/async.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
-#include "utils/json.h"
+#include "storage/lock.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/syscache.h"
@@ -51,9 +48,6 @@ typedef struct HxHandlerPlan
 } HxHandlerPlan;
 
 static HTAB *handler_plans = NULL;
-static SPIPlanPtr done_plan = NULL;
-static SPIPlanPtr fail_plan = NULL;
-static Oid	plans_schema = InvalidOid;
 
 static SPIPlanPtr hx_handler_plan(Oid handler, Oid argtype);
 static void hx_exec_call(HxTask *task, Oid fn, Oid argtype, Datum arg,
@@ -61,99 +55,6 @@ static void hx_exec_call(HxTask *task, Oid fn, Oid argtype, Datum arg,
 						 MemoryContext cxt);
 static void hx_check_results(HxTask *task, Datum result, bool isnull,
 							 int nresults);
-static void hx_alert_dead(HxTask *task, const char *error);
-
-/*
- * hx_exec_prepare
- *		Prepares (once per extension schema) the plans that record outcomes.
- *		Runs inside SPI with the rule cache loaded for that schema.
- */
-void
-hx_exec_prepare(Oid schema)
-{
-	Oid			done_types[3] = {INT8ARRAYOID, JSONBARRAYOID, INT4OID};
-	Oid			fail_types[11] = {INT8OID, TEXTOID, INT4OID, TEXTOID, TEXTOID,
-	TEXTOID, TEXTOID, TEXTOID, BOOLOID, FLOAT8OID, INT4OID};
-	char	   *sql;
-
-	if (done_plan != NULL && plans_schema == schema)
-		return;
-	if (done_plan != NULL)
-	{
-		SPI_freeplan(done_plan);
-		SPI_freeplan(fail_plan);
-		done_plan = fail_plan = NULL;
-	}
-
-	sql = psprintf("UPDATE %s t SET status = 'done', result = d.result, "
-				   "finished_at = clock_timestamp() "
-				   "FROM unnest($1, $2) AS d (id, result) "
-				   "WHERE t.id = d.id AND t.status = 'running' AND t.worker_pid = $3",
-				   hx_qualified("hx_task"));
-	done_plan = hx_prepare(sql, 3, done_types);
-	if (done_plan == NULL)
-		elog(ERROR, "could not prepare the done update");
-
-	sql = psprintf("WITH e AS (INSERT INTO %s (task_id, task_type, attempt, "
-				   "sqlstate, message, detail, hint, context) "
-				   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)) "
-				   "UPDATE %s SET status = CASE WHEN $9 THEN 'dead' ELSE 'failed' END, "
-				   "last_error = $5, "
-				   "run_after = clock_timestamp() + $10 * interval '1 millisecond', "
-				   "finished_at = CASE WHEN $9 THEN clock_timestamp() END "
-				   "WHERE id = $1 AND status = 'running' AND worker_pid = $11",
-				   hx_qualified("hx_error"), hx_qualified("hx_task"));
-	fail_plan = hx_prepare(sql, 11, fail_types);
-	if (fail_plan == NULL)
-		elog(ERROR, "could not prepare the failure update");
-
-	SPI_keepplan(done_plan);
-	SPI_keepplan(fail_plan);
-	plans_schema = schema;
-}
-
-/*
- * hx_tasks_from_spi
- *		Copies the task rows SPI_tuptable holds into an array allocated in
- *		cxt; returns how many.  The rows' columns are, in this order: id,
- *		task_type, payload, attempts (the one about to run), max_attempts,
- *		handler, run_as, timeout_ms, batch_handler and, optionally,
- *		micro_batch_size.  Every task is marked as the calling worker's.
- */
-int
-hx_tasks_from_spi(HxTask **tasks, MemoryContext cxt, bool deferred)
-{
-	HxTask	   *out = MemoryContextAllocZero(cxt, sizeof(HxTask) * Max(SPI_processed, 1));
-	TupleDesc	desc = SPI_tuptable->tupdesc;
-	uint64		i;
-
-	for (i = 0; i < SPI_processed; i++)
-	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		MemoryContext old = MemoryContextSwitchTo(cxt);
-		bool		isnull;
-		Datum		d;
-
-		out[i].id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-		out[i].task_type = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
-		out[i].payload = PointerGetDatum(PG_DETOAST_DATUM_COPY(SPI_getbinval(tup, desc, 3, &isnull)));
-		out[i].attempts = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
-		out[i].max_attempts = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
-		d = SPI_getbinval(tup, desc, 6, &isnull);
-		out[i].handler = isnull ? InvalidOid : DatumGetObjectId(d);
-		out[i].run_as = DatumGetObjectId(SPI_getbinval(tup, desc, 7, &isnull));
-		out[i].timeout_ms = DatumGetFloat8(SPI_getbinval(tup, desc, 8, &isnull));
-		d = SPI_getbinval(tup, desc, 9, &isnull);
-		out[i].batch_handler = isnull ? InvalidOid : DatumGetObjectId(d);
-		if (desc->natts >= 10)
-			out[i].micro_batch_size = DatumGetInt32(SPI_getbinval(tup, desc, 10, &isnull));
-		out[i].worker_pid = MyProcPid;
-		out[i].deferred = deferred;
-		MemoryContextSwitchTo(old);
-	}
-	*tasks = out;
-	return (int) SPI_processed;
-}
 
 /*
  * hx_handler_plan
@@ -310,9 +211,9 @@ hx_check_results(HxTask *task, Datum result, bool isnull, int nresults)
 
 /*
  * hx_exec_call
- *		Calls fn(arg) for a task (or a chunk led by task) in a
- *		subtransaction with the type's timeout and role; see
- *		hx_exec_handler.  nresults >= 0: fn is a batch handler that must
+ *		Calls fn(arg) for a task (or a chunk led by task), sealed, in a
+ *		subtransaction with the type's timeout; see hx_exec_handler and the
+ *		file's header.  nresults >= 0: fn is a batch handler that must
  *		return that many results.
  */
 static void
@@ -323,6 +224,7 @@ hx_exec_call(HxTask *task, Oid fn, Oid argtype, Datum arg, int nresults,
 	ResourceOwner oldowner = CurrentResourceOwner;
 	Oid			save_userid;
 	int			save_sec_context;
+	int			nest;
 	TimestampTz start = GetCurrentTimestamp();
 	volatile bool timeout_armed = false;
 
@@ -333,6 +235,8 @@ hx_exec_call(HxTask *task, Oid fn, Oid argtype, Datum arg, int nresults,
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(oldcontext);
+	/* what the handler changes of the settings is undone at this level */
+	nest = NewGUCNestLevel();
 
 	PG_TRY();
 	{
@@ -349,7 +253,8 @@ hx_exec_call(HxTask *task, Oid fn, Oid argtype, Datum arg, int nresults,
 
 		plan = hx_handler_plan(fn, argtype);
 		SetUserIdAndSecContext(task->run_as,
-							   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+							   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+							   SECURITY_RESTRICTED_OPERATION);
 		if (task->timeout_ms > 0)
 		{
 			enable_timeout_after(STATEMENT_TIMEOUT,
@@ -370,6 +275,7 @@ hx_exec_call(HxTask *task, Oid fn, Oid argtype, Datum arg, int nresults,
 		CHECK_FOR_INTERRUPTS();
 		timeout_armed = false;
 		SetUserIdAndSecContext(save_userid, save_sec_context);
+		AtEOXact_GUC(false, nest);
 
 		if (rc != SPI_OK_SELECT || SPI_processed != 1)
 			elog(ERROR, "handler call returned %s", SPI_result_code_string(rc));
@@ -422,134 +328,75 @@ hx_exec_call(HxTask *task, Oid fn, Oid argtype, Datum arg, int nresults,
 		out->context = edata->context;
 	}
 	PG_END_TRY();
+
+	/* session advisory locks the handler kept would outlive its task */
+	LockReleaseSession(USER_LOCKMETHOD);
 }
 
 /*
- * hx_record_done
- *		Marks the successful tasks among tasks[0..n-1] done with their
- *		results, in one statement.  Every one of them must still be running
- *		for this worker; anything else aborts the transaction, handlers'
- *		effects included.  Returns how many.
+ * hx_exec_alone
+ *		Runs one claimed task in a transaction of its own and books its
+ *		outcome there; book, when not NULL, runs in the transaction that
+ *		books the task, with how many were done and failed.  Should that
+ *		transaction fail - the outcome cannot be booked - its effects roll
+ *		back and the attempt is booked as failed with that error in a new
+ *		transaction; should that fail too, the task is quarantined
+ *		(hx_book_quarantine).  So one task never stops the worker that runs
+ *		it.  Returns whether the task is done.  No transaction may be open;
+ *		cxt must outlive the transactions.
  */
-int
-hx_record_done(HxTask *tasks, HxOutcome *outs, int n)
+bool
+hx_exec_alone(HxTask *task, MemoryContext cxt, HxBookHook book, void *arg)
 {
-	Datum	   *ids = palloc(sizeof(Datum) * Max(n, 1));
-	Datum	   *results = palloc(sizeof(Datum) * Max(n, 1));
-	bool	   *nulls = palloc(sizeof(bool) * Max(n, 1));
-	int			dims[1];
-	int			lbs[1] = {1};
-	int			ndone = 0;
-	int			i;
-	int			rc;
-	Datum		values[3];
+	HxOutcome	out;
+	ErrorData  *volatile first = NULL;
+	ErrorData  *volatile again = NULL;
+	TimestampTz no_retry = 0;
 
-	for (i = 0; i < n; i++)
+	PG_TRY();
 	{
-		if (!outs[i].ok)
-			continue;
-		ids[ndone] = Int64GetDatum(tasks[i].id);
-		results[ndone] = outs[i].result;
-		nulls[ndone] = outs[i].result_null;
-		ndone++;
-	}
-	if (ndone == 0)
-		return 0;
-
-	dims[0] = ndone;
-	values[0] = PointerGetDatum(construct_array(ids, ndone, INT8OID, 8,
-												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	values[1] = PointerGetDatum(construct_md_array(results, nulls, 1, dims, lbs,
-												   JSONBOID, -1, false,
-												   TYPALIGN_INT));
-	values[2] = Int32GetDatum(MyProcPid);
-
-	rc = hx_execute_plan(done_plan, values, NULL, false, 0);
-	if (rc != SPI_OK_UPDATE || SPI_processed != (uint64) ndone)
-		elog(ERROR, "could not mark %d tasks done (%llu updated): they are no longer claimed by this worker",
-			 ndone, (unsigned long long) SPI_processed);
-	return ndone;
-}
-
-/*
- * hx_record_failure
- *		Books a failed handler call in the current transaction: the task is
- *		retried after a backoff that doubles with each attempt (*next_retry
- *		is lowered to that moment), or becomes dead when no attempt is left.
- */
-void
-hx_record_failure(HxTask *task, HxOutcome *out, TimestampTz *next_retry)
-{
-	int			rc;
-
-	{
-		bool		dead = task->attempts >= task->max_attempts;
-		double		backoff = task->deferred ? 0.0 : (double) hx_retry_backoff_ms;
-		Datum		values[11];
-		char		nulls[11];
-		int			i;
-
-		for (i = 1; i < task->attempts && backoff < 60000.0; i++)
-			backoff *= 2;
-		backoff = Min(backoff, 60000.0);
-
-		memset(nulls, ' ', sizeof(nulls));
-		values[0] = Int64GetDatum(task->id);
-		values[1] = CStringGetTextDatum(task->task_type);
-		values[2] = Int32GetDatum(task->attempts);
-		values[3] = CStringGetTextDatum(unpack_sql_state(out->sqlerrcode));
-		values[4] = CStringGetTextDatum(out->message);
-		values[5] = out->detail ? CStringGetTextDatum(out->detail) : (Datum) 0;
-		nulls[5] = out->detail ? ' ' : 'n';
-		values[6] = out->hint ? CStringGetTextDatum(out->hint) : (Datum) 0;
-		nulls[6] = out->hint ? ' ' : 'n';
-		values[7] = out->context ? CStringGetTextDatum(out->context) : (Datum) 0;
-		nulls[7] = out->context ? ' ' : 'n';
-		values[8] = BoolGetDatum(dead);
-		values[9] = Float8GetDatum(dead ? 0.0 : backoff);
-		values[10] = Int32GetDatum(task->worker_pid);
-
-		rc = hx_execute_plan(fail_plan, values, nulls, false, 0);
-		if (rc != SPI_OK_UPDATE || SPI_processed != 1)
-			elog(ERROR, "could not record the failure of task %lld: it is no longer claimed by this worker",
-				 (long long) task->id);
-
-		if (dead)
-			hx_alert_dead(task, out->message);
+		hx_worker_begin_xact("running a task alone");
+		hx_exec_handler(task, &out, cxt);
+		if (out.ok)
+			(void) hx_book_done(task, &out, 1);
 		else
-		{
-			TimestampTz at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-														 (int64) backoff);
-
-			if (*next_retry == 0 || at < *next_retry)
-				*next_retry = at;
-		}
+			(void) hx_book_failures(task, &out, 1, &no_retry);
+		if (book != NULL)
+			book(arg, out.ok ? 1 : 0, out.ok ? 0 : 1);
+		hx_worker_end_xact();
 	}
-}
-
-/*
- * hx_alert_dead
- *		NOTIFY hx_alert with a JSON description of a task that gave up; sent
- *		when the current transaction commits.
- */
-static void
-hx_alert_dead(HxTask *task, const char *error)
-{
-	StringInfoData buf;
-
-	initStringInfo(&buf);
-	appendStringInfo(&buf, "{\"event\": \"dead\", \"task_id\": %lld, \"task_type\": ",
-					 (long long) task->id);
-	escape_json(&buf, task->task_type);
-	appendStringInfo(&buf, ", \"attempts\": %d, \"error\": ", task->attempts);
-	escape_json(&buf, error);
-	appendStringInfoChar(&buf, '}');
-	/* NOTIFY payloads are limited to 8000 bytes */
-	if (buf.len >= 7900)
+	PG_CATCH();
 	{
-		buf.len = 0;
-		appendStringInfo(&buf, "{\"event\": \"dead\", \"task_id\": %lld}",
-						 (long long) task->id);
+		first = hx_worker_catch(cxt);
 	}
-	Async_Notify("hx_alert", buf.data);
+	PG_END_TRY();
+	if (first == NULL)
+		return out.ok;
+
+	memset(&out, 0, sizeof(out));
+	out.sqlerrcode = first->sqlerrcode;
+	out.message = psprintf("the outcome could not be booked: %s", first->message);
+	PG_TRY();
+	{
+		hx_worker_begin_xact("booking a task that could not be booked");
+		(void) hx_book_failures(task, &out, 1, &no_retry);
+		if (book != NULL)
+			book(arg, 0, 1);
+		hx_worker_end_xact();
+	}
+	PG_CATCH();
+	{
+		again = hx_worker_catch(cxt);
+	}
+	PG_END_TRY();
+	if (again == NULL)
+		return false;
+
+	hx_worker_begin_xact("setting aside a task that could not be booked");
+	hx_book_quarantine(task->id, first->message, first->sqlerrcode);
+	if (book != NULL)
+		book(arg, 0, 1);
+	hx_worker_end_xact();
+	return false;
 }
+

@@ -2,10 +2,8 @@
  *
  * worker_common.c
  *	  Plumbing shared by hybridexec's background workers (stream, batch,
- *	  scheduler): the transaction bracket every unit of work runs in,
- *	  finding the extension in the worker's database, and running the
- *	  workers' own kept plans on hx_task with a plan shape that does not
- *	  depend on the statistics.
+ *	  scheduler): the transaction bracket every unit of work runs in, and
+ *	  finding the extension (its schema and owner) in the database.
  *
  *-------------------------------------------------------------------------
  */
@@ -20,15 +18,13 @@
 #include "catalog/pg_extension.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
 #include "pgstat.h"
 #include "utils/fmgroids.h"
-#include "utils/guc.h"
 #include "utils/snapmgr.h"
 
 #include "hybridexec.h"
-#include "task_exec.h"
 
-static Oid	hx_extension_schema(Oid ext);
 
 /*
  * hx_worker_begin_xact
@@ -61,83 +57,72 @@ hx_worker_end_xact(void)
 }
 
 /*
+ * hx_worker_catch
+ *		In a PG_CATCH block of a worker: copies the error into cxt (which
+ *		must outlive the transaction), logs it and aborts the transaction,
+ *		so that the worker can carry on.
+ */
+ErrorData *
+hx_worker_catch(MemoryContext cxt)
+{
+	ErrorData  *edata;
+
+	HOLD_INTERRUPTS();
+	MemoryContextSwitchTo(cxt);
+	edata = CopyErrorData();
+	EmitErrorReport();
+	FlushErrorState();
+	AbortCurrentTransaction();
+	RESUME_INTERRUPTS();
+	return edata;
+}
+
+/*
  * hx_worker_find_extension
  *		The schema of the extension in our database, or InvalidOid when it
  *		is not created (yet).  Loads the rule cache for that schema (which
- *		also resolves table names) and the plans that record outcomes.  In
- *		a transaction, with SPI connected.
+ *		also tells the kept statements their schema and owner).  In a
+ *		transaction, with SPI connected.
  */
 Oid
 hx_worker_find_extension(void)
 {
-	Oid			ext = get_extension_oid(HX_EXTENSION_NAME, true);
 	Oid			schema;
+	Oid			owner;
 
-	if (!OidIsValid(ext))
-		return InvalidOid;
-	schema = hx_extension_schema(ext);
-	if (!OidIsValid(schema))
+	if (!hx_extension_lookup(&schema, &owner))
 		return InvalidOid;
 	hx_rules_ensure(schema);
-	hx_exec_prepare(schema);
 	return schema;
 }
 
 /*
- * hx_extension_schema
- *		Schema of an extension, read from pg_extension (PostgreSQL 15 does
- *		not export get_extension_schema).  In a transaction.
+ * hx_extension_lookup
+ *		The schema and owner of the extension in this database, read from
+ *		pg_extension (PostgreSQL 15 exports no get_extension_schema); false
+ *		when it is not created.  In a transaction.
  */
-static Oid
-hx_extension_schema(Oid ext)
+bool
+hx_extension_lookup(Oid *schema, Oid *owner)
 {
 	Relation	rel;
 	SysScanDesc scan;
 	ScanKeyData key;
 	HeapTuple	tup;
-	Oid			schema = InvalidOid;
+	bool		found = false;
 
 	rel = table_open(ExtensionRelationId, AccessShareLock);
-	ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ,
-				ObjectIdGetDatum(ext));
-	scan = systable_beginscan(rel, ExtensionOidIndexId, true, NULL, 1, &key);
+	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber, F_NAMEEQ,
+				CStringGetDatum(HX_EXTENSION_NAME));
+	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
 	tup = systable_getnext(scan);
 	if (HeapTupleIsValid(tup))
-		schema = ((Form_pg_extension) GETSTRUCT(tup))->extnamespace;
+	{
+		*schema = ((Form_pg_extension) GETSTRUCT(tup))->extnamespace;
+		*owner = ((Form_pg_extension) GETSTRUCT(tup))->extowner;
+		found = true;
+	}
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
-	return schema;
-}
-
-/*
- * hx_execute_plan
- *		SPI_execute_plan for the workers' own kept statements on hx_task
- *		(claims, chunk reads, bookings), planned and run with sequential
- *		and bitmap scans and sorts disabled, so that they walk their index
- *		in order and find rows by primary key whatever the statistics say.  Otherwise a plan cached while
- *		the queue was empty, or held only other work, can scan and sort the
- *		whole table on every claim once a burst arrives (seen: 20,000
- *		stream tasks not started after a minute).  JIT is off too: the
- *		penalty costs of disabled plan types would push every plan (and the
- *		ledger trigger's, planned inside) over jit_above_cost, and compiling
- *		takes far longer than these statements run.  The settings are
- *		undone before returning, or by the abort of the transaction on
- *		error, so handlers never see them.  Needs SPI connected.
- */
-int
-hx_execute_plan(SPIPlanPtr plan, Datum *values, const char *nulls,
-				bool read_only, long count)
-{
-	static const char *const off[] = {"enable_seqscan", "enable_bitmapscan",
-	"enable_sort", "jit"};
-	int			nest = NewGUCNestLevel();
-	int			rc;
-	int			i;
-
-	for (i = 0; i < lengthof(off); i++)
-		(void) set_config_option(off[i], "off", PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
-	rc = SPI_execute_plan(plan, values, nulls, read_only, count);
-	AtEOXact_GUC(true, nest);
-	return rc;
+	return found;
 }

@@ -99,10 +99,10 @@ COMMENT ON COLUMN hx_checkpoint.committed_at IS 'When the chunk committed (with 
  * Starting runs
  * ------------------------------------------------------------------------ */
 
-CREATE FUNCTION hx_launch_run(run_id bigint, parallel integer DEFAULT 1) RETURNS integer
+CREATE FUNCTION _hybridexec.hx_launch_run(run_id bigint, parallel integer DEFAULT 1) RETURNS integer
 AS 'MODULE_PATHNAME', 'hx_launch_run' LANGUAGE C VOLATILE STRICT;
 
-COMMENT ON FUNCTION hx_launch_run(bigint, integer) IS
+COMMENT ON FUNCTION _hybridexec.hx_launch_run(bigint, integer) IS
 'Worker side: hands a run to up to "parallel" batch workers that start when the calling transaction commits; returns how many (0 when the run already has workers or every batch worker is busy)';
 
 CREATE FUNCTION hx_batch_workers(OUT slot integer, OUT pid integer,
@@ -116,7 +116,7 @@ COMMENT ON FUNCTION hx_batch_workers() IS
 
 CREATE FUNCTION hx_run_window(name text, started_by text DEFAULT 'manual')
 RETURNS bigint
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 DECLARE
 	w hx_window;
 	run bigint;
@@ -161,7 +161,7 @@ COMMENT ON FUNCTION hx_run_window(text, text) IS
 'Opens a window now: records a run and hands it to a batch worker, returning the run id at once (the running run''s id if the window is already running)';
 
 CREATE FUNCTION hx_wait_run(run_id bigint, timeout interval DEFAULT '5 minutes') RETURNS text
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 DECLARE
 	st text;
 	give_up timestamptz := clock_timestamp() + timeout;
@@ -186,7 +186,7 @@ COMMENT ON FUNCTION hx_wait_run(bigint, interval) IS
 'Waits until the window run has ended (done, overran, yielded or failed) or the timeout passes; returns its status then';
 
 CREATE FUNCTION hx_window_open(name text) RETURNS boolean
-LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 	SELECT EXISTS (SELECT 1 FROM hx_window_run r
 					WHERE r.window_name = hx_window_open.name
 					  AND r.status IN ('starting', 'running'))
@@ -200,22 +200,22 @@ COMMENT ON FUNCTION hx_window_open(text) IS
  * ------------------------------------------------------------------------ */
 
 /* task types the batch workers run themselves: they have a handler */
-CREATE FUNCTION hx_type_in_database(task_type text) RETURNS boolean
-LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
+CREATE FUNCTION _hybridexec.hx_type_in_database(task_type text) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 	SELECT EXISTS (SELECT 1 FROM hx_type y WHERE y.task_type = hx_type_in_database.task_type
 					AND (y.handler IS NOT NULL OR y.batch_handler IS NOT NULL))
 $$;
 
-COMMENT ON FUNCTION hx_type_in_database(text) IS
+COMMENT ON FUNCTION _hybridexec.hx_type_in_database(text) IS
 'True when the task type has an in-database handler or batch handler (else external executors run it)';
 
-CREATE FUNCTION hx_batch_begin(run_id bigint, worker_pid integer, part integer,
+CREATE FUNCTION _hybridexec.hx_batch_begin(run_id bigint, worker_pid integer, part integer,
 							   parts integer, live_pids integer[],
 							   OUT window_name text, OUT chunk_size integer,
 							   OUT max_duration_ms double precision,
 							   OUT opportunistic boolean, OUT elapsed_ms double precision,
 							   OUT suspects bigint[])
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 DECLARE
 	r hx_window_run;
 	w hx_window;
@@ -283,17 +283,17 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION hx_batch_begin(bigint, integer, integer, integer, integer[]) IS
+COMMENT ON FUNCTION _hybridexec.hx_batch_begin(bigint, integer, integer, integer, integer[]) IS
 'Batch worker side: takes a run (resuming it if it was interrupted), puts back tasks its window''s lost worker left running, and returns the window''s settings and the tasks to retry one by one';
 
 /*
  * Planned like the workers' own statements (hx_execute_plan in
  * src/worker_common.c): in index order whatever the statistics say.
  */
-CREATE FUNCTION hx_batch_next_chunk(run_id bigint, window_name text, chunk_size integer,
+CREATE FUNCTION _hybridexec.hx_batch_next_chunk(run_id bigint, window_name text, chunk_size integer,
 									part integer DEFAULT 0, parts integer DEFAULT 1)
 RETURNS bigint[]
-LANGUAGE plpgsql SET search_path FROM CURRENT
+LANGUAGE plpgsql SET search_path = @extschema@, _hybridexec, pg_temp
 SET enable_seqscan = off SET enable_bitmapscan = off SET enable_sort = off SET jit = off AS $$
 DECLARE
 	k record;
@@ -373,13 +373,13 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION hx_batch_next_chunk(bigint, text, integer, integer, integer) IS
+COMMENT ON FUNCTION _hybridexec.hx_batch_next_chunk(bigint, text, integer, integer, integer) IS
 'Batch worker side: picks the next chunk of a run''s part (due tasks of one type whose id modulo parts is part, by priority and deadline) and records it as a started checkpoint; NULL when nothing is left';
 
-CREATE FUNCTION hx_batch_chunk_done(run_id bigint, processed integer, failed integer,
+CREATE FUNCTION _hybridexec.hx_batch_chunk_done(run_id bigint, processed integer, failed integer,
 									isolated boolean DEFAULT false, part integer DEFAULT 0)
 RETURNS void
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 BEGIN
 	IF NOT isolated THEN
 		UPDATE hx_checkpoint c
@@ -399,11 +399,11 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION hx_batch_chunk_done(bigint, integer, integer, boolean, integer) IS
+COMMENT ON FUNCTION _hybridexec.hx_batch_chunk_done(bigint, integer, integer, boolean, integer) IS
 'Batch worker side: marks the run''s chunk committed and adds to the run''s counters, in the chunk''s own transaction';
 
-CREATE FUNCTION hx_batch_external_pending(window_name text) RETURNS boolean
-LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
+CREATE FUNCTION _hybridexec.hx_batch_external_pending(window_name text) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 	/* a task that already failed in the open run waits for the next one */
 	SELECT EXISTS (SELECT 1 FROM hx_task t
 					WHERE t.window_name = hx_batch_external_pending.window_name
@@ -417,13 +417,13 @@ LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
 							   AND r.status IN ('starting', 'running'))))
 $$;
 
-COMMENT ON FUNCTION hx_batch_external_pending(text) IS
+COMMENT ON FUNCTION _hybridexec.hx_batch_external_pending(text) IS
 'True while the window has due tasks for external executors: the run keeps the window open for them (until max_duration)';
 
-CREATE FUNCTION hx_batch_finish(run_id bigint, status text, error text DEFAULT NULL,
+CREATE FUNCTION _hybridexec.hx_batch_finish(run_id bigint, status text, error text DEFAULT NULL,
 								last boolean DEFAULT true)
 RETURNS void
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 DECLARE
 	worst text;
 	win text;
@@ -446,13 +446,13 @@ BEGIN
 		   last_error = coalesce(hx_batch_finish.error, r.last_error)
 	 WHERE r.id = hx_batch_finish.run_id;
 	IF worst IN ('overran', 'failed') THEN
-		PERFORM pg_notify('hx_alert', json_build_object('event', 'window ' || worst, 'run_id', run_id,
-						  'window', win, 'error', error)::text);
+		PERFORM hx_alert_send(jsonb_build_object('event', 'window ' || worst, 'run_id', run_id,
+												 'window', win, 'error', error));
 	END IF;
 END
 $$;
 
-COMMENT ON FUNCTION hx_batch_finish(bigint, text, text, boolean) IS
+COMMENT ON FUNCTION _hybridexec.hx_batch_finish(bigint, text, text, boolean) IS
 'Batch worker side: a worker of a run stopped (done, overran, yielded or failed); the last one ends the run with the most serious of its workers'' ways (overran and failed also NOTIFY hx_alert)';
 
 /* ------------------------------------------------------------------------
@@ -460,7 +460,7 @@ COMMENT ON FUNCTION hx_batch_finish(bigint, text, text, boolean) IS
  * ------------------------------------------------------------------------ */
 
 CREATE FUNCTION hx_type_throughput(task_type text) RETURNS double precision
-LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 	/* tasks per second over the type's last 20 committed chunks */
 	SELECT CASE WHEN sum(extract(epoch FROM c.committed_at - c.started_at)) > 0
 				THEN sum(c.processed + c.failed) / sum(extract(epoch FROM c.committed_at - c.started_at))
@@ -478,7 +478,7 @@ RETURNS TABLE (window_name text, next_start timestamptz, scheduled_start timesta
 			   start_reason text, backlog bigint, expected_duration interval,
 			   expected_finish timestamptz, deadline_at timestamptz,
 			   on_time boolean, running_run bigint)
-LANGUAGE plpgsql STABLE SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 DECLARE
 	w hx_window;
 	tz text := hx_cron_time_zone();
@@ -543,46 +543,34 @@ COMMENT ON FUNCTION hx_window_plan(timestamptz) IS
  * The scheduler's share of the maintenance
  * ------------------------------------------------------------------------ */
 
-CREATE FUNCTION hx_window_maintenance() RETURNS void
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+CREATE FUNCTION _hybridexec.hx_relaunch_runs() RETURNS integer
+LANGUAGE plpgsql SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 DECLARE
 	r record;
+	n integer := 0;
 BEGIN
 	/* runs without a live batch worker: new ones, or interrupted by a crash */
 	FOR r IN SELECT x.id, w.parallel FROM hx_window_run x JOIN hx_window w ON w.name = x.window_name
 			  WHERE x.status IN ('starting', 'running') ORDER BY x.id LOOP
-		PERFORM hx_launch_run(r.id, r.parallel);
+		n := n + hx_launch_run(r.id, r.parallel);
 	END LOOP;
-
-	/*
-	 * Planning counts every window's backlog: do it every tenth tick only,
-	 * so that a big backlog does not keep the scheduler busy.
-	 */
-	INSERT INTO hx_state AS s (key, value, at) VALUES ('window planning', NULL, '-infinity')
-	ON CONFLICT (key) DO NOTHING;
-	UPDATE hx_state s SET at = clock_timestamp()
-	 WHERE s.key = 'window planning'
-	   AND s.at <= clock_timestamp() - 10 * current_setting('hybridexec.scheduler_naptime')::interval;
-	IF FOUND THEN
-		PERFORM hx_window_start_early();
-		PERFORM hx_escalate();
-	END IF;
+	RETURN n;
 END
 $$;
 
-COMMENT ON FUNCTION hx_window_maintenance() IS
-'Scheduler step: relaunches runs left without a worker (a crash, a restart, no free worker) every tick; every tenth tick starts adaptive and opportunistic windows early and escalates tasks their window would make late';
+COMMENT ON FUNCTION _hybridexec.hx_relaunch_runs() IS
+'Scheduler step: hands runs left without a batch worker (a crash, a restart, no free worker) to batch workers; returns how many workers it started';
 
-CREATE FUNCTION hx_stream_idle() RETURNS boolean
-LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
+CREATE FUNCTION _hybridexec.hx_stream_idle() RETURNS boolean
+LANGUAGE sql STABLE SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 	SELECT NOT EXISTS (SELECT 1 FROM hx_task t
 						WHERE t.status IN ('queued', 'failed', 'running') AND t.route = 'stream')
 $$;
 
-COMMENT ON FUNCTION hx_stream_idle() IS 'True when no stream task is waiting or running';
+COMMENT ON FUNCTION _hybridexec.hx_stream_idle() IS 'True when no stream task is waiting or running';
 
-CREATE FUNCTION hx_window_start_early() RETURNS integer
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+CREATE FUNCTION _hybridexec.hx_window_start_early() RETURNS integer
+LANGUAGE plpgsql SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 DECLARE
 	p record;
 	w hx_window;
@@ -610,39 +598,11 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION hx_window_start_early() IS
+COMMENT ON FUNCTION _hybridexec.hx_window_start_early() IS
 'Starts windows before their schedule: adaptive ones whose deadline needs it, opportunistic ones while the stream path is idle; returns how many';
 
-CREATE FUNCTION hx_escalate() RETURNS integer
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
-DECLARE
-	n integer;
-BEGIN
-	WITH plan AS (
-		SELECT p.window_name, coalesce(p.expected_finish, p.next_start) AS done_by
-		  FROM hx_window_plan(now()) p
-	), late AS (
-		SELECT t.id, plan.done_by, plan.window_name
-		  FROM hx_task t JOIN plan ON plan.window_name = t.window_name
-		 WHERE t.route = 'batch' AND t.status IN ('queued', 'failed')
-		   AND (t.deadline IS NOT NULL OR t.sla IS NOT NULL)
-		   AND coalesce(t.deadline, t.submitted_at + t.sla) < plan.done_by
-		   /* a department out of budget was sent to batch on purpose */
-		   AND NOT EXISTS (SELECT 1 FROM hx_rule r WHERE r.name = t.rule_name AND r.budget_exhausted)
-		 FOR UPDATE OF t SKIP LOCKED
-	)
-	UPDATE hx_task t
-	   SET route = 'stream', window_name = NULL, status = 'queued', escalated_at = now(),
-		   run_after = now(),
-		   reason = coalesce(t.reason || '; ', '') ||
-					format('escalated to stream: window %s would finish at %s, after the deadline %s',
-						   late.window_name, late.done_by, coalesce(t.deadline, t.submitted_at + t.sla))
-	  FROM late
-	 WHERE t.id = late.id;
-	GET DIAGNOSTICS n = ROW_COUNT;
-	RETURN n;
-END
-$$;
+CREATE FUNCTION _hybridexec.hx_escalate() RETURNS integer
+AS 'MODULE_PATHNAME', 'hx_escalate' LANGUAGE C VOLATILE;
 
-COMMENT ON FUNCTION hx_escalate() IS
-'Moves batch tasks whose window would finish after their deadline (or SLA) to the stream path now, saying so in reason and escalated_at (except tasks a budget_exhausted rule routed); returns how many';
+COMMENT ON FUNCTION _hybridexec.hx_escalate() IS
+'Scheduler step: moves batch tasks whose window would finish after their deadline (or SLA) to the stream path now, saying so in reason and escalated_at (except tasks a budget_exhausted rule routed); returns how many';

@@ -27,34 +27,34 @@ COMMENT ON FUNCTION hx_cron_prev(text, timestamptz, text) IS
 'The last moment not after "before" that a cron schedule fired, read in time_zone (NULL if not within a year)';
 
 /* the time zone pg_cron reads schedules in (GMT unless cron.timezone says otherwise) */
-CREATE FUNCTION hx_cron_time_zone() RETURNS text
-LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
+CREATE FUNCTION _hybridexec.hx_cron_time_zone() RETURNS text
+LANGUAGE sql STABLE SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 	SELECT coalesce(nullif(current_setting('cron.timezone', true), ''), 'GMT')
 $$;
 
-COMMENT ON FUNCTION hx_cron_time_zone() IS
+COMMENT ON FUNCTION _hybridexec.hx_cron_time_zone() IS
 'The time zone window schedules are read in: pg_cron''s cron.timezone, GMT when unset';
 
-CREATE FUNCTION hx_cron_job_name(window_name text) RETURNS text
+CREATE FUNCTION _hybridexec.hx_cron_job_name(window_name text) RETURNS text
 LANGUAGE sql IMMUTABLE AS $$ SELECT 'hybridexec window ' || window_name $$;
 
-COMMENT ON FUNCTION hx_cron_job_name(text) IS 'Name of the pg_cron job that opens a window';
+COMMENT ON FUNCTION _hybridexec.hx_cron_job_name(text) IS 'Name of the pg_cron job that opens a window';
 
-CREATE FUNCTION hx_cron_available() RETURNS boolean
-LANGUAGE plpgsql STABLE SET search_path FROM CURRENT AS $$
+CREATE FUNCTION _hybridexec.hx_cron_available() RETURNS boolean
+LANGUAGE plpgsql STABLE SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 BEGIN
 	RETURN EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron');
 END
 $$;
 
-COMMENT ON FUNCTION hx_cron_available() IS 'True when pg_cron is installed in this database';
+COMMENT ON FUNCTION _hybridexec.hx_cron_available() IS 'True when pg_cron is installed in this database';
 
 /*
  * Keeps the job of one window in line with its row; SECURITY DEFINER so
  * that the jobs belong to the extension's owner whoever edits hx_window.
  */
-CREATE FUNCTION hx_cron_sync_window(old_name text, new_name text) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+CREATE FUNCTION _hybridexec.hx_cron_sync_window(old_name text, new_name text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 DECLARE
 	w hx_window;
 	job bigint;
@@ -100,11 +100,11 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION hx_cron_sync_window(text, text) IS
+COMMENT ON FUNCTION _hybridexec.hx_cron_sync_window(text, text) IS
 'Creates, replaces or removes the pg_cron job of one window to match its hx_window row';
 
-CREATE FUNCTION hx_window_cron() RETURNS trigger
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+CREATE FUNCTION _hybridexec.hx_window_cron() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 BEGIN
 	IF TG_OP = 'INSERT' THEN
 		PERFORM hx_cron_sync_window(NULL, NEW.name);
@@ -117,10 +117,10 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION hx_window_cron() IS 'Trigger: keeps the pg_cron job of each window in sync with hx_window';
+COMMENT ON FUNCTION _hybridexec.hx_window_cron() IS 'Trigger: keeps the pg_cron job of each window in sync with hx_window';
 
 CREATE FUNCTION hx_sync_cron() RETURNS integer
-LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 DECLARE
 	n integer := 0;
 	job record;

@@ -23,7 +23,7 @@ CREATE INDEX hx_task_lease_idx ON hx_task (lease_expires_at)
  * ------------------------------------------------------------------------ */
 
 CREATE FUNCTION hx_claim_check(task_types text[], route text DEFAULT NULL) RETURNS void
-LANGUAGE plpgsql STABLE SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 DECLARE
 	bad text;
 	claim_route text := route;
@@ -87,80 +87,17 @@ CREATE FUNCTION hx_claim(executor text,
 						 max integer DEFAULT 1,
 						 lease interval DEFAULT '5 minutes')
 RETURNS SETOF hx_claimed
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
-DECLARE
-	claim_route text := hx_claim.route;
-	claim_types text[] := hx_claim.task_types;
-	claim_max integer := hx_claim.max;
-	claim_lease interval := hx_claim.lease;
-	claim_executor text := hx_claim.executor;
-BEGIN
-	IF claim_executor IS NULL OR claim_executor = '' THEN
-		RAISE EXCEPTION 'executor must not be empty'
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Name the executor, such as ''summarizer@host-1''; it is recorded in hx_task.executor.';
-	END IF;
-	IF claim_max IS NULL OR claim_max NOT BETWEEN 1 AND 10000 THEN
-		RAISE EXCEPTION 'max must be between 1 and 10000, not %', coalesce(claim_max::text, 'NULL')
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Claim fewer tasks per call and call again.';
-	END IF;
-	IF claim_lease IS NULL OR claim_lease <= interval '0' THEN
-		RAISE EXCEPTION 'lease must be a positive interval, not %', coalesce(claim_lease::text, 'NULL')
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'The lease is how long the executor may hold a task without a heartbeat, such as ''5 minutes''.';
-	END IF;
-	PERFORM hx_claim_check(claim_types, claim_route);
-
-	/*
-	 * Built per call, with the route as a literal, so that the plan walks
-	 * the partial index of that route in claim order and stops at max.
-	 */
-	RETURN QUERY EXECUTE format($q$
-	WITH c AS (
-		SELECT t.id, o.run
-		  FROM hx_task t
-		  JOIN hx_type y ON y.task_type = t.task_type
-						AND y.handler IS NULL AND y.batch_handler IS NULL
-		  LEFT JOIN LATERAL (SELECT max(r.id) AS run FROM hx_window_run r
-							  WHERE t.route = 'batch' AND r.window_name = t.window_name
-								AND r.status IN ('starting', 'running')) o ON true
-		 WHERE t.status IN ('queued', 'failed') AND t.run_after <= now() AND %s
-		   AND ($1 IS NULL OR t.task_type = ANY ($1))
-		   /* batch tasks while their window is open, once per run */
-		   AND (t.route = 'stream'
-				OR (o.run IS NOT NULL AND t.run_id IS DISTINCT FROM o.run))
-		 ORDER BY t.priority DESC, t.id
-		 LIMIT $2
-		 FOR UPDATE OF t SKIP LOCKED
-	)
-	UPDATE hx_task t
-	   SET status = 'running', attempts = t.attempts + 1, started_at = clock_timestamp(),
-		   finished_at = NULL, worker_pid = NULL, executor = $3,
-		   lease_token = gen_random_uuid(), lease_expires_at = clock_timestamp() + $4,
-		   run_id = CASE WHEN t.route = 'batch' THEN c.run ELSE t.run_id END,
-		   reported_cost = NULL
-	  FROM c, hx_type y
-	 WHERE t.id = c.id AND y.task_type = t.task_type
-	RETURNING t.id, t.task_type, t.payload, t.attempts, y.max_attempts, t.lease_token,
-			  t.lease_expires_at, t.route, t.window_name, t.run_id, t.priority,
-			  t.deadline, t.submitted_at$q$,
-		CASE claim_route WHEN 'stream' THEN $r$t.route = 'stream'$r$
-						 WHEN 'batch' THEN $r$t.route = 'batch'$r$
-						 ELSE 'true' END)
-	USING claim_types, claim_max, claim_executor, claim_lease;
-END
-$$;
+AS 'MODULE_PATHNAME', 'hx_claim' LANGUAGE C VOLATILE;
 
 COMMENT ON FUNCTION hx_claim(text, text[], text, integer, interval) IS
-'External executors: claims up to max due tasks of types without an in-database handler (FOR UPDATE SKIP LOCKED; batch tasks only while their window is open, once per run), counts the attempt and returns each with a lease token that hx_complete, hx_fail and hx_heartbeat must present before lease_expires_at';
+'External executors: claims up to max due tasks of types without an in-database handler (FOR UPDATE SKIP LOCKED; batch tasks only while their window is open, once per run), counts the attempt and returns each with a lease token that hx_complete, hx_fail and hx_heartbeat must present before lease_expires_at (a lease is at most 7 days)';
 
 /* ------------------------------------------------------------------------
  * Checking a lease
  * ------------------------------------------------------------------------ */
 
-CREATE FUNCTION hx_lease_check(id bigint, lease_token uuid) RETURNS hx_task
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+CREATE FUNCTION _hybridexec.hx_lease_check(id bigint, lease_token uuid) RETURNS hx_task
+LANGUAGE plpgsql SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 DECLARE
 	t hx_task;
 BEGIN
@@ -198,57 +135,24 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION hx_lease_check(bigint, uuid) IS
+COMMENT ON FUNCTION _hybridexec.hx_lease_check(bigint, uuid) IS
 'Executor side: locks the task and raises a clear error unless it is running under this lease token and the lease has not expired';
 
-/*
- * Books failed external attempts (the tasks are locked by the caller):
- * one hx_error row each; stream tasks retried after the doubling backoff of
- * hybridexec.retry_backoff, batch tasks in the next run of their window,
- * dead when no attempt is left (or retry is false), with NOTIFY hx_alert.
- */
-CREATE FUNCTION hx_external_fail(ids bigint[], error text, sqlstate text,
-								 retry boolean, cost numeric, hint text)
+CREATE FUNCTION _hybridexec.hx_fail_leased(ids bigint[], error text, sqlstate text,
+										   retry boolean, cost numeric, hint text)
 RETURNS TABLE (id bigint, status text)
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
-#variable_conflict use_column
-DECLARE
-	/* the setting shows with its unit ('10ms', '1s'), which an interval takes */
-	backoff interval := coalesce(nullif(current_setting('hybridexec.retry_backoff', true), ''),
-								 '100ms')::interval;
-BEGIN
-	RETURN QUERY
-	WITH upd AS (
-		UPDATE hx_task t
-		   SET status = CASE WHEN t.attempts >= y.max_attempts OR NOT hx_external_fail.retry
-							 THEN 'dead' ELSE 'failed' END,
-			   finished_at = CASE WHEN t.attempts >= y.max_attempts OR NOT hx_external_fail.retry
-								  THEN clock_timestamp() END,
-			   run_after = CASE WHEN t.route = 'batch' THEN clock_timestamp()
-								ELSE clock_timestamp()
-									 + least(backoff * power(2, least(t.attempts - 1, 20)),
-											 interval '60 seconds') END,
-			   last_error = hx_external_fail.error,
-			   lease_expires_at = NULL,
-			   reported_cost = hx_external_fail.cost
-		  FROM hx_type y
-		 WHERE t.id = ANY (ids) AND y.task_type = t.task_type AND t.status = 'running'
-		RETURNING t.id, t.task_type, t.attempts, t.status
-	), err AS (
-		INSERT INTO hx_error (task_id, task_type, attempt, sqlstate, message, hint)
-		SELECT upd.id, upd.task_type, upd.attempts, hx_external_fail.sqlstate,
-			   hx_external_fail.error, hx_external_fail.hint
-		  FROM upd
-	)
-	SELECT upd.id, upd.status FROM upd;
-	PERFORM pg_notify('hx_alert', json_build_object('event', 'dead', 'task_id', t.id,
-					  'task_type', t.task_type, 'error', t.last_error)::text)
-	   FROM hx_task t WHERE t.id = ANY (ids) AND t.status = 'dead';
-END
-$$;
+AS 'MODULE_PATHNAME', 'hx_fail_leased' LANGUAGE C VOLATILE;
 
-COMMENT ON FUNCTION hx_external_fail(bigint[], text, text, boolean, numeric, text) IS
-'Executor side: books failed external attempts of tasks the caller has locked (hx_error row each; retried with backoff, in the next window run, or dead)';
+COMMENT ON FUNCTION _hybridexec.hx_fail_leased(bigint[], text, text, boolean, numeric, text) IS
+'Executor side: books failed external attempts of tasks the caller has locked (an hx_error row each; retried with backoff, in the next window run, or dead; a task that cannot be booked is set aside)';
+
+CREATE FUNCTION _hybridexec.hx_complete_leased(ids bigint[], lease_tokens uuid[], results jsonb[],
+											   costs numeric[])
+RETURNS TABLE (id bigint, status text)
+AS 'MODULE_PATHNAME', 'hx_complete_leased' LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION _hybridexec.hx_complete_leased(bigint[], uuid[], jsonb[], numeric[]) IS
+'Executor side: completes external attempts in one statement (results NULL = {}); done, or refused for a stale or expired lease, a negative cost, or an outcome that cannot be booked (alone)';
 
 /* ------------------------------------------------------------------------
  * Reporting
@@ -256,7 +160,7 @@ COMMENT ON FUNCTION hx_external_fail(bigint[], text, text, boolean, numeric, tex
 
 CREATE FUNCTION hx_complete(id bigint, lease_token uuid, result jsonb, cost numeric DEFAULT NULL)
 RETURNS void
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 BEGIN
 	PERFORM hx_lease_check(id, lease_token);
 	IF cost < 0 THEN
@@ -264,10 +168,13 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'Report what the attempt cost, or NULL to book the catalog price.';
 	END IF;
-	UPDATE hx_task t
-	   SET status = 'done', result = hx_complete.result, finished_at = clock_timestamp(),
-		   lease_expires_at = NULL, reported_cost = hx_complete.cost
-	 WHERE t.id = hx_complete.id;
+	IF (SELECT c.status FROM _hybridexec.hx_complete_leased(ARRAY[hx_complete.id], ARRAY[hx_complete.lease_token],
+															  ARRAY[coalesce(hx_complete.result, '{}'::jsonb)],
+															  ARRAY[hx_complete.cost]) c) <> 'done' THEN
+		RAISE EXCEPTION 'task % could not be completed', id
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = 'The server log says why; the lease expires and the attempt is booked as failed.';
+	END IF;
 END
 $$;
 
@@ -277,22 +184,9 @@ COMMENT ON FUNCTION hx_complete(bigint, uuid, jsonb, numeric) IS
 CREATE FUNCTION hx_complete_many(ids bigint[], lease_tokens uuid[], results jsonb[] DEFAULT NULL,
 								 costs numeric[] DEFAULT NULL)
 RETURNS TABLE (id bigint, status text)
-LANGUAGE sql SET search_path FROM CURRENT AS $$
+LANGUAGE sql SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 	/* one statement for many attempts; a stale or expired lease is refused, alone */
-	WITH d AS (
-		SELECT u.id, u.token, coalesce(u.result, '{}'::jsonb) AS result, u.cost
-		  FROM unnest(ids, lease_tokens, results, costs) AS u (id, token, result, cost)
-	), upd AS (
-		UPDATE hx_task t
-		   SET status = 'done', result = d.result, finished_at = clock_timestamp(),
-			   lease_expires_at = NULL, reported_cost = d.cost
-		  FROM d
-		 WHERE t.id = d.id AND t.lease_token = d.token AND t.status = 'running'
-		   AND t.lease_expires_at >= clock_timestamp() AND (d.cost IS NULL OR d.cost >= 0)
-		RETURNING t.id
-	)
-	SELECT d.id, CASE WHEN upd.id IS NULL THEN 'refused' ELSE 'done' END
-	  FROM d LEFT JOIN upd ON upd.id = d.id
+	SELECT c.id, c.status FROM hx_complete_leased(ids, lease_tokens, results, costs) c
 $$;
 
 COMMENT ON FUNCTION hx_complete_many(bigint[], uuid[], jsonb[], numeric[]) IS
@@ -301,7 +195,7 @@ COMMENT ON FUNCTION hx_complete_many(bigint[], uuid[], jsonb[], numeric[]) IS
 CREATE FUNCTION hx_fail(id bigint, lease_token uuid, error text, retry boolean DEFAULT true,
 						cost numeric DEFAULT NULL)
 RETURNS text
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 BEGIN
 	PERFORM hx_lease_check(id, lease_token);
 	IF error IS NULL OR error = '' THEN
@@ -314,17 +208,17 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'Report what the attempt cost, or NULL to book the catalog price.';
 	END IF;
-	RETURN (SELECT f.status FROM hx_external_fail(ARRAY[id], error, '38000',
-												  coalesce(retry, true), cost,
-												  'Reported by the executor.') f);
+	RETURN (SELECT f.status FROM hx_fail_leased(ARRAY[id], error, '38000',
+												coalesce(retry, true), cost,
+												'Reported by the executor.') f);
 END
 $$;
 
 COMMENT ON FUNCTION hx_fail(bigint, uuid, text, boolean, numeric) IS
 'External executors: the attempt under this lease failed (hx_error row, SQLSTATE 38000); the task is retried like a failed handler call, or dead when retry is false or no attempt is left. Returns the new status';
 
-CREATE FUNCTION hx_lease_args_check(ids bigint[], lease_tokens uuid[]) RETURNS void
-LANGUAGE plpgsql IMMUTABLE SET search_path FROM CURRENT AS $$
+CREATE FUNCTION _hybridexec.hx_lease_args_check(ids bigint[], lease_tokens uuid[]) RETURNS void
+LANGUAGE plpgsql IMMUTABLE SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 BEGIN
 	IF ids IS NULL OR lease_tokens IS NULL
 	   OR cardinality(ids) <> cardinality(lease_tokens) THEN
@@ -335,19 +229,20 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION hx_lease_args_check(bigint[], uuid[]) IS
+COMMENT ON FUNCTION _hybridexec.hx_lease_args_check(bigint[], uuid[]) IS
 'Executor side: raises a clear error unless there is one lease token per task id';
 
 CREATE FUNCTION hx_heartbeat(ids bigint[], lease_tokens uuid[], lease interval DEFAULT '5 minutes')
 RETURNS TABLE (id bigint, lease_expires_at timestamptz)
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
 	i integer;
 BEGIN
 	PERFORM hx_lease_args_check(ids, lease_tokens);
-	IF hx_heartbeat.lease IS NULL OR hx_heartbeat.lease <= interval '0' THEN
-		RAISE EXCEPTION 'lease must be a positive interval'
+	IF hx_heartbeat.lease IS NULL OR hx_heartbeat.lease <= interval '0'
+	   OR hx_heartbeat.lease > interval '7 days' THEN
+		RAISE EXCEPTION 'lease must be a positive interval of at most 7 days'
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'The lease runs this long from now, such as ''5 minutes''.';
 	END IF;
@@ -370,44 +265,18 @@ COMMENT ON FUNCTION hx_heartbeat(bigint[], uuid[], interval) IS
  * ------------------------------------------------------------------------ */
 
 CREATE FUNCTION hx_reclaim_leases() RETURNS integer
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
-DECLARE
-	expired bigint[];
-BEGIN
-	SELECT array_agg(t.id) INTO expired FROM (
-		SELECT t.id FROM hx_task t
-		 WHERE t.status = 'running' AND t.lease_expires_at < clock_timestamp()
-		 ORDER BY t.id
-		 FOR UPDATE SKIP LOCKED) t;
-	IF expired IS NULL THEN
-		RETURN 0;
-	END IF;
-	RETURN (SELECT count(*) FROM hx_external_fail(expired, 'lease expired', '57014', true, NULL,
-			'The executor neither reported nor sent a heartbeat in time (it crashed, hung or lost its connection); the attempt counts as failed.'));
-END
-$$;
+AS 'MODULE_PATHNAME', 'hx_reclaim_leases' LANGUAGE C VOLATILE;
 
 COMMENT ON FUNCTION hx_reclaim_leases() IS
 'Books every running external attempt whose lease has expired as failed (''lease expired'', SQLSTATE 57014; same retry rules); returns how many. The scheduler calls it every tick; callable by hand';
 
-CREATE FUNCTION hx_executor_maintenance() RETURNS void
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
-BEGIN
-	PERFORM hx_reclaim_leases();
-END
-$$;
-
-COMMENT ON FUNCTION hx_executor_maintenance() IS
-'Scheduler step for external executors: reclaims expired leases';
-
-REVOKE ALL ON FUNCTION hx_external_fail(bigint[], text, text, boolean, numeric, text) FROM PUBLIC;
 
 /* ------------------------------------------------------------------------
  * Batch files (hx_worker --batch)
  * ------------------------------------------------------------------------ */
 
 CREATE FUNCTION hx_result_cost(result jsonb, cost_field text) RETURNS numeric
-LANGUAGE plpgsql IMMUTABLE SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql IMMUTABLE SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 BEGIN
 	IF cost_field IS NULL OR jsonb_typeof(result) <> 'object' OR NOT result ? cost_field THEN
 		RETURN NULL;
@@ -426,16 +295,22 @@ COMMENT ON FUNCTION hx_result_cost(jsonb, text) IS
 CREATE FUNCTION hx_batch_report(ids bigint[], lease_tokens uuid[], output text,
 								cost_field text DEFAULT NULL)
 RETURNS TABLE (id bigint, status text, error text)
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
 	parsed jsonb[];
 	line text;
 	n integer := 0;
-	j jsonb;
 	bad text;
-	f record;
 	msg text;
+	i integer;
+	ok_ids bigint[];
+	ok_tokens uuid[];
+	ok_results jsonb[];
+	ok_costs numeric[];
+	bad_ids bigint[];
+	bad_tokens uuid[];
+	bad_errors text[];
 BEGIN
 	PERFORM hx_lease_args_check(ids, lease_tokens);
 
@@ -468,46 +343,49 @@ BEGIN
 		RAISE WARNING 'output has lines for unknown custom_id %', bad;
 	END IF;
 
-	CREATE TEMP TABLE IF NOT EXISTS hx_batch_lines (id bigint, token uuid, line jsonb, error text)
-		ON COMMIT DROP;
-	TRUNCATE hx_batch_lines;
-	INSERT INTO hx_batch_lines
-	SELECT u.id, u.token, l.line,
-		   CASE WHEN l.line IS NULL THEN 'no line for this task in the output of the batch command'
-				WHEN l.line ? 'error' AND l.line->'error' <> 'null'
-				THEN CASE WHEN jsonb_typeof(l.line->'error') = 'string' THEN l.line->>'error'
-						  ELSE (l.line->'error')::text END
-				WHEN NOT l.line ? 'result'
-				THEN 'the output line for this task has neither "result" nor "error"' END
-	  FROM unnest(ids, lease_tokens) AS u (id, token)
-	  LEFT JOIN (SELECT DISTINCT ON (p->>'custom_id') p->>'custom_id' AS cid, p AS line
-				   FROM unnest(parsed) WITH ORDINALITY AS x (p, n)
-				  WHERE jsonb_typeof(p) = 'object' AND p ? 'custom_id'
-				  ORDER BY p->>'custom_id', n) l ON l.cid = u.id::text;
+	/*
+	 * Each task with its line, or why it failed; no temporary table: this
+	 * function runs as the extension's owner, and a temporary object of
+	 * the caller's must never be what it writes to.
+	 */
+	SELECT array_agg(b.id ORDER BY b.id) FILTER (WHERE b.error IS NULL),
+		   array_agg(b.token ORDER BY b.id) FILTER (WHERE b.error IS NULL),
+		   array_agg(b.line->'result' ORDER BY b.id) FILTER (WHERE b.error IS NULL),
+		   array_agg(coalesce(hx_result_cost(b.line->'result', cost_field),
+							  hx_result_cost(b.line, cost_field)) ORDER BY b.id) FILTER (WHERE b.error IS NULL),
+		   array_agg(b.id ORDER BY b.id) FILTER (WHERE b.error IS NOT NULL),
+		   array_agg(b.token ORDER BY b.id) FILTER (WHERE b.error IS NOT NULL),
+		   array_agg(b.error ORDER BY b.id) FILTER (WHERE b.error IS NOT NULL)
+	  INTO ok_ids, ok_tokens, ok_results, ok_costs, bad_ids, bad_tokens, bad_errors
+	  FROM (SELECT u.id, u.token, l.line,
+				   CASE WHEN l.line IS NULL THEN 'no line for this task in the output of the batch command'
+						WHEN l.line ? 'error' AND l.line->'error' <> 'null'
+						THEN CASE WHEN jsonb_typeof(l.line->'error') = 'string' THEN l.line->>'error'
+								  ELSE (l.line->'error')::text END
+						WHEN NOT l.line ? 'result'
+						THEN 'the output line for this task has neither "result" nor "error"' END AS error
+			  FROM unnest(ids, lease_tokens) AS u (id, token)
+			  LEFT JOIN (SELECT DISTINCT ON (p->>'custom_id') p->>'custom_id' AS cid, p AS line
+						   FROM unnest(parsed) WITH ORDINALITY AS x (p, n)
+						  WHERE jsonb_typeof(p) = 'object' AND p ? 'custom_id'
+						  ORDER BY p->>'custom_id', n) l ON l.cid = u.id::text) b;
 
 	/* the results in one statement */
 	RETURN QUERY
 	SELECT c.id, c.status,
 		   CASE WHEN c.status = 'refused' THEN 'the lease is stale or expired, or the cost negative' END
-	  FROM hx_complete_many(
-			(SELECT array_agg(b.id ORDER BY b.id) FROM hx_batch_lines b WHERE b.error IS NULL),
-			(SELECT array_agg(b.token ORDER BY b.id) FROM hx_batch_lines b WHERE b.error IS NULL),
-			(SELECT array_agg(b.line->'result' ORDER BY b.id) FROM hx_batch_lines b WHERE b.error IS NULL),
-			(SELECT array_agg(coalesce(hx_result_cost(b.line->'result', cost_field),
-									   hx_result_cost(b.line, cost_field)) ORDER BY b.id)
-			   FROM hx_batch_lines b WHERE b.error IS NULL)) c;
+	  FROM hx_complete_many(ok_ids, ok_tokens, ok_results, ok_costs) c;
 
 	/* the failures one by one, each with its own message */
-	FOR f IN SELECT b.id, b.token, b.error FROM hx_batch_lines b WHERE b.error IS NOT NULL ORDER BY b.id LOOP
+	FOR i IN 1 .. coalesce(cardinality(bad_ids), 0) LOOP
 		BEGIN
-			id := f.id; status := hx_fail(f.id, f.token, f.error); error := f.error;
+			id := bad_ids[i]; status := hx_fail(bad_ids[i], bad_tokens[i], bad_errors[i]); error := bad_errors[i];
 		EXCEPTION WHEN OTHERS THEN
 			GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
-			id := f.id; status := 'refused'; error := msg;
+			id := bad_ids[i]; status := 'refused'; error := msg;
 		END;
 		RETURN NEXT;
 	END LOOP;
-	TRUNCATE hx_batch_lines;
 END
 $$;
 

@@ -2,21 +2,37 @@
  * src/sql/internal.sql
  *
  * First part of the install script (the Makefile joins the files of
- * SQL_PARTS, in its order, into hybridexec--<version>.sql): what the other
- * parts share - the small facts the extension remembers (hx_state), the
- * validation of time conditions, the settings read back in seconds.
+ * SQL_PARTS, in its order, into hybridexec--<version>.sql): the internal
+ * schema and what the other parts share - the small facts the extension
+ * remembers (hx_state), the validation of time conditions, the settings
+ * read back in seconds.
+ *
+ * The API (what users call and read) lives in the schema the extension is
+ * created in; everything else - triggers, the workers' steps, checks,
+ * helpers - in schema _hybridexec, which only the extension's owner may
+ * use (privileges.sql), so that \df shows users the API alone.  Every
+ * function of both pins its search_path to the two schemas (and pg_temp
+ * last), so no object a user creates can stand in for one of ours.
  */
 
 \echo Use "CREATE EXTENSION hybridexec" to load this file. \quit
+
+CREATE SCHEMA _hybridexec;
+
+COMMENT ON SCHEMA _hybridexec IS
+'hybridexec''s internals: triggers, the workers'' steps, checks and helpers; used by the extension''s owner only';
+
+/* while the script runs: create in the extension's schema, find internals too */
+SET LOCAL search_path = @extschema@, _hybridexec, pg_temp;
 
 /* ------------------------------------------------------------------------
  * Validation of DBA-edited rows
  * ------------------------------------------------------------------------ */
 
-CREATE FUNCTION hx_check_time_condition(label text, local_from time, local_until time,
+CREATE FUNCTION _hybridexec.hx_check_time_condition(label text, local_from time, local_until time,
 										days integer[], time_zone text)
 RETURNS void
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 DECLARE
 	d integer;
 BEGIN
@@ -53,47 +69,51 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION hx_check_time_condition(text, time, time, integer[], text) IS
+COMMENT ON FUNCTION _hybridexec.hx_check_time_condition(text, time, time, integer[], text) IS
 'Validation shared by hx_rule and hx_price_period: a time-of-day range needs both ends and must not be empty, days are ISO days of week, the time zone must exist; raises a clear error naming label';
 
-CREATE FUNCTION hx_require_read_committed(caller text, what text) RETURNS void
-LANGUAGE plpgsql STABLE AS $$
-BEGIN
-	IF current_setting('transaction_isolation') <> 'read committed' THEN
-		RAISE EXCEPTION '% needs READ COMMITTED isolation', caller
-			USING ERRCODE = 'object_not_in_prerequisite_state',
-				  HINT = format('In REPEATABLE READ or SERIALIZABLE the %s never seems to change; wait outside that transaction.', what);
-	END IF;
-END
-$$;
+CREATE FUNCTION _hybridexec.hx_require_read_committed(caller text, what text) RETURNS void
+AS 'MODULE_PATHNAME', 'hx_require_read_committed' LANGUAGE C STABLE STRICT;
 
-COMMENT ON FUNCTION hx_require_read_committed(text, text) IS
-'Raises a clear error unless the transaction is READ COMMITTED: the polling functions (hx_wait, hx_wait_run) would otherwise never see the change they wait for';
+COMMENT ON FUNCTION _hybridexec.hx_require_read_committed(text, text) IS
+'Raises a clear error unless the transaction is READ COMMITTED: the waiting functions (hx_wait, hx_wait_run) would otherwise never see the change they wait for';
+
+CREATE FUNCTION _hybridexec.hx_caller() RETURNS regrole
+AS 'MODULE_PATHNAME', 'hx_caller' LANGUAGE C STABLE;
+
+COMMENT ON FUNCTION _hybridexec.hx_caller() IS
+'The role that called the API function now running (API functions that must know it are C functions that note it, then run their implementation in this schema); outside one, the current user';
+
+CREATE FUNCTION _hybridexec.hx_alert_send(payload jsonb) RETURNS void
+AS 'MODULE_PATHNAME', 'hx_alert_send_sql' LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION _hybridexec.hx_alert_send(jsonb) IS
+'Sends a JSON object on channel hx_alert at commit, its long strings clipped when it would not fit a NOTIFY payload: the one way alerts are sent';
 
 /* ------------------------------------------------------------------------
  * Small facts remembered between sessions
  * ------------------------------------------------------------------------ */
 
-CREATE TABLE hx_state (
+CREATE TABLE _hybridexec.hx_state (
 	key				text PRIMARY KEY,
 	value			text,
 	at				timestamptz NOT NULL DEFAULT now()
 );
 
-COMMENT ON TABLE hx_state IS 'Small facts the extension remembers between sessions (such as: the DBA was told pg_cron is missing)';
-COMMENT ON COLUMN hx_state.key IS 'What is remembered';
-COMMENT ON COLUMN hx_state.value IS 'Its value';
-COMMENT ON COLUMN hx_state.at IS 'When it was last set';
+COMMENT ON TABLE _hybridexec.hx_state IS 'Small facts the extension remembers between sessions (such as: the DBA was told pg_cron is missing)';
+COMMENT ON COLUMN _hybridexec.hx_state.key IS 'What is remembered';
+COMMENT ON COLUMN _hybridexec.hx_state.value IS 'Its value';
+COMMENT ON COLUMN _hybridexec.hx_state.at IS 'When it was last set';
 
-CREATE FUNCTION hx_local_zone() RETURNS text
+CREATE FUNCTION _hybridexec.hx_local_zone() RETURNS text
 LANGUAGE sql STABLE AS $$
 	SELECT coalesce(current_setting('hybridexec.time_zone', true), 'UTC')
 $$;
 
-COMMENT ON FUNCTION hx_local_zone() IS 'hybridexec.time_zone (UTC when the library is not loaded): the zone of days, weeks and months in the books';
+COMMENT ON FUNCTION _hybridexec.hx_local_zone() IS 'hybridexec.time_zone (UTC when the library is not loaded): the zone of days, weeks and months in the books';
 
-CREATE FUNCTION hx_setting_seconds(name text, fallback double precision) RETURNS double precision
-LANGUAGE plpgsql STABLE SET search_path FROM CURRENT AS $$
+CREATE FUNCTION _hybridexec.hx_setting_seconds(name text, fallback double precision) RETURNS double precision
+LANGUAGE plpgsql STABLE SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 DECLARE
 	v text := current_setting(name, true);
 BEGIN
@@ -107,5 +127,5 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION hx_setting_seconds(text, double precision) IS
+COMMENT ON FUNCTION _hybridexec.hx_setting_seconds(text, double precision) IS
 'A time setting such as hybridexec.retention in seconds (fallback when the library is not loaded)';

@@ -12,38 +12,38 @@
  * [2^(k-1), 2^k) ms
  * ------------------------------------------------------------------------ */
 
-CREATE FUNCTION hx_hist_bucket(ms double precision) RETURNS integer
+CREATE FUNCTION _hybridexec.hx_hist_bucket(ms double precision) RETURNS integer
 AS 'MODULE_PATHNAME', 'hx_hist_bucket' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 
-COMMENT ON FUNCTION hx_hist_bucket(double precision) IS
+COMMENT ON FUNCTION _hybridexec.hx_hist_bucket(double precision) IS
 'Bucket (0-31) of a duration in milliseconds in the log-scale histograms: 0 below 1 ms, k for [2^(k-1), 2^k) ms';
 
-CREATE FUNCTION hx_hist_accum(state bigint[], ms double precision) RETURNS bigint[]
+CREATE FUNCTION _hybridexec.hx_hist_accum(state bigint[], ms double precision) RETURNS bigint[]
 AS 'MODULE_PATHNAME', 'hx_hist_accum' LANGUAGE C IMMUTABLE PARALLEL SAFE;
 
-COMMENT ON FUNCTION hx_hist_accum(bigint[], double precision) IS
+COMMENT ON FUNCTION _hybridexec.hx_hist_accum(bigint[], double precision) IS
 'Transition function of hx_hist(): counts one duration (milliseconds) into a histogram';
 
-CREATE AGGREGATE hx_hist(double precision) (SFUNC = hx_hist_accum, STYPE = bigint[]);
+CREATE AGGREGATE _hybridexec.hx_hist(double precision) (SFUNC = _hybridexec.hx_hist_accum, STYPE = bigint[]);
 
-COMMENT ON AGGREGATE hx_hist(double precision) IS
+COMMENT ON AGGREGATE _hybridexec.hx_hist(double precision) IS
 'Log-scale histogram (bigint[32]) of durations in milliseconds';
 
-CREATE FUNCTION hx_hist_merge(a bigint[], b bigint[]) RETURNS bigint[]
+CREATE FUNCTION _hybridexec.hx_hist_merge(a bigint[], b bigint[]) RETURNS bigint[]
 AS 'MODULE_PATHNAME', 'hx_hist_merge' LANGUAGE C IMMUTABLE PARALLEL SAFE;
 
-COMMENT ON FUNCTION hx_hist_merge(bigint[], bigint[]) IS
+COMMENT ON FUNCTION _hybridexec.hx_hist_merge(bigint[], bigint[]) IS
 'Element-wise sum of two histograms (NULL = empty)';
 
-CREATE AGGREGATE hx_hist_sum(bigint[]) (SFUNC = hx_hist_merge, STYPE = bigint[]);
+CREATE AGGREGATE _hybridexec.hx_hist_sum(bigint[]) (SFUNC = _hybridexec.hx_hist_merge, STYPE = bigint[]);
 
-COMMENT ON AGGREGATE hx_hist_sum(bigint[]) IS 'Sum of histograms, such as the minutes of an hour';
+COMMENT ON AGGREGATE _hybridexec.hx_hist_sum(bigint[]) IS 'Sum of histograms, such as the minutes of an hour';
 
-CREATE FUNCTION hx_hist_percentile(hist bigint[], q double precision)
+CREATE FUNCTION _hybridexec.hx_hist_percentile(hist bigint[], q double precision)
 RETURNS double precision
 AS 'MODULE_PATHNAME', 'hx_hist_percentile' LANGUAGE C IMMUTABLE PARALLEL SAFE;
 
-COMMENT ON FUNCTION hx_hist_percentile(bigint[], double precision) IS
+COMMENT ON FUNCTION _hybridexec.hx_hist_percentile(bigint[], double precision) IS
 'The q-quantile of a histogram in milliseconds, interpolated inside its bucket (so within a factor 2 of the truth); NULL when empty';
 
 /* ------------------------------------------------------------------------
@@ -64,6 +64,7 @@ CREATE TABLE hx_cost (
 	department		text,
 	origin			text,
 	executor		text,
+	submitted_by	regrole,
 	submitted_at	timestamptz,
 	sla				interval,
 	deadline		timestamptz,
@@ -100,6 +101,7 @@ COMMENT ON COLUMN hx_cost.rule_name IS 'Rule that routed the task';
 COMMENT ON COLUMN hx_cost.department IS 'Who pays (hx_task.department)';
 COMMENT ON COLUMN hx_cost.origin IS 'Who asked (user = someone was waiting)';
 COMMENT ON COLUMN hx_cost.executor IS 'External executor that ran the attempt (NULL = in-database worker)';
+COMMENT ON COLUMN hx_cost.submitted_by IS 'The role that submitted the task; it and its members see the booking';
 COMMENT ON COLUMN hx_cost.submitted_at IS 'When the task was submitted';
 COMMENT ON COLUMN hx_cost.sla IS 'The task''s SLA';
 COMMENT ON COLUMN hx_cost.deadline IS 'The task''s deadline';
@@ -115,8 +117,8 @@ COMMENT ON COLUMN hx_cost.reported IS 'The cost was reported by the executor (hx
 COMMENT ON COLUMN hx_cost.correction_of IS 'For a correction: the booking (hx_cost.id) it corrects; its costs are the differences';
 COMMENT ON COLUMN hx_cost.note IS 'Why a correction was made';
 
-CREATE FUNCTION hx_cost_append_only() RETURNS trigger
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+CREATE FUNCTION _hybridexec.hx_cost_append_only() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 BEGIN
 	RAISE EXCEPTION 'hx_cost is append-only: % is not allowed', TG_OP
 		USING ERRCODE = 'insufficient_privilege',
@@ -125,15 +127,15 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION hx_cost_append_only() IS 'Trigger: rejects UPDATE, DELETE and TRUNCATE of the ledger';
+COMMENT ON FUNCTION _hybridexec.hx_cost_append_only() IS 'Trigger: rejects UPDATE, DELETE and TRUNCATE of the ledger';
 
 CREATE TRIGGER hx_cost_append_only BEFORE UPDATE OR DELETE ON hx_cost
-	FOR EACH ROW EXECUTE FUNCTION hx_cost_append_only();
+	FOR EACH ROW EXECUTE FUNCTION _hybridexec.hx_cost_append_only();
 CREATE TRIGGER hx_cost_no_truncate BEFORE TRUNCATE ON hx_cost
-	FOR EACH STATEMENT EXECUTE FUNCTION hx_cost_append_only();
+	FOR EACH STATEMENT EXECUTE FUNCTION _hybridexec.hx_cost_append_only();
 
 CREATE FUNCTION hx_cost_correct(id bigint, cost numeric, note text) RETURNS bigint
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 DECLARE
 	c hx_cost;
 	new_id bigint;
@@ -153,10 +155,10 @@ BEGIN
 	/* what the booking stands at now, corrections included */
 	total := c.cost + coalesce((SELECT sum(x.cost) FROM hx_cost x WHERE x.correction_of = c.id), 0);
 	INSERT INTO hx_cost (at, task_id, attempt, outcome, task_type, route, window_name, run_id,
-						 rule_name, department, origin, executor, currency, cost,
+						 rule_name, department, origin, executor, submitted_by, currency, cost,
 						 baseline_cost, batch_cost, reported, correction_of, note)
 	VALUES (c.at, c.task_id, c.attempt, 'correction', c.task_type, c.route, c.window_name, c.run_id,
-			c.rule_name, c.department, c.origin, c.executor, c.currency,
+			c.rule_name, c.department, c.origin, c.executor, c.submitted_by, c.currency,
 			hx_cost_correct.cost - total, 0, 0, true, c.id, hx_cost_correct.note)
 	RETURNING hx_cost.id INTO new_id;
 	/* budgets see corrections too (done here, not by a trigger, so that a restore does not count them twice) */
@@ -232,8 +234,8 @@ COMMENT ON COLUMN hx_cost_daily.cost IS 'Cost booked, corrections included';
  * batch chunk bookings (queued/failed -> done, many rows, one shared
  * started_at), lost workers (running -> dead) and external executors.
  */
-CREATE FUNCTION hx_cost_book() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+CREATE FUNCTION _hybridexec.hx_cost_book() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 DECLARE
 	v_ts timestamptz := clock_timestamp();
 	v_shard smallint := pg_backend_pid() % 16;
@@ -245,7 +247,7 @@ BEGIN
 	END IF;
 	WITH fin AS (
 		SELECT n.id, n.task_type, n.status, n.route, n.window_name, n.run_id, n.rule_name,
-			   n.department, n.origin, n.executor, n.submitted_at, n.sla, n.deadline,
+			   n.department, n.origin, n.executor, n.submitted_by, n.submitted_at, n.sla, n.deadline,
 			   n.attempts, n.started_at, n.worker_pid, n.reported_cost,
 			   o.status = 'running' AS was_running, coalesce(n.finished_at, v_ts) AS fin_at
 		  FROM hx_cost_new n JOIN hx_cost_old o ON o.id = n.id
@@ -285,11 +287,12 @@ BEGIN
 		   AND c.wall IS NOT DISTINCT FROM t.wall
 	), ins AS (
 		INSERT INTO hx_cost (at, task_id, attempt, outcome, task_type, route, window_name, run_id,
-							 rule_name, department, origin, executor, submitted_at, sla, deadline,
-							 wait_seconds, wall_seconds, latency_seconds, price_id, currency,
+							 rule_name, department, origin, executor, submitted_by, submitted_at, sla,
+							 deadline, wait_seconds, wall_seconds, latency_seconds, price_id, currency,
 							 cost, baseline_cost, batch_cost, reported)
 		SELECT p.fin_at, p.id, p.attempts, p.status, p.task_type, p.route, p.window_name, p.run_id,
-			   p.rule_name, p.department, p.origin, p.executor, p.submitted_at, p.sla, p.deadline,
+			   p.rule_name, p.department, p.origin, p.executor, p.submitted_by, p.submitted_at, p.sla,
+			   p.deadline,
 			   extract(epoch FROM coalesce(p.started_at, p.fin_at) - p.submitted_at)::double precision,
 			   p.wall,
 			   CASE WHEN p.status IN ('done', 'dead')
@@ -334,12 +337,12 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION hx_cost_book() IS
+COMMENT ON FUNCTION _hybridexec.hx_cost_book() IS
 'Statement trigger on hx_task: books every attempt the statement finished into hx_cost (catalog or reported cost, stream baseline, batch alternative) and adds it to hx_stat_minute and hx_cost_daily; SECURITY DEFINER, so whoever finishes a task (a worker, an executor''s role) needs no rights on the books';
 
 CREATE TRIGGER hx_cost_book AFTER UPDATE ON hx_task
 	REFERENCING OLD TABLE AS hx_cost_old NEW TABLE AS hx_cost_new
-	FOR EACH STATEMENT EXECUTE FUNCTION hx_cost_book();
+	FOR EACH STATEMENT EXECUTE FUNCTION _hybridexec.hx_cost_book();
 
 /* ------------------------------------------------------------------------
  * Budgets
@@ -353,6 +356,7 @@ CREATE TABLE hx_budget (
 	description		text,
 	PRIMARY KEY (department, period),
 	CONSTRAINT hx_budget_period_check CHECK (period IN ('day', 'week', 'month')),
+	CONSTRAINT hx_budget_department_check CHECK (length(department) <= 200),
 	CONSTRAINT hx_budget_amount_check CHECK (amount >= 0)
 );
 
@@ -364,8 +368,8 @@ COMMENT ON COLUMN hx_budget.amount IS 'What the department may spend per period'
 COMMENT ON COLUMN hx_budget.currency IS 'Currency of amount; only bookings in that currency count';
 COMMENT ON COLUMN hx_budget.description IS 'Free text for humans';
 
-CREATE FUNCTION hx_budget_check() RETURNS trigger
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+CREATE FUNCTION _hybridexec.hx_budget_check() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 BEGIN
 	IF NEW.period IS NULL OR NEW.period NOT IN ('day', 'week', 'month') THEN
 		RAISE EXCEPTION 'hx_budget: unknown period "%"', NEW.period
@@ -387,15 +391,15 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION hx_budget_check() IS 'Trigger: rejects invalid hx_budget rows with a clear error';
+COMMENT ON FUNCTION _hybridexec.hx_budget_check() IS 'Trigger: rejects invalid hx_budget rows with a clear error';
 
 CREATE TRIGGER hx_budget_check BEFORE INSERT OR UPDATE ON hx_budget
-	FOR EACH ROW EXECUTE FUNCTION hx_budget_check();
+	FOR EACH ROW EXECUTE FUNCTION _hybridexec.hx_budget_check();
 
 CREATE FUNCTION hx_budget_status(at timestamptz DEFAULT now())
 RETURNS TABLE (department text, period text, period_start date, currency text,
 			   amount numeric, spent numeric, remaining numeric, exhausted boolean)
-LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 	SELECT b.department, b.period, s.start, b.currency, b.amount,
 		   coalesce(sp.spent, 0), b.amount - coalesce(sp.spent, 0),
 		   coalesce(sp.spent, 0) >= b.amount
@@ -413,7 +417,7 @@ COMMENT ON FUNCTION hx_budget_status(timestamptz) IS
 
 CREATE FUNCTION hx_budget_exhausted(department text, at timestamptz DEFAULT now())
 RETURNS boolean
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path FROM CURRENT AS $$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 	SELECT coalesce(bool_or(s.exhausted), false)
 	  FROM hx_budget_status(at) s
 	 WHERE s.department = hx_budget_exhausted.department

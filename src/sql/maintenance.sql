@@ -1,17 +1,17 @@
 /*
  * src/sql/maintenance.sql
  *
- * Last part of the install script: retention, and the function the
- * scheduler worker (src/scheduler.c) calls every hybridexec.scheduler_naptime.
- * Each concern keeps its own step in its own part.
+ * Part of the install script: retention, and what the scheduler worker
+ * (src/scheduler.c) tells of its steps.  Each concern keeps its own step
+ * in its own part; the scheduler calls each in a transaction of its own.
  */
 
 /* ------------------------------------------------------------------------
- * The scheduler's share: retention and alerts
+ * Retention
  * ------------------------------------------------------------------------ */
 
-CREATE FUNCTION hx_retention_step() RETURNS integer
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+CREATE FUNCTION _hybridexec.hx_retention_step() RETURNS integer
+LANGUAGE plpgsql SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 DECLARE
 	keep double precision := hx_setting_seconds('hybridexec.retention', 7 * 86400);
 	batch integer := coalesce(current_setting('hybridexec.retention_batch', true)::integer, 10000);
@@ -43,36 +43,13 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION hx_retention_step() IS
+COMMENT ON FUNCTION _hybridexec.hx_retention_step() IS
 'Deletes up to hybridexec.retention_batch finished tasks (done, dead, cancelled) older than hybridexec.retention, with their hx_task_source rows and old hx_error rows; the ledger and statistics stay; returns how many tasks';
 
-CREATE FUNCTION hx_cost_maintenance() RETURNS void
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
-DECLARE
-	last timestamptz;
-BEGIN
-	PERFORM hx_retention_step();
-	/* health checks and alerts every 5 seconds at most */
-	SELECT s.at INTO last FROM hx_state s WHERE s.key = 'cost.alerts_checked';
-	IF last IS NULL OR last <= now() - interval '5 seconds' THEN
-		INSERT INTO hx_state (key, value, at) VALUES ('cost.alerts_checked', NULL, now())
-		ON CONFLICT (key) DO UPDATE SET at = now();
-		PERFORM hx_alert();
-	END IF;
-END
-$$;
+CREATE FUNCTION hx_scheduler_status()
+RETURNS TABLE (step text, every text, last_ok timestamptz, last_failed timestamptz,
+			   last_error text)
+AS 'MODULE_PATHNAME', 'hx_scheduler_status' LANGUAGE C VOLATILE;
 
-COMMENT ON FUNCTION hx_cost_maintenance() IS
-'Scheduler step for the books: one retention batch every tick, hx_alert() (NOTIFY hx_alert for new problems) every 5 seconds';
-
-CREATE FUNCTION hx_maintenance() RETURNS void
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
-BEGIN
-	PERFORM hx_window_maintenance();
-	PERFORM hx_cost_maintenance();
-	PERFORM hx_executor_maintenance();
-END
-$$;
-
-COMMENT ON FUNCTION hx_maintenance() IS
-'What the scheduler worker runs every hybridexec.scheduler_naptime: window runs to (re)launch or start early, escalations, the books, expired leases';
+COMMENT ON FUNCTION hx_scheduler_status() IS
+'The scheduler worker''s steps (each runs in a transaction of its own; one that fails never stops the others): how often each runs, when it last succeeded, and when and why it last failed, if it has failed since (needs shared_preload_libraries)';

@@ -53,7 +53,8 @@ CREATE TABLE hx_price_period (
 	time_zone		text,
 	multiplier		numeric NOT NULL,
 	CONSTRAINT hx_price_period_route_check CHECK (route IN ('stream', 'batch')),
-	CONSTRAINT hx_price_period_multiplier_check CHECK (multiplier > 0)
+	CONSTRAINT hx_price_period_multiplier_check CHECK (multiplier > 0),
+	CONSTRAINT hx_price_period_name_check CHECK (length(name) <= 200)
 );
 
 COMMENT ON TABLE hx_price_period IS
@@ -68,21 +69,21 @@ COMMENT ON COLUMN hx_price_period.local_until IS 'End of the time-of-day range (
 COMMENT ON COLUMN hx_price_period.time_zone IS 'Time zone of days and times; NULL = hybridexec.time_zone';
 COMMENT ON COLUMN hx_price_period.multiplier IS 'Factor applied to the price (1.5 = peak surcharge, 0.8 = off-peak rebate)';
 
-CREATE AGGREGATE hx_product(numeric) (SFUNC = numeric_mul, STYPE = numeric);
+CREATE AGGREGATE _hybridexec.hx_product(numeric) (SFUNC = numeric_mul, STYPE = numeric);
 
-COMMENT ON AGGREGATE hx_product(numeric) IS 'Product of the values (NULL when there are none): how peak/off-peak multipliers combine';
+COMMENT ON AGGREGATE _hybridexec.hx_product(numeric) IS 'Product of the values (NULL when there are none): how peak/off-peak multipliers combine';
 
 /*
  * Inlinable (no SET clause, schema-qualified names): the ledger trigger
  * calls it for every finished attempt.
  */
-CREATE FUNCTION hx_price_rule(task_type text, route text, at timestamptz)
+CREATE FUNCTION _hybridexec.hx_price_rule(task_type text, route text, at timestamptz)
 RETURNS TABLE (price_id bigint, unit_cost numeric, per_second numeric,
 			   factor numeric, currency text)
 LANGUAGE sql STABLE AS $$
 	SELECT p.id, p.unit_cost, p.per_second,
 		   CASE WHEN p.route <> $2 THEN 1 - p.batch_discount ELSE 1 END
-		   * (SELECT coalesce(@extschema@.hx_product(m.multiplier), 1)
+		   * (SELECT coalesce(_hybridexec.hx_product(m.multiplier), 1)
 				FROM @extschema@.hx_price_period m
 				CROSS JOIN LATERAL (SELECT $3 AT TIME ZONE
 						   coalesce(m.time_zone, current_setting('hybridexec.time_zone', true), 'UTC') AS lt) l
@@ -101,12 +102,12 @@ LANGUAGE sql STABLE AS $$
 	 LIMIT 1
 $$;
 
-COMMENT ON FUNCTION hx_price_rule(text, text, timestamptz) IS
+COMMENT ON FUNCTION _hybridexec.hx_price_rule(text, text, timestamptz) IS
 'The hx_price row that prices an attempt of this type on this route at that moment (type row beats default row; the route''s own row beats a stream row standing in for batch; latest valid_from wins) and the factor on it: hx_price_period multipliers, times (1 - batch_discount) when a stream row prices a batch attempt';
 
 CREATE FUNCTION hx_price_at(task_type text, route text, at timestamptz DEFAULT now())
 RETURNS numeric
-LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 	SELECT r.unit_cost * r.factor FROM hx_price_rule(task_type, route, at) r
 $$;
 
@@ -117,8 +118,8 @@ COMMENT ON FUNCTION hx_price_at(text, text, timestamptz) IS
  * Price catalog validation
  * ------------------------------------------------------------------------ */
 
-CREATE FUNCTION hx_price_check() RETURNS trigger
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+CREATE FUNCTION _hybridexec.hx_price_check() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 BEGIN
 	IF NEW.route IS NULL OR NEW.route NOT IN ('stream', 'batch') THEN
 		RAISE EXCEPTION 'hx_price: unknown route "%"', NEW.route
@@ -163,13 +164,13 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION hx_price_check() IS 'Trigger: rejects invalid hx_price rows, and changes to prices that already priced booked attempts';
+COMMENT ON FUNCTION _hybridexec.hx_price_check() IS 'Trigger: rejects invalid hx_price rows, and changes to prices that already priced booked attempts';
 
 CREATE TRIGGER hx_price_check BEFORE INSERT OR UPDATE ON hx_price
-	FOR EACH ROW EXECUTE FUNCTION hx_price_check();
+	FOR EACH ROW EXECUTE FUNCTION _hybridexec.hx_price_check();
 
-CREATE FUNCTION hx_price_period_check() RETURNS trigger
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+CREATE FUNCTION _hybridexec.hx_price_period_check() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 BEGIN
 	IF NEW.multiplier IS NULL OR NEW.multiplier <= 0 THEN
 		RAISE EXCEPTION 'hx_price_period "%": multiplier must be positive, not %', NEW.name, NEW.multiplier
@@ -186,7 +187,7 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION hx_price_period_check() IS 'Trigger: rejects invalid hx_price_period rows with a clear error';
+COMMENT ON FUNCTION _hybridexec.hx_price_period_check() IS 'Trigger: rejects invalid hx_price_period rows with a clear error';
 
 CREATE TRIGGER hx_price_period_check BEFORE INSERT OR UPDATE ON hx_price_period
-	FOR EACH ROW EXECUTE FUNCTION hx_price_period_check();
+	FOR EACH ROW EXECUTE FUNCTION _hybridexec.hx_price_period_check();

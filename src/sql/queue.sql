@@ -30,7 +30,7 @@ CREATE TABLE hx_type (
 	CONSTRAINT hx_type_micro_batch_check
 		CHECK ((micro_batch_size IS NULL) = (micro_batch_wait IS NULL)
 			   AND micro_batch_size BETWEEN 2 AND 1024
-			   AND micro_batch_wait >= interval '0'
+			   AND micro_batch_wait BETWEEN interval '0' AND interval '1 hour'
 			   AND (micro_batch_size IS NULL OR batch_handler IS NOT NULL))
 );
 
@@ -41,7 +41,7 @@ COMMENT ON COLUMN hx_type.handler IS 'f(payload jsonb) RETURNS jsonb, called onc
 COMMENT ON COLUMN hx_type.batch_handler IS 'f(payloads jsonb[]) RETURNS jsonb[], one result per input in the same order; used by batch windows';
 COMMENT ON COLUMN hx_type.max_attempts IS 'Attempts before a failing task becomes dead (the first run counts)';
 COMMENT ON COLUMN hx_type.timeout IS 'A handler call running longer than this is cancelled and counts as a failed attempt';
-COMMENT ON COLUMN hx_type.run_as IS 'Role whose privileges the handler runs with (the role that registered the type)';
+COMMENT ON COLUMN hx_type.run_as IS 'Role whose privileges the handler runs with: the role that registered (or last changed) the type with hx_register()';
 COMMENT ON COLUMN hx_type.micro_batch_size IS 'Micro-batching: stream tasks of the type are buffered until this many are queued (or micro_batch_wait has passed) and handed to the batch handler together; NULL = off';
 COMMENT ON COLUMN hx_type.micro_batch_wait IS 'Micro-batching: the longest a stream task of the type waits for others to join its batch';
 COMMENT ON COLUMN hx_type.description IS 'Free text for humans';
@@ -81,6 +81,8 @@ CREATE TABLE hx_task (
 	lease_token		uuid,
 	lease_expires_at timestamptz,
 	reported_cost	numeric,
+	submitted_by	regrole NOT NULL DEFAULT current_user::regrole,
+	isolated		boolean NOT NULL DEFAULT false,
 	CONSTRAINT hx_task_status_check
 		CHECK (status IN ('queued', 'running', 'done', 'failed', 'dead', 'cancelled')),
 	CONSTRAINT hx_task_route_check CHECK (route IN ('stream', 'batch')),
@@ -98,6 +100,9 @@ CREATE INDEX hx_task_stream_claim_idx ON hx_task (priority DESC, id)
 CREATE INDEX hx_task_batch_idx ON hx_task (window_name, task_type, (-priority),
 										   (coalesce(deadline, 'infinity'::timestamptz)), id)
 	WHERE status IN ('queued', 'failed') AND route = 'batch';
+/* stream tasks put back after their worker was lost: each runs alone */
+CREATE INDEX hx_task_isolated_idx ON hx_task (priority DESC, id)
+	WHERE isolated AND status IN ('queued', 'failed') AND route = 'stream';
 /* what the crash sweep looks at */
 CREATE INDEX hx_task_running_idx ON hx_task (worker_pid)
 	WHERE status = 'running';
@@ -119,7 +124,7 @@ COMMENT ON COLUMN hx_task.priority IS 'Higher runs first within a route';
 COMMENT ON COLUMN hx_task.sla IS 'How soon the result is needed after submission; NULL = no SLA';
 COMMENT ON COLUMN hx_task.deadline IS 'Absolute time the result is needed by; counts as an SLA of deadline - submission time';
 COMMENT ON COLUMN hx_task.department IS 'Who pays';
-COMMENT ON COLUMN hx_task.dedupe_key IS 'While a task with the same type and key is unfinished, hx_submit() returns its id instead of queuing another';
+COMMENT ON COLUMN hx_task.dedupe_key IS 'While a task with the same type and key is unfinished, hx_submit() returns its id instead of queuing another (at most 200 characters)';
 COMMENT ON COLUMN hx_task.attempts IS 'Attempts started so far (counted when a worker claims the task, before the handler runs)';
 COMMENT ON COLUMN hx_task.result IS 'What the handler returned';
 COMMENT ON COLUMN hx_task.last_error IS 'Message of the latest failed attempt (all attempts are in hx_error)';
@@ -133,6 +138,8 @@ COMMENT ON COLUMN hx_task.escalated_at IS 'When the task was moved from its wind
 COMMENT ON COLUMN hx_task.executor IS 'External executor that holds (or last held) the task, as named in hx_claim()';
 COMMENT ON COLUMN hx_task.lease_token IS 'Token of the current external lease (hx_claim); hx_complete/hx_fail/hx_heartbeat must present it';
 COMMENT ON COLUMN hx_task.lease_expires_at IS 'When the current external lease expires and the task is reclaimed';
+COMMENT ON COLUMN hx_task.submitted_by IS 'The role that submitted the task (for a watched table: the role that attached it); it and its members see the task';
+COMMENT ON COLUMN hx_task.isolated IS 'Its last attempt was lost with its worker (crash, kill): it runs alone next time, so that a task that crashes its worker costs no other task an attempt';
 COMMENT ON COLUMN hx_task.reported_cost IS 'Cost of the latest attempt as reported by its executor (hx_complete/hx_fail); when set, the ledger books it instead of the catalog price';
 
 CREATE TABLE hx_error (
@@ -162,6 +169,25 @@ COMMENT ON COLUMN hx_error.detail IS 'Error detail, if any';
 COMMENT ON COLUMN hx_error.hint IS 'Error hint, if any';
 COMMENT ON COLUMN hx_error.context IS 'Error context (where in the handler), if any';
 
+/* ------------------------------------------------------------------------
+ * Departments: who may submit for (and see the tasks of) which
+ * ------------------------------------------------------------------------ */
+
+CREATE TABLE hx_department_member (
+	role			regrole NOT NULL,
+	department		text NOT NULL,
+	PRIMARY KEY (role, department),
+	CONSTRAINT hx_department_member_department_check
+		CHECK (department <> '' AND length(department) <= 200)
+);
+
+CREATE INDEX hx_department_member_department_idx ON hx_department_member (department);
+
+COMMENT ON TABLE hx_department_member IS
+'Which roles belong to which department: a member (and the roles that are members of it) sees the department''s tasks, errors and costs; once any row exists, a role submits only for departments it belongs to';
+COMMENT ON COLUMN hx_department_member.role IS 'The role (its members count too)';
+COMMENT ON COLUMN hx_department_member.department IS 'The department (hx_task.department)';
+
 /* what retention looks at */
 CREATE INDEX hx_task_finished_idx ON hx_task (finished_at)
 	WHERE status IN ('done', 'dead', 'cancelled');
@@ -170,47 +196,67 @@ CREATE INDEX hx_task_finished_idx ON hx_task (finished_at)
  * Waking the workers
  * ------------------------------------------------------------------------ */
 
-CREATE FUNCTION hx_task_wake() RETURNS trigger
+CREATE FUNCTION _hybridexec.hx_task_wake() RETURNS trigger
 AS 'MODULE_PATHNAME', 'hx_task_wake' LANGUAGE C;
 
-COMMENT ON FUNCTION hx_task_wake() IS
+COMMENT ON FUNCTION _hybridexec.hx_task_wake() IS
 'Trigger: a queued stream task wakes an idle stream worker at commit and, when hybridexec.notify is on, sends one NOTIFY hx_stream per transaction';
 
 CREATE TRIGGER hx_task_wake BEFORE INSERT OR UPDATE OF status, route ON hx_task
 	FOR EACH ROW WHEN (NEW.route = 'stream' AND NEW.status = 'queued')
-	EXECUTE FUNCTION hx_task_wake();
+	EXECUTE FUNCTION _hybridexec.hx_task_wake();
 
 /* ------------------------------------------------------------------------
  * Registering task types
  * ------------------------------------------------------------------------ */
 
-CREATE FUNCTION hx_register(task_type text,
-							handler regprocedure DEFAULT NULL,
-							batch_handler regprocedure DEFAULT NULL,
-							max_attempts integer DEFAULT 3,
-							timeout interval DEFAULT '1 minute',
-							description text DEFAULT NULL,
-							micro_batch_size integer DEFAULT NULL,
-							micro_batch_wait interval DEFAULT NULL)
+CREATE FUNCTION _hybridexec.hx_register(task_type text, handler regprocedure,
+										batch_handler regprocedure, max_attempts integer,
+										timeout interval, description text,
+										micro_batch_size integer, micro_batch_wait interval)
 RETURNS void
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 DECLARE
 	p record;
+	caller regrole := hx_caller();
+	owner regrole;
 BEGIN
 	IF task_type IS NULL OR task_type = '' THEN
 		RAISE EXCEPTION 'task type must not be NULL or empty'
 			USING ERRCODE = 'null_value_not_allowed',
 				  HINT = 'Pass a name such as ''summarize''.';
 	END IF;
+	IF length(task_type) > 200 THEN
+		RAISE EXCEPTION 'task type is too long: % characters', length(task_type)
+			USING ERRCODE = 'string_data_right_truncation',
+				  DETAIL = 'A task type is at most 200 characters.',
+				  HINT = 'Use a shorter name.';
+	END IF;
+	/* only a member of the role a type runs as may change it, or an administrator */
+	SELECT y.run_as INTO owner FROM hx_type y WHERE y.task_type = hx_register.task_type;
+	IF owner IS NOT NULL AND NOT pg_has_role(caller, owner, 'MEMBER')
+	   AND NOT pg_has_role(caller, 'hybridexec_admin', 'MEMBER') THEN
+		RAISE EXCEPTION 'task type "%" belongs to role %', task_type, owner
+			USING ERRCODE = 'insufficient_privilege',
+				  HINT = 'Only a member of that role, or of hybridexec_admin, may change it.';
+	END IF;
 	IF max_attempts IS NULL OR max_attempts < 1 THEN
 		RAISE EXCEPTION 'max_attempts must be at least 1, not %', coalesce(max_attempts::text, 'NULL')
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'Use 1 for a task that is never retried.';
 	END IF;
-	IF timeout IS NULL OR timeout <= interval '0' THEN
-		RAISE EXCEPTION 'timeout must be a positive interval, not %', coalesce(timeout::text, 'NULL')
+	IF timeout IS NULL OR timeout <= interval '0' OR timeout > interval '1 day' THEN
+		RAISE EXCEPTION 'timeout must be a positive interval of at most a day, not %', coalesce(timeout::text, 'NULL')
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'For example ''30 seconds''.';
+	END IF;
+	/* the handlers run as the caller: it must be allowed to call them */
+	IF (handler IS NOT NULL AND NOT has_function_privilege(caller, handler, 'EXECUTE'))
+	   OR (batch_handler IS NOT NULL AND NOT has_function_privilege(caller, batch_handler, 'EXECUTE')) THEN
+		RAISE EXCEPTION 'role % may not execute handler %', caller, coalesce(handler, batch_handler)
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = 'Handlers run with the privileges of the role that registers their type.',
+				  HINT = 'GRANT EXECUTE on the handler to that role, or register the type as its owner.';
 	END IF;
 	IF handler IS NOT NULL THEN
 		SELECT pr.prorettype, pr.proretset, pr.prokind, pr.pronargs, pr.proargtypes
@@ -245,8 +291,8 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'Pass batch_handler => a function f(jsonb[]) RETURNS jsonb[].';
 	END IF;
-	IF micro_batch_size NOT BETWEEN 2 AND 1024 OR micro_batch_wait < interval '0' THEN
-		RAISE EXCEPTION 'micro_batch_size must be 2 to 1024 and micro_batch_wait not negative, not % and %',
+	IF micro_batch_size NOT BETWEEN 2 AND 1024 OR micro_batch_wait NOT BETWEEN interval '0' AND interval '1 hour' THEN
+		RAISE EXCEPTION 'micro_batch_size must be 2 to 1024 and micro_batch_wait between 0 and an hour, not % and %',
 				micro_batch_size, micro_batch_wait
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'A micro-batch holds at most hybridexec.stream_batch_size tasks per call anyway.';
@@ -255,7 +301,7 @@ BEGIN
 	INSERT INTO hx_type AS t (task_type, handler, batch_handler, max_attempts, timeout, run_as,
 							  description, micro_batch_size, micro_batch_wait)
 	VALUES (hx_register.task_type, hx_register.handler, hx_register.batch_handler,
-			hx_register.max_attempts, hx_register.timeout, current_user::regrole, hx_register.description,
+			hx_register.max_attempts, hx_register.timeout, caller, hx_register.description,
 			hx_register.micro_batch_size, hx_register.micro_batch_wait)
 	ON CONFLICT ON CONSTRAINT hx_type_pkey DO UPDATE
 	   SET handler = EXCLUDED.handler,
@@ -270,11 +316,25 @@ BEGIN
 END
 $$;
 
+COMMENT ON FUNCTION _hybridexec.hx_register(text, regprocedure, regprocedure, integer, interval, text, integer, interval) IS
+'Implementation of hx_register(): the type runs as the calling role (hx_caller()), which must be allowed to execute the handlers; only a member of the role a type runs as, or an administrator, may change it';
+
+CREATE FUNCTION hx_register(task_type text,
+							handler regprocedure DEFAULT NULL,
+							batch_handler regprocedure DEFAULT NULL,
+							max_attempts integer DEFAULT 3,
+							timeout interval DEFAULT '1 minute',
+							description text DEFAULT NULL,
+							micro_batch_size integer DEFAULT NULL,
+							micro_batch_wait interval DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'hx_api' LANGUAGE C VOLATILE;
+
 COMMENT ON FUNCTION hx_register(text, regprocedure, regprocedure, integer, interval, text, integer, interval) IS
-'Registers (or changes) a task type and its handlers; without handlers the type is left to external executors';
+'Registers (or changes) a task type and its handlers, which then run as the calling role; without handlers the type is left to external executors';
 
 CREATE FUNCTION hx_unregister(task_type text) RETURNS void
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 BEGIN
 	IF NOT EXISTS (SELECT 1 FROM hx_type y WHERE y.task_type = hx_unregister.task_type) THEN
 		RAISE EXCEPTION 'unknown task type "%"', task_type
@@ -328,68 +388,58 @@ COMMENT ON FUNCTION hx_submit_batch(text, jsonb[], interval, text, integer, text
  * ------------------------------------------------------------------------ */
 
 CREATE FUNCTION hx_cancel(id bigint) RETURNS boolean
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
-DECLARE
-	st text;
-BEGIN
-	IF id IS NULL THEN
-		RAISE EXCEPTION 'task id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
-	END IF;
-	SELECT t.status INTO st FROM hx_task t WHERE t.id = hx_cancel.id FOR UPDATE;
-	IF NOT FOUND THEN
-		RAISE EXCEPTION 'task % does not exist', id
-			USING ERRCODE = 'undefined_object';
-	END IF;
-	IF st NOT IN ('queued', 'failed') THEN
-		RAISE NOTICE 'task % is already %, nothing to cancel', id, st
-			USING HINT = 'Only queued tasks and failed tasks waiting for a retry can be cancelled.';
-		RETURN false;
-	END IF;
-	UPDATE hx_task t SET status = 'cancelled', finished_at = now() WHERE t.id = hx_cancel.id;
-	RETURN true;
-END
-$$;
+AS 'MODULE_PATHNAME', 'hx_cancel' LANGUAGE C VOLATILE;
 
-COMMENT ON FUNCTION hx_cancel(bigint) IS 'Cancels a queued task (or one waiting for a retry); returns false when it is already running or finished';
+COMMENT ON FUNCTION hx_cancel(bigint) IS 'Cancels a queued task (or one waiting for a retry) the caller may see; returns false when it is already running or finished';
 
 CREATE FUNCTION hx_wait(id bigint, timeout interval DEFAULT '30 seconds') RETURNS text
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
-DECLARE
-	st text;
-	xmin_of xid;
-	give_up timestamptz := clock_timestamp() + timeout;
-BEGIN
-	PERFORM hx_require_read_committed('hx_wait', 'task');
-	SELECT t.status, t.xmin INTO st, xmin_of FROM hx_task t WHERE t.id = hx_wait.id;
-	IF NOT FOUND THEN
-		RAISE EXCEPTION 'task % does not exist', id USING ERRCODE = 'undefined_object';
-	END IF;
-	IF xmin_of::text = pg_current_xact_id_if_assigned()::text THEN
-		RAISE EXCEPTION 'task % was queued by this transaction', id
-			USING ERRCODE = 'object_not_in_prerequisite_state',
-				  HINT = 'Workers only see committed tasks: commit, then wait.';
-	END IF;
-	LOOP
-		IF st IN ('done', 'dead', 'cancelled') OR clock_timestamp() >= give_up THEN
-			RETURN st;
-		END IF;
-		PERFORM pg_sleep(0.005);
-		SELECT t.status INTO st FROM hx_task t WHERE t.id = hx_wait.id;
-	END LOOP;
-END
-$$;
+AS 'MODULE_PATHNAME', 'hx_wait' LANGUAGE C VOLATILE;
 
 COMMENT ON FUNCTION hx_wait(bigint, interval) IS
-'Waits until the task is done, dead or cancelled, or the timeout passes; returns its status then';
+'Waits until the task is done, dead or cancelled, or the timeout passes; returns its status then (READ COMMITTED only; a task queued by the calling transaction is refused)';
+
+CREATE FUNCTION _hybridexec.hx_submit_as(submitted_by regrole, task_type text, payload jsonb,
+										 sla interval, origin text)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'hx_submit_as' LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION _hybridexec.hx_submit_as(regrole, text, jsonb, interval, text) IS
+'hx_submit() on behalf of a role: the tasks of a watched table are submitted by the role that attached it';
+
+CREATE FUNCTION _hybridexec.hx_visible_to(who oid, submitted_by oid, department text) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = @extschema@, _hybridexec, pg_temp AS $$
+	/* pg_has_role errs on a dropped role: look only at roles that exist */
+	SELECT pg_has_role(who, 'hybridexec_admin', 'MEMBER')
+		   OR EXISTS (SELECT 1 FROM pg_roles r WHERE r.oid = submitted_by
+					   AND pg_has_role(who, r.oid, 'MEMBER'))
+		   OR EXISTS (SELECT 1 FROM hx_department_member m JOIN pg_roles r ON r.oid = m.role
+					   WHERE m.department = hx_visible_to.department
+						 AND pg_has_role(who, r.oid, 'MEMBER'))
+$$;
+
+COMMENT ON FUNCTION _hybridexec.hx_visible_to(oid, oid, text) IS
+'Whether role "who" may see a task submitted by submitted_by for department: an administrator, a member of the submitting role, or a member of the department';
+
+CREATE FUNCTION _hybridexec.hx_may_submit_for(who oid, department text) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = @extschema@, _hybridexec, pg_temp AS $$
+	SELECT NOT EXISTS (SELECT 1 FROM hx_department_member)
+		   OR pg_has_role(who, 'hybridexec_admin', 'MEMBER')
+		   OR EXISTS (SELECT 1 FROM hx_department_member m JOIN pg_roles r ON r.oid = m.role
+					   WHERE m.department = hx_may_submit_for.department
+						 AND pg_has_role(who, r.oid, 'MEMBER'))
+$$;
+
+COMMENT ON FUNCTION _hybridexec.hx_may_submit_for(oid, text) IS
+'Whether role "who" may submit tasks for department: yes while no membership is defined in hx_department_member, then only its members (and administrators)';
 
 /* ------------------------------------------------------------------------
  * Worker-side functions (called by the stream workers; also usable by
  * tests and tools, never needed by applications)
  * ------------------------------------------------------------------------ */
 
-CREATE FUNCTION hx_micro_batch_ready(task_type text, size integer, wait interval)
+CREATE FUNCTION _hybridexec.hx_micro_batch_ready(task_type text, size integer, wait interval)
 RETURNS boolean
-LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
+LANGUAGE sql STABLE SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 	/* enough tasks queued to fill a micro-batch, or the oldest waited long enough */
 	SELECT count(*) >= size
 		   OR min(q.submitted_at) <= clock_timestamp() - wait
@@ -401,11 +451,11 @@ LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
 			 LIMIT size) q
 $$;
 
-COMMENT ON FUNCTION hx_micro_batch_ready(text, integer, interval) IS
+COMMENT ON FUNCTION _hybridexec.hx_micro_batch_ready(text, integer, interval) IS
 'Worker side: whether the stream tasks of a micro-batched type are ready to go (a full batch, or the oldest has waited micro_batch_wait)';
 
-CREATE FUNCTION hx_micro_batch_due() RETURNS timestamptz
-LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
+CREATE FUNCTION _hybridexec.hx_micro_batch_due() RETURNS timestamptz
+LANGUAGE sql STABLE SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 	/* when the next buffered micro-batch must go even if not full */
 	SELECT min(t.submitted_at + y.micro_batch_wait)
 	  FROM hx_task t JOIN hx_type y ON y.task_type = t.task_type
@@ -413,72 +463,38 @@ LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
 	   AND t.status IN ('queued', 'failed') AND t.route = 'stream'
 $$;
 
-COMMENT ON FUNCTION hx_micro_batch_due() IS
+COMMENT ON FUNCTION _hybridexec.hx_micro_batch_due() IS
 'Worker side: the moment the oldest buffered micro-batch must run even if it is not full (NULL when none waits)';
 
-CREATE FUNCTION hx_stream_claim(worker_pid integer, max integer)
+CREATE FUNCTION _hybridexec.hx_stream_claim(worker_pid integer, max integer)
 RETURNS TABLE (id bigint, task_type text, payload jsonb, attempts integer,
 			   max_attempts integer, handler regprocedure, run_as regrole,
 			   timeout_ms double precision)
 AS 'MODULE_PATHNAME', 'hx_stream_claim' LANGUAGE C VOLATILE;
 
-COMMENT ON FUNCTION hx_stream_claim(integer, integer) IS
-'Worker side: claims up to max due stream tasks with an in-database handler or batch handler (FOR UPDATE SKIP LOCKED; micro-batched types only once their batch is ready), marks them running and counts the attempt';
+COMMENT ON FUNCTION _hybridexec.hx_stream_claim(integer, integer) IS
+'Worker side (tests and tools): the stream workers'' claim of up to max due stream tasks with an in-database handler or batch handler (FOR UPDATE SKIP LOCKED; micro-batched types only once their batch is ready; never isolated tasks), marked running for worker_pid with their attempt counted';
 
-CREATE FUNCTION hx_put_back(ids bigint[], what text)
+CREATE FUNCTION _hybridexec.hx_put_back(ids bigint[], what text)
 RETURNS TABLE (id bigint, status text)
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
-BEGIN
-	/*
-	 * Tasks whose worker is gone mid-attempt (locked by the caller): the
-	 * attempt stays counted; back to the queue, or dead when it was the
-	 * last one; each gets an hx_error row, the dead ones an hx_alert.
-	 */
-	RETURN QUERY
-	WITH upd AS (
-		UPDATE hx_task t
-		   SET status = CASE WHEN t.attempts >= y.max_attempts THEN 'dead' ELSE 'queued' END,
-			   finished_at = CASE WHEN t.attempts >= y.max_attempts THEN now() END,
-			   run_after = now(),
-			   last_error = format('%s %s stopped while running attempt %s (crash or shutdown)',
-								   what, t.worker_pid, t.attempts)
-		  FROM hx_type y
-		 WHERE t.id = ANY (ids) AND y.task_type = t.task_type
-		RETURNING t.id, t.task_type, t.attempts, t.status, t.last_error
-	), err AS (
-		INSERT INTO hx_error (task_id, task_type, attempt, sqlstate, message, hint)
-		SELECT upd.id, upd.task_type, upd.attempts, 'XX000', upd.last_error,
-			   'The attempt was rolled back with its worker; its effects did not happen.'
-		  FROM upd
-	)
-	SELECT upd.id, upd.status FROM upd;
-	PERFORM pg_notify('hx_alert', json_build_object('event', 'dead', 'task_id', t.id,
-					  'task_type', t.task_type, 'error', t.last_error)::text)
-	   FROM hx_task t WHERE t.id = ANY (ids) AND t.status = 'dead';
-END
-$$;
+AS 'MODULE_PATHNAME', 'hx_put_back' LANGUAGE C VOLATILE;
 
-COMMENT ON FUNCTION hx_put_back(bigint[], text) IS
-'Worker side: puts tasks whose worker stopped mid-attempt back in the queue (attempt counted) or makes them dead, with an hx_error row each and NOTIFY hx_alert for the dead';
+COMMENT ON FUNCTION _hybridexec.hx_put_back(bigint[], text) IS
+'Worker side: puts tasks whose worker (what: its kind) stopped mid-attempt back in the queue, isolated (attempt counted), or makes them dead, with an hx_error row each and the dead alert; a task that cannot be booked is set aside';
 
-CREATE FUNCTION hx_stream_sweep(live_pids integer[]) RETURNS integer
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
-DECLARE
-	lost bigint[];
-BEGIN
-	SELECT array_agg(t.id) INTO lost FROM (
-		SELECT t.id FROM hx_task t
-		 WHERE t.status = 'running' AND t.route = 'stream'
-		   AND (t.worker_pid IS NULL OR t.worker_pid <> ALL (live_pids))
-		   AND EXISTS (SELECT 1 FROM hx_type y WHERE y.task_type = t.task_type
-						AND (y.handler IS NOT NULL OR y.batch_handler IS NOT NULL))
-		 FOR UPDATE OF t SKIP LOCKED) t;
-	RETURN (SELECT count(*) FROM hx_put_back(coalesce(lost, '{}'), 'worker'));
-END
-$$;
+CREATE FUNCTION _hybridexec.hx_next_try(attempts integer, max_attempts integer, batch boolean,
+										lost boolean, retry boolean,
+										OUT status text, OUT delay_ms double precision)
+AS 'MODULE_PATHNAME', 'hx_next_try' LANGUAGE C IMMUTABLE STRICT;
 
-COMMENT ON FUNCTION hx_stream_sweep(integer[]) IS
-'Worker side: puts stream tasks left running by a worker that is no longer alive back in the queue (their attempt stays counted), or makes them dead when no attempt is left';
+COMMENT ON FUNCTION _hybridexec.hx_next_try(integer, integer, boolean, boolean, boolean) IS
+'The retry policy: what becomes of a task whose attempt failed (dead, failed to be retried after delay_ms, or queued again when the attempt was lost with its worker)';
+
+CREATE FUNCTION _hybridexec.hx_move_window(old_name text, new_name text) RETURNS integer
+AS 'MODULE_PATHNAME', 'hx_move_window' LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION _hybridexec.hx_move_window(text, text) IS
+'The unfinished tasks of a renamed window follow it; returns how many';
 
 /* ------------------------------------------------------------------------
  * Looking at the workers
@@ -494,5 +510,3 @@ AS 'MODULE_PATHNAME', 'hx_workers' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION hx_workers() IS
 'The stream workers of this server from shared memory: pid, idle or busy, tasks done and failed since start (needs shared_preload_libraries)';
 
-REVOKE ALL ON FUNCTION hx_stream_claim(integer, integer) FROM PUBLIC;
-REVOKE ALL ON FUNCTION hx_stream_sweep(integer[]) FROM PUBLIC;

@@ -15,7 +15,7 @@ CREATE FUNCTION hx_cost_report(group_by text DEFAULT 'department',
 							   "to" timestamptz DEFAULT now())
 RETURNS TABLE ("group" text, currency text, tasks bigint, attempts bigint, cost numeric,
 			   baseline_cost numeric, saved numeric, run_seconds double precision)
-LANGUAGE plpgsql STABLE SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 DECLARE
 	key text;
 BEGIN
@@ -62,7 +62,7 @@ RETURNS TABLE (task_type text, route text, queued bigint, running bigint, failed
 			   error_rate double precision,
 			   wait_p50_ms double precision, wait_p95_ms double precision, wait_p99_ms double precision,
 			   run_p50_ms double precision, run_p95_ms double precision, run_p99_ms double precision)
-LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 	/*
 	 * Live counts from the partial indexes of unfinished tasks; everything
 	 * about finished attempts from hx_stat_minute (the last "span").
@@ -127,7 +127,7 @@ COMMENT ON VIEW hx_stats IS 'hx_stats() over the last hour';
 CREATE FUNCTION hx_rule_stats("from" timestamptz DEFAULT now() - interval '1 day',
 							  "to" timestamptz DEFAULT now(), bucket text DEFAULT 'hour')
 RETURNS TABLE (period timestamptz, rule_name text, route text, window_name text, tasks bigint)
-LANGUAGE plpgsql STABLE SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 BEGIN
 	IF bucket IS NULL OR bucket NOT IN ('minute', 'hour', 'day', 'week', 'month') THEN
 		RAISE EXCEPTION 'unknown bucket "%"', bucket
@@ -194,7 +194,7 @@ COMMENT ON COLUMN hx_alert_state.last_seen IS 'When the maintenance last saw it'
 
 CREATE FUNCTION hx_health()
 RETURNS TABLE (problem text, severity text, subject text, detail text, hint text)
-LANGUAGE plpgsql STABLE SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 DECLARE
 	backlog_age double precision := hx_setting_seconds('hybridexec.alert_backlog_age', 300);
 	max_rate double precision := coalesce(current_setting('hybridexec.alert_failure_rate', true)::double precision, 0.1);
@@ -246,6 +246,26 @@ BEGIN
 		END IF;
 	END LOOP;
 
+	/* tasks waiting for a window that no longer exists (one index probe per window name) */
+	FOR r IN WITH RECURSIVE names (name) AS (
+				SELECT min(t.window_name) FROM hx_task t
+				 WHERE t.status IN ('queued', 'failed') AND t.route = 'batch'
+				UNION ALL
+				SELECT (SELECT min(t.window_name) FROM hx_task t
+						 WHERE t.status IN ('queued', 'failed') AND t.route = 'batch'
+						   AND t.window_name > names.name)
+				  FROM names WHERE names.name IS NOT NULL)
+			 SELECT n.name,
+					(SELECT count(*) FROM hx_task t WHERE t.window_name = n.name AND t.route = 'batch'
+						AND t.status IN ('queued', 'failed')) AS waiting
+			   FROM names n
+			  WHERE n.name IS NOT NULL AND NOT EXISTS (SELECT 1 FROM hx_window w WHERE w.name = n.name) LOOP
+		problem := 'window missing'; severity := 'critical'; subject := r.name;
+		detail := format('%s task(s) wait for window %s, which does not exist', r.waiting, r.name);
+		hint := format('Create the window again (INSERT INTO hx_window (name, schedule) VALUES (%L, ''0 2 * * *'')), or cancel the tasks with hx_cancel().', r.name);
+		RETURN NEXT;
+	END LOOP;
+
 	/* failure rate and dead tasks, from the rolling statistics */
 	FOR r IN SELECT s.task_type, sum(s.done) AS done, sum(s.failed) AS failed, sum(s.dead) AS dead
 			   FROM hx_stat_minute s
@@ -286,6 +306,14 @@ BEGIN
 			hint := 'Put hybridexec in shared_preload_libraries and restart.';
 			RETURN NEXT;
 		END IF;
+		/* scheduler steps whose last run failed (the others keep running) */
+		FOR r IN SELECT * FROM hx_scheduler_status() s WHERE s.last_failed IS NOT NULL LOOP
+			problem := 'scheduler step failing'; severity := 'critical'; subject := r.step;
+			detail := format('the scheduler step "%s" failed at %s: %s', r.step,
+							 date_trunc('second', r.last_failed), r.last_error);
+			hint := 'The server log has the whole error; the step is tried again when next due, the other steps run meanwhile.';
+			RETURN NEXT;
+		END LOOP;
 	END IF;
 
 	/* pg_cron */
@@ -308,10 +336,10 @@ END
 $$;
 
 COMMENT ON FUNCTION hx_health() IS
-'One row per current problem with severity and hint: stream backlog older than hybridexec.alert_backlog_age, window overran or missed its schedule, failure rate above hybridexec.alert_failure_rate, dead tasks, workers not running, pg_cron missing, budget exhausted';
+'One row per current problem with severity and hint: stream backlog older than hybridexec.alert_backlog_age, window overran or missed its schedule, tasks waiting for a window that does not exist, failure rate above hybridexec.alert_failure_rate, dead tasks, workers not running, scheduler steps failing, pg_cron missing, budget exhausted';
 
-CREATE FUNCTION hx_alert() RETURNS integer
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+CREATE FUNCTION _hybridexec.hx_alert() RETURNS integer
+LANGUAGE plpgsql SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 DECLARE
 	now_json jsonb;
 	n integer;
@@ -331,29 +359,29 @@ BEGIN
 		ON CONFLICT (problem, subject) DO NOTHING
 		RETURNING s.problem, s.subject, s.severity, s.detail
 	)
-	SELECT count(pg_notify('hx_alert', json_build_object('event', 'health', 'problem', ins.problem,
-						   'severity', ins.severity, 'subject', ins.subject,
-						   'detail', ins.detail)::text)) INTO n
+	SELECT count(hx_alert_send(jsonb_build_object('event', 'health', 'problem', ins.problem,
+												 'severity', ins.severity, 'subject', ins.subject,
+												 'detail', ins.detail))) INTO n
 	  FROM ins;
 	RETURN n;
 END
 $$;
 
-COMMENT ON FUNCTION hx_alert() IS
+COMMENT ON FUNCTION _hybridexec.hx_alert() IS
 'Announces new problems of hx_health() with NOTIFY hx_alert (JSON: event, problem, severity, subject, detail), each once until it clears; returns how many were sent';
 
 /* ------------------------------------------------------------------------
  * Savings and advice
  * ------------------------------------------------------------------------ */
 
-CREATE FUNCTION hx_catch_all_window() RETURNS text
-LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
+CREATE FUNCTION _hybridexec.hx_catch_all_window() RETURNS text
+LANGUAGE sql STABLE SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 	SELECT r.window_name FROM hx_rule r
 	 WHERE r.enabled AND r.route = 'batch'
 	 ORDER BY r.position DESC, r.name DESC LIMIT 1
 $$;
 
-COMMENT ON FUNCTION hx_catch_all_window() IS
+COMMENT ON FUNCTION _hybridexec.hx_catch_all_window() IS
 'The window of the last enabled batch rule (usually the catch-all, such as nightly): where "all batch" would send everything';
 
 CREATE FUNCTION hx_savings("from" timestamptz DEFAULT now() - interval '1 day',
@@ -365,7 +393,7 @@ RETURNS TABLE (currency text, attempts bigint, actual_cost numeric, all_stream_c
 			   interactive_tasks bigint, interactive_p50_s double precision,
 			   interactive_p95_s double precision, all_batch_p50_s double precision,
 			   all_batch_p95_s double precision, latency_cut_pct numeric)
-LANGUAGE plpgsql STABLE SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 DECLARE
 	w text := coalesce(batch_window, hx_catch_all_window());
 	sched text;
@@ -423,7 +451,7 @@ RETURNS TABLE (task_type text, tasks bigint, streamed_share numeric, urgent_shar
 			   sla_met_share numeric, p95_latency_s double precision, cost numeric,
 			   cost_if_all_batch numeric, movable_per_day numeric,
 			   break_even_share numeric, recommendation text)
-LANGUAGE plpgsql STABLE SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 DECLARE
 	days numeric;
 BEGIN

@@ -29,14 +29,16 @@ CREATE TABLE hx_rule (
 	worth_streaming	boolean,
 	route			text NOT NULL,
 	window_name		text REFERENCES hx_window (name) ON UPDATE CASCADE,
-	description		text
+	description		text,
+	CONSTRAINT hx_rule_name_check CHECK (length(name) <= 200),
+	CONSTRAINT hx_rule_sla_check CHECK (min_sla <= interval '100 years' AND max_sla <= interval '100 years')
 );
 
 CREATE INDEX hx_rule_position_idx ON hx_rule (position, name);
 
 COMMENT ON TABLE hx_rule IS
 'Classification rules: enabled rules are tried in (position, name) order, the first whose conditions all hold decides the route; NULL conditions match anything';
-COMMENT ON COLUMN hx_rule.name IS 'Unique rule name, reported by hx_classify() and stored on each task';
+COMMENT ON COLUMN hx_rule.name IS 'Unique rule name (at most 200 characters), reported by hx_classify() and stored on each task';
 COMMENT ON COLUMN hx_rule.position IS 'Lower positions are tried first';
 COMMENT ON COLUMN hx_rule.enabled IS 'Disabled rules are skipped';
 COMMENT ON COLUMN hx_rule.task_type IS 'Condition: the task type equals this';
@@ -55,8 +57,8 @@ COMMENT ON COLUMN hx_rule.route IS 'Decision: stream (run now) or batch (wait fo
 COMMENT ON COLUMN hx_rule.window_name IS 'Decision for route batch: the hx_window the task waits for';
 COMMENT ON COLUMN hx_rule.description IS 'Free text for humans';
 
-CREATE FUNCTION hx_rule_check() RETURNS trigger
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+CREATE FUNCTION _hybridexec.hx_rule_check() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 BEGIN
 	IF NEW.name IS NULL OR NEW.name = '' THEN
 		RAISE EXCEPTION 'hx_rule name must not be empty'
@@ -105,24 +107,24 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION hx_rule_check() IS 'Trigger: rejects invalid hx_rule rows with a clear error';
+COMMENT ON FUNCTION _hybridexec.hx_rule_check() IS 'Trigger: rejects invalid hx_rule rows with a clear error';
 
 CREATE TRIGGER hx_rule_check BEFORE INSERT OR UPDATE ON hx_rule
-	FOR EACH ROW EXECUTE FUNCTION hx_rule_check();
+	FOR EACH ROW EXECUTE FUNCTION _hybridexec.hx_rule_check();
 
 /*
  * Backends cache rules and types; any change to those tables sends a
  * relcache invalidation at commit so every backend reloads them.
  */
-CREATE FUNCTION hx_cache_invalidate() RETURNS trigger
+CREATE FUNCTION _hybridexec.hx_cache_invalidate() RETURNS trigger
 AS 'MODULE_PATHNAME', 'hx_cache_invalidate' LANGUAGE C;
 
-COMMENT ON FUNCTION hx_cache_invalidate() IS 'Trigger: tells every backend to reload its cached rules and task types';
+COMMENT ON FUNCTION _hybridexec.hx_cache_invalidate() IS 'Trigger: tells every backend to reload its cached rules and task types';
 
 CREATE TRIGGER hx_rule_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON hx_rule
-	FOR EACH STATEMENT EXECUTE FUNCTION hx_cache_invalidate();
+	FOR EACH STATEMENT EXECUTE FUNCTION _hybridexec.hx_cache_invalidate();
 CREATE TRIGGER hx_type_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON hx_type
-	FOR EACH STATEMENT EXECUTE FUNCTION hx_cache_invalidate();
+	FOR EACH STATEMENT EXECUTE FUNCTION _hybridexec.hx_cache_invalidate();
 
 CREATE FUNCTION hx_decide(task_type text,
 						  payload jsonb DEFAULT '{}',
@@ -151,7 +153,7 @@ CREATE FUNCTION hx_classify(task_type text,
 							deadline timestamptz DEFAULT NULL,
 							at timestamptz DEFAULT now())
 RETURNS TABLE (route text, window_name text, rule_name text, reason text, est_cost numeric)
-LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 	SELECT d.route, d.window_name, d.rule_name, d.reason,
 		   hx_price_at(hx_classify.task_type, d.route, hx_classify.at)
 	  FROM hx_decide(task_type, payload, sla, origin, priority, department,
@@ -165,8 +167,8 @@ COMMENT ON FUNCTION hx_classify(text, jsonb, interval, text, integer, text, text
  * Cost-benefit routing
  * ------------------------------------------------------------------------ */
 
-CREATE FUNCTION hx_latency_value(task_type text, payload jsonb) RETURNS numeric
-LANGUAGE plpgsql STABLE SET search_path FROM CURRENT AS $$
+CREATE FUNCTION _hybridexec.hx_latency_value(task_type text, payload jsonb) RETURNS numeric
+LANGUAGE plpgsql STABLE SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 BEGIN
 	IF payload ? 'latency_value' THEN
 		BEGIN
@@ -181,22 +183,22 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION hx_latency_value(text, jsonb) IS
+COMMENT ON FUNCTION _hybridexec.hx_latency_value(text, jsonb) IS
 'Value of an hour of latency for a task: the payload''s "latency_value" if given, else hx_type.latency_value (NULL = unknown)';
 
-CREATE FUNCTION hx_batch_wait(at timestamptz DEFAULT now()) RETURNS interval
-LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
+CREATE FUNCTION _hybridexec.hx_batch_wait(at timestamptz DEFAULT now()) RETURNS interval
+LANGUAGE sql STABLE SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 	SELECT min(hx_cron_next(w.schedule, at, hx_cron_time_zone())) - at
 	  FROM hx_window w WHERE w.enabled
 $$;
 
-COMMENT ON FUNCTION hx_batch_wait(timestamptz) IS
+COMMENT ON FUNCTION _hybridexec.hx_batch_wait(timestamptz) IS
 'How long a task submitted at "at" waits at least on the batch path: until the soonest scheduled start of an enabled window (NULL without windows)';
 
 CREATE FUNCTION hx_worth_streaming(task_type text, payload jsonb DEFAULT '{}',
 								   at timestamptz DEFAULT now())
 RETURNS boolean
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path FROM CURRENT AS $$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 	SELECT coalesce(hx_latency_value(task_type, payload)
 					* extract(epoch FROM hx_batch_wait(at))::numeric / 3600
 					> coalesce(hx_price_at(task_type, 'stream', at), 0)

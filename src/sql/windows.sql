@@ -22,28 +22,29 @@ CREATE TABLE hx_window (
 	opportunistic	boolean NOT NULL DEFAULT false,
 	parallel		integer NOT NULL DEFAULT 1,
 	description		text,
-	CONSTRAINT hx_window_name_check CHECK (name <> ''),
+	CONSTRAINT hx_window_name_check CHECK (name <> '' AND length(name) <= 200),
 	CONSTRAINT hx_window_parallel_check CHECK (parallel BETWEEN 1 AND 32),
 	CONSTRAINT hx_window_chunk_size_check CHECK (chunk_size > 0),
-	CONSTRAINT hx_window_max_duration_check CHECK (max_duration > interval '0'),
-	CONSTRAINT hx_window_margin_check CHECK (margin >= interval '0')
+	CONSTRAINT hx_window_max_duration_check
+		CHECK (max_duration > interval '0' AND max_duration <= interval '7 days'),
+	CONSTRAINT hx_window_margin_check CHECK (margin BETWEEN interval '0' AND interval '1 day')
 );
 
 COMMENT ON TABLE hx_window IS 'Named batch windows: when batch-routed tasks run and in what chunks';
-COMMENT ON COLUMN hx_window.name IS 'Window name, referenced by hx_rule.window_name';
+COMMENT ON COLUMN hx_window.name IS 'Window name (at most 200 characters), referenced by hx_rule.window_name; renaming a window carries its waiting tasks and its runs along';
 COMMENT ON COLUMN hx_window.schedule IS 'When the window opens, in cron syntax (minute hour day-of-month month day-of-week)';
-COMMENT ON COLUMN hx_window.max_duration IS 'A run stops at a chunk boundary once it has run this long';
+COMMENT ON COLUMN hx_window.max_duration IS 'A run stops at a chunk boundary once it has run this long (at most 7 days)';
 COMMENT ON COLUMN hx_window.chunk_size IS 'Tasks per chunk; each chunk commits with its checkpoint';
 COMMENT ON COLUMN hx_window.enabled IS 'A disabled window keeps its tasks queued';
 COMMENT ON COLUMN hx_window.deadline IS 'Adaptive window: results are needed by this local time; the run starts early enough to finish margin before it (NULL = start on schedule)';
-COMMENT ON COLUMN hx_window.margin IS 'Adaptive window: how long before the deadline the run should be finished';
+COMMENT ON COLUMN hx_window.margin IS 'Adaptive window: how long before the deadline the run should be finished (at most a day)';
 COMMENT ON COLUMN hx_window.time_zone IS 'Time zone of deadline (NULL = hybridexec.time_zone); the schedule is in pg_cron''s time zone';
 COMMENT ON COLUMN hx_window.parallel IS 'Batch workers a run of the window uses at once (each takes its own share of the tasks), at most hybridexec.batch_workers';
 COMMENT ON COLUMN hx_window.opportunistic IS 'May start early while the stream path is idle, and yields at chunk boundaries as soon as stream work waits';
 COMMENT ON COLUMN hx_window.description IS 'Free text for humans';
 
-CREATE FUNCTION hx_window_check() RETURNS trigger
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+CREATE FUNCTION _hybridexec.hx_window_check() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 BEGIN
 	IF NEW.schedule IS NULL THEN
 		RAISE EXCEPTION 'hx_window "%": schedule must not be NULL', NEW.name
@@ -65,13 +66,55 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION hx_window_check() IS 'Trigger: rejects hx_window rows whose schedule is not cron syntax or whose time zone is unknown';
+COMMENT ON FUNCTION _hybridexec.hx_window_check() IS 'Trigger: rejects hx_window rows whose schedule is not cron syntax or whose time zone is unknown';
 
 CREATE TRIGGER hx_window_check BEFORE INSERT OR UPDATE ON hx_window
-	FOR EACH ROW EXECUTE FUNCTION hx_window_check();
+	FOR EACH ROW EXECUTE FUNCTION _hybridexec.hx_window_check();
 
 CREATE TRIGGER hx_window_cron AFTER INSERT OR UPDATE OR DELETE ON hx_window
-	FOR EACH ROW EXECUTE FUNCTION hx_window_cron();
+	FOR EACH ROW EXECUTE FUNCTION _hybridexec.hx_window_cron();
+
+/*
+ * Tasks and runs refer to a window by name: a rename carries them along, a
+ * window that tasks still wait for cannot go, and neither can change while
+ * a run of it is under way (its batch workers know it by name).
+ */
+CREATE FUNCTION _hybridexec.hx_window_guard() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
+DECLARE
+	waiting bigint;
+BEGIN
+	IF TG_OP = 'UPDATE' AND NEW.name IS NOT DISTINCT FROM OLD.name THEN
+		RETURN NEW;
+	END IF;
+	IF EXISTS (SELECT 1 FROM hx_window_run r WHERE r.window_name = OLD.name
+				AND r.status IN ('starting', 'running')) THEN
+		RAISE EXCEPTION 'window "%" is running', OLD.name
+			USING ERRCODE = 'object_in_use',
+				  HINT = format('Wait for its run to end (SELECT hx_wait_run(id) FROM hx_window_run WHERE window_name = %L AND status IN (''starting'', ''running'')), then try again.', OLD.name);
+	END IF;
+	IF TG_OP = 'DELETE' THEN
+		SELECT count(*) INTO waiting FROM hx_task t
+		 WHERE t.window_name = OLD.name AND t.route = 'batch'
+		   AND t.status IN ('queued', 'failed', 'running');
+		IF waiting > 0 THEN
+			RAISE EXCEPTION 'window "%" still has % task(s) waiting for it', OLD.name, waiting
+				USING ERRCODE = 'object_in_use',
+					  HINT = format('Run it until they are done (SELECT hx_run_window(%L)), cancel them with hx_cancel(), or disable the window instead of deleting it.', OLD.name);
+		END IF;
+		RETURN OLD;
+	END IF;
+	PERFORM hx_move_window(OLD.name, NEW.name);
+	UPDATE hx_window_run r SET window_name = NEW.name WHERE r.window_name = OLD.name;
+	RETURN NEW;
+END
+$$;
+
+COMMENT ON FUNCTION _hybridexec.hx_window_guard() IS
+'Trigger: a renamed window takes its unfinished tasks and its runs along; a window with waiting tasks cannot be deleted; neither while it runs';
+
+CREATE TRIGGER hx_window_guard BEFORE UPDATE OF name OR DELETE ON hx_window
+	FOR EACH ROW EXECUTE FUNCTION _hybridexec.hx_window_guard();
 
 /* ------------------------------------------------------------------------
  * The default policy of the design brief (after the triggers above, so

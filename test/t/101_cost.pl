@@ -20,6 +20,7 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use JSON::PP qw(decode_json);
 use FindBin;
 use lib $FindBin::RealBin;
 use HxTest;
@@ -159,14 +160,18 @@ ok( $node->poll_query_until('postgres',
 		"SELECT count(*) = 1 FROM hx_alert_state WHERE problem = 'budget exhausted' AND subject = 'ops'"),
 	'the exhausted budget is announced');
 my @got = grep { $_->[0] eq 'hx_alert' } HxTest::notifications($node, $listener, 'one');
-my @budget = grep { $_->[1] =~ /"problem" : "budget exhausted"/ } @got;
+my @budget = grep { ($_->{problem} // '') eq 'budget exhausted' }
+  map { decode_json($_->[1]) } @got;
 is(scalar(@budget), 1, 'one NOTIFY hx_alert for the budget');
-like($budget[0][1] // '', qr/"subject" : "ops".*"detail" : "department ops spent 15.000000 of its day USD budget of 10"/,
+is_deeply(
+	[ map { $budget[0]{$_} } qw(event subject severity detail) ],
+	[ 'health', 'ops', 'warning', 'department ops spent 15.000000 of its day USD budget of 10' ],
 	'its JSON payload names the department and the figures');
 # the problem persists: no second notification after more maintenance ticks
-my $ticks = $node->safe_psql('postgres', "SELECT at FROM hx_state WHERE key = 'cost.alerts_checked'");
+my $ticks = $node->safe_psql('postgres',
+	"SELECT last_ok FROM hx_scheduler_status() WHERE step = 'alerts'");
 ok( $node->poll_query_until('postgres',
-		"SELECT at > '$ticks' FROM hx_state WHERE key = 'cost.alerts_checked'"),
+		"SELECT last_ok > '$ticks' FROM hx_scheduler_status() WHERE step = 'alerts'"),
 	'the alert check ran again');
 @got = grep { $_->[0] eq 'hx_alert' && $_->[1] =~ /budget exhausted/ }
   HxTest::notifications($node, $listener, 'two');

@@ -1,0 +1,199 @@
+/*-------------------------------------------------------------------------
+ *
+ * privileges.c
+ *	  Who runs what.
+ *
+ *	  hybridexec's tables belong to the extension's owner, and no role is
+ *	  granted more than reading some of them: the API functions check and
+ *	  act.  Functions written in C run as their caller (GetUserId() is who
+ *	  called), decide what the caller may do, and run their own statements
+ *	  as the extension's owner (hx_become_owner), as a security-definer
+ *	  function would.  Functions written in SQL that must know their caller
+ *	  are split in two: the API function in the extension's schema is C
+ *	  (hx_api), which notes the caller and calls the implementation of the
+ *	  same name and arguments in schema _hybridexec, a SECURITY DEFINER
+ *	  function that asks hx_caller() who called.  Internal functions are
+ *	  executable by the owner only.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_proc.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "parser/parse_func.h"
+#include "utils/builtins.h"
+#include "utils/syscache.h"
+
+#include "hybridexec.h"
+
+/* the caller of the API function being run through hx_api, if any */
+static Oid	api_caller = InvalidOid;
+
+PG_FUNCTION_INFO_V1(hx_api);
+PG_FUNCTION_INFO_V1(hx_caller);
+PG_FUNCTION_INFO_V1(hx_require_read_committed);
+
+static FmgrInfo *hx_api_target(FmgrInfo *flinfo);
+
+/*
+ * hx_become_owner
+ *		Switches to the extension's owner for the statements that follow,
+ *		the way a SECURITY DEFINER function does (SET ROLE is refused until
+ *		hx_restore_user).  The rule cache must be loaded.  An error before
+ *		hx_restore_user is harmless: aborting the (sub)transaction restores
+ *		the user it started with.
+ */
+void
+hx_become_owner(HxUserSave *save)
+{
+	GetUserIdAndSecContext(&save->userid, &save->sec_context);
+	SetUserIdAndSecContext(hx_cached_owner(),
+						   save->sec_context | SECURITY_LOCAL_USERID_CHANGE);
+}
+
+/*
+ * hx_restore_user
+ *		Goes back to the user and security context hx_become_owner saved.
+ */
+void
+hx_restore_user(const HxUserSave *save)
+{
+	SetUserIdAndSecContext(save->userid, save->sec_context);
+}
+
+/*
+ * hx_caller_sees
+ *		Whether a role may see (and so wait for or cancel) a task submitted
+ *		by submitted_by for department: an administrator, a member of the
+ *		submitting role, or a member of the department
+ *		(hx_department_member).  In a transaction with SPI connected, as
+ *		the owner.
+ */
+bool
+hx_caller_sees(Oid caller, Oid submitted_by, const char *department)
+{
+	static HxStmt sees = {
+		"SELECT _hybridexec.hx_visible_to($1, $2, $3)",
+		3, {OIDOID, OIDOID, TEXTOID}
+	};
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', department ? ' ' : 'n'};
+	bool		isnull;
+	Datum		d;
+
+	values[0] = ObjectIdGetDatum(caller);
+	values[1] = ObjectIdGetDatum(submitted_by);
+	values[2] = department ? CStringGetTextDatum(department) : (Datum) 0;
+	d = hx_stmt_value(&sees, values, nulls, &isnull);
+	return !isnull && DatumGetBool(d);
+}
+
+/*
+ * hx_api
+ *		SQL: the C face of an API function that must know its caller.  Runs
+ *		the implementation of the same name and argument types in schema
+ *		_hybridexec (a SECURITY DEFINER function, which switches to the
+ *		owner itself) with hx_caller() telling it who called.  Arguments,
+ *		null flags and the set-returning protocol are passed through as
+ *		they are.
+ */
+Datum
+hx_api(PG_FUNCTION_ARGS)
+{
+	FmgrInfo   *target = hx_api_target(fcinfo->flinfo);
+	FunctionCallInfo inner = palloc(SizeForFunctionCallInfo(PG_NARGS()));
+	Oid			outer = api_caller;
+	Datum		result;
+	int			i;
+
+	InitFunctionCallInfoData(*inner, target, PG_NARGS(), PG_GET_COLLATION(),
+							 fcinfo->context, fcinfo->resultinfo);
+	for (i = 0; i < PG_NARGS(); i++)
+		inner->args[i] = fcinfo->args[i];
+
+	api_caller = GetUserId();
+	PG_TRY();
+	{
+		result = FunctionCallInvoke(inner);
+	}
+	PG_FINALLY();
+	{
+		api_caller = outer;
+	}
+	PG_END_TRY();
+
+	fcinfo->isnull = inner->isnull;
+	return result;
+}
+
+/*
+ * hx_api_target
+ *		The implementation behind an hx_api function, looked up once per
+ *		call site and kept in fn_extra.
+ */
+static FmgrInfo *
+hx_api_target(FmgrInfo *flinfo)
+{
+	FmgrInfo   *target = flinfo->fn_extra;
+	HeapTuple	tup;
+	Form_pg_proc proc;
+	Oid			impl;
+
+	if (target != NULL)
+		return target;
+
+	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(flinfo->fn_oid));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for function %u", flinfo->fn_oid);
+	proc = (Form_pg_proc) GETSTRUCT(tup);
+	impl = LookupFuncName(list_make2(makeString(HX_INTERNAL_SCHEMA),
+									 makeString(pstrdup(NameStr(proc->proname)))),
+						  proc->pronargs, proc->proargtypes.values, true);
+	if (!OidIsValid(impl))
+		elog(ERROR, "hybridexec function %s has no implementation in schema %s",
+			 NameStr(proc->proname), HX_INTERNAL_SCHEMA);
+	ReleaseSysCache(tup);
+
+	target = MemoryContextAllocZero(flinfo->fn_mcxt, sizeof(FmgrInfo));
+	fmgr_info_cxt(impl, target, flinfo->fn_mcxt);
+	flinfo->fn_extra = target;
+	return target;
+}
+
+/*
+ * hx_caller
+ *		SQL (_hybridexec.hx_caller()): the role that called the API function
+ *		being run through hx_api, or the current user outside one.
+ */
+Datum
+hx_caller(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_OID(OidIsValid(api_caller) ? api_caller : GetUserId());
+}
+
+/*
+ * hx_require_read_committed
+ *		SQL (_hybridexec.hx_require_read_committed(caller, what)): a clear
+ *		error unless the transaction reads committed data afresh with each
+ *		statement: the waiting functions would otherwise never see the
+ *		change they wait for.
+ */
+Datum
+hx_require_read_committed(PG_FUNCTION_ARGS)
+{
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("%s needs READ COMMITTED isolation", text_to_cstring(PG_GETARG_TEXT_PP(0))),
+				 errhint("In REPEATABLE READ or SERIALIZABLE the %s never seems to change; wait outside that transaction.",
+						 text_to_cstring(PG_GETARG_TEXT_PP(1)))));
+	PG_RETURN_VOID();
+}

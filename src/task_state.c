@@ -1,0 +1,1489 @@
+/*-------------------------------------------------------------------------
+ *
+ * task_state.c
+ *	  The one owner of a task's state.  Every change of hx_task.status is a
+ *	  statement of this file, whoever asks for it: the stream workers, the
+ *	  batch workers, the external executors' SQL functions, the scheduler.
+ *
+ *		queued/failed --claim (attempt counted)--> running
+ *		running       --done--> done
+ *		running       --failed, attempts left--> failed (retried later)
+ *		running       --failed, none left (or no retry)--> dead
+ *		running       --worker lost (sweep, resumed run)--> queued (isolated:
+ *						 it runs alone next time) or dead
+ *		running       --lease expired (reclaim)--> as failed
+ *		queued/failed --chunk of a window run--> done (attempt counted with it)
+ *		queued/failed --cancel--> cancelled
+ *		batch, queued --escalate--> stream, queued
+ *		any unfinished --quarantine--> dead (its outcome could not be booked)
+ *
+ *	  One retry policy decides between failed, queued and dead
+ *	  (hx_next_try), one statement books every failure, and every task
+ *	  that gives up is announced by the same alert (alert.c).  The claims
+ *	  all return the same row (HX_TASK_COLUMNS), decoded in one place.
+ *
+ *	  Bookings that SQL callers ask for in sets (put back, reclaim,
+ *	  external failures and completions) run in a subtransaction; if the
+ *	  set fails, each task is booked on its own, and a task whose failure
+ *	  cannot be booked at all is quarantined, so one task never stops the
+ *	  others.
+ *
+ *	  Callers hold a transaction with SPI connected, the rule cache loaded
+ *	  and, when they are SQL functions called by other roles, the
+ *	  extension's owner as current user.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+#include "utils/timestamp.h"
+#include "utils/tuplestore.h"
+
+#include "hybridexec.h"
+#include "task_state.h"
+
+/*
+ * The row every claim returns, in the order hx_tasks_decode reads it;
+ * "attempts" is the attempt about to run (t.attempts after a claim,
+ * t.attempts + 1 when a chunk reads waiting tasks).
+ */
+#define HX_TASK_COLUMNS(attempts) \
+	"t.id, t.task_type, t.payload, " attempts ", y.max_attempts, y.handler, " \
+	"y.batch_handler, y.run_as, extract(epoch FROM y.timeout)::float8 * 1000, " \
+	"coalesce(y.micro_batch_size, 0), t.route = 'batch', t.run_id, " \
+	"t.lease_token, t.lease_expires_at, t.window_name, t.priority, " \
+	"t.deadline, t.submitted_at"
+
+/* the longest lease an external executor may take or extend to */
+#define HX_MAX_LEASE_DAYS	7
+
+/* ---- claims ---- */
+
+static HxStmt claim_stream = {
+	"WITH c AS MATERIALIZED (SELECT q.id FROM @extschema@.hx_task q "
+	"WHERE q.status IN ('queued', 'failed') AND q.route = 'stream' AND NOT q.isolated "
+	"AND q.run_after <= clock_timestamp() "
+	"AND EXISTS (SELECT 1 FROM @extschema@.hx_type y1 WHERE y1.task_type = q.task_type "
+	"AND (y1.handler IS NOT NULL OR y1.batch_handler IS NOT NULL) "
+	"AND (y1.micro_batch_size IS NULL "
+	"OR _hybridexec.hx_micro_batch_ready(y1.task_type, y1.micro_batch_size, y1.micro_batch_wait))) "
+	"ORDER BY q.priority DESC, q.id LIMIT $2 FOR UPDATE OF q SKIP LOCKED) "
+	"UPDATE @extschema@.hx_task t SET status = 'running', attempts = t.attempts + 1, "
+	"started_at = clock_timestamp(), worker_pid = $1 "
+	"FROM @extschema@.hx_type y "
+	"WHERE t.id = ANY (ARRAY(SELECT c.id FROM c)) AND y.task_type = t.task_type "
+	"RETURNING " HX_TASK_COLUMNS("t.attempts"),
+	2, {INT4OID, INT4OID}, true
+};
+
+static HxStmt claim_isolated = {
+	"WITH c AS MATERIALIZED (SELECT q.id FROM @extschema@.hx_task q "
+	"WHERE q.isolated AND q.status IN ('queued', 'failed') AND q.route = 'stream' "
+	"AND q.run_after <= clock_timestamp() "
+	"AND EXISTS (SELECT 1 FROM @extschema@.hx_type y1 WHERE y1.task_type = q.task_type "
+	"AND (y1.handler IS NOT NULL OR y1.batch_handler IS NOT NULL)) "
+	"ORDER BY q.priority DESC, q.id LIMIT 1 FOR UPDATE OF q SKIP LOCKED) "
+	"UPDATE @extschema@.hx_task t SET status = 'running', attempts = t.attempts + 1, "
+	"started_at = clock_timestamp(), worker_pid = $1, isolated = false "
+	"FROM @extschema@.hx_type y "
+	"WHERE t.id = ANY (ARRAY(SELECT c.id FROM c)) AND y.task_type = t.task_type "
+	"RETURNING " HX_TASK_COLUMNS("t.attempts"),
+	1, {INT4OID}, true
+};
+
+static HxStmt claim_ids = {
+	"UPDATE @extschema@.hx_task t SET status = 'running', attempts = t.attempts + 1, "
+	"started_at = clock_timestamp(), worker_pid = $2, run_id = $3, isolated = false "
+	"FROM @extschema@.hx_type y "
+	"WHERE t.id = ANY ($1) AND t.status IN ('queued', 'failed') AND y.task_type = t.task_type "
+	"RETURNING " HX_TASK_COLUMNS("t.attempts"),
+	3, {INT8ARRAYOID, INT4OID, INT8OID}, true
+};
+
+/*
+ * A chunk's tasks are read without a lock (nobody but its run takes them)
+ * and in run order.  This statement, the chunk booking and the claim by
+ * ids name no condition that implies a partial index's predicate (route,
+ * say): with statistics from an emptier table the planner would otherwise
+ * scan that index and filter by id, quadratic in the chunk.
+ */
+static HxStmt read_waiting = {
+	"SELECT " HX_TASK_COLUMNS("t.attempts + 1") " FROM @extschema@.hx_task t "
+	"JOIN @extschema@.hx_type y ON y.task_type = t.task_type "
+	"WHERE t.id = ANY ($1) AND t.status IN ('queued', 'failed') "
+	"ORDER BY t.priority DESC, t.deadline, t.id",
+	1, {INT8ARRAYOID}, true
+};
+
+/* the external executors' claim, one per route argument (NULL = both) */
+#define HX_CLAIM_EXTERNAL(route_condition) \
+	"WITH c AS (SELECT t.id, o.run FROM @extschema@.hx_task t " \
+	"JOIN @extschema@.hx_type y ON y.task_type = t.task_type " \
+	"AND y.handler IS NULL AND y.batch_handler IS NULL " \
+	"LEFT JOIN LATERAL (SELECT max(r.id) AS run FROM @extschema@.hx_window_run r " \
+	"WHERE t.route = 'batch' AND r.window_name = t.window_name " \
+	"AND r.status IN ('starting', 'running')) o ON true " \
+	"WHERE t.status IN ('queued', 'failed') AND t.run_after <= now() AND " route_condition " " \
+	"AND ($1::text[] IS NULL OR t.task_type = ANY ($1)) " \
+	"AND (t.route = 'stream' OR (o.run IS NOT NULL AND t.run_id IS DISTINCT FROM o.run)) " \
+	"ORDER BY t.priority DESC, t.id LIMIT $2 FOR UPDATE OF t SKIP LOCKED) " \
+	"UPDATE @extschema@.hx_task t SET status = 'running', attempts = t.attempts + 1, " \
+	"started_at = clock_timestamp(), finished_at = NULL, worker_pid = NULL, executor = $3, " \
+	"lease_token = gen_random_uuid(), lease_expires_at = clock_timestamp() + $4, " \
+	"run_id = CASE WHEN t.route = 'batch' THEN c.run ELSE t.run_id END, " \
+	"reported_cost = NULL, isolated = false " \
+	"FROM c, @extschema@.hx_type y WHERE t.id = c.id AND y.task_type = t.task_type " \
+	"RETURNING " HX_TASK_COLUMNS("t.attempts")
+
+static HxStmt claim_external_stream = {
+	HX_CLAIM_EXTERNAL("t.route = 'stream'"),
+	4, {TEXTARRAYOID, INT4OID, TEXTOID, INTERVALOID}, true
+};
+static HxStmt claim_external_batch = {
+	HX_CLAIM_EXTERNAL("t.route = 'batch'"),
+	4, {TEXTARRAYOID, INT4OID, TEXTOID, INTERVALOID}, true
+};
+static HxStmt claim_external_any = {
+	HX_CLAIM_EXTERNAL("true"),
+	4, {TEXTARRAYOID, INT4OID, TEXTOID, INTERVALOID}, true
+};
+
+/* ---- outcomes ---- */
+
+static HxStmt done_running = {
+	"UPDATE @extschema@.hx_task t SET status = 'done', result = d.result, "
+	"finished_at = clock_timestamp() "
+	"FROM unnest($1, $2) AS d (id, result) "
+	"WHERE t.id = d.id AND t.status = 'running' AND t.worker_pid = $3",
+	3, {INT8ARRAYOID, JSONBARRAYOID, INT4OID}, true
+};
+
+static HxStmt done_chunk = {
+	"UPDATE @extschema@.hx_task t SET status = 'done', result = d.result, "
+	"attempts = t.attempts + 1, started_at = $3, finished_at = clock_timestamp(), "
+	"worker_pid = $4, run_id = $5 "
+	"FROM unnest($1, $2) AS d (id, result) "
+	"WHERE t.id = d.id AND t.status IN ('queued', 'failed')",
+	5, {INT8ARRAYOID, JSONBARRAYOID, TIMESTAMPTZOID, INT4OID, INT8OID}, true
+};
+
+static HxStmt done_leased = {
+	"WITH d AS (SELECT u.id, u.token, coalesce(u.result, '{}'::jsonb) AS result, u.cost "
+	"FROM unnest($1::bigint[], $2::uuid[], $3::jsonb[], $4::numeric[]) AS u (id, token, result, cost)), "
+	"upd AS (UPDATE @extschema@.hx_task t SET status = 'done', result = d.result, "
+	"finished_at = clock_timestamp(), lease_expires_at = NULL, reported_cost = d.cost "
+	"FROM d WHERE t.id = d.id AND t.lease_token = d.token AND t.status = 'running' "
+	"AND t.lease_expires_at >= clock_timestamp() AND (d.cost IS NULL OR d.cost >= 0) "
+	"RETURNING t.id) "
+	"SELECT d.id, CASE WHEN upd.id IS NULL THEN 'refused' ELSE 'done' END "
+	"FROM d LEFT JOIN upd ON upd.id = d.id",
+	4, {INT8ARRAYOID, UUIDARRAYOID, JSONBARRAYOID, NUMERICARRAYOID}, true
+};
+
+/*
+ * Every failed or lost attempt, whoever reports it: $1..$7 one element per
+ * task (a NULL message = the attempt was lost with its worker, $11 names
+ * the worker kind); $8 the worker the task must be running for (NULL =
+ * any); $9 lost; $10 retry allowed.  The retry policy is hx_next_try.
+ */
+static HxStmt fail_set = {
+	"WITH f AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], "
+	"$5::text[], $6::text[], $7::numeric[]) "
+	"AS f (id, sqlstate, message, detail, hint, context, cost)), "
+	"upd AS (UPDATE @extschema@.hx_task t "
+	"SET (status, run_after, finished_at) = (SELECT n.status, "
+	"clock_timestamp() + n.delay_ms * interval '1 millisecond', "
+	"CASE WHEN n.status = 'dead' THEN clock_timestamp() END "
+	"FROM _hybridexec.hx_next_try(t.attempts, y.max_attempts, t.route = 'batch', $9, $10) n), "
+	"last_error = coalesce(f.message, format('%s %s stopped while running attempt %s (crash or shutdown)', "
+	"$11::text, t.worker_pid, t.attempts)), "
+	"lease_expires_at = NULL, reported_cost = f.cost, isolated = $9 "
+	"FROM f, @extschema@.hx_type y "
+	"WHERE t.id = f.id AND y.task_type = t.task_type AND t.status = 'running' "
+	"AND ($8::integer IS NULL OR t.worker_pid = $8) "
+	"RETURNING t.id, t.task_type, t.attempts, t.status, t.last_error, t.run_after), "
+	"err AS (INSERT INTO @extschema@.hx_error (task_id, task_type, attempt, sqlstate, "
+	"message, detail, hint, context) "
+	"SELECT upd.id, upd.task_type, upd.attempts, coalesce(f.sqlstate, 'XX000'), upd.last_error, "
+	"f.detail, coalesce(f.hint, CASE WHEN $9 THEN 'The attempt was rolled back with its worker; "
+	"its effects did not happen.' END), f.context FROM upd JOIN f ON f.id = upd.id) "
+	"SELECT upd.id, upd.task_type, upd.attempts, upd.status, upd.last_error, upd.run_after FROM upd",
+	11, {INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+	TEXTARRAYOID, NUMERICARRAYOID, INT4OID, BOOLOID, BOOLOID, TEXTOID}, true
+};
+
+/* run with triggers off (session_replication_role = replica): no booking */
+static HxStmt quarantine = {
+	"WITH upd AS (UPDATE @extschema@.hx_task t SET status = 'dead', "
+	"finished_at = clock_timestamp(), last_error = $2, lease_expires_at = NULL, isolated = false "
+	"WHERE t.id = $1 AND t.status IN ('queued', 'running', 'failed') "
+	"RETURNING t.id, t.task_type, t.attempts), "
+	"err AS (INSERT INTO @extschema@.hx_error (task_id, task_type, attempt, sqlstate, message, hint) "
+	"SELECT upd.id, upd.task_type, upd.attempts, $3, $2, "
+	"'The outcome of this attempt could not be booked, so the task was set aside as dead without a booking in hx_cost; fix the cause the message names, then submit it again.' "
+	"FROM upd) "
+	"SELECT upd.task_type, upd.attempts FROM upd",
+	3, {INT8OID, TEXTOID, TEXTOID}, true
+};
+
+static HxStmt lost_stream = {
+	"SELECT coalesce(array_agg(l.id ORDER BY l.id), '{}') FROM (SELECT t.id FROM @extschema@.hx_task t "
+	"WHERE t.status = 'running' AND t.route = 'stream' "
+	"AND (t.worker_pid IS NULL OR t.worker_pid <> ALL ($1)) "
+	"AND EXISTS (SELECT 1 FROM @extschema@.hx_type y WHERE y.task_type = t.task_type "
+	"AND (y.handler IS NOT NULL OR y.batch_handler IS NOT NULL)) "
+	"FOR UPDATE OF t SKIP LOCKED) l",
+	1, {INT4ARRAYOID}, true
+};
+
+static HxStmt expired_leases = {
+	"SELECT coalesce(array_agg(l.id ORDER BY l.id), '{}') FROM (SELECT t.id FROM @extschema@.hx_task t "
+	"WHERE t.status = 'running' AND t.lease_expires_at < clock_timestamp() "
+	"ORDER BY t.id FOR UPDATE SKIP LOCKED) l",
+	0, {0}, true
+};
+
+static HxStmt lock_task = {
+	"SELECT t.status, t.submitted_by, t.department FROM @extschema@.hx_task t "
+	"WHERE t.id = $1 FOR UPDATE",
+	1, {INT8OID}, true
+};
+
+static HxStmt cancel_task = {
+	"UPDATE @extschema@.hx_task t SET status = 'cancelled', finished_at = now() "
+	"WHERE t.id = $1 AND t.status IN ('queued', 'failed')",
+	1, {INT8OID}, true
+};
+
+/*
+ * Batch tasks whose deadline (or SLA) comes before their window would
+ * finish them (its expected finish, or next start without history) move
+ * to the stream path now - except those a budget_exhausted rule sent to
+ * batch on purpose.
+ */
+static HxStmt escalate = {
+	"WITH plan AS (SELECT p.window_name, coalesce(p.expected_finish, p.next_start) AS done_by "
+	"FROM @extschema@.hx_window_plan(now()) p), "
+	"late AS (SELECT t.id, plan.done_by, plan.window_name "
+	"FROM @extschema@.hx_task t JOIN plan ON plan.window_name = t.window_name "
+	"WHERE t.route = 'batch' AND t.status IN ('queued', 'failed') "
+	"AND (t.deadline IS NOT NULL OR t.sla IS NOT NULL) "
+	"AND coalesce(t.deadline, t.submitted_at + t.sla) < plan.done_by "
+	"AND NOT EXISTS (SELECT 1 FROM @extschema@.hx_rule r WHERE r.name = t.rule_name AND r.budget_exhausted) "
+	"FOR UPDATE OF t SKIP LOCKED) "
+	"UPDATE @extschema@.hx_task t SET route = 'stream', window_name = NULL, status = 'queued', "
+	"escalated_at = now(), run_after = now(), "
+	"reason = coalesce(t.reason || '; ', '') || format('escalated to stream: window %s would finish at %s, after the deadline %s', "
+	"late.window_name, late.done_by, coalesce(t.deadline, t.submitted_at + t.sla)) "
+	"FROM late WHERE t.id = late.id",
+	0, {0}, false
+};
+
+static HxStmt move_window = {
+	"UPDATE @extschema@.hx_task t SET window_name = $2 "
+	"WHERE t.window_name = $1 AND t.status IN ('queued', 'running', 'failed')",
+	2, {TEXTOID, TEXTOID}, false
+};
+
+static HxStmt claim_check = {
+	"SELECT @extschema@.hx_claim_check($1, $2)",
+	2, {TEXTARRAYOID, TEXTOID}
+};
+
+/* what a booking of failures gives back, for the SQL functions */
+typedef struct HxBooked
+{
+	int			n;
+	int64	   *ids;
+	char	  **statuses;
+} HxBooked;
+
+/* one failed or lost attempt to book */
+typedef struct HxFailure
+{
+	int64		id;
+	const char *sqlstate;		/* NULL = XX000 */
+	const char *message;		/* NULL = lost with its worker */
+	const char *detail;
+	const char *hint;
+	const char *context;
+	Datum		cost;			/* numeric; (Datum) 0 = none */
+} HxFailure;
+
+/* what is common to the failures booked together */
+typedef struct HxFailKind
+{
+	int			worker_pid;		/* the worker they run for; 0 = any */
+	bool		lost;			/* lost with their worker: back to the queue */
+	bool		retry;			/* false: dead at once */
+	const char *what;			/* lost: which kind of worker */
+} HxFailKind;
+
+PG_FUNCTION_INFO_V1(hx_next_try);
+PG_FUNCTION_INFO_V1(hx_put_back);
+PG_FUNCTION_INFO_V1(hx_fail_leased);
+PG_FUNCTION_INFO_V1(hx_complete_leased);
+PG_FUNCTION_INFO_V1(hx_claim);
+PG_FUNCTION_INFO_V1(hx_cancel);
+PG_FUNCTION_INFO_V1(hx_reclaim_leases);
+PG_FUNCTION_INFO_V1(hx_escalate);
+PG_FUNCTION_INFO_V1(hx_move_window);
+PG_FUNCTION_INFO_V1(hx_stream_claim);
+
+static int	hx_tasks_decode(HxTask **tasks, MemoryContext cxt);
+static int	hx_fail_exec(HxFailure *f, int n, const HxFailKind *kind,
+						 TimestampTz *next_retry, HxBooked *booked);
+static void hx_fail_robustly(HxFailure *f, int n, const HxFailKind *kind,
+							 HxBooked *booked);
+static void hx_booked_add(HxBooked *booked, int64 id, const char *status);
+static void hx_booked_return(FunctionCallInfo fcinfo, HxBooked *booked);
+static HxFailure *hx_failures(ArrayType *ids, const HxFailure *common, int *n);
+static Datum hx_fail_sql(FunctionCallInfo fcinfo, ArrayType *ids,
+						 const HxFailure *common, const HxFailKind *kind);
+static ErrorData *hx_try_fail_exec(HxFailure *f, int n, const HxFailKind *kind,
+								   HxBooked *booked);
+static ErrorData *hx_in_subxact(void (*fn) (void *arg), void *arg);
+static Oid	hx_enter(FunctionCallInfo fcinfo, HxUserSave *save);
+static void hx_leave(HxUserSave *save);
+
+/* ------------------------------------------------------------------------
+ * The retry policy
+ * ------------------------------------------------------------------------ */
+
+/*
+ * hx_retry_policy
+ *		What becomes of a task whose attempt number "attempts" (out of
+ *		max_attempts) failed: dead when no attempt is left or retry is
+ *		false; back in the queue at once when the attempt was lost with its
+ *		worker; else failed, retried after a backoff that doubles with each
+ *		attempt (hybridexec.retry_backoff, at most a minute), or - a batch
+ *		task - in the next run of its window.  Returns the status and sets
+ *		*delay_ms.
+ */
+static const char *
+hx_retry_policy(int attempts, int max_attempts, bool batch, bool lost,
+				bool retry, double *delay_ms)
+{
+	double		backoff = (double) hx_retry_backoff_ms;
+	int			i;
+
+	*delay_ms = 0;
+	if (!retry || attempts >= max_attempts)
+		return "dead";
+	if (lost)
+		return "queued";
+	if (!batch)
+	{
+		for (i = 1; i < attempts && backoff < 60000.0; i++)
+			backoff *= 2;
+		*delay_ms = Min(backoff, 60000.0);
+	}
+	return "failed";
+}
+
+/*
+ * hx_next_try
+ *		SQL (_hybridexec.hx_next_try(attempts, max_attempts, batch, lost,
+ *		retry, OUT status, OUT delay_ms)): hx_retry_policy, for the failure
+ *		booking statement.
+ */
+Datum
+hx_next_try(PG_FUNCTION_ARGS)
+{
+	TupleDesc	desc;
+	Datum		values[2];
+	bool		nulls[2] = {false, false};
+	double		delay_ms;
+
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "hx_next_try must return a record");
+	values[0] = CStringGetTextDatum(hx_retry_policy(PG_GETARG_INT32(0), PG_GETARG_INT32(1),
+													PG_GETARG_BOOL(2), PG_GETARG_BOOL(3),
+													PG_GETARG_BOOL(4), &delay_ms));
+	values[1] = Float8GetDatum(delay_ms);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
+}
+
+/* ------------------------------------------------------------------------
+ * Claims
+ * ------------------------------------------------------------------------ */
+
+/*
+ * hx_tasks_decode
+ *		Copies the HX_TASK_COLUMNS rows SPI_tuptable holds into an array
+ *		allocated in cxt; returns how many.
+ */
+static int
+hx_tasks_decode(HxTask **tasks, MemoryContext cxt)
+{
+	HxTask	   *out = MemoryContextAllocZero(cxt, sizeof(HxTask) * Max(SPI_processed, 1));
+	TupleDesc	desc = SPI_tuptable->tupdesc;
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+	uint64		i;
+
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		HxTask	   *t = &out[i];
+		bool		isnull;
+		Datum		d;
+
+		t->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		t->task_type = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
+		t->payload = PointerGetDatum(PG_DETOAST_DATUM_COPY(SPI_getbinval(tup, desc, 3, &isnull)));
+		t->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
+		t->max_attempts = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
+		d = SPI_getbinval(tup, desc, 6, &isnull);
+		t->handler = isnull ? InvalidOid : DatumGetObjectId(d);
+		d = SPI_getbinval(tup, desc, 7, &isnull);
+		t->batch_handler = isnull ? InvalidOid : DatumGetObjectId(d);
+		t->run_as = DatumGetObjectId(SPI_getbinval(tup, desc, 8, &isnull));
+		t->timeout_ms = DatumGetFloat8(SPI_getbinval(tup, desc, 9, &isnull));
+		t->micro_batch_size = DatumGetInt32(SPI_getbinval(tup, desc, 10, &isnull));
+		t->batch = DatumGetBool(SPI_getbinval(tup, desc, 11, &isnull));
+		d = SPI_getbinval(tup, desc, 12, &isnull);
+		t->run_id = isnull ? 0 : DatumGetInt64(d);
+		d = SPI_getbinval(tup, desc, 13, &isnull);
+		t->has_lease = !isnull;
+		if (!isnull)
+			memcpy(&t->lease_token, DatumGetUUIDP(d), sizeof(pg_uuid_t));
+		d = SPI_getbinval(tup, desc, 14, &isnull);
+		t->lease_expires_at = isnull ? 0 : DatumGetTimestampTz(d);
+		d = SPI_getbinval(tup, desc, 15, &isnull);
+		t->window_name = isnull ? NULL : TextDatumGetCString(d);
+		t->priority = DatumGetInt32(SPI_getbinval(tup, desc, 16, &isnull));
+		d = SPI_getbinval(tup, desc, 17, &isnull);
+		t->has_deadline = !isnull;
+		t->deadline = isnull ? 0 : DatumGetTimestampTz(d);
+		t->submitted_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 18, &isnull));
+	}
+	MemoryContextSwitchTo(old);
+	*tasks = out;
+	return (int) SPI_processed;
+}
+
+/*
+ * hx_claim_stream
+ *		Claims up to max due stream tasks of in-database types for
+ *		worker_pid (micro-batched types only once their batch is ready;
+ *		never isolated tasks) in claim order, counting their attempt.
+ */
+int
+hx_claim_stream(int worker_pid, int max, HxTask **tasks, MemoryContext cxt)
+{
+	Datum		args[2] = {Int32GetDatum(worker_pid), Int32GetDatum(max)};
+
+	if (hx_stmt_exec(&claim_stream, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "stream claim failed");
+	return hx_tasks_decode(tasks, cxt);
+}
+
+/*
+ * hx_claim_isolated
+ *		Claims one stream task that must run alone (its last attempt was
+ *		lost with its worker), if one is due.
+ */
+int
+hx_claim_isolated(int worker_pid, HxTask **tasks, MemoryContext cxt)
+{
+	Datum		arg = Int32GetDatum(worker_pid);
+
+	if (hx_stmt_exec(&claim_isolated, &arg, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "claim of an isolated task failed");
+	return hx_tasks_decode(tasks, cxt);
+}
+
+/*
+ * hx_claim_ids
+ *		Claims the given tasks that still wait, for a worker of a window run.
+ */
+int
+hx_claim_ids(ArrayType *ids, int worker_pid, int64 run_id, HxTask **tasks,
+			 MemoryContext cxt)
+{
+	Datum		args[3] = {PointerGetDatum(ids), Int32GetDatum(worker_pid),
+	Int64GetDatum(run_id)};
+
+	if (hx_stmt_exec(&claim_ids, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "claim by id failed");
+	return hx_tasks_decode(tasks, cxt);
+}
+
+/*
+ * hx_read_waiting
+ *		Reads the tasks among ids that still wait, in run order, with the
+ *		attempt they are about to make (a chunk books them in one go).
+ */
+int
+hx_read_waiting(ArrayType *ids, HxTask **tasks, MemoryContext cxt)
+{
+	Datum		arg = PointerGetDatum(ids);
+
+	if (hx_stmt_exec(&read_waiting, &arg, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "chunk read failed");
+	return hx_tasks_decode(tasks, cxt);
+}
+
+/* ------------------------------------------------------------------------
+ * Bookings of in-database attempts
+ * ------------------------------------------------------------------------ */
+
+/*
+ * hx_done_arrays
+ *		The ids and results of the successful outcomes among n, as the two
+ *		arrays the done statements take; returns how many.
+ */
+static int
+hx_done_arrays(HxTask *tasks, HxOutcome *outs, int n, Datum *ids_arr,
+			   Datum *results_arr)
+{
+	Datum	   *ids = palloc(sizeof(Datum) * Max(n, 1));
+	Datum	   *results = palloc(sizeof(Datum) * Max(n, 1));
+	bool	   *nulls = palloc(sizeof(bool) * Max(n, 1));
+	int			dims[1];
+	int			lbs[1] = {1};
+	int			nd = 0;
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		if (!outs[i].ok)
+			continue;
+		ids[nd] = Int64GetDatum(tasks[i].id);
+		results[nd] = outs[i].result;
+		nulls[nd] = outs[i].result_null;
+		nd++;
+	}
+	dims[0] = nd;
+	*ids_arr = PointerGetDatum(construct_array(ids, nd, INT8OID, 8, FLOAT8PASSBYVAL,
+											   TYPALIGN_DOUBLE));
+	*results_arr = PointerGetDatum(construct_md_array(results, nulls, 1, dims, lbs,
+													  JSONBOID, -1, false, TYPALIGN_INT));
+	return nd;
+}
+
+/*
+ * hx_book_done
+ *		Marks the successful tasks among tasks[0..n-1], running for this
+ *		worker, done with their results, in one statement.  Every one must
+ *		still be running for us; anything else aborts the transaction,
+ *		handlers' effects included.  Returns how many.
+ */
+int
+hx_book_done(HxTask *tasks, HxOutcome *outs, int n)
+{
+	Datum		values[3];
+	int			nd = hx_done_arrays(tasks, outs, n, &values[0], &values[1]);
+
+	if (nd == 0)
+		return 0;
+	values[2] = Int32GetDatum(MyProcPid);
+	if (hx_stmt_exec(&done_running, values, NULL, false, 0) != SPI_OK_UPDATE ||
+		SPI_processed != (uint64) nd)
+		elog(ERROR, "could not mark %d tasks done (%llu updated): they are no longer claimed by this worker",
+			 nd, (unsigned long long) SPI_processed);
+	return nd;
+}
+
+/*
+ * hx_book_chunk_done
+ *		A window run's chunk: marks its successful tasks, read while they
+ *		waited, done - attempt counted, started when the chunk's
+ *		transaction did - in one statement.  Returns how many were still
+ *		waiting (the others changed meanwhile).
+ */
+int
+hx_book_chunk_done(HxTask *tasks, HxOutcome *outs, int n, int64 run_id)
+{
+	Datum		values[5];
+	int			nd = hx_done_arrays(tasks, outs, n, &values[0], &values[1]);
+
+	if (nd == 0)
+		return 0;
+	values[2] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+	values[3] = Int32GetDatum(MyProcPid);
+	values[4] = Int64GetDatum(run_id);
+	if (hx_stmt_exec(&done_chunk, values, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "chunk booking failed");
+	return (int) SPI_processed;
+}
+
+/*
+ * hx_book_failures
+ *		Books the failed outcomes among tasks[0..n-1], running for this
+ *		worker, in one statement: failed (retried after a backoff, or in
+ *		the next window run), or dead with an alert.  *next_retry is
+ *		lowered to the earliest retry.  Every one must still be running for
+ *		us; anything else aborts the transaction.  Returns how many.
+ */
+int
+hx_book_failures(HxTask *tasks, HxOutcome *outs, int n, TimestampTz *next_retry)
+{
+	HxFailure  *f = palloc0(sizeof(HxFailure) * Max(n, 1));
+	HxFailKind	kind = {MyProcPid, false, true, NULL};
+	int			nf = 0;
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		if (outs[i].ok)
+			continue;
+		f[nf].id = tasks[i].id;
+		f[nf].sqlstate = unpack_sql_state(outs[i].sqlerrcode);
+		f[nf].message = outs[i].message;
+		f[nf].detail = outs[i].detail;
+		f[nf].hint = outs[i].hint;
+		f[nf].context = outs[i].context;
+		nf++;
+	}
+	if (nf == 0)
+		return 0;
+	if (hx_fail_exec(f, nf, &kind, next_retry, NULL) != nf)
+		elog(ERROR, "could not record the failure of %d task(s): they are no longer claimed by this worker",
+			 nf);
+	return nf;
+}
+
+/*
+ * hx_book_quarantine
+ *		Sets a task aside as dead because its outcome could not be booked
+ *		(why says what failed), with ledger and write-back triggers off, so
+ *		that nothing about the task itself can make this fail; an hx_error
+ *		row and the dead alert say so.  The last resort of every path that
+ *		books tasks: one task never stops a worker, a run or the scheduler.
+ */
+void
+hx_book_quarantine(int64 id, const char *why, int sqlerrcode)
+{
+	Datum		values[3];
+	int			nest = NewGUCNestLevel();
+	int			rc;
+
+	values[0] = Int64GetDatum(id);
+	values[1] = CStringGetTextDatum(psprintf("the outcome could not be booked: %s", why));
+	values[2] = CStringGetTextDatum(unpack_sql_state(sqlerrcode));
+	(void) set_config_option("session_replication_role", "replica", PGC_SUSET,
+							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	rc = hx_stmt_exec(&quarantine, values, NULL, false, 0);
+	AtEOXact_GUC(true, nest);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not quarantine task %lld", (long long) id);
+	if (SPI_processed == 1)
+	{
+		bool		isnull;
+
+		ereport(WARNING,
+				(errmsg("hybridexec: task %lld set aside as dead: its outcome could not be booked: %s",
+						(long long) id, why)));
+		hx_alert_dead(id,
+					  TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0],
+														SPI_tuptable->tupdesc, 1, &isnull)),
+					  DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
+												  SPI_tuptable->tupdesc, 2, &isnull)),
+					  TextDatumGetCString(values[1]));
+	}
+}
+
+/*
+ * hx_fail_exec
+ *		Runs the failure statement for f[0..n-1]; sends the dead alerts;
+ *		lowers *next_retry (when given) to the earliest retry and adds what
+ *		became of each task to *booked (when given).  Returns how many
+ *		tasks were booked (those not running, or not for kind->worker_pid,
+ *		are left alone).
+ */
+static int
+hx_fail_exec(HxFailure *f, int n, const HxFailKind *kind,
+			 TimestampTz *next_retry, HxBooked *booked)
+{
+	Datum	   *cols[7];
+	bool	   *colnulls[7];
+	Datum		values[11];
+	char		nulls[11];
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+	Oid			elemtypes[7] = {INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, NUMERICOID};
+	uint64		k;
+	int			c;
+	int			i;
+
+	for (c = 0; c < 7; c++)
+	{
+		cols[c] = palloc(sizeof(Datum) * n);
+		colnulls[c] = palloc0(sizeof(bool) * n);
+	}
+	for (i = 0; i < n; i++)
+	{
+		const char *texts[5] = {f[i].sqlstate, f[i].message, f[i].detail, f[i].hint, f[i].context};
+
+		cols[0][i] = Int64GetDatum(f[i].id);
+		for (c = 0; c < 5; c++)
+		{
+			colnulls[c + 1][i] = (texts[c] == NULL);
+			cols[c + 1][i] = texts[c] ? CStringGetTextDatum(texts[c]) : (Datum) 0;
+		}
+		colnulls[6][i] = (f[i].cost == (Datum) 0);
+		cols[6][i] = f[i].cost;
+	}
+	memset(nulls, ' ', sizeof(nulls));
+	for (c = 0; c < 7; c++)
+	{
+		int16		typlen;
+		bool		typbyval;
+		char		typalign;
+
+		get_typlenbyvalalign(elemtypes[c], &typlen, &typbyval, &typalign);
+		values[c] = PointerGetDatum(construct_md_array(cols[c], colnulls[c], 1, dims, lbs,
+													   elemtypes[c], typlen, typbyval, typalign));
+	}
+	values[7] = Int32GetDatum(kind->worker_pid);
+	nulls[7] = kind->worker_pid == 0 ? 'n' : ' ';
+	values[8] = BoolGetDatum(kind->lost);
+	values[9] = BoolGetDatum(kind->retry);
+	values[10] = CStringGetTextDatum(kind->what ? kind->what : "worker");
+
+	if (hx_stmt_exec(&fail_set, values, nulls, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not book failed attempts");
+
+	for (k = 0; k < SPI_processed; k++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[k];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		int64		id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		char	   *status = TextDatumGetCString(SPI_getbinval(tup, desc, 4, &isnull));
+
+		if (strcmp(status, "dead") == 0)
+			hx_alert_dead(id, TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull)),
+						  DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull)),
+						  TextDatumGetCString(SPI_getbinval(tup, desc, 5, &isnull)));
+		else if (next_retry != NULL && strcmp(status, "failed") == 0)
+		{
+			TimestampTz at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 6, &isnull));
+
+			if (*next_retry == 0 || at < *next_retry)
+				*next_retry = at;
+		}
+		if (booked != NULL)
+			hx_booked_add(booked, id, status);
+	}
+	return (int) SPI_processed;
+}
+
+/*
+ * hx_fail_robustly
+ *		Books a set of failures for SQL callers: all at once in a
+ *		subtransaction; if that fails, one task at a time, and a task whose
+ *		failure cannot be booked is quarantined.  An error escapes only when
+ *		even the quarantine fails.
+ */
+static void
+hx_fail_robustly(HxFailure *f, int n, const HxFailKind *kind, HxBooked *booked)
+{
+	int			from = booked->n;
+	ErrorData  *edata;
+	int			i;
+
+	edata = hx_try_fail_exec(f, n, kind, booked);
+	if (edata == NULL)
+		return;					/* all booked together */
+
+	/* drop what the failed set had noted; book one by one */
+	booked->n = from;
+	ereport(LOG,
+			(errmsg("hybridexec: booking %d failed attempt(s) together failed (%s); booking them one by one",
+					n, edata->message)));
+	for (i = 0; i < n; i++)
+	{
+		edata = hx_try_fail_exec(&f[i], 1, kind, booked);
+		if (edata == NULL)
+			continue;
+		hx_book_quarantine(f[i].id, edata->message, edata->sqlerrcode);
+		hx_booked_add(booked, f[i].id, "dead");
+	}
+}
+
+/* the arguments of hx_fail_exec, for hx_in_subxact */
+typedef struct HxFailCall
+{
+	HxFailure  *f;
+	int			n;
+	const HxFailKind *kind;
+	HxBooked   *booked;
+} HxFailCall;
+
+static void
+hx_fail_call(void *arg)
+{
+	HxFailCall *c = (HxFailCall *) arg;
+
+	(void) hx_fail_exec(c->f, c->n, c->kind, NULL, c->booked);
+}
+
+/*
+ * hx_try_fail_exec
+ *		hx_fail_exec in a subtransaction; returns the error (and has rolled
+ *		the subtransaction back) if it failed, else NULL.
+ */
+static ErrorData *
+hx_try_fail_exec(HxFailure *f, int n, const HxFailKind *kind, HxBooked *booked)
+{
+	HxFailCall	call = {f, n, kind, booked};
+
+	return hx_in_subxact(hx_fail_call, &call);
+}
+
+/*
+ * hx_in_subxact
+ *		Runs fn(arg) in a subtransaction: returns NULL when it succeeded
+ *		(the subtransaction released), or its error (copied into the
+ *		caller's memory, the subtransaction rolled back).  How the set-based
+ *		bookings fall back to one task at a time.
+ */
+static ErrorData *
+hx_in_subxact(void (*fn) (void *arg), void *arg)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	ErrorData  *volatile edata = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		fn(arg);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return edata;
+}
+
+/*
+ * hx_sweep_stream
+ *		Puts back the stream tasks left running by workers that are gone (a
+ *		crash, a kill, a shutdown): queued and isolated, their attempt
+ *		counted, or dead when it was the last.  Returns how many.
+ */
+int
+hx_sweep_stream(void)
+{
+	int			pids[HX_MAX_STREAM_WORKERS];
+	int			npids = hx_live_worker_pids(pids, HX_MAX_STREAM_WORKERS);
+	Datum	   *elems = palloc(sizeof(Datum) * Max(npids, 1));
+	HxFailKind	kind = {0, true, true, "worker"};
+	HxFailure	lost = {0};
+	HxBooked	booked = {0};
+	HxFailure  *f;
+	bool		isnull;
+	Datum		arg;
+	int			n;
+	int			i;
+
+	for (i = 0; i < npids; i++)
+		elems[i] = Int32GetDatum(pids[i] == MyProcPid ? 0 : pids[i]);
+	arg = PointerGetDatum(construct_array(elems, npids, INT4OID, 4, true, TYPALIGN_INT));
+	f = hx_failures(DatumGetArrayTypePCopy(hx_stmt_value(&lost_stream, &arg, NULL, &isnull)),
+					&lost, &n);
+	if (n > 0)
+		hx_fail_robustly(f, n, &kind, &booked);
+	return booked.n;
+}
+
+/* ------------------------------------------------------------------------
+ * SQL functions: the state changes other parts of the extension and the
+ * external executors ask for
+ * ------------------------------------------------------------------------ */
+
+/*
+ * hx_enter, hx_leave
+ *		The bracket of a state SQL function: loads the rule cache, connects
+ *		SPI and becomes the extension's owner; returns the caller.  What is
+ *		allocated in between lives in SPI's memory, gone at hx_leave.
+ */
+static Oid
+hx_enter(FunctionCallInfo fcinfo, HxUserSave *save)
+{
+	Oid			caller = GetUserId();
+
+	hx_rules_ensure(hx_schema_for_function(fcinfo->flinfo->fn_oid));
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	hx_become_owner(save);
+	return caller;
+}
+
+static void
+hx_leave(HxUserSave *save)
+{
+	hx_restore_user(save);
+	SPI_finish();
+}
+
+static void
+hx_booked_add(HxBooked *booked, int64 id, const char *status)
+{
+	if (booked->n % 64 == 0)
+	{
+		booked->ids = booked->ids ? repalloc(booked->ids, sizeof(int64) * (booked->n + 64))
+			: palloc(sizeof(int64) * 64);
+		booked->statuses = booked->statuses ? repalloc(booked->statuses, sizeof(char *) * (booked->n + 64))
+			: palloc(sizeof(char *) * 64);
+	}
+	booked->ids[booked->n] = id;
+	booked->statuses[booked->n] = pstrdup(status);
+	booked->n++;
+}
+
+/* returns (id, status) rows from *booked */
+static void
+hx_booked_return(FunctionCallInfo fcinfo, HxBooked *booked)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int			i;
+
+	for (i = 0; i < booked->n; i++)
+	{
+		Datum		values[2] = {Int64GetDatum(booked->ids[i]),
+		CStringGetTextDatum(booked->statuses[i])};
+		bool		nulls[2] = {false, false};
+
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+}
+
+/*
+ * hx_failures
+ *		One failure per task id in ids (a bigint[]) - like "common" but for
+ *		its id - and how many in *n.
+ */
+static HxFailure *
+hx_failures(ArrayType *ids, const HxFailure *common, int *n)
+{
+	Datum	   *elems;
+	HxFailure  *f;
+	int			i;
+
+	deconstruct_array(ids, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
+					  &elems, NULL, n);
+	f = palloc(sizeof(HxFailure) * Max(*n, 1));
+	for (i = 0; i < *n; i++)
+	{
+		f[i] = *common;
+		f[i].id = DatumGetInt64(elems[i]);
+	}
+	return f;
+}
+
+/*
+ * hx_fail_sql
+ *		The body of the SQL functions that book failures: one per id, like
+ *		common, booked robustly, returned as (id, status) rows.
+ */
+static Datum
+hx_fail_sql(FunctionCallInfo fcinfo, ArrayType *ids, const HxFailure *common,
+			const HxFailKind *kind)
+{
+	HxBooked	booked = {0};
+	HxUserSave	save;
+	HxFailure  *f;
+	int			n;
+
+	(void) hx_enter(fcinfo, &save);
+	f = hx_failures(ids, common, &n);
+	if (n > 0)
+		hx_fail_robustly(f, n, kind, &booked);
+	hx_booked_return(fcinfo, &booked);
+	hx_leave(&save);
+	return (Datum) 0;
+}
+
+/*
+ * hx_put_back
+ *		SQL (_hybridexec.hx_put_back(ids, what) RETURNS TABLE (id, status)):
+ *		tasks whose worker (what: its kind) is gone mid-attempt, locked by
+ *		the caller, go back to the queue (isolated) or become dead.
+ */
+Datum
+hx_put_back(PG_FUNCTION_ARGS)
+{
+	HxFailKind	kind = {0, true, true, NULL};
+	HxFailure	lost = {0};
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (PG_ARGISNULL(0))
+		return (Datum) 0;
+	kind.what = PG_ARGISNULL(1) ? "worker" : text_to_cstring(PG_GETARG_TEXT_PP(1));
+	return hx_fail_sql(fcinfo, PG_GETARG_ARRAYTYPE_P(0), &lost, &kind);
+}
+
+/*
+ * hx_fail_leased
+ *		SQL (_hybridexec.hx_fail_leased(ids, error, sqlstate, retry, cost,
+ *		hint) RETURNS TABLE (id, status)): failed external attempts of
+ *		tasks the caller has locked (their lease checked): the retry policy
+ *		as for handler failures; retry false makes them dead at once.
+ */
+Datum
+hx_fail_leased(PG_FUNCTION_ARGS)
+{
+	HxFailKind	kind = {0, false, true, NULL};
+	HxFailure	failure = {0};
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("task ids and error must not be NULL")));
+	kind.retry = PG_ARGISNULL(3) ? true : PG_GETARG_BOOL(3);
+	failure.message = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	failure.sqlstate = PG_ARGISNULL(2) ? "38000" : text_to_cstring(PG_GETARG_TEXT_PP(2));
+	failure.cost = PG_ARGISNULL(4) ? (Datum) 0 : PG_GETARG_DATUM(4);
+	failure.hint = PG_ARGISNULL(5) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(5));
+	return hx_fail_sql(fcinfo, PG_GETARG_ARRAYTYPE_P(0), &failure, &kind);
+}
+
+/* the arguments of the completion statement, for hx_in_subxact */
+typedef struct HxCompleteCall
+{
+	Datum	   *values;
+	ReturnSetInfo *rsinfo;
+} HxCompleteCall;
+
+/*
+ * hx_complete_call
+ *		Runs the completion statement and adds its (id, status) rows to the
+ *		result.
+ */
+static void
+hx_complete_call(void *arg)
+{
+	HxCompleteCall *c = (HxCompleteCall *) arg;
+	uint64		k;
+
+	if (hx_stmt_exec(&done_leased, c->values, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "completion failed");
+	for (k = 0; k < SPI_processed; k++)
+	{
+		bool		isnull[2];
+		Datum		row[2];
+
+		row[0] = SPI_getbinval(SPI_tuptable->vals[k], SPI_tuptable->tupdesc, 1, &isnull[0]);
+		row[1] = SPI_getbinval(SPI_tuptable->vals[k], SPI_tuptable->tupdesc, 2, &isnull[1]);
+		tuplestore_putvalues(c->rsinfo->setResult, c->rsinfo->setDesc, row, isnull);
+	}
+}
+
+/*
+ * hx_complete_leased
+ *		SQL (_hybridexec.hx_complete_leased(ids, lease_tokens, results,
+ *		costs) RETURNS TABLE (id, status)): successful external attempts,
+ *		in one statement; a stale or expired lease, or a negative cost, is
+ *		refused alone.  Should the statement fail, each task is completed
+ *		on its own and one that cannot be is refused (its lease then
+ *		expires and the reclaim books it).
+ */
+Datum
+hx_complete_leased(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	HxUserSave	save;
+	Datum	   *ids;
+	Datum	   *tokens;
+	bool	   *tnulls;
+	Datum	   *results = NULL;
+	bool	   *rnulls = NULL;
+	Datum	   *costs = NULL;
+	bool	   *cnulls = NULL;
+	int			n;
+	int			nt;
+	int			nr = 0;
+	int			nc = 0;
+	int			i;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		return (Datum) 0;
+	deconstruct_array(PG_GETARG_ARRAYTYPE_P(0), INT8OID, 8, FLOAT8PASSBYVAL,
+					  TYPALIGN_DOUBLE, &ids, NULL, &n);
+	deconstruct_array(PG_GETARG_ARRAYTYPE_P(1), UUIDOID, UUID_LEN, false,
+					  TYPALIGN_CHAR, &tokens, &tnulls, &nt);
+	if (!PG_ARGISNULL(2))
+		deconstruct_array(PG_GETARG_ARRAYTYPE_P(2), JSONBOID, -1, false,
+						  TYPALIGN_INT, &results, &rnulls, &nr);
+	if (!PG_ARGISNULL(3))
+		deconstruct_array(PG_GETARG_ARRAYTYPE_P(3), NUMERICOID, -1, false,
+						  TYPALIGN_INT, &costs, &cnulls, &nc);
+
+	(void) hx_enter(fcinfo, &save);
+	for (i = -1; i < n; i++)
+	{
+		Datum		values[4];
+		HxCompleteCall call = {NULL, rsinfo};
+		ErrorData  *edata;
+
+		if (i < 0)
+		{
+			values[0] = PG_GETARG_DATUM(0);
+			values[1] = PG_GETARG_DATUM(1);
+			values[2] = PG_ARGISNULL(2) ? PointerGetDatum(construct_empty_array(JSONBOID)) : PG_GETARG_DATUM(2);
+			values[3] = PG_ARGISNULL(3) ? PointerGetDatum(construct_empty_array(NUMERICOID)) : PG_GETARG_DATUM(3);
+		}
+		else
+		{
+			int			one = 1;
+			int			lb = 1;
+			Datum		r = i < nr && !rnulls[i] ? results[i] : (Datum) 0;
+			bool		rn = !(i < nr && !rnulls[i]);
+			Datum		c = i < nc && !cnulls[i] ? costs[i] : (Datum) 0;
+			bool		cn = !(i < nc && !cnulls[i]);
+			Datum		t = i < nt && !tnulls[i] ? tokens[i] : (Datum) 0;
+			bool		tn = !(i < nt && !tnulls[i]);
+
+			values[0] = PointerGetDatum(construct_array(&ids[i], 1, INT8OID, 8,
+														FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+			values[1] = PointerGetDatum(construct_md_array(&t, &tn, 1, &one, &lb, UUIDOID,
+														   UUID_LEN, false, TYPALIGN_CHAR));
+			values[2] = PointerGetDatum(construct_md_array(&r, &rn, 1, &one, &lb, JSONBOID,
+														   -1, false, TYPALIGN_INT));
+			values[3] = PointerGetDatum(construct_md_array(&c, &cn, 1, &one, &lb, NUMERICOID,
+														   -1, false, TYPALIGN_INT));
+		}
+
+		call.values = values;
+		edata = hx_in_subxact(hx_complete_call, &call);
+		if (edata == NULL && i < 0)
+			break;				/* all completed (or refused) together */
+		if (edata != NULL && i < 0)
+		{
+			/* rows the failed statement wrote are in the tuplestore: start over */
+			tuplestore_clear(rsinfo->setResult);
+			ereport(LOG,
+					(errmsg("hybridexec: completing %d task(s) together failed (%s); completing them one by one",
+							n, edata->message)));
+		}
+		else if (edata != NULL)
+		{
+			Datum		row[2] = {ids[i], CStringGetTextDatum("refused")};
+			bool		isnull[2] = {false, false};
+
+			ereport(WARNING,
+					(errmsg("could not complete task %lld: %s", (long long) DatumGetInt64(ids[i]),
+							edata->message),
+					 errhint("The task stays running until its lease expires; the reclaim then books the attempt.")));
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, row, isnull);
+		}
+	}
+	hx_leave(&save);
+	return (Datum) 0;
+}
+
+/*
+ * hx_claim
+ *		SQL: the external executors' claim.  Up to max due tasks of types
+ *		without an in-database handler (task_types NULL = all such types;
+ *		route NULL = both; batch tasks only while their window is open,
+ *		once per run), FOR UPDATE SKIP LOCKED; each attempt counted, with a
+ *		lease token that hx_complete, hx_fail and hx_heartbeat must present
+ *		before lease_expires_at.  Returns SETOF hx_claimed.
+ */
+Datum
+hx_claim(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	HxUserSave	save;
+	HxStmt	   *stmt = &claim_external_any;
+	HxTask	   *tasks;
+	Datum		args[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	Datum		check[2];
+	char		check_nulls[2];
+	Interval	zero;
+	Interval	longest;
+	MemoryContext callcxt;
+	char	   *executor;
+	char	   *route = NULL;
+	int			max;
+	int			n;
+	int			i;
+
+	if (PG_ARGISNULL(0) || VARSIZE_ANY_EXHDR(PG_GETARG_TEXT_PP(0)) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("executor must not be empty"),
+				 errhint("Name the executor, such as 'summarizer@host-1'; it is recorded in hx_task.executor.")));
+	executor = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	hx_check_key_length("executor", executor);
+	if (!PG_ARGISNULL(2))
+		route = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	if (PG_ARGISNULL(3) || PG_GETARG_INT32(3) < 1 || PG_GETARG_INT32(3) > 10000)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max must be between 1 and 10000, not %s",
+						PG_ARGISNULL(3) ? "NULL" : psprintf("%d", PG_GETARG_INT32(3))),
+				 errhint("Claim fewer tasks per call and call again.")));
+	max = PG_GETARG_INT32(3);
+	memset(&zero, 0, sizeof(zero));
+	memset(&longest, 0, sizeof(longest));
+	longest.day = HX_MAX_LEASE_DAYS;
+	if (PG_ARGISNULL(4) ||
+		DatumGetInt32(DirectFunctionCall2(interval_cmp, PG_GETARG_DATUM(4),
+										  IntervalPGetDatum(&zero))) <= 0 ||
+		DatumGetInt32(DirectFunctionCall2(interval_cmp, PG_GETARG_DATUM(4),
+										  IntervalPGetDatum(&longest))) > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("lease must be a positive interval of at most %d days", HX_MAX_LEASE_DAYS),
+				 errhint("The lease is how long the executor may hold a task without a heartbeat, such as '5 minutes'; heartbeats extend it.")));
+
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+	callcxt = CurrentMemoryContext;
+	(void) hx_enter(fcinfo, &save);
+
+	check[0] = PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1);
+	check_nulls[0] = PG_ARGISNULL(1) ? 'n' : ' ';
+	check[1] = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
+	check_nulls[1] = PG_ARGISNULL(2) ? 'n' : ' ';
+	if (hx_stmt_exec(&claim_check, check, check_nulls, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "hx_claim_check failed");
+	if (route != NULL && strcmp(route, "stream") == 0)
+		stmt = &claim_external_stream;
+	else if (route != NULL && strcmp(route, "batch") == 0)
+		stmt = &claim_external_batch;
+
+	args[0] = check[0];
+	nulls[0] = check_nulls[0];
+	args[1] = Int32GetDatum(max);
+	args[2] = CStringGetTextDatum(executor);
+	args[3] = PG_GETARG_DATUM(4);
+	if (hx_stmt_exec(stmt, args, nulls, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "claim failed");
+	n = hx_tasks_decode(&tasks, callcxt);
+	hx_leave(&save);
+
+	for (i = 0; i < n; i++)
+	{
+		HxTask	   *t = &tasks[i];
+		Datum		values[13];
+		bool		isnull[13];
+
+		memset(isnull, 0, sizeof(isnull));
+		values[0] = Int64GetDatum(t->id);
+		values[1] = CStringGetTextDatum(t->task_type);
+		values[2] = t->payload;
+		values[3] = Int32GetDatum(t->attempts);
+		values[4] = Int32GetDatum(t->max_attempts);
+		values[5] = UUIDPGetDatum(&t->lease_token);
+		values[6] = TimestampTzGetDatum(t->lease_expires_at);
+		values[7] = CStringGetTextDatum(t->batch ? "batch" : "stream");
+		values[8] = t->window_name ? CStringGetTextDatum(t->window_name) : (Datum) 0;
+		isnull[8] = (t->window_name == NULL);
+		values[9] = Int64GetDatum(t->run_id);
+		isnull[9] = (t->run_id == 0);
+		values[10] = Int32GetDatum(t->priority);
+		values[11] = TimestampTzGetDatum(t->deadline);
+		isnull[11] = !t->has_deadline;
+		values[12] = TimestampTzGetDatum(t->submitted_at);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, isnull);
+	}
+	return (Datum) 0;
+}
+
+/*
+ * hx_cancel
+ *		SQL: cancels a queued task (or one waiting for a retry) that the
+ *		caller may see (hx_caller_sees); false, with a notice, when it is
+ *		already running or finished.  A task the caller may not see does
+ *		not exist for it.
+ */
+Datum
+hx_cancel(PG_FUNCTION_ARGS)
+{
+	HxUserSave	save;
+	Oid			caller;
+	int64		id;
+	Datum		arg;
+	char	   *status;
+	bool		isnull;
+	bool		cancelled = false;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("task id must not be NULL")));
+	id = PG_GETARG_INT64(0);
+	arg = Int64GetDatum(id);
+	caller = hx_enter(fcinfo, &save);
+	if (hx_stmt_exec(&lock_task, &arg, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read task %lld", (long long) id);
+	if (SPI_processed == 1)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[0];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		Datum		dept = SPI_getbinval(tup, desc, 3, &isnull);
+		char	   *department = isnull ? NULL : TextDatumGetCString(dept);
+		Oid			submitted_by = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
+
+		status = TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull));
+		if (!hx_caller_sees(caller, submitted_by, department))
+			status = NULL;
+	}
+	else
+		status = NULL;
+	if (status == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("task %lld does not exist", (long long) id),
+				 errhint("Task ids are returned by hx_submit(); you can cancel tasks you (or your department) submitted.")));
+	if (strcmp(status, "queued") == 0 || strcmp(status, "failed") == 0)
+	{
+		if (hx_stmt_exec(&cancel_task, &arg, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "could not cancel task %lld", (long long) id);
+		cancelled = SPI_processed == 1;
+	}
+	else
+		ereport(NOTICE,
+				(errmsg("task %lld is already %s, nothing to cancel", (long long) id, status),
+				 errhint("Only queued tasks and failed tasks waiting for a retry can be cancelled.")));
+	hx_leave(&save);
+	PG_RETURN_BOOL(cancelled);
+}
+
+/*
+ * hx_reclaim_leases
+ *		SQL: books every running external attempt whose lease expired as
+ *		failed ("lease expired", 57014; the usual retry policy); returns how
+ *		many.  One task that cannot be booked is quarantined, never stops
+ *		the others.
+ */
+Datum
+hx_reclaim_leases(PG_FUNCTION_ARGS)
+{
+	HxFailKind	kind = {0, false, true, NULL};
+	HxFailure	expired = {0, "57014", "lease expired", NULL,
+		"The executor neither reported nor sent a heartbeat in time (it crashed, hung or lost its connection); the attempt counts as failed.",
+	NULL, (Datum) 0};
+	HxBooked	booked = {0};
+	HxUserSave	save;
+	HxFailure  *f;
+	bool		isnull;
+	int			n;
+
+	(void) hx_enter(fcinfo, &save);
+	f = hx_failures(DatumGetArrayTypeP(hx_stmt_value(&expired_leases, NULL, NULL, &isnull)),
+					&expired, &n);
+	if (n > 0)
+		hx_fail_robustly(f, n, &kind, &booked);
+	hx_leave(&save);
+	PG_RETURN_INT32(booked.n);
+}
+
+/*
+ * hx_escalate
+ *		SQL (_hybridexec.hx_escalate()): moves batch tasks their window
+ *		would make late to the stream path now; returns how many.
+ */
+Datum
+hx_escalate(PG_FUNCTION_ARGS)
+{
+	HxUserSave	save;
+	uint64		n;
+
+	(void) hx_enter(fcinfo, &save);
+	if (hx_stmt_exec(&escalate, NULL, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "escalation failed");
+	n = SPI_processed;
+	hx_leave(&save);
+	PG_RETURN_INT32((int32) n);
+}
+
+/*
+ * hx_move_window
+ *		SQL (_hybridexec.hx_move_window(old, new)): the unfinished tasks of
+ *		a renamed window follow it; returns how many.
+ */
+Datum
+hx_move_window(PG_FUNCTION_ARGS)
+{
+	HxUserSave	save;
+	Datum		args[2];
+	uint64		n;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		PG_RETURN_INT32(0);
+	args[0] = PG_GETARG_DATUM(0);
+	args[1] = PG_GETARG_DATUM(1);
+	(void) hx_enter(fcinfo, &save);
+	if (hx_stmt_exec(&move_window, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not move the tasks of window \"%s\"", TextDatumGetCString(args[0]));
+	n = SPI_processed;
+	hx_leave(&save);
+	PG_RETURN_INT32((int32) n);
+}
+
+/*
+ * hx_stream_claim
+ *		SQL (_hybridexec.hx_stream_claim(worker_pid, max)): the stream
+ *		workers' claim, for the isolation tests and tools: the tasks are
+ *		marked running for worker_pid, and only a live stream worker (or
+ *		the sweep) ever moves them on.
+ */
+Datum
+hx_stream_claim(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	MemoryContext callcxt;
+	HxUserSave	save;
+	HxTask	   *tasks;
+	int			n;
+	int			i;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("worker_pid and max must not be NULL")));
+	InitMaterializedSRF(fcinfo, 0);
+	callcxt = CurrentMemoryContext;
+	(void) hx_enter(fcinfo, &save);
+	n = hx_claim_stream(PG_GETARG_INT32(0), PG_GETARG_INT32(1), &tasks, callcxt);
+	hx_leave(&save);
+	for (i = 0; i < n; i++)
+	{
+		Datum		values[8];
+		bool		isnull[8];
+
+		memset(isnull, 0, sizeof(isnull));
+		values[0] = Int64GetDatum(tasks[i].id);
+		values[1] = CStringGetTextDatum(tasks[i].task_type);
+		values[2] = tasks[i].payload;
+		values[3] = Int32GetDatum(tasks[i].attempts);
+		values[4] = Int32GetDatum(tasks[i].max_attempts);
+		values[5] = ObjectIdGetDatum(tasks[i].handler);
+		isnull[5] = !OidIsValid(tasks[i].handler);
+		values[6] = ObjectIdGetDatum(tasks[i].run_as);
+		values[7] = Float8GetDatum(tasks[i].timeout_ms);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, isnull);
+	}
+	return (Datum) 0;
+}
