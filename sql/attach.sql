@@ -68,6 +68,27 @@ SELECT hx_attach('keyed', 'ext_ticket', result_column => 'id');
 SELECT hx_attach('keyed', 'ext_ticket', columns => '{body}', result_column => 'body');
 SELECT hx_attach('keyed', 'ext_ticket', filter => 'nope > 1');
 SELECT hx_attach('keyed', 'ext_ticket', filter => 'body = ');
+-- a filter is one expression: it cannot close a parenthesis and go on,
+-- list two expressions or bring clauses of its own
+SELECT hx_attach('keyed', 'ext_ticket', filter => $$true) UNION SELECT 1 FROM pg_authid WHERE (true$$);
+SELECT hx_attach('keyed', 'ext_ticket', filter => 'true, false');
+SELECT hx_attach('keyed', 'ext_ticket', filter => 'true FROM pg_class');
+SELECT hx_attach('keyed', 'ext_ticket', filter => 'true; DROP TABLE keyed');
+-- and it is checked, not run, when the table is attached
+CREATE TABLE filter_calls (at timestamptz DEFAULT now());
+CREATE FUNCTION filter_spy(b text) RETURNS boolean LANGUAGE sql VOLATILE
+	AS $$ INSERT INTO public.filter_calls DEFAULT VALUES RETURNING true $$;
+SELECT hx_attach('keyed', 'ext_ticket', filter => 'public.filter_spy(body) AND id > 0');
+SELECT count(*) AS filter_calls_at_attach FROM filter_calls;
+-- it runs once per row, as the table's owner with search_path pg_catalog:
+-- unqualified functions of other schemas are not found
+INSERT INTO keyed (id, body) VALUES (1, 'one');
+SELECT count(*) AS filter_calls_after_insert FROM filter_calls;
+SELECT hx_detach('keyed');
+SELECT hx_attach('keyed', 'ext_ticket', filter => 'filter_spy(body)');
+DELETE FROM keyed;
+DROP FUNCTION filter_spy(text);
+DROP TABLE filter_calls;
 SELECT hx_detach('keyed');
 SELECT hx_backfill('keyed');
 SELECT hx_backfill('tickets', chunk => 0);

@@ -67,6 +67,14 @@ BEGIN;
 SELECT hx_submit('echo', '{"key": "w1"}', origin => 'user') AS w1 \gset
 SELECT hx_wait(:w1);
 ROLLBACK;
+-- also in a subtransaction of it (the row's xmin is the savepoint's)
+BEGIN;
+SAVEPOINT before_submit;
+SELECT hx_submit('echo', '{"key": "w2"}', origin => 'user') AS w2 \gset
+\set VERBOSITY sqlstate
+SELECT hx_wait(:w2);
+\set VERBOSITY default
+ROLLBACK;
 SELECT hx_wait(-1);
 -- a task queued by a rolled-back transaction never runs
 SELECT count(*) AS w1_effects FROM effects WHERE task_key = 'w1';

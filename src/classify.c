@@ -207,7 +207,7 @@ hx_check_key_length(const char *what, const char *value)
 		ereport(ERROR,
 				(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
 				 errmsg("%s is too long: %d characters", what, len),
-				 errdetail("A %s is at most %d characters.", what, HX_MAX_KEY_CHARS),
+				 errdetail("The limit is %d characters.", HX_MAX_KEY_CHARS),
 				 errhint("Use a shorter name or key; store long data in the payload.")));
 }
 

@@ -27,8 +27,6 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
-#include "nodes/makefuncs.h"
-#include "parser/parse_func.h"
 #include "utils/builtins.h"
 #include "utils/syscache.h"
 
@@ -150,13 +148,15 @@ hx_api_target(FmgrInfo *flinfo)
 	if (target != NULL)
 		return target;
 
+	/* by the catalog, not by name lookup: the caller may not use the schema */
 	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(flinfo->fn_oid));
 	if (!HeapTupleIsValid(tup))
 		elog(ERROR, "cache lookup failed for function %u", flinfo->fn_oid);
 	proc = (Form_pg_proc) GETSTRUCT(tup);
-	impl = LookupFuncName(list_make2(makeString(HX_INTERNAL_SCHEMA),
-									 makeString(pstrdup(NameStr(proc->proname)))),
-						  proc->pronargs, proc->proargtypes.values, true);
+	impl = GetSysCacheOid3(PROCNAMEARGSNSP, Anum_pg_proc_oid,
+						   NameGetDatum(&proc->proname),
+						   PointerGetDatum(&proc->proargtypes),
+						   ObjectIdGetDatum(get_namespace_oid(HX_INTERNAL_SCHEMA, false)));
 	if (!OidIsValid(impl))
 		elog(ERROR, "hybridexec function %s has no implementation in schema %s",
 			 NameStr(proc->proname), HX_INTERNAL_SCHEMA);
