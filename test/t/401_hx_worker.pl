@@ -12,7 +12,9 @@
 #   that prints no JSON and one that hangs past --timeout fail their attempt;
 #   5. batch mode: 10,000 tasks through one JSONL command (a Perl script).
 #
-# Every wait polls with a deadline.
+# hx_worker connects as a role that holds hybridexec_executor and nothing
+# else, as the README tells a DBA to set it up.  Every wait polls with a
+# deadline.
 use strict;
 use warnings;
 
@@ -30,7 +32,8 @@ my $hxw = "$bindir/hx_worker";
 ok(-x $hxw, "hx_worker is installed in $bindir");
 
 my $node = HxTest::new_node('hxw', 'hybridexec.scheduler_naptime' => '200ms');
-my $dsn = $node->connstr('postgres');
+$node->safe_psql('postgres', 'CREATE ROLE executor LOGIN; GRANT hybridexec_executor TO executor;');
+my $dsn = $node->connstr('postgres') . ' user=executor';
 my $dir = PostgreSQL::Test::Utils::tempdir;
 
 # the stream command: echoes the payload; "hold" tasks wait (first attempt

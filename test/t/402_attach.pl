@@ -20,7 +20,10 @@ chomp $bindir;
 my $hxw = "$bindir/hx_worker";
 
 my $node = HxTest::new_node('attach');
-my $dsn = $node->connstr('postgres');
+# hx_worker holds hybridexec_executor only: write-back runs as the table's
+# owner whoever completes the task
+$node->safe_psql('postgres', 'CREATE ROLE executor LOGIN; GRANT hybridexec_executor TO executor;');
+my $dsn = $node->connstr('postgres') . ' user=executor';
 my $dir = PostgreSQL::Test::Utils::tempdir;
 
 # one script serves both modes: stream (payload on stdin) and batch (JSONL)
