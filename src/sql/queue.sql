@@ -485,7 +485,7 @@ COMMENT ON FUNCTION _hybridexec.hx_put_back(bigint[], text) IS
 CREATE FUNCTION _hybridexec.hx_next_try(attempts integer, max_attempts integer, batch boolean,
 										lost boolean, retry boolean,
 										OUT status text, OUT delay_ms double precision)
-AS 'MODULE_PATHNAME', 'hx_next_try' LANGUAGE C IMMUTABLE STRICT;
+AS 'MODULE_PATHNAME', 'hx_next_try' LANGUAGE C STABLE STRICT;
 
 COMMENT ON FUNCTION _hybridexec.hx_next_try(integer, integer, boolean, boolean, boolean) IS
 'The retry policy: what becomes of a task whose attempt failed (dead, failed to be retried after delay_ms, or queued again when the attempt was lost with its worker)';
