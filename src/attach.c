@@ -2,12 +2,13 @@
  *
  * attach.c
  *	  The code of watched tables (hx_attach) that touches a user's table:
- *	  it runs as the table's owner, in a security-restricted operation with
- *	  search_path = pg_catalog, pg_temp - the way REFRESH MATERIALIZED VIEW
- *	  runs a view's query - so that a trigger the owner adds to the table,
- *	  or a function its filter calls, never runs with the rights of
- *	  whoever inserted the row or completed the task.  And the check of a
- *	  filter: one expression, analysed without being run.
+ *	  it runs sealed (hx_seal) as the table's owner, in a
+ *	  security-restricted operation with search_path = pg_catalog,
+ *	  pg_temp - the way REFRESH MATERIALIZED VIEW runs a view's query - so
+ *	  that a trigger the owner adds to the table, or a function its filter
+ *	  calls, never runs with the rights of whoever inserted the row or
+ *	  completed the task.  And the check of a filter: one expression,
+ *	  analysed without being run.
  *
  *-------------------------------------------------------------------------
  */
@@ -19,12 +20,10 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
-#include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "parser/analyze.h"
 #include "parser/parser.h"
 #include "utils/builtins.h"
-#include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
@@ -32,11 +31,13 @@
 
 #include "hybridexec.h"
 
+/* what the code of a watched table runs with: other schemas named in full */
+#define HX_OWNER_SEARCH_PATH	"pg_catalog, pg_temp"
+
 PG_FUNCTION_INFO_V1(hx_exec_as_owner);
 PG_FUNCTION_INFO_V1(hx_check_filter);
 
 static Oid	hx_rel_owner(Oid relid);
-static int	hx_enter_owner(Oid relid, Oid *save_userid, int *save_sec_context);
 
 /*
  * hx_rel_owner
@@ -58,29 +59,6 @@ hx_rel_owner(Oid relid)
 }
 
 /*
- * hx_enter_owner
- *		Becomes the owner of relid in a security-restricted operation with
- *		search_path = pg_catalog, pg_temp; returns the GUC nest level whose
- *		end (AtEOXact_GUC) undoes the settings.  The caller restores the
- *		user with SetUserIdAndSecContext(*save_userid, *save_sec_context);
- *		an error meanwhile is undone by the (sub)transaction's abort.
- */
-static int
-hx_enter_owner(Oid relid, Oid *save_userid, int *save_sec_context)
-{
-	Oid			owner = hx_rel_owner(relid);
-	int			nest;
-
-	GetUserIdAndSecContext(save_userid, save_sec_context);
-	nest = NewGUCNestLevel();
-	SetUserIdAndSecContext(owner, *save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET,
-							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
-	return nest;
-}
-
-/*
  * hx_exec_as_owner
  *		SQL (_hybridexec.hx_exec_as_owner(rel, query, a, b) RETURNS SETOF
  *		jsonb): runs query, with $1 = a and $2 = b (jsonb), as the owner of
@@ -96,9 +74,7 @@ hx_exec_as_owner(PG_FUNCTION_ARGS)
 	Oid			types[2] = {JSONBOID, JSONBOID};
 	Datum		args[2];
 	char		nulls[2];
-	Oid			save_userid;
-	int			save_sec_context;
-	int			nest;
+	HxSeal		seal;
 	char	   *query;
 	int			rc;
 	uint64		k;
@@ -112,7 +88,7 @@ hx_exec_as_owner(PG_FUNCTION_ARGS)
 	nulls[1] = PG_ARGISNULL(3) ? 'n' : ' ';
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
-	nest = hx_enter_owner(PG_GETARG_OID(0), &save_userid, &save_sec_context);
+	hx_seal(&seal, hx_rel_owner(PG_GETARG_OID(0)), HX_OWNER_SEARCH_PATH);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	rc = SPI_execute_with_args(query, 2, types, args, nulls, false, 0);
@@ -133,8 +109,7 @@ hx_exec_as_owner(PG_FUNCTION_ARGS)
 		}
 	}
 	SPI_finish();
-	SetUserIdAndSecContext(save_userid, save_sec_context);
-	AtEOXact_GUC(false, nest);
+	hx_unseal(&seal);
 	return (Datum) 0;
 }
 
@@ -157,9 +132,7 @@ hx_check_filter(PG_FUNCTION_ARGS)
 	SelectStmt *select;
 	ResTarget  *target;
 	char	   *sql;
-	Oid			save_userid;
-	int			save_sec_context;
-	int			nest;
+	HxSeal		seal;
 
 	raw = raw_parser(filter, RAW_PARSE_PLPGSQL_EXPR);
 	select = (list_length(raw) == 1 && IsA(linitial_node(RawStmt, raw)->stmt, SelectStmt))
@@ -186,7 +159,7 @@ hx_check_filter(PG_FUNCTION_ARGS)
 				   filter, quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
 													  relname));
 
-	nest = hx_enter_owner(relid, &save_userid, &save_sec_context);
+	hx_seal(&seal, hx_rel_owner(relid), HX_OWNER_SEARCH_PATH);
 	raw = raw_parser(sql, RAW_PARSE_DEFAULT);
 	if (list_length(raw) != 1)
 		ereport(ERROR,
@@ -197,7 +170,6 @@ hx_check_filter(PG_FUNCTION_ARGS)
 #else
 	(void) parse_analyze(linitial_node(RawStmt, raw), sql, NULL, 0, NULL);
 #endif
-	SetUserIdAndSecContext(save_userid, save_sec_context);
-	AtEOXact_GUC(false, nest);
+	hx_unseal(&seal);
 	PG_RETURN_VOID();
 }

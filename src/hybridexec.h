@@ -174,9 +174,20 @@ typedef struct HxUserSave
 	int			sec_context;
 } HxUserSave;
 
+/* a sealed call: the user, security context and settings level to go back to */
+typedef struct HxSeal
+{
+	Oid			userid;
+	int			sec_context;
+	int			nest;
+} HxSeal;
+
 extern void hx_become_owner(HxUserSave *save);
+extern void hx_seal(HxSeal *seal, Oid role, const char *search_path);
+extern void hx_unseal(const HxSeal *seal);
 extern void hx_restore_user(const HxUserSave *save);
 extern bool hx_caller_sees(Oid caller, Oid submitted_by, const char *department);
+extern void hx_task_invisible(int64 id, const char *verb) pg_attribute_noreturn();
 
 /* ---- alerts (alert.c) ---- */
 extern void hx_alert_send(Jsonb *payload);
@@ -254,6 +265,9 @@ typedef struct HxDecision
 extern void hx_check_task_args(FunctionCallInfo fcinfo, HxTaskArgs *args);
 extern void hx_check_key_length(const char *what, const char *value);
 extern void hx_classify_task(const HxTaskArgs *args, HxDecision *decision);
+
+/* ---- submitting and waiting (submit.c) ---- */
+extern void hx_check_read_committed(const char *function, const char *what);
 
 /* ---- worker plumbing (worker_common.c) ---- */
 extern void hx_worker_begin_xact(const char *activity);

@@ -20,7 +20,6 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
-#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
@@ -28,6 +27,7 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/syscache.h"
 
 #include "hybridexec.h"
@@ -37,7 +37,6 @@ static Oid	api_caller = InvalidOid;
 
 PG_FUNCTION_INFO_V1(hx_api);
 PG_FUNCTION_INFO_V1(hx_caller);
-PG_FUNCTION_INFO_V1(hx_require_read_committed);
 
 static FmgrInfo *hx_api_target(FmgrInfo *flinfo);
 
@@ -68,6 +67,40 @@ hx_restore_user(const HxUserSave *save)
 }
 
 /*
+ * hx_seal
+ *		Becomes role in a security-restricted operation (no SET ROLE, no
+ *		temporary objects, no LISTEN) at a new settings level, with
+ *		search_path set when one is given - as REFRESH MATERIALIZED VIEW
+ *		runs a view's query - so that what runs until hx_unseal cannot
+ *		leave anything in the session for whoever runs next: handlers, and
+ *		the code of watched tables that runs as their owner.  An error
+ *		meanwhile is undone by the abort of the (sub)transaction.
+ */
+void
+hx_seal(HxSeal *seal, Oid role, const char *search_path)
+{
+	GetUserIdAndSecContext(&seal->userid, &seal->sec_context);
+	seal->nest = NewGUCNestLevel();
+	SetUserIdAndSecContext(role, seal->sec_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	if (search_path != NULL)
+		(void) set_config_option("search_path", search_path, PGC_USERSET,
+								 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+}
+
+/*
+ * hx_unseal
+ *		Goes back to the user hx_seal saved and undoes every setting
+ *		changed since, SET and SET LOCAL alike.
+ */
+void
+hx_unseal(const HxSeal *seal)
+{
+	SetUserIdAndSecContext(seal->userid, seal->sec_context);
+	AtEOXact_GUC(false, seal->nest);
+}
+
+/*
  * hx_caller_sees
  *		Whether a role may see (and so wait for or cancel) a task submitted
  *		by submitted_by for department: an administrator, a member of the
@@ -92,6 +125,22 @@ hx_caller_sees(Oid caller, Oid submitted_by, const char *department)
 	values[2] = department ? CStringGetTextDatum(department) : (Datum) 0;
 	d = hx_stmt_value(&sees, values, nulls, &isnull);
 	return !isnull && DatumGetBool(d);
+}
+
+/*
+ * hx_task_invisible
+ *		The error for a task that does not exist or that the caller may not
+ *		see (hx_caller_sees): to the caller they are the same.  verb: what
+ *		the caller wanted to do with it.
+ */
+void
+hx_task_invisible(int64 id, const char *verb)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_UNDEFINED_OBJECT),
+			 errmsg("task %lld does not exist", (long long) id),
+			 errhint("Task ids are returned by hx_submit(); you can %s tasks you (or your department) submitted.",
+					 verb)));
 }
 
 /*
@@ -177,23 +226,4 @@ Datum
 hx_caller(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_OID(OidIsValid(api_caller) ? api_caller : GetUserId());
-}
-
-/*
- * hx_require_read_committed
- *		SQL (_hybridexec.hx_require_read_committed(caller, what)): a clear
- *		error unless the transaction reads committed data afresh with each
- *		statement: the waiting functions would otherwise never see the
- *		change they wait for.
- */
-Datum
-hx_require_read_committed(PG_FUNCTION_ARGS)
-{
-	if (IsolationUsesXactSnapshot())
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("%s needs READ COMMITTED isolation", text_to_cstring(PG_GETARG_TEXT_PP(0))),
-				 errhint("In REPEATABLE READ or SERIALIZABLE the %s never seems to change; wait outside that transaction.",
-						 text_to_cstring(PG_GETARG_TEXT_PP(1)))));
-	PG_RETURN_VOID();
 }

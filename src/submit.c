@@ -101,6 +101,7 @@ PG_FUNCTION_INFO_V1(hx_submit);
 PG_FUNCTION_INFO_V1(hx_submit_as);
 PG_FUNCTION_INFO_V1(hx_submit_batch);
 PG_FUNCTION_INFO_V1(hx_wait);
+PG_FUNCTION_INFO_V1(hx_require_read_committed);
 
 /*
  * hx_submit
@@ -405,21 +406,22 @@ hx_check_department(Oid submitter, const char *department)
 {
 	Datum		values[2];
 	bool		isnull;
+	char	   *role;
 
 	if (department == NULL)
 		return;
 	values[0] = ObjectIdGetDatum(submitter);
 	values[1] = CStringGetTextDatum(department);
-	if (!DatumGetBool(hx_stmt_value(&may_submit_for, values, NULL, &isnull)))
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("role \"%s\" may not submit tasks for department \"%s\"",
-						GetUserNameFromId(submitter, true) ? GetUserNameFromId(submitter, true) : "?",
-						department),
-				 errdetail("Department memberships are defined in hx_department_member, and the role is not a member of this department."),
-				 errhint("An administrator adds it: INSERT INTO hx_department_member (role, department) VALUES ('%s', '%s');",
-						 GetUserNameFromId(submitter, true) ? GetUserNameFromId(submitter, true) : "?",
-						 department)));
+	if (DatumGetBool(hx_stmt_value(&may_submit_for, values, NULL, &isnull)))
+		return;
+	role = GetUserNameFromId(submitter, true);
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("role \"%s\" may not submit tasks for department \"%s\"",
+					role ? role : "?", department),
+			 errdetail("Department memberships are defined in hx_department_member, and the role is not a member of this department."),
+			 errhint("An administrator adds it: INSERT INTO hx_department_member (role, department) VALUES ('%s', '%s');",
+					 role ? role : "?", department)));
 }
 
 /*
@@ -451,11 +453,7 @@ hx_wait(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("timeout must not be NULL"),
 				 errhint("Leave it out to wait at most 30 seconds.")));
-	if (IsolationUsesXactSnapshot())
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("hx_wait needs READ COMMITTED isolation"),
-				 errhint("In REPEATABLE READ or SERIALIZABLE the task never seems to change; wait outside that transaction.")));
+	hx_check_read_committed("hx_wait", "task");
 	id = PG_GETARG_INT64(0);
 	arg = Int64GetDatum(id);
 	give_up = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
@@ -479,10 +477,7 @@ hx_wait(PG_FUNCTION_ARGS)
 		if (hx_stmt_exec(&wait_status, &arg, NULL, false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "could not read task %lld", (long long) id);
 		if (SPI_processed != 1 && first)
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_OBJECT),
-					 errmsg("task %lld does not exist", (long long) id),
-					 errhint("Task ids are returned by hx_submit(); you can wait for tasks you (or your department) submitted.")));
+			hx_task_invisible(id, "wait for");
 		if (SPI_processed != 1)
 			break;				/* retention took it meanwhile */
 		tup = SPI_tuptable->vals[0];
@@ -495,10 +490,7 @@ hx_wait(PG_FUNCTION_ARGS)
 		if (first)
 		{
 			if (!hx_caller_sees(caller, submitted_by, department))
-				ereport(ERROR,
-						(errcode(ERRCODE_UNDEFINED_OBJECT),
-						 errmsg("task %lld does not exist", (long long) id),
-						 errhint("Task ids are returned by hx_submit(); you can wait for tasks you (or your department) submitted.")));
+				hx_task_invisible(id, "wait for");
 			if (TransactionIdIsCurrentTransactionId(xmin))
 				ereport(ERROR,
 						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -548,4 +540,34 @@ hx_warn_other_database(void)
 						   hx_database_name),
 				 errhint("Set hybridexec.database_name = '%s' and restart the server to run in-database handlers here.",
 						 dbname)));
+}
+
+/*
+ * hx_check_read_committed
+ *		A clear error unless the transaction reads committed data afresh
+ *		with each statement: function, which waits for a what (a task, a
+ *		run) to change, would otherwise never see it change.
+ */
+void
+hx_check_read_committed(const char *function, const char *what)
+{
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("%s needs READ COMMITTED isolation", function),
+				 errhint("In REPEATABLE READ or SERIALIZABLE the %s never seems to change; wait outside that transaction.",
+						 what)));
+}
+
+/*
+ * hx_require_read_committed
+ *		SQL (_hybridexec.hx_require_read_committed(caller, what)):
+ *		hx_check_read_committed, for the waiting functions written in SQL.
+ */
+Datum
+hx_require_read_committed(PG_FUNCTION_ARGS)
+{
+	hx_check_read_committed(text_to_cstring(PG_GETARG_TEXT_PP(0)),
+							text_to_cstring(PG_GETARG_TEXT_PP(1)));
+	PG_RETURN_VOID();
 }

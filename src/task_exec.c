@@ -5,10 +5,10 @@
  *	  inside the caller's transaction:
  *
  *	  - the handler runs through SPI in its own subtransaction, under the
- *		type's timeout, sealed: as the role that registered the type, in a
- *		security-restricted operation (no SET ROLE, no temporary objects
- *		for the next handler to trip over), and whatever settings it
- *		changed - search_path included, SET or SET LOCAL - and session
+ *		type's timeout, sealed (hx_seal): as the role that registered the
+ *		type, in a security-restricted operation (no SET ROLE, no temporary
+ *		objects for the next handler to trip over), and whatever settings
+ *		it changed - search_path included, SET or SET LOCAL - and session
  *		advisory locks it took are undone when it returns or fails, so
  *		every handler starts with the worker's own settings;
  *	  - an error (or the timeout) rolls back only that subtransaction, so
@@ -27,10 +27,10 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "storage/lock.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
-#include "storage/lock.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/syscache.h"
@@ -222,25 +222,19 @@ hx_exec_call(HxTask *task, Oid fn, Oid argtype, Datum arg, int nresults,
 {
 	MemoryContext oldcontext = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
-	Oid			save_userid;
-	int			save_sec_context;
-	int			nest;
 	TimestampTz start = GetCurrentTimestamp();
 	volatile bool timeout_armed = false;
 
 	memset(out, 0, sizeof(*out));
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-
 	pgstat_report_activity(STATE_RUNNING, activity);
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(oldcontext);
-	/* what the handler changes of the settings is undone at this level */
-	nest = NewGUCNestLevel();
 
 	PG_TRY();
 	{
 		SPIPlanPtr	plan;
+		HxSeal		seal;
 		int			rc;
 		bool		isnull;
 
@@ -252,9 +246,7 @@ hx_exec_call(HxTask *task, Oid fn, Oid argtype, Datum arg, int nresults,
 					 errhint("Register the type again with hx_register() as an existing role.")));
 
 		plan = hx_handler_plan(fn, argtype);
-		SetUserIdAndSecContext(task->run_as,
-							   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
-							   SECURITY_RESTRICTED_OPERATION);
+		hx_seal(&seal, task->run_as, NULL);
 		if (task->timeout_ms > 0)
 		{
 			enable_timeout_after(STATEMENT_TIMEOUT,
@@ -274,8 +266,7 @@ hx_exec_call(HxTask *task, Oid fn, Oid argtype, Datum arg, int nresults,
 		 */
 		CHECK_FOR_INTERRUPTS();
 		timeout_armed = false;
-		SetUserIdAndSecContext(save_userid, save_sec_context);
-		AtEOXact_GUC(false, nest);
+		hx_unseal(&seal);
 
 		if (rc != SPI_OK_SELECT || SPI_processed != 1)
 			elog(ERROR, "handler call returned %s", SPI_result_code_string(rc));
