@@ -198,15 +198,17 @@ static HxStmt done_leased = {
  * task (a NULL message = the attempt was lost with its worker, $11 names
  * the worker kind); $8 the worker the task must be running for (NULL =
  * any); $9 lost; $10 retry allowed.  The retry policy is hx_next_try.
+ * The moment of the failure (f.at) is the hx_error row's and the one the
+ * retry's backoff counts from.
  */
 static HxStmt fail_set = {
-	"WITH f AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], "
-	"$5::text[], $6::text[], $7::numeric[]) "
-	"AS f (id, sqlstate, message, detail, hint, context, cost)), "
+	"WITH f AS (SELECT u.*, clock_timestamp() AS at FROM unnest($1::bigint[], $2::text[], $3::text[], "
+	"$4::text[], $5::text[], $6::text[], $7::numeric[]) "
+	"AS u (id, sqlstate, message, detail, hint, context, cost)), "
 	"upd AS (UPDATE @extschema@.hx_task t "
 	"SET (status, run_after, finished_at) = (SELECT n.status, "
-	"clock_timestamp() + n.delay_ms * interval '1 millisecond', "
-	"CASE WHEN n.status = 'dead' THEN clock_timestamp() END "
+	"f.at + n.delay_ms * interval '1 millisecond', "
+	"CASE WHEN n.status = 'dead' THEN f.at END "
 	"FROM _hybridexec.hx_next_try(t.attempts, y.max_attempts, t.route = 'batch', $9, $10) n), "
 	"last_error = coalesce(f.message, format('%s %s stopped while running attempt %s (crash or shutdown)', "
 	"$11::text, t.worker_pid, t.attempts)), "
@@ -215,9 +217,9 @@ static HxStmt fail_set = {
 	"WHERE t.id = f.id AND y.task_type = t.task_type AND t.status = 'running' "
 	"AND ($8::integer IS NULL OR t.worker_pid = $8) "
 	"RETURNING t.id, t.task_type, t.attempts, t.status, t.last_error, t.run_after), "
-	"err AS (INSERT INTO @extschema@.hx_error (task_id, task_type, attempt, sqlstate, "
+	"err AS (INSERT INTO @extschema@.hx_error (task_id, task_type, attempt, at, sqlstate, "
 	"message, detail, hint, context) "
-	"SELECT upd.id, upd.task_type, upd.attempts, coalesce(f.sqlstate, 'XX000'), upd.last_error, "
+	"SELECT upd.id, upd.task_type, upd.attempts, f.at, coalesce(f.sqlstate, 'XX000'), upd.last_error, "
 	"f.detail, coalesce(f.hint, CASE WHEN $9 THEN 'The attempt was rolled back with its worker; "
 	"its effects did not happen.' END), f.context FROM upd JOIN f ON f.id = upd.id) "
 	"SELECT upd.id, upd.task_type, upd.attempts, upd.status, upd.last_error, upd.run_after FROM upd",
