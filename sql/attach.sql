@@ -62,6 +62,10 @@ CREATE TABLE keyed (id int PRIMARY KEY, body text, out jsonb);
 CREATE VIEW keyed_view AS SELECT * FROM keyed;
 SELECT hx_attach('keyed_view', 'ext_ticket');
 SELECT hx_attach('keyed', 'no-such-type');
+-- what the rows would be submitted with passes hx_submit's checks
+SELECT hx_attach('keyed', 'ext_ticket', origin => repeat('o', 201));
+SELECT hx_attach('keyed', 'ext_ticket', sla => '-1 second');
+SELECT hx_attach('keyed', 'ext_ticket', sla => '101 years');
 SELECT hx_attach('keyed', 'ext_ticket', columns => '{body,nope}');
 SELECT hx_attach('keyed', 'ext_ticket', result_column => 'missing');
 SELECT hx_attach('keyed', 'ext_ticket', result_column => 'id');

@@ -33,6 +33,7 @@ SELECT hx_submit('echo', '{}', deadline => now() + interval '101 years');
 SELECT hx_submit('echo', '{}', priority => 2000000000);
 SELECT hx_submit_batch('echo', ARRAY['{}']::jsonb[], department => repeat('d', 300));
 SELECT * FROM hx_classify('echo', sla => '1000000 years');
+SELECT hx_register(repeat('t', 201));
 SELECT * FROM hx_claim(repeat('e', 201));
 SELECT * FROM hx_claim('x', lease => '8 days');
 SELECT hx_register('x', 'echo_handler(jsonb)', timeout => '2 days');

@@ -7,8 +7,9 @@
  *	  A run goes:
  *
  *		begin	take the run (resume it if a crash interrupted it), put
- *				back tasks a lost worker left running, learn which tasks
- *				were in an interrupted chunk ("suspects")
+ *				back tasks a lost worker left running and isolate those
+ *				of an interrupted chunk (hx_task.isolated), learn which
+ *				tasks of the window are isolated ("suspects")
  *		isolate	each suspect alone: claim (attempt counted, committed)
  *				then run it, so a task that crashes the server costs only
  *				its own attempts and ends dead after max_attempts
@@ -104,9 +105,7 @@ static HxStmt chunk_done = {
 	5, {INT8OID, INT4OID, INT4OID, BOOLOID, INT4OID}
 };
 static HxStmt chunk_recover = {
-	"UPDATE @extschema@.hx_checkpoint c SET state = 'recovered', committed_at = clock_timestamp() "
-	"WHERE c.run_id = $1 AND c.part = $2 AND c.state = 'started' "
-	"RETURNING c.task_ids",
+	"SELECT _hybridexec.hx_batch_recover($1, $2)",
 	2, {INT8OID, INT4OID}
 };
 static HxStmt external_pending = {
@@ -520,33 +519,18 @@ static ArrayType *
 hx_batch_recover(HxRun *run)
 {
 	Datum		args[2] = {Int64GetDatum(run->id), Int32GetDatum(run->part)};
-	Datum	   *all = NULL;
-	int			nall = 0;
-	uint64		k;
+	Datum		value;
+	ArrayType  *ids;
+	bool		isnull;
 	MemoryContext old;
 
 	hx_worker_begin_xact("recovering a failed chunk");
-	if (hx_stmt_exec(&chunk_recover, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
-		elog(ERROR, "could not recover the chunk of run %lld", (long long) run->id);
+	value = hx_stmt_value(&chunk_recover, args, NULL, &isnull);
 	old = MemoryContextSwitchTo(run_cxt);
-	for (k = 0; k < SPI_processed; k++)
-	{
-		bool		isnull;
-		Datum		d = SPI_getbinval(SPI_tuptable->vals[k], SPI_tuptable->tupdesc, 1, &isnull);
-		Datum	   *ids;
-		int			n;
-
-		if (isnull)
-			continue;
-		deconstruct_array(DatumGetArrayTypeP(d), INT8OID, 8, FLOAT8PASSBYVAL,
-						  TYPALIGN_DOUBLE, &ids, NULL, &n);
-		all = all ? repalloc(all, sizeof(Datum) * (nall + n)) : palloc(sizeof(Datum) * Max(n, 1));
-		memcpy(all + nall, ids, sizeof(Datum) * n);
-		nall += n;
-	}
+	ids = DatumGetArrayTypePCopy(value);
 	MemoryContextSwitchTo(old);
 	hx_worker_end_xact();
-	return construct_array(all, nall, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
+	return ids;
 }
 
 /*

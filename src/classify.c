@@ -61,6 +61,7 @@ static bool hx_sql_condition(const HxTaskArgs *args, bool by_department);
 static TimestampTz hx_add_years(TimestampTz t, int years);
 
 PG_FUNCTION_INFO_V1(hx_decide);
+PG_FUNCTION_INFO_V1(hx_check_key_length_sql);
 
 /*
  * hx_check_task_args
@@ -209,6 +210,19 @@ hx_check_key_length(const char *what, const char *value)
 				 errmsg("%s is too long: %d characters", what, len),
 				 errdetail("The limit is %d characters.", HX_MAX_KEY_CHARS),
 				 errhint("Use a shorter name or key; store long data in the payload.")));
+}
+
+/*
+ * hx_check_key_length_sql
+ *		SQL (_hybridexec.hx_check_key_length(what, value)): the same check,
+ *		for the functions written in SQL that take such text.
+ */
+Datum
+hx_check_key_length_sql(PG_FUNCTION_ARGS)
+{
+	hx_check_key_length(text_to_cstring(PG_GETARG_TEXT_PP(0)),
+						text_to_cstring(PG_GETARG_TEXT_PP(1)));
+	PG_RETURN_VOID();
 }
 
 /*

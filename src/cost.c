@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * cost.c
- *	  Log-scale latency histograms for the rolling statistics of cost.sql
+ *	  Log-scale latency histograms for the rolling statistics of ledger.sql
  *	  (hx_stat_minute): a histogram is a bigint[] of HX_HIST_BUCKETS
  *	  counters, bucket 0 for durations under one millisecond and bucket k
  *	  (1 .. HX_HIST_BUCKETS - 1) for [2^(k-1), 2^k) milliseconds, the last

@@ -11,6 +11,7 @@
  *		running       --failed, none left (or no retry)--> dead
  *		running       --worker lost (sweep, resumed run)--> queued (isolated:
  *						 it runs alone next time) or dead
+ *		queued/failed --its window run's chunk lost--> isolated too
  *		running       --lease expired (reclaim)--> as failed
  *		queued/failed --chunk of a window run--> done (attempt counted with it)
  *		queued/failed --cancel--> cancelled
@@ -300,6 +301,14 @@ static HxStmt move_window = {
 	2, {TEXTOID, TEXTOID}, false
 };
 
+/* tasks of a window run's lost chunk that still wait run alone next */
+static HxStmt isolate = {
+	"WITH u AS (UPDATE @extschema@.hx_task t SET isolated = true "
+	"WHERE t.id = ANY ($1) AND t.status IN ('queued', 'failed') RETURNING t.id) "
+	"SELECT coalesce(array_agg(u.id ORDER BY u.id), '{}') FROM u",
+	1, {INT8ARRAYOID}, true
+};
+
 static HxStmt claim_check = {
 	"SELECT @extschema@.hx_claim_check($1, $2)",
 	2, {TEXTARRAYOID, TEXTOID}
@@ -337,13 +346,15 @@ typedef struct HxFailKind
 PG_FUNCTION_INFO_V1(hx_next_try);
 PG_FUNCTION_INFO_V1(hx_put_back);
 PG_FUNCTION_INFO_V1(hx_fail_leased);
-PG_FUNCTION_INFO_V1(hx_complete_leased);
+PG_FUNCTION_INFO_V1(hx_complete_many);
 PG_FUNCTION_INFO_V1(hx_claim);
 PG_FUNCTION_INFO_V1(hx_cancel);
 PG_FUNCTION_INFO_V1(hx_reclaim_leases);
 PG_FUNCTION_INFO_V1(hx_escalate);
 PG_FUNCTION_INFO_V1(hx_move_window);
+PG_FUNCTION_INFO_V1(hx_isolate);
 PG_FUNCTION_INFO_V1(hx_stream_claim);
+PG_FUNCTION_INFO_V1(hx_check_lease_sql);
 
 static int	hx_tasks_decode(HxTask **tasks, MemoryContext cxt);
 static int	hx_fail_exec(HxFailure *f, int n, const HxFailKind *kind,
@@ -359,6 +370,7 @@ static ErrorData *hx_try_fail_exec(HxFailure *f, int n, const HxFailKind *kind,
 								   HxBooked *booked);
 static ErrorData *hx_in_subxact(void (*fn) (void *arg), void *arg);
 static Oid	hx_enter(FunctionCallInfo fcinfo, HxUserSave *save);
+static void hx_check_lease(Interval *lease);
 static void hx_leave(HxUserSave *save);
 
 /* ------------------------------------------------------------------------
@@ -1098,16 +1110,17 @@ hx_complete_call(void *arg)
 }
 
 /*
- * hx_complete_leased
- *		SQL (_hybridexec.hx_complete_leased(ids, lease_tokens, results,
- *		costs) RETURNS TABLE (id, status)): successful external attempts,
- *		in one statement; a stale or expired lease, or a negative cost, is
- *		refused alone.  Should the statement fail, each task is completed
- *		on its own and one that cannot be is refused (its lease then
- *		expires and the reclaim books it).
+ * hx_complete_many
+ *		SQL (hx_complete_many(ids, lease_tokens, results, costs) RETURNS
+ *		TABLE (id, status)): successful external attempts, in one
+ *		statement; a stale or expired lease, or a negative cost, is refused
+ *		alone.  Should the statement fail, each task is completed on its
+ *		own and one that cannot be is refused (its lease then expires and
+ *		the reclaim books it).  Called by executors: the statements run as
+ *		the extension's owner (hx_enter).
  */
 Datum
-hx_complete_leased(PG_FUNCTION_ARGS)
+hx_complete_many(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	HxUserSave	save;
@@ -1202,6 +1215,43 @@ hx_complete_leased(PG_FUNCTION_ARGS)
 }
 
 /*
+ * hx_check_lease
+ *		A clear error unless lease (NULL = none given) is positive and at
+ *		most HX_MAX_LEASE_DAYS: how long an executor may hold a task.
+ */
+static void
+hx_check_lease(Interval *lease)
+{
+	Interval	zero;
+	Interval	longest;
+
+	memset(&zero, 0, sizeof(zero));
+	memset(&longest, 0, sizeof(longest));
+	longest.day = HX_MAX_LEASE_DAYS;
+	if (lease == NULL ||
+		DatumGetInt32(DirectFunctionCall2(interval_cmp, IntervalPGetDatum(lease),
+										  IntervalPGetDatum(&zero))) <= 0 ||
+		DatumGetInt32(DirectFunctionCall2(interval_cmp, IntervalPGetDatum(lease),
+										  IntervalPGetDatum(&longest))) > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("lease must be a positive interval of at most %d days", HX_MAX_LEASE_DAYS),
+				 errhint("The lease is how long the executor may hold a task without a heartbeat, such as '5 minutes'; heartbeats extend it.")));
+}
+
+/*
+ * hx_check_lease_sql
+ *		SQL (_hybridexec.hx_check_lease(lease)): hx_check_lease, for
+ *		hx_heartbeat.
+ */
+Datum
+hx_check_lease_sql(PG_FUNCTION_ARGS)
+{
+	hx_check_lease(PG_ARGISNULL(0) ? NULL : PG_GETARG_INTERVAL_P(0));
+	PG_RETURN_VOID();
+}
+
+/*
  * hx_claim
  *		SQL: the external executors' claim.  Up to max due tasks of types
  *		without an in-database handler (task_types NULL = all such types;
@@ -1221,8 +1271,6 @@ hx_claim(PG_FUNCTION_ARGS)
 	char		nulls[4] = {' ', ' ', ' ', ' '};
 	Datum		check[2];
 	char		check_nulls[2];
-	Interval	zero;
-	Interval	longest;
 	MemoryContext callcxt;
 	char	   *executor;
 	char	   *route = NULL;
@@ -1246,18 +1294,7 @@ hx_claim(PG_FUNCTION_ARGS)
 						PG_ARGISNULL(3) ? "NULL" : psprintf("%d", PG_GETARG_INT32(3))),
 				 errhint("Claim fewer tasks per call and call again.")));
 	max = PG_GETARG_INT32(3);
-	memset(&zero, 0, sizeof(zero));
-	memset(&longest, 0, sizeof(longest));
-	longest.day = HX_MAX_LEASE_DAYS;
-	if (PG_ARGISNULL(4) ||
-		DatumGetInt32(DirectFunctionCall2(interval_cmp, PG_GETARG_DATUM(4),
-										  IntervalPGetDatum(&zero))) <= 0 ||
-		DatumGetInt32(DirectFunctionCall2(interval_cmp, PG_GETARG_DATUM(4),
-										  IntervalPGetDatum(&longest))) > 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("lease must be a positive interval of at most %d days", HX_MAX_LEASE_DAYS),
-				 errhint("The lease is how long the executor may hold a task without a heartbeat, such as '5 minutes'; heartbeats extend it.")));
+	hx_check_lease(PG_ARGISNULL(4) ? NULL : PG_GETARG_INTERVAL_P(4));
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 	callcxt = CurrentMemoryContext;
@@ -1326,6 +1363,10 @@ hx_cancel(PG_FUNCTION_ARGS)
 	Oid			caller;
 	int64		id;
 	Datum		arg;
+	HeapTuple	tup;
+	TupleDesc	desc;
+	Oid			submitted_by;
+	Datum		dept;
 	char	   *status;
 	bool		isnull;
 	bool		cancelled = false;
@@ -1339,25 +1380,15 @@ hx_cancel(PG_FUNCTION_ARGS)
 	caller = hx_enter(fcinfo, &save);
 	if (hx_stmt_exec(&lock_task, &arg, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read task %lld", (long long) id);
-	if (SPI_processed == 1)
-	{
-		HeapTuple	tup = SPI_tuptable->vals[0];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		Datum		dept = SPI_getbinval(tup, desc, 3, &isnull);
-		char	   *department = isnull ? NULL : TextDatumGetCString(dept);
-		Oid			submitted_by = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
-
-		status = TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull));
-		if (!hx_caller_sees(caller, submitted_by, department))
-			status = NULL;
-	}
-	else
-		status = NULL;
-	if (status == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("task %lld does not exist", (long long) id),
-				 errhint("Task ids are returned by hx_submit(); you can cancel tasks you (or your department) submitted.")));
+	if (SPI_processed != 1)
+		hx_task_invisible(id, "cancel");
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	status = TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull));
+	submitted_by = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
+	dept = SPI_getbinval(tup, desc, 3, &isnull);
+	if (!hx_caller_sees(caller, submitted_by, isnull ? NULL : TextDatumGetCString(dept)))
+		hx_task_invisible(id, "cancel");
 	if (strcmp(status, "queued") == 0 || strcmp(status, "failed") == 0)
 	{
 		if (hx_stmt_exec(&cancel_task, &arg, NULL, false, 0) != SPI_OK_UPDATE)
@@ -1442,6 +1473,29 @@ hx_move_window(PG_FUNCTION_ARGS)
 	n = SPI_processed;
 	hx_leave(&save);
 	PG_RETURN_INT32((int32) n);
+}
+
+/*
+ * hx_isolate
+ *		SQL (_hybridexec.hx_isolate(ids) RETURNS bigint[]): the tasks among
+ *		ids that still wait run alone next time (a window run's chunk that
+ *		was interrupted or failed as a whole); returns them, in id order.
+ */
+Datum
+hx_isolate(PG_FUNCTION_ARGS)
+{
+	HxUserSave	save;
+	Datum		arg;
+	Datum		result;
+	bool		isnull;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	arg = PG_GETARG_DATUM(0);
+	(void) hx_enter(fcinfo, &save);
+	result = SPI_datumTransfer(hx_stmt_value(&isolate, &arg, NULL, &isnull), false, -1);
+	hx_leave(&save);
+	PG_RETURN_DATUM(result);
 }
 
 /*

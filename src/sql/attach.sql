@@ -151,7 +151,7 @@ BEGIN
 	   AND hx_attach_payload(a, to_jsonb(NEW)) IS NOT DISTINCT FROM hx_attach_payload(a, to_jsonb(OLD)) THEN
 		RETURN NULL;			/* e.g. the write-back of a result */
 	END IF;
-	IF NOT hx_attach_passes(a, to_jsonb(NEW)) THEN
+	IF a.filter IS NOT NULL AND NOT hx_attach_passes(a, to_jsonb(NEW)) THEN
 		RETURN NULL;
 	END IF;
 	PERFORM hx_attach_submit(a, to_jsonb(NEW), a.origin);
@@ -264,25 +264,12 @@ BEGIN
 				  HINT = 'Only ordinary and partitioned tables can be watched.';
 	END IF;
 	PERFORM hx_attach_owner_check(src);
-	IF NOT EXISTS (SELECT 1 FROM hx_type y WHERE y.task_type = hx_attach.task_type) THEN
-		RAISE EXCEPTION 'unknown task type "%"', task_type
-			USING ERRCODE = 'undefined_object',
-				  HINT = 'Register it first with hx_register().';
-	END IF;
+	/* what the rows will be submitted with passes hx_submit's own checks */
+	PERFORM hx_decide(task_type, '{}', sla, coalesce(origin, 'background'));
 	IF EXISTS (SELECT 1 FROM hx_attachment x WHERE x.source = src) THEN
 		RAISE EXCEPTION 'table % is already attached', src
 			USING ERRCODE = 'duplicate_object',
 				  HINT = 'Call hx_detach() first to attach it differently.';
-	END IF;
-	IF origin IS NOT NULL AND length(origin) > 200 THEN
-		RAISE EXCEPTION 'origin is too long: % characters', length(origin)
-			USING ERRCODE = 'string_data_right_truncation',
-				  HINT = 'An origin is at most 200 characters.';
-	END IF;
-	IF sla < interval '0' OR sla > interval '100 years' THEN
-		RAISE EXCEPTION 'sla must be between 0 and 100 years, not %', sla
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Pass NULL for rows with no SLA.';
 	END IF;
 	SELECT array_agg(a.attname::text ORDER BY k.ord) INTO keys
 	  FROM pg_index i, unnest(i.indkey) WITH ORDINALITY k (attnum, ord), pg_attribute a

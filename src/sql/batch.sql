@@ -209,6 +209,23 @@ $$;
 COMMENT ON FUNCTION _hybridexec.hx_type_in_database(text) IS
 'True when the task type has an in-database handler or batch handler (else external executors run it)';
 
+/*
+ * The chunks a part of a run had taken but not committed (interrupted by a
+ * crash, or failed as a whole): marked recovered, and their tasks that
+ * still wait isolated (hx_task.isolated: run one by one) and returned.
+ */
+CREATE FUNCTION _hybridexec.hx_batch_recover(run_id bigint, part integer) RETURNS bigint[]
+LANGUAGE sql SET search_path = @extschema@, _hybridexec, pg_temp AS $$
+	WITH c AS (UPDATE hx_checkpoint c SET state = 'recovered', committed_at = clock_timestamp()
+				WHERE c.run_id = hx_batch_recover.run_id AND c.part = hx_batch_recover.part
+				  AND c.state = 'started'
+			   RETURNING c.task_ids)
+	SELECT hx_isolate(coalesce(array_agg(i), '{}')) FROM c, unnest(c.task_ids) i
+$$;
+
+COMMENT ON FUNCTION _hybridexec.hx_batch_recover(bigint, integer) IS
+'Batch worker side: marks the started (uncommitted) checkpoints of a part of a run recovered, isolates their tasks that still wait and returns them, to be run one by one';
+
 CREATE FUNCTION _hybridexec.hx_batch_begin(run_id bigint, worker_pid integer, part integer,
 							   parts integer, live_pids integer[],
 							   OUT window_name text, OUT chunk_size integer,
@@ -220,8 +237,6 @@ DECLARE
 	r hx_window_run;
 	w hx_window;
 	lost bigint[];
-	swept bigint[];
-	interrupted bigint[];
 BEGIN
 	SELECT * INTO r FROM hx_window_run x WHERE x.id = hx_batch_begin.run_id FOR UPDATE;
 	IF NOT FOUND OR r.status NOT IN ('starting', 'running') THEN
@@ -238,7 +253,7 @@ BEGIN
 	/*
 	 * Tasks of this window left running by a batch worker that is gone
 	 * (runs of one window never overlap, so any is orphaned): their
-	 * attempt counts; they are retried one by one, or dead.
+	 * attempt counts; they are isolated (retried one by one), or dead.
 	 */
 	SELECT array_agg(t.id) INTO lost FROM (
 		SELECT t.id FROM hx_task t
@@ -246,20 +261,18 @@ BEGIN
 		   AND (t.worker_pid IS NULL OR t.worker_pid <> ALL (live_pids))
 		   AND hx_type_in_database(t.task_type)
 		 FOR UPDATE OF t) t;
-	SELECT array_agg(b.id) FILTER (WHERE b.status = 'queued') INTO swept
-	  FROM hx_put_back(coalesce(lost, '{}'), 'batch worker') b;
+	PERFORM hx_put_back(coalesce(lost, '{}'), 'batch worker');
+	/* chunks this run had taken when it was interrupted: their tasks are isolated too */
+	PERFORM hx_batch_recover(r.id, hx_batch_begin.part);
 
-	/* chunks this run had taken when it was interrupted: retry their tasks one by one */
-	SELECT array_agg(DISTINCT i) INTO interrupted
-	  FROM hx_checkpoint c, unnest(c.task_ids) i
-	 WHERE c.run_id = r.id AND c.part = hx_batch_begin.part AND c.state = 'started';
-	UPDATE hx_checkpoint c SET state = 'recovered', committed_at = clock_timestamp()
-	 WHERE c.run_id = r.id AND c.part = hx_batch_begin.part AND c.state = 'started';
-
+	/*
+	 * Every isolated task of the window runs alone before the chunks: those
+	 * just isolated, and those a worker that was lost since did not get to.
+	 */
 	SELECT array_agg(t.id ORDER BY t.id) INTO suspects
 	  FROM hx_task t
-	 WHERE t.id = ANY (coalesce(swept, '{}') || coalesce(interrupted, '{}'))
-	   AND t.status IN ('queued', 'failed');
+	 WHERE t.isolated AND t.status IN ('queued', 'failed')
+	   AND t.route = 'batch' AND t.window_name = r.window_name;
 
 	UPDATE hx_window_run x
 	   SET status = 'running', started_at = coalesce(x.started_at, now()),
@@ -288,7 +301,7 @@ COMMENT ON FUNCTION _hybridexec.hx_batch_begin(bigint, integer, integer, integer
 
 /*
  * Planned like the workers' own statements (hx_execute_plan in
- * src/worker_common.c): in index order whatever the statistics say.
+ * src/stmt.c): in index order whatever the statistics say.
  */
 CREATE FUNCTION _hybridexec.hx_batch_next_chunk(run_id bigint, window_name text, chunk_size integer,
 									part integer DEFAULT 0, parts integer DEFAULT 1)

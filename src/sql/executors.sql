@@ -146,14 +146,6 @@ AS 'MODULE_PATHNAME', 'hx_fail_leased' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION _hybridexec.hx_fail_leased(bigint[], text, text, boolean, numeric, text) IS
 'Executor side: books failed external attempts of tasks the caller has locked (an hx_error row each; retried with backoff, in the next window run, or dead; a task that cannot be booked is set aside)';
 
-CREATE FUNCTION _hybridexec.hx_complete_leased(ids bigint[], lease_tokens uuid[], results jsonb[],
-											   costs numeric[])
-RETURNS TABLE (id bigint, status text)
-AS 'MODULE_PATHNAME', 'hx_complete_leased' LANGUAGE C VOLATILE;
-
-COMMENT ON FUNCTION _hybridexec.hx_complete_leased(bigint[], uuid[], jsonb[], numeric[]) IS
-'Executor side: completes external attempts in one statement (results NULL = {}); done, or refused for a stale or expired lease, a negative cost, or an outcome that cannot be booked (alone)';
-
 /* ------------------------------------------------------------------------
  * Reporting
  * ------------------------------------------------------------------------ */
@@ -168,9 +160,8 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'Report what the attempt cost, or NULL to book the catalog price.';
 	END IF;
-	IF (SELECT c.status FROM _hybridexec.hx_complete_leased(ARRAY[hx_complete.id], ARRAY[hx_complete.lease_token],
-															  ARRAY[coalesce(hx_complete.result, '{}'::jsonb)],
-															  ARRAY[hx_complete.cost]) c) <> 'done' THEN
+	IF (SELECT c.status FROM hx_complete_many(ARRAY[hx_complete.id], ARRAY[hx_complete.lease_token],
+											 ARRAY[hx_complete.result], ARRAY[hx_complete.cost]) c) <> 'done' THEN
 		RAISE EXCEPTION 'task % could not be completed', id
 			USING ERRCODE = 'object_not_in_prerequisite_state',
 				  HINT = 'The server log says why; the lease expires and the attempt is booked as failed.';
@@ -184,10 +175,7 @@ COMMENT ON FUNCTION hx_complete(bigint, uuid, jsonb, numeric) IS
 CREATE FUNCTION hx_complete_many(ids bigint[], lease_tokens uuid[], results jsonb[] DEFAULT NULL,
 								 costs numeric[] DEFAULT NULL)
 RETURNS TABLE (id bigint, status text)
-LANGUAGE sql SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
-	/* one statement for many attempts; a stale or expired lease is refused, alone */
-	SELECT c.id, c.status FROM hx_complete_leased(ids, lease_tokens, results, costs) c
-$$;
+AS 'MODULE_PATHNAME', 'hx_complete_many' LANGUAGE C VOLATILE;
 
 COMMENT ON FUNCTION hx_complete_many(bigint[], uuid[], jsonb[], numeric[]) IS
 'External executors: hx_complete for many attempts in one statement (results NULL = {}); returns done, or refused for a stale or expired lease or a negative cost (the others are still completed)';
@@ -232,6 +220,12 @@ $$;
 COMMENT ON FUNCTION _hybridexec.hx_lease_args_check(bigint[], uuid[]) IS
 'Executor side: raises a clear error unless there is one lease token per task id';
 
+CREATE FUNCTION _hybridexec.hx_check_lease(lease interval) RETURNS void
+AS 'MODULE_PATHNAME', 'hx_check_lease_sql' LANGUAGE C IMMUTABLE;
+
+COMMENT ON FUNCTION _hybridexec.hx_check_lease(interval) IS
+'Raises a clear error unless the lease (how long an executor may hold a task) is positive and at most 7 days: what hx_claim and hx_heartbeat accept';
+
 CREATE FUNCTION hx_heartbeat(ids bigint[], lease_tokens uuid[], lease interval DEFAULT '5 minutes')
 RETURNS TABLE (id bigint, lease_expires_at timestamptz)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
@@ -240,12 +234,7 @@ DECLARE
 	i integer;
 BEGIN
 	PERFORM hx_lease_args_check(ids, lease_tokens);
-	IF hx_heartbeat.lease IS NULL OR hx_heartbeat.lease <= interval '0'
-	   OR hx_heartbeat.lease > interval '7 days' THEN
-		RAISE EXCEPTION 'lease must be a positive interval of at most 7 days'
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'The lease runs this long from now, such as ''5 minutes''.';
-	END IF;
+	PERFORM hx_check_lease(hx_heartbeat.lease);
 	/* in id order, so that concurrent heartbeats never deadlock */
 	FOR i IN SELECT o FROM generate_subscripts(ids, 1) o ORDER BY ids[o] LOOP
 		PERFORM hx_lease_check(ids[i], lease_tokens[i]);
@@ -276,7 +265,7 @@ COMMENT ON FUNCTION hx_reclaim_leases() IS
  * ------------------------------------------------------------------------ */
 
 CREATE FUNCTION hx_result_cost(result jsonb, cost_field text) RETURNS numeric
-LANGUAGE plpgsql IMMUTABLE SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
+LANGUAGE plpgsql IMMUTABLE SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 BEGIN
 	IF cost_field IS NULL OR jsonb_typeof(result) <> 'object' OR NOT result ? cost_field THEN
 		RETURN NULL;

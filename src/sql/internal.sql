@@ -12,7 +12,10 @@
  * helpers - in schema _hybridexec, which only the extension's owner may
  * use (privileges.sql), so that \df shows users the API alone.  Every
  * function of both pins its search_path to the two schemas (and pg_temp
- * last), so no object a user creates can stand in for one of ours.
+ * last), so no object a user creates can stand in for one of ours - but
+ * for a few one-statement SQL helpers that are inlined into their callers
+ * (a SET clause would prevent it) and so run with their callers' pinned
+ * path: hx_local_zone, hx_cron_job_name, hx_price_rule.
  */
 
 \echo Use "CREATE EXTENSION hybridexec" to load this file. \quit
@@ -71,6 +74,12 @@ $$;
 
 COMMENT ON FUNCTION _hybridexec.hx_check_time_condition(text, time, time, integer[], text) IS
 'Validation shared by hx_rule and hx_price_period: a time-of-day range needs both ends and must not be empty, days are ISO days of week, the time zone must exist; raises a clear error naming label';
+
+CREATE FUNCTION _hybridexec.hx_check_key_length(what text, value text) RETURNS void
+AS 'MODULE_PATHNAME', 'hx_check_key_length_sql' LANGUAGE C IMMUTABLE STRICT;
+
+COMMENT ON FUNCTION _hybridexec.hx_check_key_length(text, text) IS
+'Raises a clear error when text that becomes a key (what names it) is longer than hx_submit allows (200 characters)';
 
 CREATE FUNCTION _hybridexec.hx_require_read_committed(caller text, what text) RETURNS void
 AS 'MODULE_PATHNAME', 'hx_require_read_committed' LANGUAGE C STABLE STRICT;

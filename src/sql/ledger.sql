@@ -118,7 +118,7 @@ COMMENT ON COLUMN hx_cost.correction_of IS 'For a correction: the booking (hx_co
 COMMENT ON COLUMN hx_cost.note IS 'Why a correction was made';
 
 CREATE FUNCTION _hybridexec.hx_cost_append_only() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
+LANGUAGE plpgsql SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 BEGIN
 	RAISE EXCEPTION 'hx_cost is append-only: % is not allowed', TG_OP
 		USING ERRCODE = 'insufficient_privilege',
@@ -369,7 +369,7 @@ COMMENT ON COLUMN hx_budget.currency IS 'Currency of amount; only bookings in th
 COMMENT ON COLUMN hx_budget.description IS 'Free text for humans';
 
 CREATE FUNCTION _hybridexec.hx_budget_check() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
+LANGUAGE plpgsql SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 BEGIN
 	IF NEW.period IS NULL OR NEW.period NOT IN ('day', 'week', 'month') THEN
 		RAISE EXCEPTION 'hx_budget: unknown period "%"', NEW.period
@@ -436,5 +436,3 @@ SELECT pg_catalog.pg_extension_config_dump('hx_cost_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('hx_stat_minute', '');
 SELECT pg_catalog.pg_extension_config_dump('hx_cost_daily', '');
 SELECT pg_catalog.pg_extension_config_dump('hx_budget', '');
-SELECT pg_catalog.pg_extension_config_dump('hx_price_period', '');
-SELECT pg_catalog.pg_extension_config_dump('hx_price_period_id_seq', '');

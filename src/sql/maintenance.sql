@@ -20,7 +20,7 @@ BEGIN
 	IF keep <= 0 THEN
 		RETURN 0;
 	END IF;
-	/* with the tasks, which watched-table row they came from (executor.sql) */
+	/* with the tasks, which watched-table row they came from (attach.sql) */
 	WITH gone AS (
 		DELETE FROM hx_task t
 		 WHERE t.id IN (SELECT x.id FROM hx_task x

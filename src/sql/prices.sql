@@ -69,6 +69,10 @@ COMMENT ON COLUMN hx_price_period.local_until IS 'End of the time-of-day range (
 COMMENT ON COLUMN hx_price_period.time_zone IS 'Time zone of days and times; NULL = hybridexec.time_zone';
 COMMENT ON COLUMN hx_price_period.multiplier IS 'Factor applied to the price (1.5 = peak surcharge, 0.8 = off-peak rebate)';
 
+/* pg_dump keeps what the DBA entered (extension tables are otherwise left out) */
+SELECT pg_catalog.pg_extension_config_dump('hx_price_period', '');
+SELECT pg_catalog.pg_extension_config_dump('hx_price_period_id_seq', '');
+
 CREATE AGGREGATE _hybridexec.hx_product(numeric) (SFUNC = numeric_mul, STYPE = numeric);
 
 COMMENT ON AGGREGATE _hybridexec.hx_product(numeric) IS 'Product of the values (NULL when there are none): how peak/off-peak multipliers combine';

@@ -100,9 +100,9 @@ CREATE INDEX hx_task_stream_claim_idx ON hx_task (priority DESC, id)
 CREATE INDEX hx_task_batch_idx ON hx_task (window_name, task_type, (-priority),
 										   (coalesce(deadline, 'infinity'::timestamptz)), id)
 	WHERE status IN ('queued', 'failed') AND route = 'batch';
-/* stream tasks put back after their worker was lost: each runs alone */
+/* tasks put back after their worker was lost (or of a failed chunk): each runs alone */
 CREATE INDEX hx_task_isolated_idx ON hx_task (priority DESC, id)
-	WHERE isolated AND status IN ('queued', 'failed') AND route = 'stream';
+	WHERE isolated AND status IN ('queued', 'failed');
 /* what the crash sweep looks at */
 CREATE INDEX hx_task_running_idx ON hx_task (worker_pid)
 	WHERE status = 'running';
@@ -139,7 +139,7 @@ COMMENT ON COLUMN hx_task.executor IS 'External executor that holds (or last hel
 COMMENT ON COLUMN hx_task.lease_token IS 'Token of the current external lease (hx_claim); hx_complete/hx_fail/hx_heartbeat must present it';
 COMMENT ON COLUMN hx_task.lease_expires_at IS 'When the current external lease expires and the task is reclaimed';
 COMMENT ON COLUMN hx_task.submitted_by IS 'The role that submitted the task (for a watched table: the role that attached it); it and its members see the task';
-COMMENT ON COLUMN hx_task.isolated IS 'Its last attempt was lost with its worker (crash, kill): it runs alone next time, so that a task that crashes its worker costs no other task an attempt';
+COMMENT ON COLUMN hx_task.isolated IS 'Its last attempt was lost with its worker (crash, kill), or its window run''s chunk failed as a whole: it runs alone next time, so that a task that crashes its worker costs no other task an attempt';
 COMMENT ON COLUMN hx_task.reported_cost IS 'Cost of the latest attempt as reported by its executor (hx_complete/hx_fail); when set, the ledger books it instead of the catalog price';
 
 CREATE TABLE hx_error (
@@ -188,6 +188,9 @@ COMMENT ON TABLE hx_department_member IS
 COMMENT ON COLUMN hx_department_member.role IS 'The role (its members count too)';
 COMMENT ON COLUMN hx_department_member.department IS 'The department (hx_task.department)';
 
+/* pg_dump keeps the memberships the DBA entered: row security depends on them */
+SELECT pg_catalog.pg_extension_config_dump('hx_department_member', '');
+
 /* what retention looks at */
 CREATE INDEX hx_task_finished_idx ON hx_task (finished_at)
 	WHERE status IN ('done', 'dead', 'cancelled');
@@ -226,12 +229,7 @@ BEGIN
 			USING ERRCODE = 'null_value_not_allowed',
 				  HINT = 'Pass a name such as ''summarize''.';
 	END IF;
-	IF length(task_type) > 200 THEN
-		RAISE EXCEPTION 'task type is too long: % characters', length(task_type)
-			USING ERRCODE = 'string_data_right_truncation',
-				  DETAIL = 'A task type is at most 200 characters.',
-				  HINT = 'Use a shorter name.';
-	END IF;
+	PERFORM hx_check_key_length('task type', task_type);
 	/* only a member of the role a type runs as may change it, or an administrator */
 	SELECT y.run_as INTO owner FROM hx_type y WHERE y.task_type = hx_register.task_type;
 	IF owner IS NOT NULL AND NOT pg_has_role(caller, owner, 'MEMBER')
@@ -253,7 +251,9 @@ BEGIN
 	/* the handlers run as the caller: it must be allowed to call them */
 	IF (handler IS NOT NULL AND NOT has_function_privilege(caller, handler, 'EXECUTE'))
 	   OR (batch_handler IS NOT NULL AND NOT has_function_privilege(caller, batch_handler, 'EXECUTE')) THEN
-		RAISE EXCEPTION 'role % may not execute handler %', caller, coalesce(handler, batch_handler)
+		RAISE EXCEPTION 'role % may not execute handler %', caller,
+				CASE WHEN handler IS NOT NULL AND NOT has_function_privilege(caller, handler, 'EXECUTE')
+					 THEN handler ELSE batch_handler END
 			USING ERRCODE = 'insufficient_privilege',
 				  DETAIL = 'Handlers run with the privileges of the role that registers their type.',
 				  HINT = 'GRANT EXECUTE on the handler to that role, or register the type as its owner.';
@@ -406,15 +406,23 @@ AS 'MODULE_PATHNAME', 'hx_submit_as' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION _hybridexec.hx_submit_as(regrole, text, jsonb, interval, text) IS
 'hx_submit() on behalf of a role: the tasks of a watched table are submitted by the role that attached it';
 
+/* pg_has_role errs on a dropped role: these look only at roles that exist */
+CREATE FUNCTION _hybridexec.hx_in_department(who oid, department text) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = @extschema@, _hybridexec, pg_temp AS $$
+	SELECT EXISTS (SELECT 1 FROM hx_department_member m JOIN pg_roles r ON r.oid = m.role
+					WHERE m.department = hx_in_department.department
+					  AND pg_has_role(who, r.oid, 'MEMBER'))
+$$;
+
+COMMENT ON FUNCTION _hybridexec.hx_in_department(oid, text) IS
+'Whether role "who" is a member (directly or through a group) of a role of the department in hx_department_member';
+
 CREATE FUNCTION _hybridexec.hx_visible_to(who oid, submitted_by oid, department text) RETURNS boolean
 LANGUAGE sql STABLE SET search_path = @extschema@, _hybridexec, pg_temp AS $$
-	/* pg_has_role errs on a dropped role: look only at roles that exist */
 	SELECT pg_has_role(who, 'hybridexec_admin', 'MEMBER')
 		   OR EXISTS (SELECT 1 FROM pg_roles r WHERE r.oid = submitted_by
 					   AND pg_has_role(who, r.oid, 'MEMBER'))
-		   OR EXISTS (SELECT 1 FROM hx_department_member m JOIN pg_roles r ON r.oid = m.role
-					   WHERE m.department = hx_visible_to.department
-						 AND pg_has_role(who, r.oid, 'MEMBER'))
+		   OR hx_in_department(who, department)
 $$;
 
 COMMENT ON FUNCTION _hybridexec.hx_visible_to(oid, oid, text) IS
@@ -424,9 +432,7 @@ CREATE FUNCTION _hybridexec.hx_may_submit_for(who oid, department text) RETURNS 
 LANGUAGE sql STABLE SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 	SELECT NOT EXISTS (SELECT 1 FROM hx_department_member)
 		   OR pg_has_role(who, 'hybridexec_admin', 'MEMBER')
-		   OR EXISTS (SELECT 1 FROM hx_department_member m JOIN pg_roles r ON r.oid = m.role
-					   WHERE m.department = hx_may_submit_for.department
-						 AND pg_has_role(who, r.oid, 'MEMBER'))
+		   OR hx_in_department(who, department)
 $$;
 
 COMMENT ON FUNCTION _hybridexec.hx_may_submit_for(oid, text) IS
@@ -495,6 +501,12 @@ AS 'MODULE_PATHNAME', 'hx_move_window' LANGUAGE C VOLATILE;
 
 COMMENT ON FUNCTION _hybridexec.hx_move_window(text, text) IS
 'The unfinished tasks of a renamed window follow it; returns how many';
+
+CREATE FUNCTION _hybridexec.hx_isolate(ids bigint[]) RETURNS bigint[]
+AS 'MODULE_PATHNAME', 'hx_isolate' LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION _hybridexec.hx_isolate(bigint[]) IS
+'Worker side: the tasks among ids that still wait (queued or failed) run alone next time (hx_task.isolated); returns them in id order';
 
 /* ------------------------------------------------------------------------
  * Looking at the workers

@@ -44,7 +44,7 @@ COMMENT ON COLUMN hx_window.opportunistic IS 'May start early while the stream p
 COMMENT ON COLUMN hx_window.description IS 'Free text for humans';
 
 CREATE FUNCTION _hybridexec.hx_window_check() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
+LANGUAGE plpgsql SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 BEGIN
 	IF NEW.schedule IS NULL THEN
 		RAISE EXCEPTION 'hx_window "%": schedule must not be NULL', NEW.name
@@ -87,8 +87,7 @@ BEGIN
 	IF TG_OP = 'UPDATE' AND NEW.name IS NOT DISTINCT FROM OLD.name THEN
 		RETURN NEW;
 	END IF;
-	IF EXISTS (SELECT 1 FROM hx_window_run r WHERE r.window_name = OLD.name
-				AND r.status IN ('starting', 'running')) THEN
+	IF hx_window_open(OLD.name) THEN
 		RAISE EXCEPTION 'window "%" is running', OLD.name
 			USING ERRCODE = 'object_in_use',
 				  HINT = format('Wait for its run to end (SELECT hx_wait_run(id) FROM hx_window_run WHERE window_name = %L AND status IN (''starting'', ''running'')), then try again.', OLD.name);
