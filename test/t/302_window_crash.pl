@@ -11,6 +11,9 @@
 #      interrupted chunk's tasks, so the crasher costs only its own
 #      attempts and ends dead after max_attempts, while its chunk's other
 #      tasks are done exactly once.
+#   3. Tasks left isolated by a run whose worker was lost before it ran
+#      them alone (hx_task.isolated still set, nothing running): the next
+#      run runs each of them alone before its chunks.
 use strict;
 use warnings;
 
@@ -85,6 +88,28 @@ is( $node->safe_psql('postgres',
 	'49/49', 'each of their effects exists exactly once');
 is($node->safe_psql('postgres', "SELECT count(*) FROM bseen WHERE k = 'p17'"),
 	'0', 'no effect of the crasher survived');
+
+# --- 3. isolated tasks a lost worker did not get to ---------------------------
+HxBatch::submit_keys($node, 'i', 20);
+is( $node->safe_psql('postgres', q{
+		SELECT cardinality(_hybridexec.hx_isolate(array_agg(id)))
+		  FROM hx_task WHERE payload->>'k' IN ('i3', 'i11')}),
+	'2', 'two waiting tasks are marked isolated, as a lost run leaves them');
+$run = HxBatch::run_window($node, 'crashy');
+HxBatch::wait_run($node, $run, 'run with isolated tasks');
+is(HxBatch::run_row($node, $run, 'status, processed, failed'), 'done|20|0',
+	'the run ended done with all 20 tasks');
+is( $node->safe_psql('postgres', q{
+		SELECT string_agg(b.k || ':' || (SELECT count(*) FROM bseen o WHERE o.xid = b.xid), ' ' ORDER BY b.k)
+		  FROM bseen b WHERE b.k IN ('i3', 'i11')}),
+	'i11:1 i3:1', 'each isolated task ran alone, in a transaction of its own');
+is( $node->safe_psql('postgres', q{
+		SELECT count(*) FROM bseen b WHERE b.k LIKE 'i%'
+		   AND (SELECT count(*) FROM bseen o WHERE o.xid = b.xid) = 18}),
+	'18', 'the 18 others ran together in one chunk');
+is( $node->safe_psql('postgres',
+		"SELECT count(*) FROM hx_task WHERE payload->>'k' LIKE 'i%' AND (isolated OR status <> 'done')"),
+	'0', 'all are done, none is left isolated');
 
 $node->stop;
 done_testing();
