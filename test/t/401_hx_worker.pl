@@ -10,7 +10,12 @@
 #   4. SIGTERM: the worker finishes the task it holds and exits 0;
 #   heartbeats keep a task that outlives its lease; a failing command, one
 #   that prints no JSON and one that hangs past --timeout fail their attempt;
-#   5. batch mode: 10,000 tasks through one JSONL command (a Perl script).
+#   5. batch mode: 10,000 tasks through one JSONL command (a Perl script);
+#   6. --unit-price: a reported number of units (tokens) times the price is
+#      booked, exactly, in stream and batch mode (a batch output with a line
+#      that is not JSON too);
+#   7. a COMMAND that cannot be run (missing, not executable, a directory,
+#      not on PATH) is refused at start with exit 2, before any claim.
 #
 # hx_worker connects as a role that holds hybridexec_executor and nothing
 # else, as the README tells a DBA to set it up.  Every wait polls with a
@@ -230,11 +235,126 @@ $c->signal('TERM');
 $c->finish;
 is($c->result(0), 0, 'batch worker exits 0 after SIGTERM');
 
+# ---- 6. --unit-price: units times the price, booked exactly
+my $tcmd = "$dir/tokens.sh";
+open $fh, '>', $tcmd or die;
+print $fh <<'SH';
+#!/bin/sh
+cat > /dev/null
+echo '{"answer": "ok", "tokens": 12}'
+SH
+close $fh;
+chmod 0755, $tcmd;
+$node->safe_psql('postgres', "SELECT hx_register('priced', max_attempts => 1)");
+my ($e, $e_err) = start_worker('E', '--type', 'priced', '--poll', '0.2',
+	'--cost-field', 'tokens', '--unit-price', '0.5', '--', $tcmd);
+$id = $node->safe_psql('postgres', "SELECT hx_submit('priced', '{}', origin => 'user')");
+ok(wait_for(sub { task_status($id) eq 'done' }), 'priced stream task done') or diag $$e_err;
+is( $node->safe_psql('postgres', qq{
+		SELECT c.cost || ' ' || c.reported || ' ' || t.reported_cost || ' ' || (t.result->>'tokens')
+		  FROM hx_cost c JOIN hx_task t ON t.id = c.task_id WHERE c.task_id = $id}),
+	'6.0 true 6.0 12', '12 tokens at --unit-price 0.5 book 6; the result keeps its 12 tokens');
+$e->signal('TERM');
+$e->finish;
+
+# batch mode: the cost in the result, on the line, not a number (the
+# catalog price then, with a warning), and a first line that is not JSON
+my $pcmd = "$dir/priced_batch.pl";
+open $fh, '>', $pcmd or die;
+print $fh <<'PL';
+#!/usr/bin/env perl
+use strict;
+use warnings;
+use JSON::PP;
+my $json = JSON::PP->new->canonical;
+open my $in, '<', $ENV{HX_BATCH_INPUT} or die "input: $!";
+open my $out, '>', $ENV{HX_BATCH_OUTPUT} or die "output: $!";
+print $out "this line is not JSON\n\n";
+while (my $line = <$in>)
+{
+	my $req = $json->decode($line);
+	my $how = $req->{payload}{how};
+	my %l = (custom_id => $req->{custom_id}, result => { how => $how });
+	if ($how eq 'result') { $l{result}{tokens} = 12 }
+	elsif ($how eq 'line') { $l{tokens} = 1000001 }
+	else { $l{result}{tokens} = 'many' }
+	print $out $json->encode(\%l), "\n";
+}
+close $out or die;
+PL
+close $fh;
+chmod 0755, $pcmd;
+$node->safe_psql('postgres', qq{
+	SELECT hx_register('bpriced', max_attempts => 1);
+	INSERT INTO hx_price (task_type, route, unit_cost) VALUES ('bpriced', 'batch', 0.25);
+	INSERT INTO hx_window (name, schedule) VALUES ('w401p', '0 3 * * *');
+	INSERT INTO hx_rule (name, position, task_type, route, window_name)
+	VALUES ('bpriced-batch', 1, 'bpriced', 'batch', 'w401p');
+	SELECT hx_submit('bpriced', jsonb_build_object('how', h)) FROM unnest('{result,line,word}'::text[]) h;
+});
+my ($f, $f_err) = start_worker('F', '--batch', '--type', 'bpriced', '--poll', '0.2',
+	'--cost-field', 'tokens', '--unit-price', '0.0000015', '--', $pcmd);
+ok(wait_for(sub { $$f_err =~ /connected; executor "F"/ }), 'batch worker F connected');
+$node->safe_psql('postgres', "SELECT hx_run_window('w401p')");
+ok( wait_for(sub {
+		$node->safe_psql('postgres',
+			"SELECT count(*) FROM hx_task WHERE task_type = 'bpriced' AND status = 'done'") eq '3' }),
+	'priced batch tasks done') or diag $$f_err;
+is( $node->safe_psql('postgres', qq{
+		SELECT string_agg(t.payload->>'how' || '=' || c.cost || '/' || c.reported || '/'
+						  || (t.result - 'how')::text, ' ' ORDER BY t.id)
+		  FROM hx_task t JOIN hx_cost c ON c.task_id = t.id WHERE t.task_type = 'bpriced'}),
+	'result=0.0000180/true/{"tokens": 12} line=1.5000015/true/{} word=0.250000/false/{"tokens": "many"}',
+	'batch: units times the price, exactly, from the result or the line; the results as printed');
+ok( wait_for(sub { $$f_err =~ /output line 1 is not JSON/ && $$f_err =~ /cost field "tokens" of a result is not a number: many/ }),
+	'the line that is not JSON and the cost that is not a number are warned about') or diag $$f_err;
+$f->signal('TERM');
+$f->finish;
+
+# ---- 7. a COMMAND that cannot be run: exit 2 at start, nothing claimed
+$node->safe_psql('postgres', "SELECT hx_register('untouched')");
+my $u = $node->safe_psql('postgres', "SELECT hx_submit('untouched', '{}', origin => 'user')");
+open $fh, '>', "$dir/plain.py" or die;
+print $fh "print('{}')\n";
+close $fh;
+chmod 0644, "$dir/plain.py";
+for my $case (
+	[ './nosuch.py', qr/cannot run command "\.\/nosuch\.py": No such file or directory\nHINT: .*current directory/ ],
+	[ "$dir/plain.py", qr/cannot run command ".*plain\.py": it is not executable\nHINT: Make it executable \(chmod \+x/ ],
+	[ $dir, qr/cannot run command ".*": it is a directory/ ],
+	[ 'hx-no-such-command-401', qr/cannot run command "hx-no-such-command-401": not found in PATH \(.*\)\nHINT: / ])
+{
+	my ($command, $expect) = @$case;
+	my ($out, $err) = ('', '');
+	my $h = IPC::Run::start([ $hxw, '--dsn', $dsn, '--type', 'untouched', '--poll', '0.2', '--', $command ],
+		'<', \undef, '>', \$out, '2>', \$err, IPC::Run::timeout(60));
+	eval { $h->finish; };
+	if ($@)
+	{
+		$h->kill_kill;
+		fail("hx_worker -- $command did not exit: $@");
+	}
+	is($h->result(0), 2, "command $command: exit 2");
+	like($err, $expect, "command $command: says why, with a hint");
+}
+is($node->safe_psql('postgres', "SELECT status || ' ' || attempts FROM hx_task WHERE id = $u"),
+	'queued 0', 'no task was claimed or changed');
+
 # ---- bad flags and an unreachable server: clear message, non-zero exit
 my ($out, $err);
 IPC::Run::run([ $hxw, '--concurrency', '0', '--', 'true' ], '>', \$out, '2>', \$err);
 isnt($? >> 8, 0, 'wrong flag: non-zero exit');
 like($err, qr/invalid value "0" for --concurrency/, 'wrong flag: says which');
+for my $price ('-1', 'abc', '1e-999', 'NaN', '0.5 ')
+{
+	IPC::Run::run([ $hxw, '--cost-field', 'tokens', '--unit-price', $price, '--', 'true' ],
+		'>', \$out, '2>', \$err);
+	is($? >> 8, 2, "--unit-price '$price': exit 2");
+	like($err, qr/invalid value "\Q$price\E" for --unit-price/, "--unit-price '$price': says why");
+}
+IPC::Run::run([ $hxw, '--unit-price', '0.5', '--', 'true' ], '>', \$out, '2>', \$err);
+is($? >> 8, 2, '--unit-price without --cost-field: exit 2');
+like($err, qr/--unit-price 0\.5 needs --cost-field/, '--unit-price without --cost-field: says so');
 IPC::Run::run([ $hxw, '--dsn', "$dsn port=1", '--', 'true' ], '>', \$out, '2>', \$err);
 is($? >> 8, 1, 'unreachable server: exit 1');
 like($err, qr/could not connect/, 'unreachable server: says so');

@@ -6,7 +6,9 @@
  *	  builds the lines), runs COMMAND once with HX_BATCH_INPUT and
  *	  HX_BATCH_OUTPUT, renews the leases while it runs, and hands the
  *	  output file to hx_batch_report(), which parses it and completes or
- *	  fails every task (a task without a line fails, alone).
+ *	  fails every task (a task without a line fails, alone).  With
+ *	  --unit-price the output is first rewritten by the server so that each
+ *	  line carries its cost (units times the price) under a key of its own.
  *
  *-------------------------------------------------------------------------
  */
@@ -115,6 +117,144 @@ wait_connected(void)
 }
 
 /*
+ * With --unit-price, hx_batch_report() is asked for the cost in this
+ * top-level key of each output line, which scale_sql adds: the units found
+ * where hx_batch_report would read the cost (the --cost-field field of the
+ * line's "result", else of the line itself) times the unit price.  A
+ * result object that had a field of this very name would have that read
+ * as its cost instead: a name that no result is expected to use.
+ */
+#define SCALED_COST_KEY "hx_worker.scaled_cost"
+
+/*
+ * Rewrites the lines of $1, keeping their number and order (so the line
+ * numbers in hx_batch_report's warnings stay right): a line that is a JSON
+ * object with a cost ($2 is the cost field) gets SCALED_COST_KEY = cost
+ * times $3, the unit price, as numeric (exact); other lines are kept as
+ * they are.  hx_result_cost() warns about a field that is not a number,
+ * as hx_batch_report would.  Fails (SQLSTATE 22P02 or 22P05) when a line
+ * is not JSON that jsonb takes; every line is parsed (the CASE's first
+ * subquery) before any cost is read, so a statement that fails has given
+ * no warning, and each warning is given once, by the statement that
+ * succeeds for its line (OFFSET 0 keeps y a subquery of its own, so that
+ * c is computed once per line, not once per use).
+ */
+static const char *scale_sql =
+"WITH x AS MATERIALIZED ("
+"  SELECT l, n, CASE WHEN btrim(l, E' \\t\\r') <> '' THEN l::jsonb END AS j"
+"    FROM regexp_split_to_table($1, E'\\n') WITH ORDINALITY AS x (l, n)) "
+"SELECT CASE WHEN (SELECT count(j) FROM x) >= 0 THEN"
+"  (SELECT string_agg(CASE WHEN c IS NULL THEN l"
+"                          ELSE (j || jsonb_build_object($4::text, c * $3::numeric))::text END,"
+"                     E'\\n' ORDER BY n)"
+"     FROM (SELECT l, n, j, coalesce(hx_result_cost(j->'result', $2), hx_result_cost(j, $2)) AS c"
+"             FROM x OFFSET 0) y) END";
+
+/*
+ * scale_lines
+ *		Appends lines [lo, hi) of output (line i runs from starts[i] to just
+ *		before starts[i + 1] - 1, its newline), as scale_sql rewrites them,
+ *		to buf, newline-separated.  When a line is not JSON the statement
+ *		fails: the range is then halved until the bad line stands alone,
+ *		and that line is kept as it is (hx_batch_report cannot read it
+ *		either, and warns about it).  So a clean output costs one statement,
+ *		and each bad line about two per halving.  Returns false, with *error
+ *		set when connected (malloc'd), on any other failure.
+ */
+static bool
+scale_lines(HxwBuf *buf, const char *output, const size_t *starts, int lo, int hi,
+			char **error)
+{
+	size_t		len = starts[hi] - 1 - starts[lo];
+	char	   *text = malloc(len + 1);
+	const char *params[4];
+	PGresult   *res;
+	bool		ok;
+
+	memcpy(text, output + starts[lo], len);
+	text[len] = '\0';
+	params[0] = text;
+	params[1] = hxw_opts.cost_field;
+	params[2] = hxw_opts.unit_price;
+	params[3] = SCALED_COST_KEY;
+	res = hxw_query(scale_sql, 4, params);
+	if (hxw_result_ok(res))
+	{
+		hxw_buf_append(buf, PQgetvalue(res, 0, 0), PQgetlength(res, 0, 0), 0);
+		ok = true;
+	}
+	else if (hxw_connected()
+			 && (strcmp(hxw_sqlstate(res), "22P02") == 0
+				 || strcmp(hxw_sqlstate(res), "22P05") == 0))
+	{
+		if (hi - lo == 1)
+		{
+			hxw_buf_append(buf, text, len, 0);
+			ok = true;
+		}
+		else
+		{
+			int			mid = lo + (hi - lo) / 2;
+
+			ok = scale_lines(buf, output, starts, lo, mid, error);
+			if (ok)
+			{
+				hxw_buf_append(buf, "\n", 1, 0);
+				ok = scale_lines(buf, output, starts, mid, hi, error);
+			}
+		}
+	}
+	else
+	{
+		if (hxw_connected())
+			*error = strdup(PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
+		ok = false;
+	}
+	PQclear(res);
+	free(text);
+	return ok;
+}
+
+/*
+ * scale_output
+ *		The batch output with every line's cost multiplied by --unit-price
+ *		(see scale_sql), malloc'd; NULL when that failed: *error then says
+ *		why (malloc'd), or is NULL when the connection was lost.
+ */
+static char *
+scale_output(const char *output, char **error)
+{
+	size_t		total = strlen(output);
+	size_t	   *starts;
+	int			nlines = 1;
+	int			i = 0;
+	size_t		pos;
+	HxwBuf		buf = {0};
+
+	*error = NULL;
+	for (pos = 0; pos < total; pos++)
+		if (output[pos] == '\n')
+			nlines++;
+	/* where each line starts, and where one past the last would */
+	starts = malloc((nlines + 1) * sizeof(size_t));
+	starts[i++] = 0;
+	for (pos = 0; pos < total; pos++)
+		if (output[pos] == '\n')
+			starts[i++] = pos + 1;
+	starts[nlines] = total + 1;
+
+	hxw_buf_append(&buf, "", 0, 0);
+	if (!scale_lines(&buf, output, starts, 0, nlines, error))
+	{
+		hxw_buf_free(&buf);
+		free(starts);
+		return NULL;
+	}
+	free(starts);
+	return buf.data;
+}
+
+/*
  * run_batch
  *		Runs COMMAND on one claimed batch and reports every task.
  */
@@ -193,10 +333,37 @@ run_batch(PGresult *claimed, const char *dir, const char *lease_text)
 		hxw_log("batch of %d tasks dropped: the server is unreachable (their leases will expire)", n);
 		goto done;
 	}
+	params[3] = hxw_opts.cost_field;
+	if (failure == NULL && hxw_opts.unit_price != NULL)
+	{
+		/* the costs in units become money: a rewritten output, another key */
+		char	   *scaled;
+		char	   *error;
+
+		while ((scaled = scale_output(output, &error)) == NULL && error == NULL)
+		{
+			if (!wait_connected())
+			{
+				hxw_log("batch of %d tasks dropped: the server is unreachable (their leases will expire)", n);
+				goto done;
+			}
+		}
+		if (scaled == NULL)
+		{
+			failure = malloc(strlen(error) + 100);
+			sprintf(failure, "hx_worker could not apply --unit-price to the output: %s", error);
+			free(error);
+		}
+		else
+		{
+			free(output);
+			output = scaled;
+			params[3] = SCALED_COST_KEY;
+		}
+	}
 	params[0] = ids;
 	params[1] = tokens;
 	params[2] = output;
-	params[3] = hxw_opts.cost_field;
 	if (failure != NULL)
 	{
 		hxw_log("batch failed: %s", failure);

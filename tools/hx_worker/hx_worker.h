@@ -7,7 +7,7 @@
  *	  (hx_complete / hx_fail), with leases kept alive by heartbeats.
  *
  *	  hx_worker.c	connection, signals, logging, main()
- *	  options.c		command-line flags and --help
+ *	  options.c		command-line flags and --help; COMMAND must be runnable
  *	  child.c		running COMMAND: fork/exec, pipes, timeouts
  *	  stream.c		stream mode: LISTEN hx_stream, one command per task
  *	  batch.c		batch mode: one JSONL file per claimed batch
@@ -38,6 +38,8 @@ typedef struct HxwOptions
 	int			batch_size;		/* tasks per JSONL file */
 	bool		noop;			/* built-in executor that returns {} */
 	const char *cost_field;		/* result field holding the attempt's cost */
+	const char *unit_price;		/* --unit-price: cost = field * this (numeric
+								 * text, checked), or NULL: the field is money */
 	const char *name;			/* executor name recorded in hx_task.executor */
 	int			verbose;
 	char	  **command;		/* COMMAND ARGS..., NULL-terminated */

@@ -7,7 +7,9 @@
  *	  each outcome.  Outcomes wait in their slot while the connection is
  *	  down and are reported after the reconnect (refused, and dropped, if
  *	  the lease expired meanwhile).  --noop completes every claimed task
- *	  at once with {}.
+ *	  at once with {}.  The --cost-field number is the reported cost, or
+ *	  with --unit-price that number times the price (numeric, on the
+ *	  server).
  *
  *-------------------------------------------------------------------------
  */
@@ -114,7 +116,7 @@ report(Slot *s)
 {
 	char	   *failure = hxw_child_failure(&s->child);
 	PGresult   *res;
-	const char *params[4];
+	const char *params[5];
 	char	   *bad_json = NULL;
 
 	params[0] = s->id;
@@ -123,8 +125,17 @@ report(Slot *s)
 	{
 		params[2] = s->child.out.data ? s->child.out.data : "";
 		params[3] = hxw_opts.cost_field;
-		res = hxw_query("SELECT hx_complete($1::bigint, $2::uuid, r, hx_result_cost(r, $4)) "
-						"FROM (SELECT $3::jsonb AS r) s", 4, params);
+		params[4] = hxw_opts.unit_price;
+		if (hxw_opts.unit_price == NULL)
+			res = hxw_query("SELECT hx_complete($1::bigint, $2::uuid, r, hx_result_cost(r, $4)) "
+							"FROM (SELECT $3::jsonb AS r) s", 4, params);
+		else
+		{
+			/* units times the unit price, in numeric: exact */
+			res = hxw_query("SELECT hx_complete($1::bigint, $2::uuid, r, "
+							"hx_result_cost(r, $4) * $5::numeric) "
+							"FROM (SELECT $3::jsonb AS r) s", 5, params);
+		}
 		if (!hxw_result_ok(res) && hxw_connected()
 			&& strncmp(hxw_sqlstate(res), "22", 2) == 0)
 		{
