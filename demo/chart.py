@@ -6,8 +6,13 @@ on standard input and writes an SVG document to standard output:
 
   left:  cost of the workload: all on the stream path, hybridexec (its
          stream and batch parts stacked), all batch
-  right: latency of the interactive tasks (p50 and p95), hybridexec against
-         all batch, on a log scale (milliseconds against hours)
+  right: latency of the interactive tasks (p50 and p95), hybridexec (which
+         streams them) against all batch, on a log scale (milliseconds
+         against hours)
+
+A colour means a path, in both panels: every bar is drawn in the colour of
+the path its cost or latency comes from, and the legend is made from the
+paths the bars used (SERIES), so that it cannot name a colour no bar has.
 
 Keys: all_stream, all_batch, stream_cost, batch_cost, currency,
 p50_s, p95_s, batch_p50_s, batch_p95_s.  Python 3 standard library only.
@@ -18,7 +23,9 @@ from xml.sax.saxutils import escape
 
 W, H = 760, 400
 PANEL_W, TOP, BOTTOM = 330, 60, 320
-COLORS = {"stream": "#d9534f", "batch": "#5b8def", "hybrid": "#5cb85c", "grey": "#999999"}
+# the paths, each with its legend label and its colour: bars and legend both
+# take their colour from here
+SERIES = {"stream": ("stream path", "#d9534f"), "batch": ("batch path", "#5b8def")}
 
 
 def read_values(stream):
@@ -45,22 +52,24 @@ def rect(x, y, w, h, color):
     return f'<rect x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" height="{max(h, 0.5):.1f}" fill="{color}"/>'
 
 
-def cost_panel(v, x0):
-    """Bars: all stream, hybrid (stream + batch stacked), all batch."""
+def cost_panel(v, x0, used):
+    """Bars: all stream, hybrid (stream + batch stacked), all batch; adds the
+    series drawn to used."""
     out = [text(x0 + PANEL_W / 2, 30, "Cost of the workload (%s)" % v.get("currency", ""), 14, weight="bold")]
     top = max(v["all_stream"], v["stream_cost"] + v["batch_cost"], v["all_batch"]) or 1.0
     scale = (BOTTOM - TOP) / top
-    bars = [("all stream", [(v["all_stream"], COLORS["stream"])]),
-            ("hybridexec", [(v["stream_cost"], COLORS["stream"]), (v["batch_cost"], COLORS["batch"])]),
-            ("all batch", [(v["all_batch"], COLORS["batch"])])]
+    bars = [("all stream", [(v["all_stream"], "stream")]),
+            ("hybridexec", [(v["stream_cost"], "stream"), (v["batch_cost"], "batch")]),
+            ("all batch", [(v["all_batch"], "batch")])]
     bw = 60
     for i, (label, parts) in enumerate(bars):
         x = x0 + 40 + i * 100
         y = BOTTOM
-        for amount, color in parts:
+        for amount, series in parts:
             h = amount * scale
             y -= h
-            out.append(rect(x, y, bw, h, color))
+            out.append(rect(x, y, bw, h, SERIES[series][1]))
+            used.append(series)
         total = sum(a for a, _ in parts)
         out.append(text(x + bw / 2, y - 6, f"{total:.2f}"))
         out.append(text(x + bw / 2, BOTTOM + 18, label))
@@ -70,8 +79,9 @@ def cost_panel(v, x0):
     return out
 
 
-def latency_panel(v, x0):
-    """Bars on a log scale: p50 and p95 of interactive tasks, hybrid vs all batch."""
+def latency_panel(v, x0, used):
+    """Bars on a log scale: p50 and p95 of interactive tasks, hybrid (they
+    stream) vs all batch; adds the series drawn to used."""
     out = [text(x0 + PANEL_W / 2, 30, "Latency of interactive tasks", 14, weight="bold")]
     lo, hi = 1e-3, max(v["batch_p95_s"], v["p95_s"], 1.0) * 2     # 1 ms .. a bit above the top
 
@@ -94,13 +104,14 @@ def latency_panel(v, x0):
             return f"{seconds:.1f} s"
         return f"{seconds / 3600:.1f} h"
 
-    bars = [("p50 hybridexec", v["p50_s"], COLORS["hybrid"]), ("p95 hybridexec", v["p95_s"], COLORS["hybrid"]),
-            ("p50 all batch", v["batch_p50_s"], COLORS["batch"]), ("p95 all batch", v["batch_p95_s"], COLORS["batch"])]
+    bars = [("p50 hybridexec", v["p50_s"], "stream"), ("p95 hybridexec", v["p95_s"], "stream"),
+            ("p50 all batch", v["batch_p50_s"], "batch"), ("p95 all batch", v["batch_p95_s"], "batch")]
     bw = 50
-    for i, (label, seconds, color) in enumerate(bars):
+    for i, (label, seconds, series) in enumerate(bars):
         x = x0 + 50 + i * 70
         y = ypos(seconds)
-        out.append(rect(x, y, bw, BOTTOM - y, color))
+        out.append(rect(x, y, bw, BOTTOM - y, SERIES[series][1]))
+        used.append(series)
         out.append(text(x + bw / 2, y - 6, human(seconds), 11))
         out.append(text(x + bw / 2, BOTTOM + 16, label.split(" ", 1)[0], 11))
         out.append(text(x + bw / 2, BOTTOM + 30, label.split(" ", 1)[1], 10))
@@ -116,12 +127,15 @@ def main():
         sys.exit("chart.py: missing values: " + ", ".join(missing))
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}">',
              f'<rect width="{W}" height="{H}" fill="white"/>']
-    parts += cost_panel(v, 20)
-    parts += latency_panel(v, 400)
-    legend = [("stream path", COLORS["stream"]), ("batch path", COLORS["batch"]), ("hybridexec", COLORS["hybrid"])]
+    used = []
+    parts += cost_panel(v, 20, used)
+    parts += latency_panel(v, 400, used)
+    # the legend: one entry per series the bars used, in the order first used
+    legend = [SERIES[series] for series in dict.fromkeys(used)]
+    x = (W - 130 * len(legend)) / 2
     for i, (label, color) in enumerate(legend):
-        parts.append(rect(240 + i * 130, H - 16, 12, 12, color))
-        parts.append(text(256 + i * 130, H - 6, label, 11, anchor="start"))
+        parts.append(rect(x + i * 130, H - 16, 12, 12, color))
+        parts.append(text(x + 16 + i * 130, H - 6, label, 11, anchor="start"))
     parts.append("</svg>")
     sys.stdout.write("\n".join(parts) + "\n")
 
