@@ -31,7 +31,8 @@ OBJS = \
 	src/stmt.o \
 	src/privileges.o \
 	src/alert.o \
-	src/attach.o
+	src/attach.o \
+	src/drop.o
 
 # The install script is built from one file per concern, in this order.
 EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" hybridexec.control)
@@ -47,13 +48,23 @@ SQL_PARTS = \
 	src/sql/reports.sql \
 	src/sql/executors.sql \
 	src/sql/attach.sql \
+	src/sql/restore.sql \
 	src/sql/maintenance.sql \
 	src/sql/privileges.sql
-DATA_built = hybridexec--$(EXTVERSION).sql
+# Scripts of released versions, kept as they shipped, and the updates
+# from each to the next: hybridexec--<from>--<to>.sql is the update's own
+# migration (src/sql/update/<from>--<to>.sql, between the generic steps
+# that drop and re-create the extension's code) followed by every part's
+# code, i.e. the parts without their [storage] blocks (tables, indexes,
+# shipped rows), which the migration brings up to date instead.
+RELEASED = 0.2
+UPDATES = 0.2--$(EXTVERSION)
+DATA = $(foreach v,$(RELEASED),src/sql/released/hybridexec--$(v).sql)
+DATA_built = hybridexec--$(EXTVERSION).sql $(foreach u,$(UPDATES),hybridexec--$(u).sql)
 PGFILEDESC = "hybridexec - hybrid stream/batch execution of AI tasks"
 
 PG_CONFIG ?= pg_config
-PG_CPPFLAGS = -I$(srcdir)/src
+PG_CPPFLAGS = -I$(srcdir)/src -DHX_VERSION='"$(EXTVERSION)"'
 PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare -Wno-missing-field-initializers
 
 REGRESS = setup register classify rules submit windows cost bad_input executor attach privileges
@@ -72,21 +83,33 @@ include $(PGXS)
 
 # PGXS tracks no header dependencies: rebuild everything when a header
 # changes, or objects compiled against different struct layouts get mixed.
-$(OBJS): $(wildcard $(srcdir)/src/*.h)
+$(OBJS): $(wildcard $(srcdir)/src/*.h) $(srcdir)/hybridexec.control
 
 hybridexec--$(EXTVERSION).sql: $(addprefix $(srcdir)/,$(SQL_PARTS))
 	cat $^ > $@
 
+hybridexec--%--$(EXTVERSION).sql: $(srcdir)/src/sql/update/begin.sql $(srcdir)/src/sql/update/%--$(EXTVERSION).sql \
+		$(addprefix $(srcdir)/,$(SQL_PARTS)) $(srcdir)/src/sql/update/end.sql
+	{ cat $(srcdir)/src/sql/update/begin.sql $(srcdir)/src/sql/update/$*--$(EXTVERSION).sql; \
+	  awk '/^-- \[storage\]$$/ { skip = 1; next } /^-- \[\/storage\]$$/ { skip = 0; next } !skip' \
+		$(addprefix $(srcdir)/,$(SQL_PARTS)); \
+	  cat $(srcdir)/src/sql/update/end.sql; } > $@
+
 # hx_worker, the external executor (a libpq client): its own Makefile,
-# installed into PostgreSQL's bindir with the extension.
-.PHONY: hx-worker install-hx-worker clean-hx-worker
+# installed into PostgreSQL's bindir with the extension, with a symbolic
+# link in /usr/local/bin so that it runs by name (see
+# tools/hx_worker/Makefile).
+.PHONY: hx-worker install-hx-worker uninstall-hx-worker clean-hx-worker
 all: hx-worker
 install: install-hx-worker
+uninstall: uninstall-hx-worker
 clean: clean-hx-worker
 hx-worker:
 	$(MAKE) -C $(srcdir)/tools/hx_worker PG_CONFIG=$(PG_CONFIG)
 install-hx-worker: hx-worker
 	$(MAKE) -C $(srcdir)/tools/hx_worker PG_CONFIG=$(PG_CONFIG) install
+uninstall-hx-worker:
+	$(MAKE) -C $(srcdir)/tools/hx_worker PG_CONFIG=$(PG_CONFIG) uninstall
 clean-hx-worker:
 	$(MAKE) -C $(srcdir)/tools/hx_worker clean
 

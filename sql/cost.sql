@@ -299,6 +299,19 @@ SELECT a.task_type, a.tasks, a.streamed_share, a.urgent_share, a.movable_per_day
 									 + (SELECT cost - batch FROM want WHERE k = 't5' AND attempt = 2)) / 31, 4)
 	   AS ok
   FROM hx_advise('2026-03-01', '2026-04-01') a WHERE a.task_type = 'acct';
+-- money is never added across currencies: a booking in EUR (a EUR price
+-- from 2026-03-20; Saturday the 21st, no peak) is a row of its own, and
+-- each recommendation names its currency
+BEGIN;
+INSERT INTO hx_price (task_type, route, unit_cost, currency, valid_from) VALUES
+	('acct', 'stream', 2.0, 'EUR', '2026-03-20'), ('acct', 'batch', 1.0, 'EUR', '2026-03-20');
+INSERT INTO hx_task (task_type, route, origin, submitted_at, status)
+VALUES ('acct', 'stream', 'background', '2026-03-21 10:00+00', 'queued') RETURNING id AS eur_task \gset
+UPDATE hx_task SET status = 'running', attempts = 1, started_at = '2026-03-21 10:00:00+00' WHERE id = :eur_task;
+UPDATE hx_task SET status = 'done', finished_at = '2026-03-21 10:00:00+00' WHERE id = :eur_task;
+SELECT a.task_type, a.currency, a.tasks, a.cost, a.cost_if_all_batch, a.movable_per_day, a.recommendation
+  FROM hx_advise('2026-03-01', '2026-04-01') a WHERE a.task_type = 'acct' ORDER BY a.currency;
+ROLLBACK;
 
 -- ------------------------------------------------------------------------
 -- histograms and the observability functions run
@@ -316,6 +329,18 @@ BEGIN;
 INSERT INTO hx_task (task_type, route, submitted_at)
 SELECT 'acct', 'stream', now() - interval '10 minutes' FROM generate_series(1, 3);
 SELECT queued, running, oldest_queued >= interval '10 minutes' AS ten_minutes_old
+  FROM hx_stats WHERE task_type = 'acct' AND route = 'stream';
+-- rates, error rate and percentiles are numbers rounded for reading, never
+-- float arithmetic's 124.80000000000001: 999 done and 1 failed this minute,
+-- queue waits of 5 ms (the bucket [4, 8) ms: median 6), run times 3, 5, 7 ms
+INSERT INTO hx_stat_minute (minute, task_type, route, shard, done, failed, dead, wall_seconds, cost,
+							wait_hist, run_hist)
+SELECT date_trunc('minute', now()), 'acct', 'stream', 0, 999, 1, 0, 1.0, 0,
+	   (SELECT _hybridexec.hx_hist(5.0) FROM generate_series(1, 10)),
+	   (SELECT _hybridexec.hx_hist(v) FROM unnest(ARRAY[3.0, 5.0, 7.0]::float8[]) v);
+SELECT done, error_rate, wait_p50_ms, run_p50_ms, run_p99_ms,
+	   pg_typeof(per_min_1) AS rate_type, scale(per_min_1) AS s1, scale(per_min_5) AS s5,
+	   scale(per_min_15) AS s15, per_min_15 BETWEEN 62 AND 67 AS per_min_15_ok
   FROM hx_stats WHERE task_type = 'acct' AND route = 'stream';
 SELECT problem, severity, subject FROM hx_health() WHERE subject = 'acct';
 ROLLBACK;

@@ -113,6 +113,50 @@ SELECT (SELECT payload FROM hx_task WHERE id = r.id), r.status
 SELECT payload, status, result, reported_cost FROM hx_task
  WHERE task_type = 'ext_batch' AND (payload->>'n')::int >= 5 ORDER BY id;
 
+-- a window run's tasks, claimed and reported by an external executor,
+-- count in the run: processed and failed, once each, with the report
+SELECT hx_register('ext_run');
+INSERT INTO hx_window (name, schedule, max_duration) VALUES ('w_ext', '0 0 1 1 *', '5 minutes');
+INSERT INTO hx_rule (name, position, task_type, route, window_name)
+VALUES ('ext-run-batch', 0, 'ext_run', 'batch', 'w_ext');
+SELECT count(hx_submit('ext_run', jsonb_build_object('n', g))) FROM generate_series(1, 6) g;
+SELECT hx_run_window('w_ext') AS ext_run \gset
+TRUNCATE c;
+INSERT INTO c SELECT * FROM hx_claim('regress', ARRAY['ext_run'], 'batch', max => 10);
+SELECT count(*) AS claimed, count(*) FILTER (WHERE run_id = :ext_run) AS in_the_run FROM c;
+-- n1: hx_complete; n2, n3: hx_complete_many; n4 (a result) and n5 (an
+-- error): hx_batch_report, as hx_worker --batch reports a batch file
+SELECT hx_complete(id, lease_token, '{"ok": 1}') FROM c WHERE payload->>'n' = '1';
+SELECT r.status
+  FROM hx_complete_many((SELECT array_agg(id ORDER BY id) FROM c WHERE payload->>'n' IN ('2', '3')),
+						(SELECT array_agg(lease_token ORDER BY id) FROM c WHERE payload->>'n' IN ('2', '3'))) r;
+SELECT (SELECT payload FROM hx_task WHERE id = r.id), r.status, r.error
+  FROM hx_batch_report((SELECT array_agg(id ORDER BY id) FROM c WHERE payload->>'n' IN ('4', '5')),
+					   (SELECT array_agg(lease_token ORDER BY id) FROM c WHERE payload->>'n' IN ('4', '5')),
+					   (SELECT string_agg(CASE WHEN payload->>'n' = '4'
+											   THEN format('{"custom_id": "%s", "result": {"ok": 4}}', id)
+											   ELSE format('{"custom_id": "%s", "error": "model refused"}', id) END,
+										  E'\n')
+						  FROM c WHERE payload->>'n' IN ('4', '5'))) r
+ ORDER BY r.id;
+-- n6: its lease expires and the reclaim books a failed attempt
+BEGIN;
+UPDATE hx_task t SET lease_expires_at = now() - interval '1 second'
+  FROM c WHERE t.id = c.id AND c.payload->>'n' = '6';
+SELECT hx_reclaim_leases() >= 1 AS reclaimed;
+COMMIT;
+-- a late or repeated report is refused and counts nothing
+SELECT pg_temp.try(format('SELECT hx_complete(%s, %L, ''{}'')', id, lease_token)) FROM c WHERE payload->>'n' = '1';
+SELECT r.status FROM c, hx_complete_many(ARRAY[c.id], ARRAY[c.lease_token]) r WHERE c.payload->>'n' = '2';
+SELECT processed, failed FROM hx_window_run WHERE id = :ext_run;
+SELECT status, count(*) FROM hx_task WHERE task_type = 'ext_run' GROUP BY status ORDER BY status;
+-- the run ends once nothing is left for the executors; its history agrees
+SELECT hx_wait_run(:ext_run, '1 minute') AS run_status;
+SELECT processed, failed FROM hx_window_history WHERE run_id = :ext_run;
+SELECT count(hx_cancel(id)) AS cancelled FROM hx_task WHERE task_type = 'ext_run' AND status = 'failed';
+DELETE FROM hx_rule WHERE name = 'ext-run-batch';
+DELETE FROM hx_window WHERE name = 'w_ext';
+
 -- bad arguments
 SELECT * FROM hx_claim(NULL);
 SELECT * FROM hx_claim('');
@@ -129,7 +173,8 @@ SELECT hx_fail(-1, gen_random_uuid(), 'x');
 SELECT hx_heartbeat(NULL, NULL);
 SELECT hx_heartbeat('{}', '{}', lease => '-1 second');
 
-DELETE FROM hx_error WHERE task_type IN ('ext_sum', 'ext_batch');
-DELETE FROM hx_task WHERE task_type IN ('ext_sum', 'ext_batch');
+DELETE FROM hx_error WHERE task_type IN ('ext_sum', 'ext_batch', 'ext_run');
+DELETE FROM hx_task WHERE task_type IN ('ext_sum', 'ext_batch', 'ext_run');
 SELECT hx_unregister('ext_sum');
 SELECT hx_unregister('ext_batch');
+SELECT hx_unregister('ext_run');

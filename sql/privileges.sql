@@ -171,17 +171,30 @@ SELECT count(*) = :all_costs AS sees_every_cost FROM hx_cost;
 RESET ROLE;
 -- a type another role registered is its: a submitter given hx_register
 -- (as a DBA may do for a team) changes its own types, not the admin's
-GRANT EXECUTE ON FUNCTION hx_register(text, regprocedure, regprocedure, integer, interval, text, integer, interval) TO regress_hx_sub;
+GRANT EXECUTE ON FUNCTION hx_register(text, regprocedure, regprocedure, integer, interval, text, integer, interval, text[]) TO regress_hx_sub;
+GRANT EXECUTE ON FUNCTION private_handler(jsonb) TO regress_hx_sub;
 SET ROLE regress_hx_sub;
 SELECT hx_register('admin_type');
 SELECT hx_register('team_type');
 SELECT hx_register('team_type', max_attempts => 5);
+SELECT hx_register('team_private', 'private_handler(jsonb)');
 RESET ROLE;
 SELECT task_type, run_as, max_attempts FROM hx_type WHERE task_type IN ('admin_type', 'team_type') ORDER BY 1;
-REVOKE EXECUTE ON FUNCTION hx_register(text, regprocedure, regprocedure, integer, interval, text, integer, interval) FROM regress_hx_sub;
+-- an administrator changing a type becomes its run_as, so a handler the
+-- change keeps must be one the administrator may execute
+SET ROLE regress_hx_admin;
+\set VERBOSITY default
+\set SHOW_CONTEXT never
+SELECT hx_register('team_private', timeout => '20 seconds');
+\set VERBOSITY terse
+\set SHOW_CONTEXT errors
+SELECT hx_register('team_private', timeout => '20 seconds', clear => ARRAY['handler']);
+RESET ROLE;
+SELECT task_type, handler, timeout, run_as FROM hx_type WHERE task_type = 'team_private';
+REVOKE EXECUTE ON FUNCTION hx_register(text, regprocedure, regprocedure, integer, interval, text, integer, interval, text[]) FROM regress_hx_sub;
 
 -- clean up
-SELECT hx_unregister('admin_type'), hx_unregister('team_type');
+SELECT hx_unregister('admin_type'), hx_unregister('team_type'), hx_unregister('team_private');
 DELETE FROM hx_task WHERE submitted_by::text LIKE 'regress_hx%' OR id = :exec_task;
 DELETE FROM hx_department_member;
 UPDATE hx_type SET latency_value = NULL WHERE task_type = 'external';

@@ -13,6 +13,69 @@ SELECT task_type, handler, batch_handler, max_attempts, timeout, run_as = curren
 SELECT hx_register('external', max_attempts => 5, description => 'done by a program outside');
 SELECT task_type, handler, max_attempts, description FROM hx_type WHERE task_type = 'external';
 
+--
+-- Re-registering changes only what is given (NULL = keep), says what
+-- changed in a notice, and resets fields only when clear names them.
+--
+\set SHOW_CONTEXT never
+SELECT hx_register('keeper', 'echo_handler(jsonb)', max_attempts => 2, timeout => '10 seconds',
+				   description => 'kept');
+-- a new timeout keeps the handler, the attempts and the description
+SELECT hx_register('keeper', timeout => '30 seconds');
+-- the same values again, or nothing at all: nothing changes
+SELECT hx_register('keeper', 'echo_handler(jsonb)', max_attempts => 2);
+SELECT hx_register('keeper');
+SELECT task_type, handler, batch_handler, max_attempts, timeout, description,
+	   micro_batch_size, micro_batch_wait FROM hx_type WHERE task_type = 'keeper';
+-- a batch handler joins the handler; micro_batch_size alone keeps the wait
+SELECT hx_register('keeper', batch_handler => 'batch_ok(jsonb[])', micro_batch_size => 8,
+				   micro_batch_wait => '10 ms');
+SELECT hx_register('keeper', micro_batch_size => 16);
+-- clearing is explicit: the handler and the description go, the rest stays
+SELECT hx_register('keeper', clear => ARRAY['handler', 'description']);
+-- the batch handler cannot go while micro-batching needs it; with it, it can
+SELECT hx_register('keeper', clear => ARRAY['batch_handler']);
+SELECT hx_register('keeper', clear => ARRAY['batch_handler', 'micro_batch']);
+SELECT task_type, handler, batch_handler, max_attempts, timeout, description,
+	   micro_batch_size, micro_batch_wait FROM hx_type WHERE task_type = 'keeper';
+-- a handler given back
+SELECT hx_register('keeper', 'echo_handler(jsonb)');
+-- what clear may name, and not together with a new value for the same field
+SELECT hx_register('keeper', clear => ARRAY['timeout']);
+SELECT hx_register('keeper', clear => ARRAY['handler', NULL, 'colour']);
+SELECT hx_register('keeper', 'echo_handler(jsonb)', clear => ARRAY['handler']);
+SELECT hx_register('keeper', micro_batch_size => 4, clear => ARRAY['micro_batch']);
+SELECT task_type, handler, batch_handler, max_attempts, timeout, description
+  FROM hx_type WHERE task_type = 'keeper';
+-- a new type: whatever is not given takes its default; clearing is harmless
+SELECT hx_register('fresh', description => 'new', clear => ARRAY['handler']);
+SELECT task_type, handler, max_attempts, timeout, description FROM hx_type WHERE task_type = 'fresh';
+-- a handler kept by a change must still exist
+CREATE FUNCTION gone_handler(p jsonb) RETURNS jsonb LANGUAGE sql AS $$ SELECT p $$;
+SELECT hx_register('ghost', 'gone_handler(jsonb)');
+DROP FUNCTION gone_handler(jsonb);
+SELECT hx_register('ghost', timeout => '5 seconds');
+SELECT hx_register('ghost', clear => ARRAY['handler']);
+SELECT task_type, handler FROM hx_type WHERE task_type = 'ghost';
+
+--
+-- Handlers are named with their argument types.  A name without them fails
+-- in the cast to regprocedure, before hx_register runs; a signature that is
+-- not a handler's gets a hint pointing at the right function or argument.
+--
+SELECT hx_register('w', 'wrongsig');
+SELECT hx_register('w', 'echo_handler');
+CREATE FUNCTION twin(p text) RETURNS text LANGUAGE sql AS $$ SELECT p $$;
+CREATE FUNCTION twin(p jsonb) RETURNS jsonb LANGUAGE sql AS $$ SELECT p $$;
+SELECT hx_register('w', 'twin(text)');
+SELECT hx_register('w', 'batch_ok(jsonb[])');
+SELECT hx_register('w', batch_handler => 'twin(jsonb)');
+SELECT count(*) AS w_registered FROM hx_type WHERE task_type = 'w';
+DROP FUNCTION twin(text);
+DROP FUNCTION twin(jsonb);
+SELECT hx_unregister('keeper'), hx_unregister('fresh'), hx_unregister('ghost');
+\set SHOW_CONTEXT errors
+
 -- bad registrations: nothing changes
 SELECT hx_register(NULL, 'echo_handler(jsonb)');
 SELECT hx_register('', 'echo_handler(jsonb)');

@@ -10,16 +10,20 @@ SELECT name, position, origin, max_sla, route, window_name
 SELECT name, schedule, enabled FROM hx_window ORDER BY name;
 SELECT task_type, route, unit_cost FROM hx_price ORDER BY route;
 
--- every table, column and function of the extension carries a comment
+-- every table, view, column and function of the extension carries a
+-- comment, and so does every attribute of its composite types
 SELECT c.relname AS uncommented_table
   FROM pg_class c JOIN pg_depend d ON d.objid = c.oid AND d.deptype = 'e'
 	 AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'hybridexec')
- WHERE c.relkind = 'r' AND obj_description(c.oid, 'pg_class') IS NULL;
+ WHERE c.relkind IN ('r', 'v') AND obj_description(c.oid, 'pg_class') IS NULL;
 SELECT c.relname, a.attname AS uncommented_column
-  FROM pg_class c JOIN pg_depend d ON d.objid = c.oid AND d.deptype = 'e'
-	 AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'hybridexec')
+  FROM pg_class c
+  JOIN pg_depend d ON d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'hybridexec')
+	 AND d.deptype = 'e'
+	 AND ((d.classid = 'pg_class'::regclass AND d.objid = c.oid AND c.relkind IN ('r', 'v'))
+		  OR (d.classid = 'pg_type'::regclass AND d.objid = c.reltype AND c.relkind = 'c'))
   JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
- WHERE c.relkind = 'r' AND col_description(c.oid, a.attnum) IS NULL;
+ WHERE col_description(c.oid, a.attnum) IS NULL;
 SELECT p.oid::regprocedure AS uncommented_function
   FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.deptype = 'e'
 	 AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'hybridexec')

@@ -59,7 +59,19 @@ INSERT INTO hx_rule (name, position, route, window_name) VALUES ('r_bad', 5, 'ba
 INSERT INTO hx_rule (name, position, task_type, route, window_name)
 	VALUES ('r_defaults', 5, 'no-type-yet', 'batch', 'w_defaults');
 DELETE FROM hx_window WHERE name = 'w_defaults';
-DELETE FROM hx_rule WHERE name = 'r_defaults';
+-- every rule that uses it is named, disabled ones too; the error is still
+-- a foreign_key_violation (23503)
+INSERT INTO hx_rule (name, position, task_type, route, window_name, enabled)
+	VALUES ('r_defaults_off', 6, 'no-type-yet', 'batch', 'w_defaults', false);
+DELETE FROM hx_window WHERE name = 'w_defaults';
+DO $$
+BEGIN
+	DELETE FROM hx_window WHERE name = 'w_defaults';
+EXCEPTION WHEN foreign_key_violation THEN
+	RAISE NOTICE 'caught %: %', SQLSTATE, SQLERRM;
+END
+$$;
+DELETE FROM hx_rule WHERE name IN ('r_defaults', 'r_defaults_off');
 SELECT count(*) AS bad_windows_left FROM hx_window WHERE name IN ('w_bad', '');
 SELECT count(*) AS bad_rules_left FROM hx_rule WHERE name = 'r_bad';
 
@@ -291,6 +303,56 @@ SELECT jobname, schedule FROM cron.job ORDER BY jobname;
 
 DELETE FROM hx_window WHERE name IN ('w_defaults', 'w_nullmargin', 'w_disabled');
 SELECT jobname FROM cron.job ORDER BY jobname;
+
+--
+-- hx_health() and pg_cron: when a window's job does not open it, the hint
+-- names the likely cause from cron.job_run_details.  (In this test
+-- instance the server listens on no TCP address, so pg_cron's own runs do
+-- fail with "connection failed"; the runs below are written by hand.)
+--
+BEGIN;
+-- a window that was due an hour ago (in pg_cron's zone, GMT here), with a
+-- task waiting since before that
+INSERT INTO hx_window (name, schedule)
+VALUES ('w_missed', to_char(now() AT TIME ZONE 'GMT' - interval '1 hour', 'FMMI FMHH24 * * *'));
+INSERT INTO hx_task (task_type, route, window_name, submitted_at)
+VALUES ('external', 'batch', 'w_missed', now() - interval '2 hours') RETURNING id AS missed_task \gset
+-- the job never connected: pg_cron records such a run without times
+INSERT INTO cron.job_run_details (jobid, database, username, command, status, return_message)
+SELECT jobid, database, username, command, 'failed', 'connection failed'
+  FROM cron.job WHERE jobname = 'hybridexec window w_missed';
+SELECT problem, severity, subject, hint FROM hx_health() WHERE subject = 'w_missed';
+-- without a waiting task nothing was missed, but the failing job is a problem
+DELETE FROM hx_task WHERE id = :missed_task;
+SELECT problem, severity, subject, detail, hint FROM hx_health() WHERE subject = 'w_missed';
+-- no background worker slot; then an error of the job's own
+INSERT INTO cron.job_run_details (jobid, database, username, command, status, return_message)
+SELECT jobid, database, username, command, 'failed',
+	   'could not start background process; more details may be available in the server log'
+  FROM cron.job WHERE jobname = 'hybridexec window w_missed';
+SELECT problem, detail, hint FROM hx_health() WHERE subject = 'w_missed';
+INSERT INTO cron.job_run_details (jobid, database, username, command, status, return_message,
+								  start_time, end_time)
+SELECT jobid, database, username, command, 'failed',
+	   E'ERROR:  permission denied for function hx_run_window\n', now() - interval '1 hour',
+	   now() - interval '1 hour'
+  FROM cron.job WHERE jobname = 'hybridexec window w_missed';
+SELECT problem, regexp_replace(detail, 'latest at [^)]*', 'latest at T') AS detail, hint
+  FROM hx_health() WHERE subject = 'w_missed';
+-- a run that succeeded clears it
+INSERT INTO cron.job_run_details (jobid, database, username, command, status, return_message,
+								  start_time, end_time)
+SELECT jobid, database, username, command, 'succeeded', '1 row', now(), now()
+  FROM cron.job WHERE jobname = 'hybridexec window w_missed';
+SELECT count(*) AS problems FROM hx_health() WHERE subject = 'w_missed';
+-- a window whose job is gone
+SELECT cron.unschedule('hybridexec window w_missed');
+SELECT problem, severity, subject, detail, hint FROM hx_health() WHERE subject = 'w_missed';
+ROLLBACK;
+-- this server preloads hybridexec: no complaint about it
+SELECT _hybridexec.hx_preloaded() AS preloaded,
+	   count(*) FILTER (WHERE h.subject = 'shared_preload_libraries') AS preload_problems
+  FROM hx_health() h;
 
 -- hx_wait_run: a run that does not exist is an error; a finished one
 -- returns its status at once

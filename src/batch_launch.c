@@ -4,8 +4,9 @@
  *	  Handing window runs to batch workers: the batch worker slots in
  *	  shared memory (one per hybridexec.batch_workers, each serving at most
  *	  one run), hx_launch_run(), which reserves a slot and starts a dynamic
- *	  background worker for a run, and hx_batch_workers(), which shows the
- *	  slots.
+ *	  background worker for a run (hx_run_window()'s launch), and
+ *	  hx_batch_workers(), which shows the slots; hx_preloaded() tells SQL
+ *	  whether there are slots at all.
  *
  *	  A slot is reserved by the launcher before the worker exists, and
  *	  freed when the worker exits (or, should the postmaster never start
@@ -32,6 +33,7 @@
 
 PG_FUNCTION_INFO_V1(hx_launch_run);
 PG_FUNCTION_INFO_V1(hx_batch_worker_slots);
+PG_FUNCTION_INFO_V1(hx_preloaded);
 
 static void hx_batch_slot_detach(int code, Datum arg);
 
@@ -195,7 +197,8 @@ hx_launch_run(PG_FUNCTION_ARGS)
 	int			n;
 	int			i;
 
-	hx_require_preload("hx_launch_run()");
+	/* the user called hx_run_window() (which checks first); say that */
+	hx_require_preload("hx_run_window()");
 	if (run_id <= 0 || parallel < 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -280,4 +283,18 @@ hx_batch_worker_slots(PG_FUNCTION_ARGS)
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;
+}
+
+/*
+ * hx_preloaded
+ *		SQL (_hybridexec.hx_preloaded()): whether the library was loaded
+ *		via shared_preload_libraries, i.e. whether this server has the
+ *		shared memory of the stream workers, the batch worker slots and the
+ *		scheduler.  Lets SQL say so before it needs them (hx_run_window)
+ *		and report their absence (hx_health).
+ */
+Datum
+hx_preloaded(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(hx_shared != NULL);
 }

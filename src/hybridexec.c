@@ -50,6 +50,7 @@ _PG_init(void)
 {
 	hx_define_settings();
 	hx_wakeup_init();
+	hx_drop_init();
 
 	if (!process_shared_preload_libraries_in_progress)
 		return;

@@ -197,6 +197,9 @@ extern void hx_alert_dead(int64 task_id, const char *task_type, int attempts,
 /* ---- waking workers at commit (wakeup.c) ---- */
 extern void hx_wakeup_init(void);
 
+/* ---- DROP EXTENSION (drop.c) ---- */
+extern void hx_drop_init(void);
+
 /* ---- rules and types cache (rules.c) ---- */
 
 /* A task type as hx_submit needs it. */

@@ -27,7 +27,9 @@
  *	  external failures and completions) run in a subtransaction; if the
  *	  set fails, each task is booked on its own, and a task whose failure
  *	  cannot be booked at all is quarantined, so one task never stops the
- *	  others.
+ *	  others.  What external executors report of a window run's tasks
+ *	  (done, failed, lease expired) also counts in the run's processed and
+ *	  failed, in the same subtransaction.
  *
  *	  Callers hold a transaction with SPI connected, the rule cache loaded
  *	  and, when they are SQL functions called by other roles, the
@@ -188,8 +190,8 @@ static HxStmt done_leased = {
 	"finished_at = clock_timestamp(), lease_expires_at = NULL, reported_cost = d.cost "
 	"FROM d WHERE t.id = d.id AND t.lease_token = d.token AND t.status = 'running' "
 	"AND t.lease_expires_at >= clock_timestamp() AND (d.cost IS NULL OR d.cost >= 0) "
-	"RETURNING t.id) "
-	"SELECT d.id, CASE WHEN upd.id IS NULL THEN 'refused' ELSE 'done' END "
+	"RETURNING t.id, CASE WHEN t.route = 'batch' THEN t.run_id END AS run) "
+	"SELECT d.id, CASE WHEN upd.id IS NULL THEN 'refused' ELSE 'done' END, upd.run "
 	"FROM d LEFT JOIN upd ON upd.id = d.id",
 	4, {INT8ARRAYOID, UUIDARRAYOID, JSONBARRAYOID, NUMERICARRAYOID}, true
 };
@@ -217,15 +219,38 @@ static HxStmt fail_set = {
 	"FROM f, @extschema@.hx_type y "
 	"WHERE t.id = f.id AND y.task_type = t.task_type AND t.status = 'running' "
 	"AND ($8::integer IS NULL OR t.worker_pid = $8) "
-	"RETURNING t.id, t.task_type, t.attempts, t.status, t.last_error, t.run_after), "
+	"RETURNING t.id, t.task_type, t.attempts, t.status, t.last_error, t.run_after, "
+	"CASE WHEN t.route = 'batch' THEN t.run_id END AS run), "
 	"err AS (INSERT INTO @extschema@.hx_error (task_id, task_type, attempt, at, sqlstate, "
 	"message, detail, hint, context) "
 	"SELECT upd.id, upd.task_type, upd.attempts, f.at, coalesce(f.sqlstate, 'XX000'), upd.last_error, "
 	"f.detail, coalesce(f.hint, CASE WHEN $9 THEN 'The attempt was rolled back with its worker; "
 	"its effects did not happen.' END), f.context FROM upd JOIN f ON f.id = upd.id) "
-	"SELECT upd.id, upd.task_type, upd.attempts, upd.status, upd.last_error, upd.run_after FROM upd",
+	"SELECT upd.id, upd.task_type, upd.attempts, upd.status, upd.last_error, upd.run_after, upd.run FROM upd",
 	11, {INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
 	TEXTARRAYOID, NUMERICARRAYOID, INT4OID, BOOLOID, BOOLOID, TEXTOID}, true
+};
+
+/*
+ * External executors' outcomes of a window run's tasks count in the run
+ * (its own batch workers count their chunks in hx_batch_chunk_done): $1
+ * one run id per outcome, $2 whether it was done (else a failed attempt).
+ * The runs are locked in id order first, so that executors completing
+ * tasks of several runs at once never deadlock.
+ */
+static HxStmt lock_runs = {
+	"SELECT r.id FROM @extschema@.hx_window_run r WHERE r.id = ANY ($1) ORDER BY r.id FOR UPDATE",
+	1, {INT8ARRAYOID}, true
+};
+
+static HxStmt count_runs = {
+	"UPDATE @extschema@.hx_window_run r "
+	"SET processed = r.processed + k.done, failed = r.failed + k.failed "
+	"FROM (SELECT u.run, count(*) FILTER (WHERE u.done) AS done, "
+	"count(*) FILTER (WHERE NOT u.done) AS failed "
+	"FROM unnest($1::bigint[], $2::boolean[]) AS u (run, done) GROUP BY u.run) k "
+	"WHERE r.id = k.run",
+	2, {INT8ARRAYOID, BOOLARRAYOID}, true
 };
 
 /* run with triggers off (session_replication_role = replica): no booking */
@@ -341,6 +366,8 @@ typedef struct HxFailKind
 	bool		lost;			/* lost with their worker: back to the queue */
 	bool		retry;			/* false: dead at once */
 	const char *what;			/* lost: which kind of worker */
+	bool		external;		/* reported by (or reclaimed from) external
+								 * executors: count in their window runs */
 } HxFailKind;
 
 PG_FUNCTION_INFO_V1(hx_next_try);
@@ -369,6 +396,7 @@ static Datum hx_fail_sql(FunctionCallInfo fcinfo, ArrayType *ids,
 static ErrorData *hx_try_fail_exec(HxFailure *f, int n, const HxFailKind *kind,
 								   HxBooked *booked);
 static ErrorData *hx_in_subxact(void (*fn) (void *arg), void *arg);
+static void hx_count_in_runs(Datum *runs, bool *done, int n);
 static Oid	hx_enter(FunctionCallInfo fcinfo, HxUserSave *save);
 static void hx_check_lease(Interval *lease);
 static void hx_leave(HxUserSave *save);
@@ -647,7 +675,7 @@ int
 hx_book_failures(HxTask *tasks, HxOutcome *outs, int n, TimestampTz *next_retry)
 {
 	HxFailure  *f = palloc0(sizeof(HxFailure) * Max(n, 1));
-	HxFailKind	kind = {MyProcPid, false, true, NULL};
+	HxFailKind	kind = {MyProcPid, false, true, NULL, false};
 	int			nf = 0;
 	int			i;
 
@@ -715,9 +743,10 @@ hx_book_quarantine(int64 id, const char *why, int sqlerrcode)
  * hx_fail_exec
  *		Runs the failure statement for f[0..n-1]; sends the dead alerts;
  *		lowers *next_retry (when given) to the earliest retry and adds what
- *		became of each task to *booked (when given).  Returns how many
- *		tasks were booked (those not running, or not for kind->worker_pid,
- *		are left alone).
+ *		became of each task to *booked (when given); failures of external
+ *		executors (kind->external) count in the window runs of their batch
+ *		tasks.  Returns how many tasks were booked (those not running, or
+ *		not for kind->worker_pid, are left alone).
  */
 static int
 hx_fail_exec(HxFailure *f, int n, const HxFailKind *kind,
@@ -730,7 +759,11 @@ hx_fail_exec(HxFailure *f, int n, const HxFailKind *kind,
 	int			dims[1] = {n};
 	int			lbs[1] = {1};
 	Oid			elemtypes[7] = {INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, NUMERICOID};
+	uint64		nbooked;
 	uint64		k;
+	Datum	   *runs;
+	bool	   *runs_done;
+	int			nruns = 0;
 	int			c;
 	int			i;
 
@@ -771,14 +804,21 @@ hx_fail_exec(HxFailure *f, int n, const HxFailKind *kind,
 
 	if (hx_stmt_exec(&fail_set, values, nulls, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not book failed attempts");
+	nbooked = SPI_processed;
+	runs = palloc(sizeof(Datum) * Max(nbooked, 1));
+	runs_done = palloc0(sizeof(bool) * Max(nbooked, 1));
 
-	for (k = 0; k < SPI_processed; k++)
+	for (k = 0; k < nbooked; k++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[k];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
 		bool		isnull;
 		int64		id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 		char	   *status = TextDatumGetCString(SPI_getbinval(tup, desc, 4, &isnull));
+		Datum		run = SPI_getbinval(tup, desc, 7, &isnull);
+
+		if (kind->external && !isnull)
+			runs[nruns++] = run;
 
 		if (strcmp(status, "dead") == 0)
 			hx_alert_dead(id, TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull)),
@@ -794,7 +834,10 @@ hx_fail_exec(HxFailure *f, int n, const HxFailKind *kind,
 		if (booked != NULL)
 			hx_booked_add(booked, id, status);
 	}
-	return (int) SPI_processed;
+	/* after the loop: this runs a statement of its own */
+	if (nruns > 0)
+		hx_count_in_runs(runs, runs_done, nruns);
+	return (int) nbooked;
 }
 
 /*
@@ -895,6 +938,32 @@ hx_in_subxact(void (*fn) (void *arg), void *arg)
 }
 
 /*
+ * hx_count_in_runs
+ *		Adds outcomes of external executors to the counters of the window
+ *		runs their tasks were claimed in: runs[i] is the run of one outcome,
+ *		done[i] whether it was done (else a failed attempt).  In the
+ *		transaction (and subtransaction) that books the outcomes, so each
+ *		counts exactly once; the runs are locked in id order first.
+ */
+static void
+hx_count_in_runs(Datum *runs, bool *done, int n)
+{
+	Datum		values[2];
+	Datum	   *flags = palloc(sizeof(Datum) * n);
+	int			i;
+
+	for (i = 0; i < n; i++)
+		flags[i] = BoolGetDatum(done[i]);
+	values[0] = PointerGetDatum(construct_array(runs, n, INT8OID, 8, FLOAT8PASSBYVAL,
+												TYPALIGN_DOUBLE));
+	values[1] = PointerGetDatum(construct_array(flags, n, BOOLOID, 1, true, TYPALIGN_CHAR));
+	if (hx_stmt_exec(&lock_runs, values, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not lock window runs");
+	if (hx_stmt_exec(&count_runs, values, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not count outcomes in window runs");
+}
+
+/*
  * hx_sweep_stream
  *		Puts back the stream tasks left running by workers that are gone (a
  *		crash, a kill, a shutdown): queued and isolated, their attempt
@@ -906,7 +975,7 @@ hx_sweep_stream(void)
 	int			pids[HX_MAX_STREAM_WORKERS];
 	int			npids = hx_live_worker_pids(pids, HX_MAX_STREAM_WORKERS);
 	Datum	   *elems = palloc(sizeof(Datum) * Max(npids, 1));
-	HxFailKind	kind = {0, true, true, "worker"};
+	HxFailKind	kind = {0, true, true, "worker", false};
 	HxFailure	lost = {0};
 	HxBooked	booked = {0};
 	HxFailure  *f;
@@ -1042,7 +1111,7 @@ hx_fail_sql(FunctionCallInfo fcinfo, ArrayType *ids, const HxFailure *common,
 Datum
 hx_put_back(PG_FUNCTION_ARGS)
 {
-	HxFailKind	kind = {0, true, true, NULL};
+	HxFailKind	kind = {0, true, true, NULL, false};
 	HxFailure	lost = {0};
 
 	InitMaterializedSRF(fcinfo, 0);
@@ -1057,12 +1126,13 @@ hx_put_back(PG_FUNCTION_ARGS)
  *		SQL (_hybridexec.hx_fail_leased(ids, error, sqlstate, retry, cost,
  *		hint) RETURNS TABLE (id, status)): failed external attempts of
  *		tasks the caller has locked (their lease checked): the retry policy
- *		as for handler failures; retry false makes them dead at once.
+ *		as for handler failures; retry false makes them dead at once.  A
+ *		failed attempt of a window run's task counts in the run's failed.
  */
 Datum
 hx_fail_leased(PG_FUNCTION_ARGS)
 {
-	HxFailKind	kind = {0, false, true, NULL};
+	HxFailKind	kind = {0, false, true, NULL, true};
 	HxFailure	failure = {0};
 
 	InitMaterializedSRF(fcinfo, 0);
@@ -1087,26 +1157,44 @@ typedef struct HxCompleteCall
 
 /*
  * hx_complete_call
- *		Runs the completion statement and adds its (id, status) rows to the
- *		result.
+ *		Runs the completion statement, adds its (id, status) rows to the
+ *		result and counts the completed tasks of window runs in them.
  */
 static void
 hx_complete_call(void *arg)
 {
 	HxCompleteCall *c = (HxCompleteCall *) arg;
+	uint64		n;
 	uint64		k;
+	Datum	   *runs;
+	bool	   *done;
+	int			nruns = 0;
 
 	if (hx_stmt_exec(&done_leased, c->values, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "completion failed");
-	for (k = 0; k < SPI_processed; k++)
+	n = SPI_processed;
+	runs = palloc(sizeof(Datum) * Max(n, 1));
+	done = palloc(sizeof(bool) * Max(n, 1));
+	for (k = 0; k < n; k++)
 	{
 		bool		isnull[2];
 		Datum		row[2];
+		bool		run_null;
+		Datum		run;
 
 		row[0] = SPI_getbinval(SPI_tuptable->vals[k], SPI_tuptable->tupdesc, 1, &isnull[0]);
 		row[1] = SPI_getbinval(SPI_tuptable->vals[k], SPI_tuptable->tupdesc, 2, &isnull[1]);
+		run = SPI_getbinval(SPI_tuptable->vals[k], SPI_tuptable->tupdesc, 3, &run_null);
 		tuplestore_putvalues(c->rsinfo->setResult, c->rsinfo->setDesc, row, isnull);
+		if (!run_null)
+		{
+			runs[nruns] = run;
+			done[nruns++] = true;
+		}
 	}
+	/* completed tasks of window runs count in them, in this subtransaction */
+	if (nruns > 0)
+		hx_count_in_runs(runs, done, nruns);
 }
 
 /*
@@ -1116,8 +1204,9 @@ hx_complete_call(void *arg)
  *		statement; a stale or expired lease, or a negative cost, is refused
  *		alone.  Should the statement fail, each task is completed on its
  *		own and one that cannot be is refused (its lease then expires and
- *		the reclaim books it).  Called by executors: the statements run as
- *		the extension's owner (hx_enter).
+ *		the reclaim books it).  A completed task of a window run counts in
+ *		the run's processed, with its completion.  Called by executors: the
+ *		statements run as the extension's owner (hx_enter).
  */
 Datum
 hx_complete_many(PG_FUNCTION_ARGS)
@@ -1406,14 +1495,14 @@ hx_cancel(PG_FUNCTION_ARGS)
 /*
  * hx_reclaim_leases
  *		SQL: books every running external attempt whose lease expired as
- *		failed ("lease expired", 57014; the usual retry policy); returns how
- *		many.  One task that cannot be booked is quarantined, never stops
- *		the others.
+ *		failed ("lease expired", 57014; the usual retry policy; counted in
+ *		the failed of its window run, if any); returns how many.  One task
+ *		that cannot be booked is quarantined, never stops the others.
  */
 Datum
 hx_reclaim_leases(PG_FUNCTION_ARGS)
 {
-	HxFailKind	kind = {0, false, true, NULL};
+	HxFailKind	kind = {0, false, true, NULL, true};
 	HxFailure	expired = {0, "57014", "lease expired", NULL,
 		"The executor neither reported nor sent a heartbeat in time (it crashed, hung or lost its connection); the attempt counts as failed.",
 	NULL, (Datum) 0};

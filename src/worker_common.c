@@ -20,6 +20,8 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "commands/dbcommands.h"
+#include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/snapmgr.h"
 
@@ -101,6 +103,13 @@ hx_worker_find_extension(void)
  *		The schema and owner of the extension in this database, read from
  *		pg_extension (PostgreSQL 15 exports no get_extension_schema); false
  *		when it is not created.  In a transaction.
+ *
+ *		The SQL objects must be those of this library's version: after the
+ *		library is upgraded and before ALTER EXTENSION hybridexec UPDATE,
+ *		a background worker treats the extension as not there yet (and says
+ *		so in the log, once), while a backend gets a clear error.  During
+ *		the extension's own scripts the check is off: they run against the
+ *		version they create.
  */
 bool
 hx_extension_lookup(Oid *schema, Oid *owner)
@@ -110,6 +119,7 @@ hx_extension_lookup(Oid *schema, Oid *owner)
 	ScanKeyData key;
 	HeapTuple	tup;
 	bool		found = false;
+	char	   *version = NULL;
 
 	rel = table_open(ExtensionRelationId, AccessShareLock);
 	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber, F_NAMEEQ,
@@ -118,11 +128,36 @@ hx_extension_lookup(Oid *schema, Oid *owner)
 	tup = systable_getnext(scan);
 	if (HeapTupleIsValid(tup))
 	{
+		bool		isnull;
+		Datum		d;
+
 		*schema = ((Form_pg_extension) GETSTRUCT(tup))->extnamespace;
 		*owner = ((Form_pg_extension) GETSTRUCT(tup))->extowner;
+		d = heap_getattr(tup, Anum_pg_extension_extversion, RelationGetDescr(rel), &isnull);
+		if (!isnull)
+			version = TextDatumGetCString(d);
 		found = true;
 	}
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
+
+	if (found && !creating_extension &&
+		(version == NULL || strcmp(version, HX_VERSION) != 0))
+	{
+		static bool told = false;
+
+		if (!IsBackgroundWorker)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("extension hybridexec is at version %s, but its library is version %s",
+							version ? version : "?", HX_VERSION),
+					 errhint("Run ALTER EXTENSION hybridexec UPDATE; in this database (its tasks and settings are kept).")));
+		if (!told)
+			ereport(LOG,
+					(errmsg("hybridexec: the extension in database \"%s\" is at version %s, but the library is version %s: its workers wait for ALTER EXTENSION hybridexec UPDATE",
+							get_database_name(MyDatabaseId), version ? version : "?", HX_VERSION)));
+		told = true;
+		return false;
+	}
 	return found;
 }

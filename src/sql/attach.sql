@@ -24,6 +24,7 @@
  * while some attachment writes results back.
  * ------------------------------------------------------------------------ */
 
+-- [storage]
 CREATE TABLE hx_attachment (
 	source			regclass PRIMARY KEY,
 	task_type		text NOT NULL,
@@ -36,9 +37,10 @@ CREATE TABLE hx_attachment (
 	origin			text NOT NULL DEFAULT 'background',
 	backfill_after	jsonb,
 	backfill_done	boolean NOT NULL DEFAULT false,
-	attached_by		regrole NOT NULL,
-	attached_at		timestamptz NOT NULL DEFAULT now()
+	attached_at		timestamptz NOT NULL DEFAULT now(),
+	attached_by		regrole NOT NULL
 );
+-- [/storage]
 
 COMMENT ON TABLE hx_attachment IS 'Watched tables: each row of source becomes a task of task_type (hx_attach); removed by hx_detach or when the table is dropped';
 COMMENT ON COLUMN hx_attachment.source IS 'The watched table';
@@ -55,6 +57,7 @@ COMMENT ON COLUMN hx_attachment.backfill_done IS 'Whether hx_backfill went throu
 COMMENT ON COLUMN hx_attachment.attached_by IS 'The role that attached the table: its rows'' tasks are submitted by it';
 COMMENT ON COLUMN hx_attachment.attached_at IS 'When hx_attach was called';
 
+-- [storage]
 CREATE TABLE hx_task_source (
 	task_id			bigint PRIMARY KEY,
 	source			regclass NOT NULL,
@@ -62,6 +65,7 @@ CREATE TABLE hx_task_source (
 );
 
 CREATE INDEX hx_task_source_key_idx ON hx_task_source (source, source_key);
+-- [/storage]
 
 COMMENT ON TABLE hx_task_source IS 'Which row of a watched table each of its tasks came from';
 COMMENT ON COLUMN hx_task_source.task_id IS 'The task (hx_task.id)';
@@ -227,6 +231,56 @@ $$;
 COMMENT ON FUNCTION _hybridexec.hx_attach_sync_write_back() IS
 'Creates the write-back trigger on hx_task when an attachment has a result_column, drops it when none has';
 
+/*
+ * Creates (or re-creates) the trigger on a watched table that turns its
+ * rows into tasks, from its hx_attachment row.  Also what an update of the
+ * extension calls for every watched table, since the trigger's function is
+ * re-created with the rest of the code.
+ */
+CREATE FUNCTION _hybridexec.hx_attach_trigger(src regclass) RETURNS void
+LANGUAGE plpgsql SET search_path = @extschema@, _hybridexec, pg_temp AS $$
+DECLARE
+	a hx_attachment;
+	watched text[];
+BEGIN
+	SELECT * INTO STRICT a FROM hx_attachment x WHERE x.source = src;
+	/* updates fire only for the payload's columns, never for the result's */
+	SELECT array_agg(quote_ident(t.attname::text) ORDER BY t.attnum) INTO watched
+	  FROM pg_attribute t
+	 WHERE t.attrelid = src AND t.attnum > 0 AND NOT t.attisdropped
+	   AND (a.columns IS NULL OR t.attname = ANY (a.columns))
+	   AND t.attname IS DISTINCT FROM a.result_column;
+	IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = src AND tgname = 'hx_attach') THEN
+		EXECUTE format('DROP TRIGGER hx_attach ON %s', hx_qualified_name(src));
+	END IF;
+	EXECUTE format('CREATE TRIGGER hx_attach AFTER INSERT%s ON %s FOR EACH ROW EXECUTE FUNCTION _hybridexec.hx_attach_row()',
+				   CASE WHEN a.on_update THEN ' OR UPDATE OF ' || array_to_string(watched, ', ') ELSE '' END,
+				   hx_qualified_name(src));
+END
+$$;
+
+COMMENT ON FUNCTION _hybridexec.hx_attach_trigger(regclass) IS
+'(Re-)creates the trigger of a watched table from its hx_attachment row: inserts (and, with on_update, updates of the payload''s columns) submit tasks';
+
+/*
+ * Trigger (AFTER INSERT OR DELETE on hx_attachment, per statement): keeps
+ * the write-back trigger in line however the rows came (a restore loads
+ * them with COPY).
+ */
+CREATE FUNCTION _hybridexec.hx_attachment_changed() RETURNS trigger
+LANGUAGE plpgsql SET search_path = @extschema@, _hybridexec, pg_temp AS $$
+BEGIN
+	PERFORM hx_attach_sync_write_back();
+	RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION _hybridexec.hx_attachment_changed() IS
+'Trigger: creates or drops the write-back trigger on hx_task when watched tables come and go, also when a restore loads them';
+
+CREATE TRIGGER hx_attachment_changed AFTER INSERT OR DELETE ON hx_attachment
+	FOR EACH STATEMENT EXECUTE FUNCTION _hybridexec.hx_attachment_changed();
+
 /* the caller must own the table (be a member of its owning role) */
 CREATE FUNCTION _hybridexec.hx_attach_owner_check(src regclass) RETURNS void
 LANGUAGE plpgsql SET search_path = @extschema@, _hybridexec, pg_temp AS $$
@@ -251,7 +305,6 @@ DECLARE
 	src regclass := hx_attach.source;
 	keys text[];
 	bad text;
-	watched text[];
 BEGIN
 	IF src IS NULL OR task_type IS NULL THEN
 		RAISE EXCEPTION 'source and task_type must not be NULL'
@@ -309,15 +362,7 @@ BEGIN
 	VALUES (src, task_type, columns, coalesce(on_update, false), filter, result_column,
 			keys, sla, coalesce(origin, 'background'), hx_caller());
 
-	/* updates fire only for the payload's columns, never for the result's */
-	SELECT array_agg(quote_ident(a.attname::text) ORDER BY a.attnum) INTO watched
-	  FROM pg_attribute a
-	 WHERE a.attrelid = src AND a.attnum > 0 AND NOT a.attisdropped
-	   AND (columns IS NULL OR a.attname = ANY (columns))
-	   AND a.attname IS DISTINCT FROM result_column;
-	EXECUTE format('CREATE TRIGGER hx_attach AFTER INSERT%s ON %s FOR EACH ROW EXECUTE FUNCTION _hybridexec.hx_attach_row()',
-				   CASE WHEN coalesce(on_update, false) THEN ' OR UPDATE OF ' || array_to_string(watched, ', ') ELSE '' END,
-				   hx_qualified_name(src));
+	PERFORM hx_attach_trigger(src);
 	PERFORM hx_attach_sync_write_back();
 END
 $$;

@@ -15,8 +15,10 @@
  */
 
 /* what the lease reclaim looks at */
+-- [storage]
 CREATE INDEX hx_task_lease_idx ON hx_task (lease_expires_at)
 	WHERE status = 'running' AND lease_expires_at IS NOT NULL;
+-- [/storage]
 
 /* ------------------------------------------------------------------------
  * Claiming
@@ -80,6 +82,19 @@ CREATE TYPE hx_claimed AS (
 
 COMMENT ON TYPE hx_claimed IS
 'A task handed to an external executor by hx_claim: its attempt number (already counted), the lease token to present and when the lease expires';
+COMMENT ON COLUMN hx_claimed.id IS 'Task id (hx_task.id): pass it to hx_complete, hx_fail and hx_heartbeat';
+COMMENT ON COLUMN hx_claimed.task_type IS 'Task type';
+COMMENT ON COLUMN hx_claimed.payload IS 'The task''s input';
+COMMENT ON COLUMN hx_claimed.attempt IS 'This attempt''s number (1 = first), already counted';
+COMMENT ON COLUMN hx_claimed.max_attempts IS 'Attempts the type allows; after the last one a failure makes the task dead';
+COMMENT ON COLUMN hx_claimed.lease_token IS 'The lease: present it to hx_complete, hx_fail and hx_heartbeat';
+COMMENT ON COLUMN hx_claimed.lease_expires_at IS 'Report or send a heartbeat before this, or the attempt is reclaimed as failed';
+COMMENT ON COLUMN hx_claimed.route IS 'stream or batch';
+COMMENT ON COLUMN hx_claimed.window_name IS 'The window of a batch task (NULL for stream)';
+COMMENT ON COLUMN hx_claimed.run_id IS 'The open run of that window the task was claimed in (hx_window_run.id); its completion or failure counts in the run';
+COMMENT ON COLUMN hx_claimed.priority IS 'The task''s priority (higher first)';
+COMMENT ON COLUMN hx_claimed.deadline IS 'When the result is needed by, if the task has a deadline';
+COMMENT ON COLUMN hx_claimed.submitted_at IS 'When the task was submitted';
 
 CREATE FUNCTION hx_claim(executor text,
 						 task_types text[] DEFAULT NULL,
@@ -170,7 +185,7 @@ END
 $$;
 
 COMMENT ON FUNCTION hx_complete(bigint, uuid, jsonb, numeric) IS
-'External executors: the attempt under this lease succeeded; stores the result and the cost it reported (NULL = the catalog price is booked). Errors when the lease is stale or expired';
+'External executors: the attempt under this lease succeeded; stores the result and the cost it reported (NULL = the catalog price is booked) and counts the task in the processed of its window run, if any. Errors when the lease is stale or expired';
 
 CREATE FUNCTION hx_complete_many(ids bigint[], lease_tokens uuid[], results jsonb[] DEFAULT NULL,
 								 costs numeric[] DEFAULT NULL)
@@ -178,7 +193,7 @@ RETURNS TABLE (id bigint, status text)
 AS 'MODULE_PATHNAME', 'hx_complete_many' LANGUAGE C VOLATILE;
 
 COMMENT ON FUNCTION hx_complete_many(bigint[], uuid[], jsonb[], numeric[]) IS
-'External executors: hx_complete for many attempts in one statement (results NULL = {}); returns done, or refused for a stale or expired lease or a negative cost (the others are still completed)';
+'External executors: hx_complete for many attempts in one statement (results NULL = {}; completed tasks of a window run count in its processed, in the same transaction); returns done, or refused for a stale or expired lease or a negative cost (the others are still completed)';
 
 CREATE FUNCTION hx_fail(id bigint, lease_token uuid, error text, retry boolean DEFAULT true,
 						cost numeric DEFAULT NULL)
@@ -203,7 +218,7 @@ END
 $$;
 
 COMMENT ON FUNCTION hx_fail(bigint, uuid, text, boolean, numeric) IS
-'External executors: the attempt under this lease failed (hx_error row, SQLSTATE 38000); the task is retried like a failed handler call, or dead when retry is false or no attempt is left. Returns the new status';
+'External executors: the attempt under this lease failed (hx_error row, SQLSTATE 38000; counted in the failed of its window run, if any); the task is retried like a failed handler call, or dead when retry is false or no attempt is left. Returns the new status';
 
 CREATE FUNCTION _hybridexec.hx_lease_args_check(ids bigint[], lease_tokens uuid[]) RETURNS void
 LANGUAGE plpgsql IMMUTABLE SET search_path = @extschema@, _hybridexec, pg_temp AS $$
@@ -257,7 +272,7 @@ CREATE FUNCTION hx_reclaim_leases() RETURNS integer
 AS 'MODULE_PATHNAME', 'hx_reclaim_leases' LANGUAGE C VOLATILE;
 
 COMMENT ON FUNCTION hx_reclaim_leases() IS
-'Books every running external attempt whose lease has expired as failed (''lease expired'', SQLSTATE 57014; same retry rules); returns how many. The scheduler calls it every tick; callable by hand';
+'Books every running external attempt whose lease has expired as failed (''lease expired'', SQLSTATE 57014; same retry rules; counted in the failed of its window run, if any); returns how many. The scheduler calls it every tick; callable by hand';
 
 
 /* ------------------------------------------------------------------------
@@ -379,4 +394,4 @@ END
 $$;
 
 COMMENT ON FUNCTION hx_batch_report(bigint[], uuid[], text, text) IS
-'Executor side (hx_worker --batch): reads a JSONL output of {"custom_id", "result"} or {"custom_id", "error"} lines and completes or fails each claimed task; a task without a line fails, unknown ids and bad lines are warnings; a stale lease is reported as status refused for that task only';
+'Executor side (hx_worker --batch): reads a JSONL output of {"custom_id", "result"} or {"custom_id", "error"} lines and completes or fails each claimed task; a task without a line fails, unknown ids and bad lines are warnings; a stale lease is reported as status refused for that task only; completions and failures of a window run''s tasks count in its processed and failed';

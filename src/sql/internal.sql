@@ -16,11 +16,19 @@
  * for a few one-statement SQL helpers that are inlined into their callers
  * (a SET clause would prevent it) and so run with their callers' pinned
  * path: hx_local_zone, hx_cron_job_name, hx_price_rule.
+ *
+ * Storage - schemas, tables, indexes and the rows the extension ships -
+ * stands between "-- [storage]" and "-- [/storage]" lines in every part.
+ * An update script (src/sql/update/) leaves those blocks out, since its
+ * own migration brings the storage up to date, and re-creates everything
+ * else: so whatever is outside them must run on an existing database too.
  */
 
 \echo Use "CREATE EXTENSION hybridexec" to load this file. \quit
 
+-- [storage]
 CREATE SCHEMA _hybridexec;
+-- [/storage]
 
 COMMENT ON SCHEMA _hybridexec IS
 'hybridexec''s internals: triggers, the workers'' steps, checks and helpers; used by the extension''s owner only';
@@ -103,11 +111,13 @@ COMMENT ON FUNCTION _hybridexec.hx_alert_send(jsonb) IS
  * Small facts remembered between sessions
  * ------------------------------------------------------------------------ */
 
+-- [storage]
 CREATE TABLE _hybridexec.hx_state (
 	key				text PRIMARY KEY,
 	value			text,
 	at				timestamptz NOT NULL DEFAULT now()
 );
+-- [/storage]
 
 COMMENT ON TABLE _hybridexec.hx_state IS 'Small facts the extension remembers between sessions (such as: the DBA was told pg_cron is missing)';
 COMMENT ON COLUMN _hybridexec.hx_state.key IS 'What is remembered';

@@ -50,6 +50,7 @@ COMMENT ON FUNCTION _hybridexec.hx_hist_percentile(bigint[], double precision) I
  * The ledger
  * ------------------------------------------------------------------------ */
 
+-- [storage]
 CREATE TABLE hx_cost (
 	id				bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
 	at				timestamptz NOT NULL,
@@ -64,7 +65,6 @@ CREATE TABLE hx_cost (
 	department		text,
 	origin			text,
 	executor		text,
-	submitted_by	regrole,
 	submitted_at	timestamptz,
 	sla				interval,
 	deadline		timestamptz,
@@ -79,12 +79,14 @@ CREATE TABLE hx_cost (
 	reported		boolean NOT NULL DEFAULT false,
 	correction_of	bigint,
 	note			text,
+	submitted_by	regrole,
 	CONSTRAINT hx_cost_outcome_check CHECK (outcome IN ('done', 'failed', 'dead', 'correction'))
 );
 
 /* bookings arrive in time order: a BRIN index costs the ledger trigger next to nothing */
 CREATE INDEX hx_cost_at_idx ON hx_cost USING brin (at) WITH (pages_per_range = 32);
 CREATE INDEX hx_cost_correction_idx ON hx_cost (correction_of) WHERE correction_of IS NOT NULL;
+-- [/storage]
 
 COMMENT ON TABLE hx_cost IS
 'The cost ledger: one row per finished attempt (done, failed or dead), written by a trigger on hx_task in the transaction that finishes the attempt; append-only, a correction is a new row (hx_cost_correct)';
@@ -181,6 +183,7 @@ COMMENT ON FUNCTION hx_cost_correct(bigint, numeric, text) IS
  * queue on one row.
  * ------------------------------------------------------------------------ */
 
+-- [storage]
 CREATE TABLE hx_stat_minute (
 	minute			timestamptz NOT NULL,
 	task_type		text NOT NULL,
@@ -195,6 +198,7 @@ CREATE TABLE hx_stat_minute (
 	run_hist		bigint[] NOT NULL,
 	PRIMARY KEY (minute, task_type, route, shard)
 );
+-- [/storage]
 
 COMMENT ON TABLE hx_stat_minute IS
 'Per-minute rolling statistics of finished attempts per task type and route (histograms: see hx_hist_bucket); what hx_stats and hx_health read instead of task history';
@@ -210,6 +214,7 @@ COMMENT ON COLUMN hx_stat_minute.cost IS 'Their cost';
 COMMENT ON COLUMN hx_stat_minute.wait_hist IS 'Histogram of queue wait (submission to start of the attempt), milliseconds';
 COMMENT ON COLUMN hx_stat_minute.run_hist IS 'Histogram of run time, milliseconds';
 
+-- [storage]
 CREATE TABLE hx_cost_daily (
 	day				date NOT NULL,
 	department		text NOT NULL,
@@ -218,6 +223,7 @@ CREATE TABLE hx_cost_daily (
 	cost			numeric NOT NULL DEFAULT 0,
 	PRIMARY KEY (department, day, currency, shard)
 );
+-- [/storage]
 
 COMMENT ON TABLE hx_cost_daily IS
 'Cost per department and day (in hybridexec.time_zone), kept by the ledger trigger so that budget checks read a handful of rows';
@@ -348,6 +354,7 @@ CREATE TRIGGER hx_cost_book AFTER UPDATE ON hx_task
  * Budgets
  * ------------------------------------------------------------------------ */
 
+-- [storage]
 CREATE TABLE hx_budget (
 	department		text NOT NULL,
 	period			text NOT NULL,
@@ -359,6 +366,7 @@ CREATE TABLE hx_budget (
 	CONSTRAINT hx_budget_department_check CHECK (length(department) <= 200),
 	CONSTRAINT hx_budget_amount_check CHECK (amount >= 0)
 );
+-- [/storage]
 
 COMMENT ON TABLE hx_budget IS
 'Spending limits per department and period (day, ISO week, month in hybridexec.time_zone); a rule with budget_exhausted = true matches tasks of a department past its limit';
@@ -426,13 +434,3 @@ $$;
 COMMENT ON FUNCTION hx_budget_exhausted(text, timestamptz) IS
 'True when one of the department''s budgets is used up at that moment: what a rule with budget_exhausted tests (SECURITY DEFINER: submitting roles need no rights on the books)';
 
-/* ------------------------------------------------------------------------
- * pg_dump keeps the books and what the DBA entered (extension tables are
- * otherwise left out of dumps)
- * ------------------------------------------------------------------------ */
-
-SELECT pg_catalog.pg_extension_config_dump('hx_cost', '');
-SELECT pg_catalog.pg_extension_config_dump('hx_cost_id_seq', '');
-SELECT pg_catalog.pg_extension_config_dump('hx_stat_minute', '');
-SELECT pg_catalog.pg_extension_config_dump('hx_cost_daily', '');
-SELECT pg_catalog.pg_extension_config_dump('hx_budget', '');

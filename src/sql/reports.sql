@@ -14,7 +14,7 @@ CREATE FUNCTION hx_cost_report(group_by text DEFAULT 'department',
 							   "from" timestamptz DEFAULT now() - interval '1 day',
 							   "to" timestamptz DEFAULT now())
 RETURNS TABLE ("group" text, currency text, tasks bigint, attempts bigint, cost numeric,
-			   baseline_cost numeric, saved numeric, run_seconds double precision)
+			   baseline_cost numeric, saved numeric, run_seconds numeric)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 DECLARE
 	key text;
@@ -43,7 +43,7 @@ BEGIN
 		'SELECT %s, c.currency, count(DISTINCT c.task_id) FILTER (WHERE c.correction_of IS NULL),
 				count(*) FILTER (WHERE c.correction_of IS NULL), sum(c.cost), sum(c.baseline_cost),
 				sum(c.baseline_cost) - sum(c.cost),
-				round(coalesce(sum(c.wall_seconds), 0)::numeric, 3)::double precision
+				round(coalesce(sum(c.wall_seconds), 0)::numeric, 3)
 		   FROM hx_cost c
 		  WHERE c.at >= $1 AND c.at < $2
 		  GROUP BY 1, 2
@@ -53,15 +53,15 @@ END
 $$;
 
 COMMENT ON FUNCTION hx_cost_report(text, timestamptz, timestamptz) IS
-'Costs booked in [from, to) grouped by department, task_type, route, window, executor, rule, day or hour (local days in hybridexec.time_zone): tasks, attempts, cost, stream baseline, saved against it, run seconds; one row per group and currency';
+'Costs booked in [from, to) grouped by department, task_type, route, window, executor, rule, day or hour (local days in hybridexec.time_zone): tasks, attempts, cost, stream baseline, saved against it (exact sums of the bookings), run seconds (to the millisecond); one row per group and currency';
 
 CREATE FUNCTION hx_stats(span interval DEFAULT '1 hour')
 RETURNS TABLE (task_type text, route text, queued bigint, running bigint, failed bigint,
 			   done bigint, dead bigint, oldest_queued interval,
-			   per_min_1 double precision, per_min_5 double precision, per_min_15 double precision,
-			   error_rate double precision,
-			   wait_p50_ms double precision, wait_p95_ms double precision, wait_p99_ms double precision,
-			   run_p50_ms double precision, run_p95_ms double precision, run_p99_ms double precision)
+			   per_min_1 numeric, per_min_5 numeric, per_min_15 numeric,
+			   error_rate numeric,
+			   wait_p50_ms numeric, wait_p95_ms numeric, wait_p99_ms numeric,
+			   run_p50_ms numeric, run_p95_ms numeric, run_p99_ms numeric)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 	/*
 	 * Live counts from the partial indexes of unfinished tasks; everything
@@ -103,16 +103,23 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = @extschema@, _hybridexec,
 		   coalesce(l.queued, 0)::bigint, coalesce(l.running, 0)::bigint, coalesce(l.failed, 0)::bigint,
 		   coalesce(m.done, 0)::bigint, coalesce(m.dead, 0)::bigint,
 		   now() - l.oldest,
-		   /* the current minute is partial: rates over the whole minutes plus it */
-		   coalesce(m.d1, 0)::double precision / (1 + extract(epoch FROM now() - date_trunc('minute', now())) / 60),
-		   coalesce(m.d5, 0)::double precision / (5 + extract(epoch FROM now() - date_trunc('minute', now())) / 60),
-		   coalesce(m.d15, 0)::double precision / (15 + extract(epoch FROM now() - date_trunc('minute', now())) / 60),
+		   /*
+		    * The current minute is partial: rates over the whole minutes plus
+		    * it.  Numbers are shown rounded (rates to hundredths, the error
+		    * rate to 0.1%, percentiles - within a factor of two anyway - to
+		    * a tenth of a millisecond), never as float arithmetic leaves them.
+		    */
+		   round(coalesce(m.d1, 0) / (1 + extract(epoch FROM now() - date_trunc('minute', now())) / 60), 2),
+		   round(coalesce(m.d5, 0) / (5 + extract(epoch FROM now() - date_trunc('minute', now())) / 60), 2),
+		   round(coalesce(m.d15, 0) / (15 + extract(epoch FROM now() - date_trunc('minute', now())) / 60), 2),
 		   CASE WHEN m.done + m.failed_attempts + m.dead > 0
-				THEN (m.failed_attempts + m.dead)::double precision / (m.done + m.failed_attempts + m.dead) END,
-		   hx_hist_percentile(m.wait_hist, 0.5), hx_hist_percentile(m.wait_hist, 0.95),
-		   hx_hist_percentile(m.wait_hist, 0.99),
-		   hx_hist_percentile(m.run_hist, 0.5), hx_hist_percentile(m.run_hist, 0.95),
-		   hx_hist_percentile(m.run_hist, 0.99)
+				THEN round((m.failed_attempts + m.dead)::numeric / (m.done + m.failed_attempts + m.dead), 3) END,
+		   round(hx_hist_percentile(m.wait_hist, 0.5)::numeric, 1),
+		   round(hx_hist_percentile(m.wait_hist, 0.95)::numeric, 1),
+		   round(hx_hist_percentile(m.wait_hist, 0.99)::numeric, 1),
+		   round(hx_hist_percentile(m.run_hist, 0.5)::numeric, 1),
+		   round(hx_hist_percentile(m.run_hist, 0.95)::numeric, 1),
+		   round(hx_hist_percentile(m.run_hist, 0.99)::numeric, 1)
 	  FROM l FULL JOIN m ON m.task_type = l.task_type AND m.route = l.route
 	 ORDER BY 1, 2
 $$;
@@ -123,6 +130,24 @@ COMMENT ON FUNCTION hx_stats(interval) IS
 CREATE VIEW hx_stats AS SELECT * FROM hx_stats('1 hour');
 
 COMMENT ON VIEW hx_stats IS 'hx_stats() over the last hour';
+COMMENT ON COLUMN hx_stats.task_type IS 'Task type';
+COMMENT ON COLUMN hx_stats.route IS 'stream or batch';
+COMMENT ON COLUMN hx_stats.queued IS 'Tasks queued now';
+COMMENT ON COLUMN hx_stats.running IS 'Tasks running now';
+COMMENT ON COLUMN hx_stats.failed IS 'Tasks waiting for a retry now (status failed)';
+COMMENT ON COLUMN hx_stats.done IS 'Attempts that succeeded in the last hour';
+COMMENT ON COLUMN hx_stats.dead IS 'Attempts that failed for the last time (the task gave up) in the last hour';
+COMMENT ON COLUMN hx_stats.oldest_queued IS 'How long the oldest queued task has waited (NULL when none is queued)';
+COMMENT ON COLUMN hx_stats.per_min_1 IS 'Tasks done per minute over the last minute (and the current one so far), to hundredths';
+COMMENT ON COLUMN hx_stats.per_min_5 IS 'Tasks done per minute over the last 5 minutes, to hundredths';
+COMMENT ON COLUMN hx_stats.per_min_15 IS 'Tasks done per minute over the last 15 minutes, to hundredths';
+COMMENT ON COLUMN hx_stats.error_rate IS 'Share of the last hour''s attempts that failed (failed and dead over all), 0 to 1, to 0.001; NULL without attempts';
+COMMENT ON COLUMN hx_stats.wait_p50_ms IS 'Median queue wait (submission to start of the attempt) in the last hour, milliseconds, from a log-scale histogram (within a factor of two)';
+COMMENT ON COLUMN hx_stats.wait_p95_ms IS '95th percentile of the queue wait in the last hour, milliseconds (histogram: within a factor of two)';
+COMMENT ON COLUMN hx_stats.wait_p99_ms IS '99th percentile of the queue wait in the last hour, milliseconds (histogram: within a factor of two)';
+COMMENT ON COLUMN hx_stats.run_p50_ms IS 'Median run time of an attempt in the last hour, milliseconds (histogram: within a factor of two)';
+COMMENT ON COLUMN hx_stats.run_p95_ms IS '95th percentile of the run time in the last hour, milliseconds (histogram: within a factor of two)';
+COMMENT ON COLUMN hx_stats.run_p99_ms IS '99th percentile of the run time in the last hour, milliseconds (histogram: within a factor of two)';
 
 CREATE FUNCTION hx_rule_stats("from" timestamptz DEFAULT now() - interval '1 day',
 							  "to" timestamptz DEFAULT now(), bucket text DEFAULT 'hour')
@@ -172,7 +197,20 @@ SELECT r.id AS run_id, r.window_name, r.status, r.started_by, r.started_at, r.fi
 
 COMMENT ON VIEW hx_window_history IS
 'Window runs with their duration against what the measured throughput predicted when they started (hx_window_run.expected_duration); overran = stopped at max_duration, or took more than 1.5 times the prediction plus a minute';
+COMMENT ON COLUMN hx_window_history.run_id IS 'The run (hx_window_run.id)';
+COMMENT ON COLUMN hx_window_history.window_name IS 'The window';
+COMMENT ON COLUMN hx_window_history.status IS 'starting, running, done, overran, yielded or failed';
+COMMENT ON COLUMN hx_window_history.started_by IS 'manual, cron, adaptive or opportunistic';
+COMMENT ON COLUMN hx_window_history.started_at IS 'When a batch worker first took the run (NULL while it waits for one)';
+COMMENT ON COLUMN hx_window_history.finished_at IS 'When the run ended (NULL while it runs)';
+COMMENT ON COLUMN hx_window_history.duration IS 'How long the run took, or has taken so far';
+COMMENT ON COLUMN hx_window_history.expected_duration IS 'What the measured throughput predicted when the run started (NULL without history)';
+COMMENT ON COLUMN hx_window_history.ratio IS 'duration / expected_duration, to hundredths (NULL without a prediction)';
+COMMENT ON COLUMN hx_window_history.processed IS 'Tasks done in the run, by its batch workers and by external executors';
+COMMENT ON COLUMN hx_window_history.failed IS 'Failed attempts in the run, by its batch workers and by external executors';
+COMMENT ON COLUMN hx_window_history.overran IS 'The run stopped at max_duration, or took more than 1.5 times the prediction plus a minute';
 
+-- [storage]
 CREATE TABLE hx_alert_state (
 	problem			text NOT NULL,
 	subject			text NOT NULL,
@@ -182,6 +220,7 @@ CREATE TABLE hx_alert_state (
 	last_seen		timestamptz NOT NULL DEFAULT now(),
 	PRIMARY KEY (problem, subject)
 );
+-- [/storage]
 
 COMMENT ON TABLE hx_alert_state IS
 'Problems of hx_health() already announced with NOTIFY hx_alert; a row goes when its problem clears, so a problem that comes back is announced again';
@@ -191,6 +230,89 @@ COMMENT ON COLUMN hx_alert_state.severity IS 'Severity when announced';
 COMMENT ON COLUMN hx_alert_state.detail IS 'Detail when announced';
 COMMENT ON COLUMN hx_alert_state.first_seen IS 'When it was announced';
 COMMENT ON COLUMN hx_alert_state.last_seen IS 'When the maintenance last saw it';
+
+/*
+ * What pg_cron recorded for the job that opens a window: whether the job
+ * exists and is active, its latest finished run, and how many runs failed
+ * since its last success.  pg_cron's tables are read with dynamic SQL, so
+ * that the extension works without pg_cron (everything false or NULL then).
+ * A run that could not even connect has no start or end time: the latest
+ * run is the one with the highest runid.  cron.job_run_details is never
+ * purged by pg_cron and has no index but its runid, and hx_health() runs
+ * every few seconds: only its newest 10,000 rows are looked at.
+ */
+CREATE FUNCTION _hybridexec.hx_cron_job_state(window_name text,
+											  OUT job_exists boolean, OUT job_active boolean,
+											  OUT last_status text, OUT last_message text,
+											  OUT last_at timestamptz, OUT failures bigint)
+LANGUAGE plpgsql STABLE SET search_path = @extschema@, _hybridexec, pg_temp AS $$
+DECLARE
+	job bigint;
+	r record;
+BEGIN
+	job_exists := false;
+	failures := 0;
+	IF NOT hx_cron_available() THEN
+		RETURN;
+	END IF;
+	EXECUTE 'SELECT j.jobid, j.active FROM cron.job j WHERE j.jobname = $1
+			  ORDER BY j.username = current_user DESC, j.jobid LIMIT 1'
+	   INTO job, job_active USING hx_cron_job_name(window_name);
+	IF job IS NULL THEN
+		RETURN;
+	END IF;
+	job_exists := true;
+	FOR r IN EXECUTE 'SELECT d.status, d.return_message, coalesce(d.end_time, d.start_time) AS at
+						FROM (SELECT * FROM cron.job_run_details x ORDER BY x.runid DESC LIMIT 10000) d
+					   WHERE d.jobid = $1 AND d.status IN (''succeeded'', ''failed'')
+					   ORDER BY d.runid DESC'
+			 USING job LOOP
+		IF last_status IS NULL THEN
+			last_status := r.status;
+			last_message := r.return_message;
+			last_at := r.at;
+		END IF;
+		EXIT WHEN r.status = 'succeeded';
+		failures := failures + 1;
+	END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION _hybridexec.hx_cron_job_state(text) IS
+'What pg_cron recorded for the job of a window (read with dynamic SQL; nothing without pg_cron): whether the job exists and is active, the status, message and time of its latest finished run and how many runs failed since its last success (among the newest 10,000 rows of cron.job_run_details)';
+
+/* the likely reason why pg_cron did not open a window, as a hint */
+CREATE FUNCTION _hybridexec.hx_cron_hint(window_name text) RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = @extschema@, _hybridexec, pg_temp AS $$
+DECLARE
+	job text := hx_cron_job_name(window_name);
+	st record;
+BEGIN
+	IF NOT hx_cron_available() THEN
+		RETURN 'Install pg_cron, or open the window with hx_run_window().';
+	END IF;
+	SELECT * INTO st FROM hx_cron_job_state(window_name);
+	IF NOT st.job_exists THEN
+		RETURN format('pg_cron has no job for this window: SELECT hx_sync_cron() creates the job "%s" of every enabled window.', job);
+	ELSIF NOT st.job_active THEN
+		RETURN format('The pg_cron job "%s" is inactive: UPDATE cron.job SET active = true WHERE jobname = %L.', job, job);
+	ELSIF st.last_status = 'failed' AND st.last_message ~* 'connection (failed|lost)' THEN
+		RETURN format('pg_cron cannot connect to the server to run its job "%s" (its last run failed with "%s"): set cron.use_background_workers = on in postgresql.conf (and raise max_worker_processes to leave room for its workers) and restart; or let it connect locally: cron.host (e.g. the Unix socket directory), listen_addresses and pg_hba.conf.',
+					  job, btrim(st.last_message));
+	ELSIF st.last_status = 'failed' AND st.last_message ~* 'could not start background process|out of background worker slots' THEN
+		RETURN format('pg_cron could not start a background worker for its job "%s": raise max_worker_processes (shared by pg_cron''s workers, hybridexec''s stream and batch workers and parallel query) and restart the server.',
+					  job);
+	ELSIF st.last_status = 'failed' THEN
+		RETURN format('The last run of the pg_cron job "%s" failed: %s (cron.job_run_details lists its runs).',
+					  job, left(btrim(split_part(st.last_message, E'\n', 1)), 300));
+	END IF;
+	RETURN format('pg_cron did not run its job "%s" when due: check that pg_cron is in shared_preload_libraries with cron.database_name = %L, and the job''s runs in cron.job_run_details.',
+				  job, current_database());
+END
+$$;
+
+COMMENT ON FUNCTION _hybridexec.hx_cron_hint(text) IS
+'hx_health()''s hint for a window pg_cron did not open: the likely cause from pg_cron''s own records (no pg_cron, no or inactive job, pg_cron cannot connect, no worker slot, the run''s error, or the job not run at all)';
 
 CREATE FUNCTION hx_health()
 RETURNS TABLE (problem text, severity text, subject text, detail text, hint text)
@@ -202,6 +324,8 @@ DECLARE
 	have integer;
 	tz text := hx_cron_time_zone();
 	r record;
+	st record;
+	missed text[] := '{}';
 BEGIN
 	/* stream backlog: the oldest due stream task waits too long */
 	FOR r IN SELECT t.task_type, count(*) AS n, now() - min(t.submitted_at) AS age
@@ -240,11 +364,37 @@ BEGIN
 						AND t.status IN ('queued', 'failed') AND t.submitted_at < r.due) THEN
 			problem := 'window missed'; severity := 'critical'; subject := r.name;
 			detail := format('window %s was due at %s and has not run; tasks are waiting for it', r.name, r.due);
-			hint := CASE WHEN hx_cron_available() THEN 'Check cron.job_run_details for its job ' || hx_cron_job_name(r.name) || '.'
-						 ELSE 'Install pg_cron, or open the window with hx_run_window().' END;
+			hint := hx_cron_hint(r.name);
+			missed := missed || r.name;
 			RETURN NEXT;
 		END IF;
 	END LOOP;
+
+	/*
+	 * pg_cron jobs of windows that fail (before a window is missed: no
+	 * task may wait yet), or that are gone
+	 */
+	IF hx_cron_available() THEN
+		FOR r IN SELECT w.name FROM hx_window w WHERE w.enabled AND w.name <> ALL (missed) ORDER BY w.name LOOP
+			SELECT * INTO st FROM hx_cron_job_state(r.name);
+			IF NOT st.job_exists THEN
+				problem := 'cron job missing'; severity := 'warning'; subject := r.name;
+				detail := format('window %s has no pg_cron job (%s): it opens only by hand or early', r.name,
+								 hx_cron_job_name(r.name));
+				hint := 'SELECT hx_sync_cron() creates the job of every enabled window.';
+				RETURN NEXT;
+			ELSIF st.last_status = 'failed'
+				  AND (st.last_at IS NULL OR st.last_at > now() - interval '7 days') THEN
+				problem := 'cron job failing'; severity := 'warning'; subject := r.name;
+				detail := format('the last %s run(s) of pg_cron job "%s" failed%s: %s', st.failures,
+								 hx_cron_job_name(r.name),
+								 coalesce(' (the latest at ' || date_trunc('second', st.last_at) || ')', ''),
+								 left(btrim(split_part(st.last_message, E'\n', 1)), 300));
+				hint := hx_cron_hint(r.name);
+				RETURN NEXT;
+			END IF;
+		END LOOP;
+	END IF;
 
 	/* tasks waiting for a window that no longer exists (one index probe per window name) */
 	FOR r IN WITH RECURSIVE names (name) AS (
@@ -289,8 +439,14 @@ BEGIN
 		RETURN NEXT;
 	END LOOP;
 
-	/* workers */
-	IF current_database() = current_setting('hybridexec.database_name', true) THEN
+	/* workers: none at all without the preload */
+	IF NOT hx_preloaded() THEN
+		problem := 'workers not running'; severity := 'critical'; subject := 'shared_preload_libraries';
+		detail := 'hybridexec is not loaded via shared_preload_libraries: no stream worker, batch worker or scheduler runs on this server, hx_submit() and hx_run_window() fail, and no alert is sent';
+		hint := format('Add hybridexec to shared_preload_libraries in postgresql.conf (keeping what is listed there, such as pg_cron), set hybridexec.database_name = %L, and restart the server.',
+					   current_database());
+		RETURN NEXT;
+	ELSIF current_database() = current_setting('hybridexec.database_name', true) THEN
 		want := coalesce(current_setting('hybridexec.stream_workers', true)::integer, 0);
 		SELECT count(*) INTO have FROM pg_stat_activity a
 		 WHERE a.backend_type = 'hybridexec stream worker' AND a.datname = current_database();
@@ -336,7 +492,7 @@ END
 $$;
 
 COMMENT ON FUNCTION hx_health() IS
-'One row per current problem with severity and hint: stream backlog older than hybridexec.alert_backlog_age, window overran or missed its schedule, tasks waiting for a window that does not exist, failure rate above hybridexec.alert_failure_rate, dead tasks, workers not running, scheduler steps failing, pg_cron missing, budget exhausted';
+'One row per current problem with severity and hint: stream backlog older than hybridexec.alert_backlog_age, window overran or missed its schedule (the hint names the likely cause from pg_cron''s records), a window''s pg_cron job failing or missing, tasks waiting for a window that does not exist, failure rate above hybridexec.alert_failure_rate, dead tasks, workers not running (the library not preloaded, stream workers or scheduler down), scheduler steps failing, pg_cron missing, budget exhausted';
 
 CREATE FUNCTION _hybridexec.hx_alert() RETURNS integer
 LANGUAGE plpgsql SET search_path = @extschema@, _hybridexec, pg_temp AS $$
@@ -390,9 +546,9 @@ CREATE FUNCTION hx_savings("from" timestamptz DEFAULT now() - interval '1 day',
 RETURNS TABLE (currency text, attempts bigint, actual_cost numeric, all_stream_cost numeric,
 			   all_batch_cost numeric, saved numeric, saved_pct numeric,
 			   background_saved_pct numeric,
-			   interactive_tasks bigint, interactive_p50_s double precision,
-			   interactive_p95_s double precision, all_batch_p50_s double precision,
-			   all_batch_p95_s double precision, latency_cut_pct numeric)
+			   interactive_tasks bigint, interactive_p50_s numeric,
+			   interactive_p95_s numeric, all_batch_p50_s numeric,
+			   all_batch_p95_s numeric, latency_cut_pct numeric)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 DECLARE
 	w text := coalesce(batch_window, hx_catch_all_window());
@@ -434,7 +590,9 @@ BEGIN
 	SELECT m.currency, m.attempts, m.actual, m.stream, m.batch, m.stream - m.actual,
 		   CASE WHEN m.stream > 0 THEN round(100 * (m.stream - m.actual) / m.stream, 1) END,
 		   CASE WHEN m.bg_stream > 0 THEN round(100 * (m.bg_stream - m.bg_actual) / m.bg_stream, 1) END,
-		   lat.n, lat.p50, lat.p95, lat.b50, lat.b95,
+		   /* seconds to the millisecond, not as float arithmetic leaves them */
+		   lat.n, round(lat.p50::numeric, 3), round(lat.p95::numeric, 3),
+		   round(lat.b50::numeric, 3), round(lat.b95::numeric, 3),
 		   CASE WHEN lat.b50 > 0 THEN round((100 * (lat.b50 - lat.p50) / lat.b50)::numeric, 1) END
 	  FROM money m CROSS JOIN lat
 	 ORDER BY m.currency;
@@ -442,13 +600,13 @@ END
 $$;
 
 COMMENT ON FUNCTION hx_savings(timestamptz, timestamptz, text) IS
-'For bookings in [from, to): actual cost against all-stream (the baselines) and all-batch (batch_cost), saved and saved % (overall and for non-user tasks); and the latency interactive (origin user) tasks saw, p50/p95 in seconds, against all-batch: waiting for the next start of batch_window (NULL = the catch-all rule''s window) after submission, plus their run time';
+'For bookings in [from, to): actual cost against all-stream (the baselines) and all-batch (batch_cost), saved and saved % (overall and for non-user tasks); and the latency interactive (origin user) tasks saw, p50/p95 in seconds (to the millisecond), against all-batch: waiting for the next start of batch_window (NULL = the catch-all rule''s window) after submission, plus their run time';
 
 CREATE FUNCTION hx_advise("from" timestamptz DEFAULT now() - interval '7 days',
 						  "to" timestamptz DEFAULT now(),
 						  urgent interval DEFAULT '1 hour')
-RETURNS TABLE (task_type text, tasks bigint, streamed_share numeric, urgent_share numeric,
-			   sla_met_share numeric, p95_latency_s double precision, cost numeric,
+RETURNS TABLE (task_type text, currency text, tasks bigint, streamed_share numeric, urgent_share numeric,
+			   sla_met_share numeric, p95_latency_s numeric, cost numeric,
 			   cost_if_all_batch numeric, movable_per_day numeric,
 			   break_even_share numeric, recommendation text)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
@@ -461,6 +619,7 @@ BEGIN
 				  HINT = 'For example hx_advise(now() - interval ''7 days'', now()).';
 	END IF;
 	days := greatest(extract(epoch FROM "to" - "from") / 86400, 1e-9);
+	/* money is never added across currencies: one row per type and currency */
 	RETURN QUERY
 	WITH f AS (
 		/* one row per task: its final booking in the period */
@@ -475,7 +634,7 @@ BEGIN
 		 GROUP BY f.task_type, f.window_name
 		 ORDER BY f.task_type, count(*) DESC, f.window_name
 	), agg AS (
-		SELECT f.task_type, count(*) AS n,
+		SELECT f.task_type, f.currency, count(*) AS n,
 			   count(*) FILTER (WHERE f.route = 'stream') AS streamed,
 			   count(*) FILTER (WHERE f.needs_now) AS urgent_n,
 			   count(*) FILTER (WHERE f.route = 'stream' AND NOT f.needs_now) AS movable,
@@ -485,20 +644,21 @@ BEGIN
 			   sum(f.cost) AS cost,
 			   sum(f.batch_cost) AS all_batch,
 			   sum(f.cost - f.batch_cost) FILTER (WHERE f.route = 'stream' AND NOT f.needs_now) AS movable_cost
-		  FROM f GROUP BY f.task_type
+		  FROM f GROUP BY f.task_type, f.currency
 	)
-	SELECT a.task_type, a.n,
+	SELECT a.task_type, a.currency, a.n,
 		   round(a.streamed::numeric / a.n, 3),
 		   round(a.urgent_n::numeric / a.n, 3),
 		   CASE WHEN a.with_sla > 0 THEN round(a.met::numeric / a.with_sla, 3) END,
-		   a.p95, a.cost, a.all_batch,
+		   round(a.p95::numeric, 3), a.cost, a.all_batch,
 		   round(coalesce(a.movable_cost, 0) / days, 4),
 		   round(a.urgent_n::numeric / a.n, 3),
 		   CASE
 			 WHEN a.movable > 0 AND coalesce(a.movable_cost, 0) > 0 THEN
-				format('type %s: %s%% of streamed tasks (%s of %s) had SLAs of %s or more, or none, and no user waiting; routing them to window %s would save %s per day',
+				format('type %s: %s%% of streamed tasks (%s of %s) had SLAs of %s or more, or none, and no user waiting; routing them to window %s would save %s %s per day',
 					   a.task_type, round(100.0 * a.movable / a.streamed), a.movable, a.streamed, urgent,
-					   coalesce(win.window_name, hx_catch_all_window()), round(a.movable_cost / days, 2))
+					   coalesce(win.window_name, hx_catch_all_window()), round(a.movable_cost / days, 2),
+					   a.currency)
 			 WHEN a.with_sla > 0 AND a.met::numeric / a.with_sla < 0.95 THEN
 				format('type %s: only %s%% of tasks with an SLA met it; route more of them to stream, or add workers',
 					   a.task_type, round(100.0 * a.met / a.with_sla))
@@ -507,9 +667,9 @@ BEGIN
 					   a.task_type, round(100.0 * a.streamed / a.n), round(100.0 * a.urgent_n / a.n))
 		   END
 	  FROM agg a LEFT JOIN win ON win.task_type = a.task_type
-	 ORDER BY a.task_type;
+	 ORDER BY a.task_type, a.currency;
 END
 $$;
 
 COMMENT ON FUNCTION hx_advise(timestamptz, timestamptz, interval) IS
-'Per task type, from the tasks finished in [from, to): share streamed, share that needed it (user origin or SLA/deadline under "urgent"), share of SLAs met, p95 latency, cost against all-batch, what moving the streamed tasks nobody needed at once would save per day, the break-even share of real-time work (= the urgent share: streaming more pays for latency nobody needed) and a plain recommendation';
+'Per task type and currency, from the tasks finished in [from, to): share streamed, share that needed it (user origin or SLA/deadline under "urgent"), share of SLAs met, p95 latency (seconds, to the millisecond), cost against all-batch, what moving the streamed tasks nobody needed at once would save per day (in that currency), the break-even share of real-time work (= the urgent share: streaming more pays for latency nobody needed) and a plain recommendation naming the currency';

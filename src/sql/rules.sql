@@ -11,6 +11,7 @@
  * Classification rules
  * ------------------------------------------------------------------------ */
 
+-- [storage]
 CREATE TABLE hx_rule (
 	name			text PRIMARY KEY,
 	position		integer NOT NULL,
@@ -35,6 +36,7 @@ CREATE TABLE hx_rule (
 );
 
 CREATE INDEX hx_rule_position_idx ON hx_rule (position, name);
+-- [/storage]
 
 COMMENT ON TABLE hx_rule IS
 'Classification rules: enabled rules are tried in (position, name) order, the first whose conditions all hold decides the route; NULL conditions match anything';
@@ -209,8 +211,10 @@ $$;
 COMMENT ON FUNCTION hx_worth_streaming(text, jsonb, timestamptz) IS
 'True when the latency streaming saves (hx_batch_wait) is worth more (hx_latency_value per hour) than the extra unit cost of streaming at that moment; false when no latency value is known: what a rule with worth_streaming tests';
 
+-- [storage]
 INSERT INTO hx_rule (name, position, origin, max_sla, route, window_name, description) VALUES
 	('user-initiated', 10, 'user', NULL, 'stream', NULL, 'Someone is waiting: run now'),
 	('interactive-sla', 20, NULL, '5 seconds', 'stream', NULL, 'SLA under 5 seconds: run now'),
 	('fast-batch', 30, NULL, '1 hour', 'batch', 'fast', 'SLA under 1 hour: next fast window'),
 	('slow-batch', 1000, NULL, NULL, 'batch', 'nightly', 'Everything else: nightly off-peak window');
+-- [/storage]

@@ -10,6 +10,7 @@
  * Batch windows
  * ------------------------------------------------------------------------ */
 
+-- [storage]
 CREATE TABLE hx_window (
 	name			text PRIMARY KEY,
 	schedule		text NOT NULL,
@@ -29,6 +30,7 @@ CREATE TABLE hx_window (
 		CHECK (max_duration > interval '0' AND max_duration <= interval '7 days'),
 	CONSTRAINT hx_window_margin_check CHECK (margin BETWEEN interval '0' AND interval '1 day')
 );
+-- [/storage]
 
 COMMENT ON TABLE hx_window IS 'Named batch windows: when batch-routed tasks run and in what chunks';
 COMMENT ON COLUMN hx_window.name IS 'Window name (at most 200 characters), referenced by hx_rule.window_name; renaming a window carries its waiting tasks and its runs along';
@@ -76,13 +78,18 @@ CREATE TRIGGER hx_window_cron AFTER INSERT OR UPDATE OR DELETE ON hx_window
 
 /*
  * Tasks and runs refer to a window by name: a rename carries them along, a
- * window that tasks still wait for cannot go, and neither can change while
- * a run of it is under way (its batch workers know it by name).
+ * window that rules send tasks to or that tasks still wait for cannot go,
+ * and neither can change while a run of it is under way (its batch workers
+ * know it by name).  Rules follow a rename by their foreign key; deleting
+ * a window they use is refused here first, with the rules named, rather
+ * than by the foreign key's bare error.
  */
 CREATE FUNCTION _hybridexec.hx_window_guard() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 DECLARE
 	waiting bigint;
+	rules text;
+	nrules integer;
 BEGIN
 	IF TG_OP = 'UPDATE' AND NEW.name IS NOT DISTINCT FROM OLD.name THEN
 		RETURN NEW;
@@ -101,6 +108,22 @@ BEGIN
 				USING ERRCODE = 'object_in_use',
 					  HINT = format('Run it until they are done (SELECT hx_run_window(%L)), cancel them with hx_cancel(), or disable the window instead of deleting it.', OLD.name);
 		END IF;
+		SELECT string_agg(format('"%s"', r.name) || CASE WHEN r.enabled THEN '' ELSE ' (disabled)' END,
+						  ', ' ORDER BY r.position, r.name),
+			   count(*)
+		  INTO rules, nrules
+		  FROM hx_rule r WHERE r.window_name = OLD.name;
+		IF nrules > 0 THEN
+			RAISE EXCEPTION 'window "%" is used by %', OLD.name,
+					CASE WHEN nrules = 1 THEN 'rule ' ELSE 'rules ' END || rules
+				USING ERRCODE = 'foreign_key_violation',
+					  DETAIL = 'Rules send batch tasks to a window by its name (hx_rule.window_name).',
+					  HINT = format('Point the rules at another window (UPDATE hx_rule SET window_name = %s WHERE window_name = %L) or delete them first; or keep the window and disable it (UPDATE hx_window SET enabled = false WHERE name = %L).',
+									coalesce((SELECT quote_literal(w.name) FROM hx_window w
+											   WHERE w.name <> OLD.name ORDER BY NOT w.enabled, w.name LIMIT 1),
+											 '''another window'''),
+									OLD.name, OLD.name);
+		END IF;
 		RETURN OLD;
 	END IF;
 	PERFORM hx_move_window(OLD.name, NEW.name);
@@ -110,7 +133,7 @@ END
 $$;
 
 COMMENT ON FUNCTION _hybridexec.hx_window_guard() IS
-'Trigger: a renamed window takes its unfinished tasks and its runs along; a window with waiting tasks cannot be deleted; neither while it runs';
+'Trigger: a renamed window takes its unfinished tasks and its runs along; a window that rules use (23503, naming them) or that tasks wait for cannot be deleted; neither while it runs';
 
 CREATE TRIGGER hx_window_guard BEFORE UPDATE OF name OR DELETE ON hx_window
 	FOR EACH ROW EXECUTE FUNCTION _hybridexec.hx_window_guard();
@@ -120,6 +143,8 @@ CREATE TRIGGER hx_window_guard BEFORE UPDATE OF name OR DELETE ON hx_window
  * the default windows get their pg_cron jobs)
  * ------------------------------------------------------------------------ */
 
+-- [storage]
 INSERT INTO hx_window (name, schedule, max_duration, chunk_size, description) VALUES
 	('fast', '*/5 * * * *', '5 minutes', 1000, 'Every five minutes: tasks needed within the hour'),
 	('nightly', '0 2 * * *', '4 hours', 1000, 'Off-peak, discounted: everything that can wait');
+-- [/storage]

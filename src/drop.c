@@ -1,0 +1,103 @@
+/*-------------------------------------------------------------------------
+ *
+ * drop.c
+ *	  What DROP EXTENSION hybridexec takes along that PostgreSQL cannot:
+ *	  the pg_cron jobs that open the windows.  They live in pg_cron's
+ *	  table, not among the extension's objects, and would otherwise stay
+ *	  behind calling functions that no longer exist.  A utility hook sees
+ *	  the DROP before it runs and unschedules them in the same transaction,
+ *	  so a DROP that fails (or is rolled back) keeps them.
+ *
+ *	  The hook is installed in every process that loads the library; with
+ *	  the library in shared_preload_libraries, as hybridexec requires,
+ *	  that is every backend.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "nodes/parsenodes.h"
+#include "tcop/utility.h"
+
+#include "hybridexec.h"
+
+static ProcessUtility_hook_type prev_process_utility = NULL;
+
+static void hx_drop_cron_jobs(void);
+
+/*
+ * hx_process_utility
+ *		ProcessUtility hook: before DROP EXTENSION names hybridexec (and it
+ *		exists here), removes this database's window jobs; then runs the
+ *		statement as usual.
+ */
+static void
+hx_process_utility(PlannedStmt *pstmt, const char *queryString,
+#if PG_VERSION_NUM >= 140000
+				   bool readOnlyTree,
+#endif
+				   ProcessUtilityContext context, ParamListInfo params,
+				   QueryEnvironment *queryEnv, DestReceiver *dest,
+				   QueryCompletion *qc)
+{
+	Node	   *parsetree = pstmt->utilityStmt;
+
+	if (IsA(parsetree, DropStmt) &&
+		((DropStmt *) parsetree)->removeType == OBJECT_EXTENSION)
+	{
+		ListCell   *lc;
+
+		foreach(lc, ((DropStmt *) parsetree)->objects)
+		{
+			if (strcmp(strVal(lfirst(lc)), HX_EXTENSION_NAME) == 0 &&
+				OidIsValid(get_extension_oid(HX_EXTENSION_NAME, true)))
+				hx_drop_cron_jobs();
+		}
+	}
+
+	if (prev_process_utility)
+		prev_process_utility(pstmt, queryString,
+#if PG_VERSION_NUM >= 140000
+							 readOnlyTree,
+#endif
+							 context, params, queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString,
+#if PG_VERSION_NUM >= 140000
+								readOnlyTree,
+#endif
+								context, params, queryEnv, dest, qc);
+}
+
+/*
+ * hx_drop_cron_jobs
+ *		Unschedules the window jobs of this database, when pg_cron is
+ *		installed here.  In the transaction of the DROP.
+ */
+static void
+hx_drop_cron_jobs(void)
+{
+	if (!OidIsValid(get_extension_oid("pg_cron", true)))
+		return;
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	/* a fixed statement run once per DROP: no plan worth keeping */
+	if (SPI_execute("SELECT cron.unschedule(jobid) FROM cron.job"
+					" WHERE jobname LIKE 'hybridexec window %' AND database = current_database()",
+					false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not unschedule the pg_cron jobs of hybridexec's windows");
+	SPI_finish();
+}
+
+/*
+ * hx_drop_init
+ *		Installs the hook.  From _PG_init.
+ */
+void
+hx_drop_init(void)
+{
+	prev_process_utility = ProcessUtility_hook;
+	ProcessUtility_hook = hx_process_utility;
+}
