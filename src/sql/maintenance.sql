@@ -20,25 +20,34 @@ BEGIN
 	IF keep <= 0 THEN
 		RETURN 0;
 	END IF;
-	/* with the tasks, which watched-table row they came from (attach.sql) */
+	/*
+	 * The ids to delete are collected first, as an array (an InitPlan run
+	 * once), and the rows then fetched by primary key: the scheduler runs
+	 * this step with a cached generic plan after five calls, and a
+	 * semi-join on "id IN (subquery)" with an unknown LIMIT is planned as a
+	 * hash join over a sequential scan of the whole queue - every tick,
+	 * however few rows are due, so that retention fell behind the load it
+	 * was meant to clean.  With the tasks go the watched-table rows they
+	 * came from (attach.sql).
+	 */
 	WITH gone AS (
 		DELETE FROM hx_task t
-		 WHERE t.id IN (SELECT x.id FROM hx_task x
-						 WHERE x.status IN ('done', 'dead', 'cancelled')
-						   AND x.finished_at < now() - make_interval(secs => keep)
-						 ORDER BY x.finished_at
-						 LIMIT batch
-						   FOR UPDATE SKIP LOCKED)
+		 WHERE t.id = ANY (ARRAY (SELECT x.id FROM hx_task x
+								   WHERE x.status IN ('done', 'dead', 'cancelled')
+									 AND x.finished_at < now() - make_interval(secs => keep)
+								   ORDER BY x.finished_at
+								   LIMIT batch
+									 FOR UPDATE SKIP LOCKED))
 		RETURNING t.id
 	), sources AS (
-		DELETE FROM hx_task_source s WHERE s.task_id IN (SELECT gone.id FROM gone)
+		DELETE FROM hx_task_source s WHERE s.task_id = ANY (ARRAY (SELECT gone.id FROM gone))
 	)
 	SELECT count(*) INTO n FROM gone;
 	DELETE FROM hx_error e
-	 WHERE e.id IN (SELECT x.id FROM hx_error x
-					 WHERE x.at < now() - make_interval(secs => keep)
-					   AND NOT EXISTS (SELECT 1 FROM hx_task t WHERE t.id = x.task_id)
-					 LIMIT batch);
+	 WHERE e.id = ANY (ARRAY (SELECT x.id FROM hx_error x
+							   WHERE x.at < now() - make_interval(secs => keep)
+								 AND NOT EXISTS (SELECT 1 FROM hx_task t WHERE t.id = x.task_id)
+							   LIMIT batch));
 	RETURN n;
 END
 $$;
