@@ -67,6 +67,9 @@ CREATE TABLE hx_task_source (
 CREATE INDEX hx_task_source_key_idx ON hx_task_source (source, source_key);
 -- [/storage]
 
+/* turned over with the queue (see hx_task in queue.sql) */
+ALTER TABLE hx_task_source SET (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_cost_delay = 0);
+
 COMMENT ON TABLE hx_task_source IS 'Which row of a watched table each of its tasks came from';
 COMMENT ON COLUMN hx_task_source.task_id IS 'The task (hx_task.id)';
 COMMENT ON COLUMN hx_task_source.source IS 'The watched table';

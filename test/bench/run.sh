@@ -4,7 +4,9 @@
 # external executor (hx_worker --noop, see hx_worker_bench.mjs), side by
 # side with graphile-worker, on one throwaway server, in one run; then the
 # batch benchmark (test/bench/batch/run.sh: batch windows vs the stream
-# path vs PgQ).  BENCH=stream or BENCH=batch runs one of them only.
+# path vs PgQ).  BENCH=stream or BENCH=batch runs one of them only;
+# BENCH=soak runs the long steady-load test of the queue's size
+# (test/bench/soak/run.sh, 30 minutes by default), which "all" leaves out.
 #
 #   latency:    LAT_N sequential submits on an idle server, each its own
 #               transaction: time from just before the client sends the
@@ -22,6 +24,9 @@ here=$(cd "$(dirname "$0")/../.." && pwd)
 BENCH=${BENCH:-all}
 if [ "$BENCH" = batch ]; then
 	exec bash "$here/test/bench/batch/run.sh"
+fi
+if [ "$BENCH" = soak ]; then
+	exec bash "$here/test/bench/soak/run.sh"
 fi
 . "$here/scripts/deps.sh"
 . "$here/scripts/pgtmp.sh"
