@@ -38,3 +38,23 @@ SELECT count(*) AS windows FROM hx_window WHERE name = 'w';
 UPDATE hx_window SET name = 'quick' WHERE name = 'fast';
 SELECT name, window_name FROM hx_rule WHERE name = 'fast-batch';
 UPDATE hx_window SET name = 'fast' WHERE name = 'quick';
+
+-- shipped rows: a row inserted under the name of a default that is still
+-- as installed replaces it (what pg_restore does with a dumped default);
+-- once the default was changed, the name collides as usual
+BEGIN;
+INSERT INTO hx_rule (name, position, origin, route, description)
+VALUES ('user-initiated', 11, 'user', 'stream', 'the restored version');
+SELECT name, position, description FROM hx_rule WHERE name = 'user-initiated';
+UPDATE hx_rule SET position = 12 WHERE name = 'user-initiated';
+INSERT INTO hx_rule (name, position, origin, route)
+VALUES ('user-initiated', 13, 'user', 'stream');
+ROLLBACK;
+-- deleting a default leaves a tombstone (pg_dump keeps it), inserting it
+-- again removes the tombstone
+BEGIN;
+DELETE FROM hx_rule WHERE name = 'slow-batch';
+SELECT key FROM _hybridexec.hx_state WHERE key LIKE 'removed %';
+INSERT INTO hx_rule (name, position, route, window_name) VALUES ('slow-batch', 1000, 'batch', 'nightly');
+SELECT key FROM _hybridexec.hx_state WHERE key LIKE 'removed %';
+ROLLBACK;

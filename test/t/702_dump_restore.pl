@@ -102,7 +102,13 @@ is( $b->safe_psql('postgres', q{
 is($b->safe_psql('postgres', q{SELECT string_agg(id || ':' || (summary IS NOT NULL), ',' ORDER BY id) FROM docs}),
 	'1:true,2:true', 'the watched rows\' tasks ran in the window, their results written back');
 
-# DROP EXTENSION takes its pg_cron jobs along; CREATE EXTENSION starts clean
+# DROP EXTENSION takes its pg_cron jobs along (not when it is rolled
+# back); CREATE EXTENSION starts clean
+my $njobs = $b->safe_psql('postgres', q{SELECT count(*) FROM cron.job WHERE jobname LIKE 'hybridexec%'});
+cmp_ok($njobs, '>=', 3, "the windows have their jobs ($njobs)");
+$b->safe_psql('postgres', 'BEGIN; DROP EXTENSION hybridexec CASCADE; ROLLBACK;');
+is($b->safe_psql('postgres', q{SELECT count(*) FROM cron.job WHERE jobname LIKE 'hybridexec%'}), $njobs,
+	'a DROP EXTENSION that is rolled back keeps the jobs');
 $b->safe_psql('postgres', 'DROP EXTENSION hybridexec CASCADE');
 is($b->safe_psql('postgres', q{SELECT count(*) FROM cron.job WHERE jobname LIKE 'hybridexec%'}), '0',
 	'DROP EXTENSION removed the windows\' pg_cron jobs');
