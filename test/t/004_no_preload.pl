@@ -1,10 +1,12 @@
 # 004_no_preload.pl - running without the stream workers.
 #
 # Proves that: without shared_preload_libraries the extension can still be
-# created and hx_classify works, but hx_submit, hx_submit_batch and
-# hx_workers fail with SQLSTATE 55000 (object_not_in_prerequisite_state), a
-# message saying the library must be loaded via shared_preload_libraries
-# and a hint naming it, queuing nothing; with hybridexec.stream_workers = 0
+# created and hx_classify works, but hx_submit, hx_submit_batch,
+# hx_run_window and hx_workers fail with SQLSTATE 55000
+# (object_not_in_prerequisite_state), a message saying the library must be
+# loaded via shared_preload_libraries and a hint naming it, queuing (and
+# recording) nothing; hx_health() reports that no worker runs, with the
+# same advice; with hybridexec.stream_workers = 0
 # no stream worker runs and stream tasks stay queued.
 use strict;
 use warnings;
@@ -41,6 +43,7 @@ for my $call (
 	[ 'hx_submit()', q{SELECT hx_submit('noop', '{}', origin => 'user')} ],
 	[ 'hx_submit()', q{SELECT hx_submit('noop', '{}')} ],
 	[ 'hx_submit_batch()', q{SELECT hx_submit_batch('noop', ARRAY['{}'::jsonb], origin => 'user')} ],
+	[ 'hx_run_window()', q{SELECT hx_run_window('nightly')} ],
 	[ 'hx_workers()', q{SELECT * FROM hx_workers()} ])
 {
 	my ($what, $sql) = @$call;
@@ -66,6 +69,15 @@ is( $node->safe_psql('postgres', q{
 		SELECT state FROM caught}),
 	'55000', 'catchable as object_not_in_prerequisite_state');
 is($node->safe_psql('postgres', 'SELECT count(*) FROM hx_task'), '0', 'no task row was created');
+is($node->safe_psql('postgres', 'SELECT count(*) FROM hx_window_run'), '0', 'no window run was recorded');
+is( $node->safe_psql('postgres', q{
+		SELECT problem || ' | ' || severity || ' | ' || subject FROM hx_health()
+		 WHERE problem = 'workers not running'}),
+	'workers not running | critical | shared_preload_libraries',
+	'hx_health() reports that no worker runs without the preload');
+like( $node->safe_psql('postgres', q{SELECT hint FROM hx_health() WHERE problem = 'workers not running'}),
+	qr/^Add hybridexec to shared_preload_libraries in postgresql\.conf .*restart the server\.$/,
+	'... and says what to do');
 $node->stop;
 
 # --- hybridexec.stream_workers = 0 --------------------------------------------
