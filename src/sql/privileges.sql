@@ -138,6 +138,7 @@ GRANT UPDATE (latency_value, description) ON hx_type TO hybridexec_admin;
  * role, so the policies look only at roles that exist.
  * ------------------------------------------------------------------------ */
 
+/* the extension's policies are named hx_*: an update drops and re-creates those, and keeps a DBA's own */
 ALTER TABLE hx_task ENABLE ROW LEVEL SECURITY;
 CREATE POLICY hx_task_visible ON hx_task FOR SELECT
 	USING ((SELECT pg_catalog.pg_has_role('hybridexec_admin', 'MEMBER'))

@@ -113,6 +113,9 @@ my $after_sql = $digest_sql->('hx_state' => q{_hybridexec.hx_state WHERE key !~ 
 my $before = $node->safe_psql('postgres', $before_sql);
 cmp_ok(scalar(split /\n/, $before), '>=', 17, 'digests of every table (' . scalar(@tables) . ')');
 
+# a DBA's own policy on a table of the extension outlives the update
+$node->safe_psql('postgres', q{CREATE POLICY dba_own ON hx_task FOR SELECT TO pg_monitor USING (true)});
+
 # a user's view over the extension's code stops the update, which changes nothing
 $node->safe_psql('postgres', 'CREATE VIEW my_stats AS SELECT * FROM hx_stats');
 ($ret, $out, $err) = $node->psql('postgres', 'ALTER EXTENSION hybridexec UPDATE',
@@ -146,6 +149,7 @@ $fresh->safe_psql('postgres', $user_objects . q{
 	CREATE EXTENSION pg_cron;
 	CREATE EXTENSION hybridexec;
 	SELECT hx_register('summarize', 'summarize(jsonb)');
+	CREATE POLICY dba_own ON hx_task FOR SELECT TO pg_monitor USING (true);
 	SELECT hx_attach('docs', 'summarize', columns => ARRAY['body'], result_column => 'summary');
 });
 my $updated_schema = HxRelease::schema($node, 'postgres');
@@ -159,6 +163,8 @@ is($node->safe_psql('postgres', q{
 		SELECT array_agg(c::text ORDER BY c::text) FROM pg_extension, unnest(extconfig::regclass[]) c WHERE extname = 'hybridexec'}),
 	'pg_dump keeps the same tables and sequences');
 
+is($node->safe_psql('postgres', q{SELECT count(*) FROM pg_policy WHERE polname = 'dba_own'}), '1',
+	'the DBA\'s own policy on hx_task is still there');
 is($node->safe_psql('postgres', q{
 		SELECT string_agg(DISTINCT attached_by::text, ',') FROM hx_attachment}),
 	'postgres', 'a watched table counts as attached by its owner');

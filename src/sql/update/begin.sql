@@ -106,11 +106,15 @@ BEGIN
 		CONTINUE WHEN NOT EXISTS (SELECT 1 FROM pg_type WHERE oid = r.objid);
 		EXECUTE format('DROP TYPE %s CASCADE', r.objid::regtype);
 	END LOOP;
-	/* policies that used no function */
+	/*
+	 * the extension's policies that used no function (policies belong to
+	 * no extension: ours are told by their names, a DBA's own are kept)
+	 */
 	FOR r IN SELECT po.polname, po.polrelid::regclass AS rel
 			   FROM pg_policy po
 			   JOIN pg_depend m ON m.classid = 'pg_class'::regclass AND m.objid = po.polrelid
-							   AND m.refobjid = ext AND m.deptype = 'e' LOOP
+							   AND m.refobjid = ext AND m.deptype = 'e'
+			  WHERE po.polname LIKE 'hx\_%' LOOP
 		EXECUTE format('DROP POLICY %I ON %s', r.polname, r.rel);
 	END LOOP;
 END
