@@ -247,6 +247,56 @@ COMMENT ON FUNCTION _hybridexec.hx_handler_text(regprocedure) IS
 'A handler as hx_register() reports changes: its signature, none, or (a dropped function)';
 
 /*
+ * Raises a clear error unless fn has the signature of a handler,
+ * f(payload jsonb) RETURNS jsonb, or (batch) of a batch handler,
+ * f(payloads jsonb[]) RETURNS jsonb[]; the hint names what the caller
+ * likely meant: the function of that name with the right signature, or
+ * the other parameter when fn is the other kind of handler.
+ */
+CREATE FUNCTION _hybridexec.hx_check_handler(fn regprocedure, batch boolean) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = @extschema@, _hybridexec, pg_temp AS $$
+DECLARE
+	want regtype := CASE WHEN batch THEN 'jsonb[]'::regtype ELSE 'jsonb'::regtype END;
+	other regtype := CASE WHEN batch THEN 'jsonb'::regtype ELSE 'jsonb[]'::regtype END;
+	what text := CASE WHEN batch THEN 'batch handler' ELSE 'handler' END;
+	param text := CASE WHEN batch THEN 'batch_handler' ELSE 'handler' END;
+	better regprocedure;
+	p record;
+BEGIN
+	SELECT pr.proname, pr.pronamespace, pr.prorettype, pr.proretset, pr.prokind, pr.pronargs, pr.proargtypes
+	  INTO p FROM pg_proc pr WHERE pr.oid = fn;
+	IF NOT (p.prokind <> 'f' OR p.proretset OR p.pronargs <> 1
+			OR p.proargtypes[0] <> want OR p.prorettype <> want) THEN
+		RETURN;
+	END IF;
+	/* the function the caller may have meant: same name, the right signature */
+	SELECT pr.oid::regprocedure INTO better FROM pg_proc pr
+	 WHERE pr.proname = p.proname AND pr.pronamespace = p.pronamespace AND pr.prokind = 'f'
+	   AND NOT pr.proretset AND pr.pronargs = 1 AND pr.proargtypes[0] = want
+	   AND pr.prorettype = want;
+	RAISE EXCEPTION '% % has the wrong signature', what, fn
+		USING ERRCODE = 'invalid_function_definition',
+			  DETAIL = CASE WHEN batch
+							THEN 'A batch handler takes all payloads and returns one result each, in order: f(payloads jsonb[]) RETURNS jsonb[].'
+							ELSE 'A handler takes the payload and returns the result: f(payload jsonb) RETURNS jsonb.' END,
+			  HINT = CASE
+				WHEN better IS NOT NULL
+				THEN format('Pass the %s with its argument types: %s => %L.', what, param, better::text)
+				WHEN p.prokind = 'f' AND NOT p.proretset AND p.pronargs = 1
+					 AND p.proargtypes[0] = other AND p.prorettype = other
+				THEN format('That is a %s: pass it as %s => %L.',
+							CASE WHEN batch THEN 'per-task handler' ELSE 'batch handler' END,
+							CASE WHEN batch THEN 'handler' ELSE 'batch_handler' END, fn::text)
+				WHEN batch
+				THEN 'Pass the batch handler with its argument types, e.g. ''my_batch_handler(jsonb[])''; wrap a function with another signature in one f(payloads jsonb[]) RETURNS jsonb[].'
+				ELSE 'Pass the handler with its argument types, e.g. ''my_handler(jsonb)''; wrap a function with another signature in one f(payload jsonb) RETURNS jsonb.' END;
+END
+$$;
+
+COMMENT ON FUNCTION _hybridexec.hx_check_handler(regprocedure, boolean) IS
+'Raises a clear error, with a hint naming the likely intended function, unless fn is a handler f(jsonb) RETURNS jsonb (or, with batch, a batch handler f(jsonb[]) RETURNS jsonb[])';
+
+/*
  * hx_register changes only what it is given: an argument left NULL keeps
  * the type's value (or, for a new type, takes the default: 3 attempts, a
  * minute, no handler), and clear names the fields to reset.  Whoever
@@ -275,8 +325,6 @@ DECLARE
 	changes text[];
 	bad text;
 	kept text;
-	better regprocedure;
-	p record;
 BEGIN
 	IF task_type IS NULL OR task_type = '' THEN
 		RAISE EXCEPTION 'task type must not be NULL or empty'
@@ -380,47 +428,10 @@ BEGIN
 	END IF;
 
 	IF new_handler IS NOT NULL THEN
-		SELECT pr.proname, pr.pronamespace, pr.prorettype, pr.proretset, pr.prokind, pr.pronargs, pr.proargtypes
-		  INTO p FROM pg_proc pr WHERE pr.oid = new_handler;
-		IF p.prokind <> 'f' OR p.proretset OR p.pronargs <> 1
-		   OR p.proargtypes[0] <> 'jsonb'::regtype OR p.prorettype <> 'jsonb'::regtype THEN
-			/* the function the caller may have meant: same name, the handler signature */
-			SELECT pr.oid::regprocedure INTO better FROM pg_proc pr
-			 WHERE pr.proname = p.proname AND pr.pronamespace = p.pronamespace AND pr.prokind = 'f'
-			   AND NOT pr.proretset AND pr.pronargs = 1 AND pr.proargtypes[0] = 'jsonb'::regtype
-			   AND pr.prorettype = 'jsonb'::regtype;
-			RAISE EXCEPTION 'handler % has the wrong signature', new_handler
-				USING ERRCODE = 'invalid_function_definition',
-					  DETAIL = 'A handler takes the payload and returns the result: f(payload jsonb) RETURNS jsonb.',
-					  HINT = CASE
-						WHEN better IS NOT NULL
-						THEN format('Pass the handler with its argument types: handler => %L.', better::text)
-						WHEN p.prokind = 'f' AND NOT p.proretset AND p.pronargs = 1
-							 AND p.proargtypes[0] = 'jsonb[]'::regtype AND p.prorettype = 'jsonb[]'::regtype
-						THEN format('That is a batch handler: pass it as batch_handler => %L.', new_handler::text)
-						ELSE 'Pass the handler with its argument types, e.g. ''my_handler(jsonb)''; wrap a function with another signature in one f(payload jsonb) RETURNS jsonb.' END;
-		END IF;
+		PERFORM hx_check_handler(new_handler, false);
 	END IF;
 	IF new_batch_handler IS NOT NULL THEN
-		SELECT pr.proname, pr.pronamespace, pr.prorettype, pr.proretset, pr.prokind, pr.pronargs, pr.proargtypes
-		  INTO p FROM pg_proc pr WHERE pr.oid = new_batch_handler;
-		IF p.prokind <> 'f' OR p.proretset OR p.pronargs <> 1
-		   OR p.proargtypes[0] <> 'jsonb[]'::regtype OR p.prorettype <> 'jsonb[]'::regtype THEN
-			SELECT pr.oid::regprocedure INTO better FROM pg_proc pr
-			 WHERE pr.proname = p.proname AND pr.pronamespace = p.pronamespace AND pr.prokind = 'f'
-			   AND NOT pr.proretset AND pr.pronargs = 1 AND pr.proargtypes[0] = 'jsonb[]'::regtype
-			   AND pr.prorettype = 'jsonb[]'::regtype;
-			RAISE EXCEPTION 'batch handler % has the wrong signature', new_batch_handler
-				USING ERRCODE = 'invalid_function_definition',
-					  DETAIL = 'A batch handler takes all payloads and returns one result each, in order: f(payloads jsonb[]) RETURNS jsonb[].',
-					  HINT = CASE
-						WHEN better IS NOT NULL
-						THEN format('Pass the batch handler with its argument types: batch_handler => %L.', better::text)
-						WHEN p.prokind = 'f' AND NOT p.proretset AND p.pronargs = 1
-							 AND p.proargtypes[0] = 'jsonb'::regtype AND p.prorettype = 'jsonb'::regtype
-						THEN format('That is a per-task handler: pass it as handler => %L.', new_batch_handler::text)
-						ELSE 'Pass the batch handler with its argument types, e.g. ''my_batch_handler(jsonb[])''; wrap a function with another signature in one f(payloads jsonb[]) RETURNS jsonb[].' END;
-		END IF;
+		PERFORM hx_check_handler(new_batch_handler, true);
 	END IF;
 
 	IF (new_size IS NULL) <> (new_wait IS NULL) THEN
