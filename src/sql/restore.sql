@@ -21,14 +21,14 @@
  * Shipped rows
  * ------------------------------------------------------------------------ */
 
-/* the key of a shipped table's row, as hx_state spells it */
-CREATE FUNCTION _hybridexec.hx_shipped_key(tbl regclass, r jsonb) RETURNS text
+/* the key column of a table with shipped rows: hx_state names rows by it */
+CREATE FUNCTION _hybridexec.hx_shipped_key_column(tbl text) RETURNS text
 LANGUAGE sql IMMUTABLE SET search_path = @extschema@, _hybridexec, pg_temp AS $$
-	SELECT CASE tbl WHEN 'hx_price'::regclass THEN r ->> 'id' ELSE r ->> 'name' END
+	SELECT CASE tbl WHEN 'hx_price' THEN 'id' ELSE 'name' END
 $$;
 
-COMMENT ON FUNCTION _hybridexec.hx_shipped_key(regclass, jsonb) IS
-'The key of a row of a table with shipped rows (hx_rule and hx_window: name; hx_price: id)';
+COMMENT ON FUNCTION _hybridexec.hx_shipped_key_column(text) IS
+'The key column of a table with shipped rows (hx_rule and hx_window: name; hx_price: id), by which hx_state names its rows';
 
 /*
  * Trigger (BEFORE INSERT on hx_rule, hx_window, hx_price): when the new
@@ -39,7 +39,8 @@ COMMENT ON FUNCTION _hybridexec.hx_shipped_key(regclass, jsonb) IS
 CREATE FUNCTION _hybridexec.hx_shipped_replace() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 DECLARE
-	row_key text := hx_shipped_key(TG_RELID::regclass, to_jsonb(NEW));
+	key_column text := hx_shipped_key_column(TG_TABLE_NAME);
+	row_key text := to_jsonb(NEW) ->> key_column;
 	original jsonb;
 	cols text;
 	n integer;
@@ -56,10 +57,9 @@ BEGIN
 	 WHERE a.attrelid = TG_RELID AND a.attnum > 0 AND NOT a.attisdropped;
 	/* typed comparison: intervals and times read back whatever the session's styles */
 	EXECUTE format('UPDATE %1$s t SET (%2$s) = (SELECT %2$s FROM jsonb_populate_record(NULL::%1$s, $1))
-					 WHERE %3$s = $3
+					 WHERE t.%3$I::text = $3
 					   AND t IS NOT DISTINCT FROM jsonb_populate_record(NULL::%1$s, $2)',
-				   TG_RELID::regclass, cols,
-				   CASE TG_TABLE_NAME WHEN 'hx_price' THEN 't.id::text' ELSE 't.name' END)
+				   TG_RELID::regclass, cols, key_column)
 		USING to_jsonb(NEW), original, row_key;
 	GET DIAGNOSTICS n = ROW_COUNT;
 	IF n = 0 THEN
@@ -76,7 +76,7 @@ COMMENT ON FUNCTION _hybridexec.hx_shipped_replace() IS
 CREATE FUNCTION _hybridexec.hx_shipped_removed() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 DECLARE
-	row_key text := hx_shipped_key(TG_RELID::regclass, to_jsonb(OLD));
+	row_key text := to_jsonb(OLD) ->> hx_shipped_key_column(TG_TABLE_NAME);
 BEGIN
 	IF EXISTS (SELECT 1 FROM hx_state s WHERE s.key = format('shipped %s %s', TG_TABLE_NAME, row_key)) THEN
 		INSERT INTO hx_state (key, value) VALUES (format('removed %s %s', TG_TABLE_NAME, row_key), NULL)
@@ -122,9 +122,9 @@ BEGIN
 		   AND EXISTS (SELECT 1 FROM hx_rule u WHERE u.window_name = r.key) THEN
 			CONTINUE;
 		END IF;
-		EXECUTE format('DELETE FROM %1$I t WHERE %2$s = $1
+		EXECUTE format('DELETE FROM %1$I t WHERE t.%2$I::text = $1
 						   AND t IS NOT DISTINCT FROM jsonb_populate_record(NULL::%1$I, $2)',
-					   r.tbl, CASE r.tbl WHEN 'hx_price' THEN 't.id::text' ELSE 't.name' END)
+					   r.tbl, hx_shipped_key_column(r.tbl))
 			USING r.key, r.original;
 	END LOOP;
 	RETURN NULL;

@@ -76,23 +76,16 @@ ALTER TABLE hx_window
  * already deleted gets its tombstone, so that a dump restored into a fresh
  * 0.3 does not bring it back.
  */
+WITH shipped (tbl, key, cur) AS (
+	SELECT 'hx_rule', k, (SELECT to_jsonb(r) FROM hx_rule r WHERE r.name = k)
+	  FROM unnest(ARRAY['user-initiated', 'interactive-sla', 'fast-batch', 'slow-batch']) AS k
+	UNION ALL
+	SELECT 'hx_window', k, (SELECT to_jsonb(w) FROM hx_window w WHERE w.name = k)
+	  FROM unnest(ARRAY['fast', 'nightly']) AS k
+	UNION ALL
+	SELECT 'hx_price', '1', (SELECT to_jsonb(p) FROM hx_price p WHERE p.id = 1)
+)
 INSERT INTO _hybridexec.hx_state (key, value)
-SELECT format('shipped %s %s', d.tbl, d.key), coalesce(d.cur, '{}'::jsonb)::text
-  FROM (SELECT 'hx_rule' AS tbl, k AS key, (SELECT to_jsonb(r) FROM hx_rule r WHERE r.name = k) AS cur
-		  FROM unnest(ARRAY['user-initiated', 'interactive-sla', 'fast-batch', 'slow-batch']) AS k
-		UNION ALL
-		SELECT 'hx_window', k, (SELECT to_jsonb(w) FROM hx_window w WHERE w.name = k)
-		  FROM unnest(ARRAY['fast', 'nightly']) AS k
-		UNION ALL
-		SELECT 'hx_price', '1', (SELECT to_jsonb(p) FROM hx_price p WHERE p.id = 1)) d
+SELECT format('shipped %s %s', tbl, key), coalesce(cur, '{}'::jsonb)::text FROM shipped
 UNION ALL
-SELECT format('removed hx_rule %s', k), NULL
-  FROM unnest(ARRAY['user-initiated', 'interactive-sla', 'fast-batch', 'slow-batch']) AS k
- WHERE NOT EXISTS (SELECT 1 FROM hx_rule r WHERE r.name = k)
-UNION ALL
-SELECT format('removed hx_window %s', k), NULL
-  FROM unnest(ARRAY['fast', 'nightly']) AS k
- WHERE NOT EXISTS (SELECT 1 FROM hx_window w WHERE w.name = k)
-UNION ALL
-SELECT 'removed hx_price 1', NULL
- WHERE NOT EXISTS (SELECT 1 FROM hx_price p WHERE p.id = 1);
+SELECT format('removed %s %s', tbl, key), NULL FROM shipped WHERE cur IS NULL;

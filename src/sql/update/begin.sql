@@ -25,11 +25,18 @@ SET LOCAL search_path = @extschema@, pg_temp;
 DO $hx_update$
 DECLARE
 	ext oid := (SELECT oid FROM pg_extension WHERE extname = 'hybridexec');
+	ext_tables oid[];
 	code_class oid[];
 	code_obj oid[];
 	blockers text;
 	r record;
 BEGIN
+	/* its tables: what hangs off them (triggers, policies) goes with the code */
+	SELECT array_agg(d.objid) INTO ext_tables
+	  FROM pg_depend d JOIN pg_class c ON c.oid = d.objid
+	 WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_extension'::regclass
+	   AND d.refobjid = ext AND d.deptype = 'e' AND c.relkind IN ('r', 'p');
+
 	/*
 	 * The extension's code: members that are not storage.  A view's rule,
 	 * an attribute default or a constraint of a member table, a trigger or
@@ -63,15 +70,8 @@ BEGIN
 	   AND NOT (rw.oid IS NOT NULL
 				AND EXISTS (SELECT 1 FROM code y WHERE y.classid = 'pg_class'::regclass AND y.objid = rw.ev_class))
 	   /* triggers and policies on our tables, and the trigger of each watched table */
-	   AND NOT (tg.oid IS NOT NULL
-				AND (EXISTS (SELECT 1 FROM pg_depend m
-							  WHERE m.classid = 'pg_class'::regclass AND m.objid = tg.tgrelid
-								AND m.refobjid = ext AND m.deptype = 'e')
-					 OR tg.tgname = 'hx_attach'))
-	   AND NOT (po.oid IS NOT NULL
-				AND EXISTS (SELECT 1 FROM pg_depend m
-							 WHERE m.classid = 'pg_class'::regclass AND m.objid = po.polrelid
-							   AND m.refobjid = ext AND m.deptype = 'e'));
+	   AND NOT (tg.oid IS NOT NULL AND (tg.tgrelid = ANY (ext_tables) OR tg.tgname = 'hx_attach'))
+	   AND NOT (po.oid IS NOT NULL AND po.polrelid = ANY (ext_tables));
 	IF blockers IS NOT NULL THEN
 		RAISE EXCEPTION 'cannot update extension hybridexec: other objects depend on its functions, views or types'
 			USING ERRCODE = 'dependent_objects_still_exist',
@@ -112,9 +112,7 @@ BEGIN
 	 */
 	FOR r IN SELECT po.polname, po.polrelid::regclass AS rel
 			   FROM pg_policy po
-			   JOIN pg_depend m ON m.classid = 'pg_class'::regclass AND m.objid = po.polrelid
-							   AND m.refobjid = ext AND m.deptype = 'e'
-			  WHERE po.polname LIKE 'hx\_%' LOOP
+			  WHERE po.polrelid = ANY (ext_tables) AND po.polname LIKE 'hx\_%' LOOP
 		EXECUTE format('DROP POLICY %I ON %s', r.polname, r.rel);
 	END LOOP;
 END
