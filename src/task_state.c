@@ -805,8 +805,17 @@ hx_fail_exec(HxFailure *f, int n, const HxFailKind *kind,
 	if (hx_stmt_exec(&fail_set, values, nulls, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not book failed attempts");
 	nbooked = SPI_processed;
-	runs = palloc(sizeof(Datum) * Max(nbooked, 1));
-	runs_done = palloc0(sizeof(bool) * Max(nbooked, 1));
+	/* only external executors' outcomes count in window runs */
+	if (kind->external)
+	{
+		runs = palloc(sizeof(Datum) * Max(nbooked, 1));
+		runs_done = palloc0(sizeof(bool) * Max(nbooked, 1));
+	}
+	else
+	{
+		runs = NULL;
+		runs_done = NULL;
+	}
 
 	for (k = 0; k < nbooked; k++)
 	{
