@@ -57,9 +57,10 @@ SQL_PARTS = \
 # that drop and re-create the extension's code) followed by every part's
 # code, i.e. the parts without their [storage] blocks (tables, indexes,
 # shipped rows), which the migration brings up to date instead.
-RELEASED = 0.2
-UPDATES = 0.2--$(EXTVERSION)
-DATA = $(foreach v,$(RELEASED),src/sql/released/hybridexec--$(v).sql)
+RELEASED = 0.2 0.3
+RELEASED_UPDATES = 0.2--0.3
+UPDATES = 0.3--$(EXTVERSION)
+DATA = $(foreach v,$(RELEASED) $(RELEASED_UPDATES),src/sql/released/hybridexec--$(v).sql)
 DATA_built = hybridexec--$(EXTVERSION).sql $(foreach u,$(UPDATES),hybridexec--$(u).sql)
 PGFILEDESC = "hybridexec - hybrid stream/batch execution of AI tasks"
 

@@ -9,7 +9,10 @@
 #                               every row of table (the given columns, or
 #                               all; those where says), as COPY text in a
 #                               stable order
-#   fill(node, db)              a busy 0.3 database made with the API: types,
+#   current_version()           default_version of hybridexec.control
+#   released_versions()         the versions whose install scripts are kept
+#                               in src/sql/released, oldest first
+#   fill(node, db)              a busy database made with the API: types,
 #                               rules, windows, prices, budgets, departments,
 #                               a watched table, tasks in every status,
 #                               errors, runs, checkpoints and bookings
@@ -21,6 +24,26 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+
+sub current_version
+{
+	my $control = PostgreSQL::Test::Utils::slurp_file("$FindBin::RealBin/../../hybridexec.control");
+	$control =~ /^default_version = '([^']+)'/m or die "no default_version in hybridexec.control";
+	return $1;
+}
+
+sub released_versions
+{
+	my @v = map { m{hybridexec--([0-9.]+)\.sql$} ? ($1) : () }
+	  glob("$FindBin::RealBin/../../src/sql/released/hybridexec--*.sql");
+	return sort { version_key($a) cmp version_key($b) } @v;
+}
+
+sub version_key
+{
+	return join('.', map { sprintf('%06d', $_) } split /\./, shift);
+}
 
 sub schema
 {
