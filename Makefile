@@ -56,7 +56,9 @@ SQL_PARTS = \
 # migration (src/sql/update/<from>--<to>.sql, between the generic steps
 # that drop and re-create the extension's code) followed by every part's
 # code, i.e. the parts without their [storage] blocks (tables, indexes,
-# shipped rows), which the migration brings up to date instead.
+# shipped rows), which the migration brings up to date instead.  A block
+# marked [storage <version>] holds storage new in that version: the
+# update to it creates it as a fresh install does, later ones skip it.
 RELEASED = 0.2 0.3
 RELEASED_UPDATES = 0.2--0.3
 UPDATES = 0.3--$(EXTVERSION)
@@ -92,7 +94,9 @@ hybridexec--$(EXTVERSION).sql: $(addprefix $(srcdir)/,$(SQL_PARTS))
 hybridexec--%--$(EXTVERSION).sql: $(srcdir)/src/sql/update/begin.sql $(srcdir)/src/sql/update/%--$(EXTVERSION).sql \
 		$(addprefix $(srcdir)/,$(SQL_PARTS)) $(srcdir)/src/sql/update/end.sql
 	{ cat $(srcdir)/src/sql/update/begin.sql $(srcdir)/src/sql/update/$*--$(EXTVERSION).sql; \
-	  awk '/^-- \[storage\]$$/ { skip = 1; next } /^-- \[\/storage\]$$/ { skip = 0; next } !skip' \
+	  awk -v new='$(EXTVERSION)' '/^-- \[storage\]$$/ { skip = 1; next } \
+		/^-- \[storage [0-9.]+\]$$/ { skip = ($$3 != new "]"); next } \
+		/^-- \[\/storage\]$$/ { skip = 0; next } !skip' \
 		$(addprefix $(srcdir)/,$(SQL_PARTS)); \
 	  cat $(srcdir)/src/sql/update/end.sql; } > $@
 

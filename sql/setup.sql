@@ -2,7 +2,10 @@
 -- setup: the extension's objects, the default policy, and the handlers the
 -- other tests use.  pg_regress has created the extension already.
 --
-SELECT extname, extversion FROM pg_extension WHERE extname = 'hybridexec';
+-- at the version of the control file
+SELECT e.extname, e.extversion = a.default_version AS current
+  FROM pg_extension e JOIN pg_available_extensions a ON a.name = e.extname
+ WHERE e.extname = 'hybridexec';
 
 -- the default policy of the design brief
 SELECT name, position, origin, max_sla, route, window_name

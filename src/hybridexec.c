@@ -32,6 +32,7 @@ int			hx_batch_nice = 10;
 char	   *hx_currency = NULL;
 int			hx_retention_s = 7 * 24 * 3600;
 int			hx_retention_batch = 10000;
+int			hx_ledger_retention_s = 400 * 24 * 3600;
 int			hx_alert_backlog_age_s = 300;
 double		hx_alert_failure_rate = 0.1;
 
@@ -185,6 +186,14 @@ hx_define_settings(void)
 							&hx_retention_batch,
 							10000, 1, 1000000,
 							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("hybridexec.ledger_retention",
+							"Bookings of hx_cost older than this are rolled into daily totals (hx_cost_day) by the scheduler; 0 or -1 keeps every booking.",
+							"Whole local days (hybridexec.time_zone) are rolled up once they are this old; hx_stat_minute rows as old go too.",
+							&hx_ledger_retention_s,
+							400 * 24 * 3600, -1, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("hybridexec.alert_backlog_age",

@@ -55,6 +55,7 @@ extern int	hx_batch_nice;
 extern char *hx_currency;
 extern int	hx_retention_s;
 extern int	hx_retention_batch;
+extern int	hx_ledger_retention_s;
 extern int	hx_alert_backlog_age_s;
 extern double hx_alert_failure_rate;
 

@@ -55,6 +55,7 @@ static HxStep steps[] = {
 	{"relaunch runs", {"SELECT _hybridexec.hx_relaunch_runs()"}, 0},
 	{"reclaim leases", {"SELECT @extschema@.hx_reclaim_leases()"}, 0},
 	{"retention", {"SELECT _hybridexec.hx_retention_step()"}, 0},
+	{"ledger roll-up", {"SELECT _hybridexec.hx_ledger_rollup_step()"}, -10},
 	{"start windows early", {"SELECT _hybridexec.hx_window_start_early()"}, -10},
 	{"escalate", {"SELECT _hybridexec.hx_escalate()"}, -10},
 	{"alerts", {"SELECT _hybridexec.hx_alert()"}, 5000},

@@ -22,6 +22,9 @@
  * An update script (src/sql/update/) leaves those blocks out, since its
  * own migration brings the storage up to date, and re-creates everything
  * else: so whatever is outside them must run on an existing database too.
+ * Storage new in a version stands between "-- [storage <version>]" and
+ * "-- [/storage]": the update to that version creates it as a fresh
+ * install does (the migration need not repeat it), later ones leave it out.
  */
 
 \echo Use "CREATE EXTENSION hybridexec" to load this file. \quit

@@ -147,7 +147,7 @@ BEGIN
 	IF NOT FOUND OR c.correction_of IS NOT NULL THEN
 		RAISE EXCEPTION 'booking % does not exist or is itself a correction', id
 			USING ERRCODE = 'undefined_object',
-				  HINT = 'Pass the id of an attempt''s booking in hx_cost.';
+				  HINT = 'Pass the id of an attempt''s booking in hx_cost; bookings older than hybridexec.ledger_retention were rolled up into hx_cost_day and cannot be corrected one by one.';
 	END IF;
 	IF cost IS NULL OR cost < 0 OR note IS NULL OR note = '' THEN
 		RAISE EXCEPTION 'a correction needs the right cost (not negative) and a note'
@@ -176,6 +176,144 @@ $$;
 
 COMMENT ON FUNCTION hx_cost_correct(bigint, numeric, text) IS
 'Books a correction: a new hx_cost row dated like the booking it corrects and carrying the difference, so that the booking and its corrections add up to the given cost in every report of that period; returns its id';
+
+/* ------------------------------------------------------------------------
+ * Roll-up: bookings older than hybridexec.ledger_retention leave hx_cost
+ * for daily totals, so that the ledger stays bounded while every sum a
+ * report gives for whole local days stays exact.
+ * ------------------------------------------------------------------------ */
+
+-- [storage 0.4]
+CREATE TABLE hx_cost_day (
+	day				date NOT NULL,
+	task_type		text NOT NULL,
+	route			text NOT NULL,
+	window_name		text,
+	rule_name		text,
+	department		text,
+	origin			text,
+	executor		text,
+	submitted_by	regrole,
+	currency		text NOT NULL,
+	outcome			text NOT NULL,
+	bookings		bigint NOT NULL,
+	tasks			bigint NOT NULL,
+	wall_seconds	double precision NOT NULL,
+	cost			numeric NOT NULL,
+	baseline_cost	numeric NOT NULL,
+	batch_cost		numeric NOT NULL,
+	wait_hist		bigint[],
+	latency_hist	bigint[],
+	rolled_at		timestamptz NOT NULL DEFAULT now(),
+	CONSTRAINT hx_cost_day_outcome_check CHECK (outcome IN ('done', 'failed', 'dead', 'correction'))
+);
+
+CREATE INDEX hx_cost_day_day_idx ON hx_cost_day (day);
+-- [/storage]
+
+COMMENT ON TABLE hx_cost_day IS
+'Daily totals of the bookings older than hybridexec.ledger_retention, rolled out of hx_cost by the scheduler: one row per local day, task type, route, window, rule, department, origin, executor, submitter, currency and outcome (and roll-up pass); reports add them to the bookings still in hx_cost, exact for whole days';
+COMMENT ON COLUMN hx_cost_day.day IS 'Local day (hybridexec.time_zone when rolled up) the bookings were made';
+COMMENT ON COLUMN hx_cost_day.task_type IS 'Task type';
+COMMENT ON COLUMN hx_cost_day.route IS 'stream or batch';
+COMMENT ON COLUMN hx_cost_day.window_name IS 'Window of batch attempts';
+COMMENT ON COLUMN hx_cost_day.rule_name IS 'Rule that routed the tasks';
+COMMENT ON COLUMN hx_cost_day.department IS 'Who pays';
+COMMENT ON COLUMN hx_cost_day.origin IS 'Who asked';
+COMMENT ON COLUMN hx_cost_day.executor IS 'External executor (NULL = in-database workers)';
+COMMENT ON COLUMN hx_cost_day.submitted_by IS 'The role that submitted the tasks; it and its members see the row';
+COMMENT ON COLUMN hx_cost_day.currency IS 'Currency of the costs';
+COMMENT ON COLUMN hx_cost_day.outcome IS 'done, failed, dead or correction, as in hx_cost';
+COMMENT ON COLUMN hx_cost_day.bookings IS 'hx_cost rows rolled into this one';
+COMMENT ON COLUMN hx_cost_day.tasks IS 'Distinct tasks among them (a task whose bookings of one day were rolled up in two passes counts in both)';
+COMMENT ON COLUMN hx_cost_day.wall_seconds IS 'Sum of their run time';
+COMMENT ON COLUMN hx_cost_day.cost IS 'Sum of their cost';
+COMMENT ON COLUMN hx_cost_day.baseline_cost IS 'Sum of their stream baseline';
+COMMENT ON COLUMN hx_cost_day.batch_cost IS 'Sum of their batch alternative';
+COMMENT ON COLUMN hx_cost_day.wait_hist IS 'Histogram of their queue wait, milliseconds (hx_hist_bucket)';
+COMMENT ON COLUMN hx_cost_day.latency_hist IS 'Histogram of their latency (done and dead), milliseconds';
+COMMENT ON COLUMN hx_cost_day.rolled_at IS 'When the scheduler rolled them up';
+
+/*
+ * The bookings of whole local days older than hybridexec.ledger_retention,
+ * up to hybridexec.retention_batch per call, leave hx_cost for hx_cost_day
+ * in one statement; minutes of hx_stat_minute as old go too.  The rows
+ * due are found through the BRIN index on "at", so a call with nothing
+ * due reads only that small index.  Deleting from the append-only ledger
+ * needs its guard trigger off: session_replication_role = replica for
+ * this function alone (the scheduler runs it as a superuser; nobody else
+ * may execute it).
+ */
+CREATE FUNCTION _hybridexec.hx_ledger_rollup_step() RETURNS integer
+LANGUAGE plpgsql SET search_path = @extschema@, _hybridexec, pg_temp
+SET session_replication_role = replica AS $$
+DECLARE
+	keep double precision := hx_setting_seconds('hybridexec.ledger_retention', 400 * 86400);
+	batch integer := coalesce(current_setting('hybridexec.retention_batch', true)::integer, 10000);
+	zone text := hx_local_zone();
+	cutoff timestamptz;
+	n integer;
+BEGIN
+	IF keep <= 0 THEN
+		RETURN 0;
+	END IF;
+	cutoff := date_trunc('day', (now() - make_interval(secs => keep)) AT TIME ZONE zone) AT TIME ZONE zone;
+	DELETE FROM hx_stat_minute s WHERE s.minute < cutoff;
+	WITH gone AS (
+		DELETE FROM hx_cost c
+		 WHERE c.id = ANY (ARRAY (SELECT x.id FROM hx_cost x WHERE x.at < cutoff LIMIT batch))
+		RETURNING c.*
+	), ins AS (
+		INSERT INTO hx_cost_day (day, task_type, route, window_name, rule_name, department, origin,
+								 executor, submitted_by, currency, outcome, bookings, tasks,
+								 wall_seconds, cost, baseline_cost, batch_cost, wait_hist, latency_hist)
+		SELECT (g.at AT TIME ZONE zone)::date, g.task_type, g.route, g.window_name, g.rule_name,
+			   g.department, g.origin, g.executor, g.submitted_by, g.currency, g.outcome,
+			   count(*), count(DISTINCT g.task_id), coalesce(sum(g.wall_seconds), 0),
+			   sum(g.cost), sum(g.baseline_cost), sum(g.batch_cost),
+			   hx_hist(g.wait_seconds * 1000), hx_hist(g.latency_seconds * 1000)
+		  FROM gone g
+		 GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11
+	)
+	SELECT count(*) INTO n FROM gone;
+	RETURN n;
+END
+$$;
+
+COMMENT ON FUNCTION _hybridexec.hx_ledger_rollup_step() IS
+'Rolls up to hybridexec.retention_batch bookings of whole local days older than hybridexec.ledger_retention out of hx_cost into hx_cost_day, and drops hx_stat_minute rows as old; returns how many bookings (the scheduler''s "ledger roll-up" step)';
+
+/*
+ * Every booking of [from, to) still in the ledger, and the rolled-up days
+ * that start in it, in one shape for the reports: a rolled-up row stands
+ * for "bookings" rows of hx_cost (attempts counts those that are not
+ * corrections) and "tasks" tasks, dated at the start of its local day.
+ */
+CREATE FUNCTION _hybridexec.hx_books("from" timestamptz, "to" timestamptz)
+RETURNS TABLE (at timestamptz, rolled boolean, task_id bigint, task_type text, route text,
+			   window_name text, rule_name text, department text, origin text, executor text,
+			   currency text, outcome text, attempts bigint, tasks bigint, wall_seconds double precision,
+			   cost numeric, baseline_cost numeric, batch_cost numeric)
+LANGUAGE sql STABLE SET search_path = @extschema@, _hybridexec, pg_temp AS $$
+	SELECT c.at, false, c.task_id, c.task_type, c.route, c.window_name, c.rule_name, c.department,
+		   c.origin, c.executor, c.currency, c.outcome, (c.correction_of IS NULL)::integer::bigint, 0::bigint,
+		   c.wall_seconds, c.cost, c.baseline_cost, c.batch_cost
+	  FROM hx_cost c
+	 WHERE c.at >= "from" AND c.at < "to"
+	UNION ALL
+	SELECT s.at, true, NULL, d.task_type, d.route, d.window_name, d.rule_name, d.department,
+		   d.origin, d.executor, d.currency, d.outcome,
+		   CASE WHEN d.outcome = 'correction' THEN 0 ELSE d.bookings END,
+		   CASE WHEN d.outcome = 'correction' THEN 0 ELSE d.tasks END,
+		   d.wall_seconds, d.cost, d.baseline_cost, d.batch_cost
+	  FROM hx_cost_day d
+	 CROSS JOIN LATERAL (SELECT d.day::timestamp AT TIME ZONE hx_local_zone() AS at) s
+	 WHERE d.day BETWEEN ("from" AT TIME ZONE hx_local_zone())::date - 1 AND ("to" AT TIME ZONE hx_local_zone())::date
+	   AND s.at >= "from" AND s.at < "to"
+$$;
+
+COMMENT ON FUNCTION _hybridexec.hx_books(timestamptz, timestamptz) IS
+'The bookings of [from, to) for the reports: those still in hx_cost, and the hx_cost_day rows of the local days that start in the period (dated at that start)';
 
 /* ------------------------------------------------------------------------
  * Rolling aggregates, written by the same trigger as the ledger.  Rows are

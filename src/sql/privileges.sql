@@ -81,7 +81,7 @@ GRANT EXECUTE ON FUNCTION
 	hx_cancel(bigint)
 TO hybridexec_submitter;
 
-GRANT SELECT ON hx_task, hx_error, hx_cost, hx_department_member TO hybridexec_submitter;
+GRANT SELECT ON hx_task, hx_error, hx_cost, hx_cost_day, hx_department_member TO hybridexec_submitter;
 
 /* ------------------------------------------------------------------------
  * Executors
@@ -163,6 +163,15 @@ CREATE POLICY hx_cost_visible ON hx_cost FOR SELECT
 		   OR department IN (SELECT m.department FROM @extschema@.hx_department_member m));
 COMMENT ON POLICY hx_cost_visible ON hx_cost IS
 'Administrators see every booking; others those of tasks submitted by a role they are a member of, or for a department they belong to';
+
+ALTER TABLE hx_cost_day ENABLE ROW LEVEL SECURITY;
+CREATE POLICY hx_cost_day_visible ON hx_cost_day FOR SELECT
+	USING ((SELECT pg_catalog.pg_has_role('hybridexec_admin', 'MEMBER'))
+		   OR submitted_by::oid IN (SELECT r.oid FROM pg_catalog.pg_roles r
+									 WHERE pg_catalog.pg_has_role(r.oid, 'MEMBER'))
+		   OR department IN (SELECT m.department FROM @extschema@.hx_department_member m));
+COMMENT ON POLICY hx_cost_day_visible ON hx_cost_day IS
+'The rolled-up days of the bookings the reader may see (hx_cost_visible)';
 
 ALTER TABLE hx_department_member ENABLE ROW LEVEL SECURITY;
 CREATE POLICY hx_department_member_own ON hx_department_member FOR SELECT

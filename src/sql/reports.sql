@@ -27,7 +27,8 @@ BEGIN
 		WHEN 'executor' THEN $k$coalesce(c.executor, '(in-database)')$k$
 		WHEN 'rule' THEN $k$coalesce(c.rule_name, '(none)')$k$
 		WHEN 'day' THEN $k$to_char(c.at AT TIME ZONE hx_local_zone(), 'YYYY-MM-DD')$k$
-		WHEN 'hour' THEN $k$to_char(c.at AT TIME ZONE hx_local_zone(), 'YYYY-MM-DD HH24:00')$k$
+		WHEN 'hour' THEN $k$to_char(c.at AT TIME ZONE hx_local_zone(),
+									 CASE WHEN c.rolled THEN 'YYYY-MM-DD "(whole day)"' ELSE 'YYYY-MM-DD HH24:00' END)$k$
 	END;
 	IF key IS NULL THEN
 		RAISE EXCEPTION 'cannot group costs by "%"', group_by
@@ -40,12 +41,12 @@ BEGIN
 				  HINT = 'For example hx_cost_report(''department'', now() - interval ''7 days'', now()).';
 	END IF;
 	RETURN QUERY EXECUTE format(
-		'SELECT %s, c.currency, count(DISTINCT c.task_id) FILTER (WHERE c.correction_of IS NULL),
-				count(*) FILTER (WHERE c.correction_of IS NULL), sum(c.cost), sum(c.baseline_cost),
+		'SELECT %s, c.currency,
+				(count(DISTINCT c.task_id) FILTER (WHERE c.outcome <> ''correction'') + sum(c.tasks))::bigint,
+				sum(c.attempts)::bigint, sum(c.cost), sum(c.baseline_cost),
 				sum(c.baseline_cost) - sum(c.cost),
 				round(coalesce(sum(c.wall_seconds), 0)::numeric, 3)
-		   FROM hx_cost c
-		  WHERE c.at >= $1 AND c.at < $2
+		   FROM hx_books($1, $2) c
 		  GROUP BY 1, 2
 		  ORDER BY 1, 2', key)
 	USING "from", "to";
@@ -53,7 +54,7 @@ END
 $$;
 
 COMMENT ON FUNCTION hx_cost_report(text, timestamptz, timestamptz) IS
-'Costs booked in [from, to) grouped by department, task_type, route, window, executor, rule, day or hour (local days in hybridexec.time_zone): tasks, attempts, cost, stream baseline, saved against it (exact sums of the bookings), run seconds (to the millisecond); one row per group and currency';
+'Costs booked in [from, to) grouped by department, task_type, route, window, executor, rule, day or hour (local days in hybridexec.time_zone): tasks, attempts, cost, stream baseline, saved against it (exact sums of the bookings), run seconds (to the millisecond); one row per group and currency.  Days rolled up after hybridexec.ledger_retention (hx_cost_day) count when they start in the period, as whole days (grouped by hour: one "(whole day)" group)';
 
 CREATE FUNCTION hx_stats(span interval DEFAULT '1 hour')
 RETURNS TABLE (task_type text, route text, queued bigint, running bigint, failed bigint,
@@ -570,12 +571,14 @@ BEGIN
 	WITH c AS (
 		SELECT * FROM hx_cost x WHERE x.at >= "from" AND x.at < "to"
 	), money AS (
-		SELECT c.currency, count(*) FILTER (WHERE c.correction_of IS NULL) AS attempts,
-			   sum(c.cost) AS actual, sum(c.baseline_cost) AS stream, sum(c.batch_cost) AS batch,
-			   sum(c.cost) FILTER (WHERE c.origin IS DISTINCT FROM 'user') AS bg_actual,
-			   sum(c.baseline_cost) FILTER (WHERE c.origin IS DISTINCT FROM 'user') AS bg_stream
-		  FROM c GROUP BY c.currency
+		/* rolled-up days too */
+		SELECT b.currency, sum(b.attempts)::bigint AS attempts,
+			   sum(b.cost) AS actual, sum(b.baseline_cost) AS stream, sum(b.batch_cost) AS batch,
+			   sum(b.cost) FILTER (WHERE b.origin IS DISTINCT FROM 'user') AS bg_actual,
+			   sum(b.baseline_cost) FILTER (WHERE b.origin IS DISTINCT FROM 'user') AS bg_stream
+		  FROM hx_books("from", "to") b GROUP BY b.currency
 	), lat AS (
+		/* per-task latencies: the bookings still in the ledger */
 		/* interactive tasks done in the period: what they saw, and the batch alternative */
 		SELECT count(*) AS n,
 			   percentile_cont(0.5) WITHIN GROUP (ORDER BY c.latency_seconds) AS p50,
@@ -600,7 +603,7 @@ END
 $$;
 
 COMMENT ON FUNCTION hx_savings(timestamptz, timestamptz, text) IS
-'For bookings in [from, to): actual cost against all-stream (the baselines) and all-batch (batch_cost), saved and saved % (overall and for non-user tasks); and the latency interactive (origin user) tasks saw, p50/p95 in seconds (to the millisecond), against all-batch: waiting for the next start of batch_window (NULL = the catch-all rule''s window) after submission, plus their run time';
+'For bookings in [from, to) (rolled-up days included when they start in it): actual cost against all-stream (the baselines) and all-batch (batch_cost), saved and saved % (overall and for non-user tasks); and, from the bookings still in hx_cost, the latency interactive (origin user) tasks saw, p50/p95 in seconds (to the millisecond), against all-batch: waiting for the next start of batch_window (NULL = the catch-all rule''s window) after submission, plus their run time';
 
 CREATE FUNCTION hx_advise("from" timestamptz DEFAULT now() - interval '7 days',
 						  "to" timestamptz DEFAULT now(),

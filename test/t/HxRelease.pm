@@ -15,7 +15,8 @@
 #   fill(node, db)              a busy database made with the API: types,
 #                               rules, windows, prices, budgets, departments,
 #                               a watched table, tasks in every status,
-#                               errors, runs, checkpoints and bookings
+#                               errors, runs, checkpoints, bookings and a
+#                               rolled-up day of bookings
 package HxRelease;
 
 use strict;
@@ -158,6 +159,14 @@ sub fill
 	my $run = $node->safe_psql($db, q{SELECT hx_run_window('once')});
 	$node->poll_query_until($db, qq{SELECT status NOT IN ('starting', 'running') FROM hx_window_run WHERE id = $run})
 	  or die 'window run did not end';
+	# a day of bookings rolled up (as after hybridexec.ledger_retention)
+	$node->safe_psql($db, q{
+		INSERT INTO hx_cost_day (day, task_type, route, department, origin, submitted_by, currency,
+								 outcome, bookings, tasks, wall_seconds, cost, baseline_cost, batch_cost,
+								 wait_hist, latency_hist)
+		VALUES (current_date - 500, 'keyed', 'stream', 'support', 'user', 'hx_rel_member', 'USD',
+				'done', 1200, 1100, 60.5, 12.34, 12.34, 6.17, '{0,5,1195}', '{0,0,1200}');
+	});
 	return;
 }
 

@@ -2,5 +2,9 @@
  * src/sql/update/0.3--0.4.sql
  *
  * Storage migration from 0.3 to 0.4, run between begin.sql (which dropped
- * the 0.3 code) and the 0.4 code.
+ * the 0.3 code) and the 0.4 code.  The storage new in 0.4 is created by
+ * its parts' [storage 0.4] blocks, which the update runs as a fresh
+ * install does: hx_cost_day (ledger.sql), the daily totals that bookings
+ * older than hybridexec.ledger_retention roll up into.
  */
+

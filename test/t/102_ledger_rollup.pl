@@ -1,0 +1,113 @@
+# 102_ledger_rollup.pl - bookings older than hybridexec.ledger_retention
+# leave hx_cost for daily totals (hx_cost_day) and every report over whole
+# days stays what it was.
+#
+# Stream tasks of two departments and two submitters (one of them an
+# ordinary role) are booked by the workers; their bookings are copied
+# three days back (as other tasks) with a correction, and an old minute
+# of statistics is added.  The reports are taken, then the scheduler's
+# roll-up step is turned on with a one-day retention: the old bookings
+# and the old minute go, the recent ones stay, and hx_cost_report (every
+# grouping by day or coarser) and hx_savings' money give the same figures
+# as before.  Grouped by hour, a rolled-up day is one "(whole day)"
+# group.  A rolled-up booking cannot be corrected (clear error, nothing
+# booked), and an ordinary role sees its own rolled-up rows only.
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use HxTest;
+
+my $node = HxTest::new_node('ledger_rollup', 'hybridexec.time_zone' => 'Europe/Paris');
+HxTest::setup_keyed($node);
+$node->safe_psql('postgres', q{
+	INSERT INTO hx_price (task_type, route, unit_cost) VALUES ('keyed', 'stream', 0.01);
+	INSERT INTO hx_price (task_type, route, unit_cost) VALUES ('keyed', 'batch', 0.004);
+	CREATE ROLE alice LOGIN IN ROLE hybridexec_submitter;
+	GRANT INSERT ON seen TO alice;
+	SELECT hx_submit('keyed', jsonb_build_object('k', 'r' || i),
+					 origin => CASE WHEN i % 3 = 0 THEN 'user' ELSE 'api' END,
+					 department => 'dept' || i % 2, sla => '1 second')
+	  FROM generate_series(1, 40) i;
+});
+$node->safe_psql('postgres', q{SELECT hx_submit('keyed', jsonb_build_object('k', 'ra' || i), sla => '1 second')
+	FROM generate_series(1, 10) i}, extra_params => ['-U', 'alice']);
+HxTest::wait_finished($node, 'r', 'stream tasks of two departments and two submitters');
+
+# the same bookings three days back, as other tasks, and a correction
+$node->safe_psql('postgres', q{
+	INSERT INTO hx_cost (at, task_id, attempt, outcome, task_type, route, window_name, run_id,
+						 rule_name, department, origin, executor, submitted_at, sla, deadline,
+						 wait_seconds, wall_seconds, latency_seconds, price_id, currency, cost,
+						 baseline_cost, batch_cost, reported, submitted_by)
+	SELECT at - interval '3 days', task_id + 1000000, attempt, outcome, task_type, route,
+		   window_name, run_id, rule_name, department, origin, executor,
+		   submitted_at - interval '3 days', sla, deadline, wait_seconds, wall_seconds,
+		   latency_seconds, price_id, currency, cost, baseline_cost, batch_cost, reported, submitted_by
+	  FROM hx_cost;
+	SELECT hx_cost_correct((SELECT min(id) FROM hx_cost WHERE at < now() - interval '2 days'),
+						   1.5, 'provider invoice');
+	INSERT INTO hx_stat_minute (minute, task_type, route, shard, done, wait_hist, run_hist)
+	VALUES (date_trunc('minute', now() - interval '3 days'), 'keyed', 'stream', 0, 1, '{}', '{}');
+});
+my ($old, $recent, $rolled_id) = split /\|/, $node->safe_psql('postgres', q{
+	SELECT count(*) FILTER (WHERE at < now() - interval '2 days'), count(*) FILTER (WHERE at > now() - interval '1 day'),
+		   max(id) FILTER (WHERE at < now() - interval '2 days' AND correction_of IS NULL)
+	  FROM hx_cost});
+cmp_ok($old, '>=', 51, "old bookings to roll up ($old), a correction among them");
+
+my $period = q{date_trunc('day', now()) - interval '5 days', date_trunc('day', now()) + interval '1 day'};
+my $reports = qq{
+	SELECT g || ' ' || r::text FROM unnest(ARRAY['department', 'task_type', 'route', 'window',
+												  'executor', 'rule', 'day']) g,
+		   hx_cost_report(g, $period) r
+	UNION ALL
+	SELECT 'savings ' || (s.currency, s.attempts, s.actual_cost, s.all_stream_cost, s.all_batch_cost,
+						  s.saved, s.saved_pct, s.background_saved_pct)::text
+	  FROM hx_savings(date_trunc('day', now()) - interval '5 days', now()) s
+	ORDER BY 1};
+my $before = $node->safe_psql('postgres', $reports);
+like($before, qr/^day \(\d{4}-\d\d-\d\d,USD,50,50,/m, 'the reports count the old day (50 tasks, a correction)');
+my $alice_before = $node->safe_psql('postgres',
+	q{SELECT count(*) || ' ' || sum(cost) FROM hx_cost WHERE at < now() - interval '2 days'},
+	extra_params => ['-U', 'alice']);
+is($alice_before, '10 0.100000', 'alice sees her 10 old bookings');
+
+# roll up everything older than a day
+$node->safe_psql('postgres', q{ALTER SYSTEM SET hybridexec.ledger_retention = '1d'; SELECT pg_reload_conf()});
+ok( $node->poll_query_until('postgres', q{SELECT NOT EXISTS (SELECT 1 FROM hx_cost WHERE at < now() - interval '2 days')}),
+	'the scheduler rolled the old bookings out of hx_cost');
+is( $node->safe_psql('postgres', q{
+		SELECT count(*) FILTER (WHERE at > now() - interval '1 day') || ' ' || count(*) FROM hx_cost}),
+	"$recent $recent", 'the recent bookings stayed, and nothing else');
+is($node->safe_psql('postgres', q{SELECT sum(bookings) FROM hx_cost_day}), $old,
+	'hx_cost_day stands for every rolled-up booking');
+is( $node->safe_psql('postgres', q{
+		SELECT count(*) FROM hx_stat_minute WHERE minute < now() - interval '2 days'}),
+	'0', 'the old minute of statistics went too');
+is($node->safe_psql('postgres', $reports), $before,
+	'hx_cost_report (every grouping by day or coarser) and hx_savings give the same figures');
+like( $node->safe_psql('postgres', qq{SELECT string_agg("group", ',') FROM hx_cost_report('hour', $period)}),
+	qr/^\d{4}-\d\d-\d\d \(whole day\),\d{4}-\d\d-\d\d \d\d:00/,
+	'grouped by hour, a rolled-up day is one "(whole day)" group');
+is( $node->safe_psql('postgres', q{
+		SELECT count(*) || ' ' || sum(cost) FROM hx_cost_day WHERE day < current_date - 1},
+		extra_params => ['-U', 'alice']),
+	'1 0.100000', 'alice sees her own rolled-up row, and no other');
+is( $node->safe_psql('postgres', q{
+		SELECT last_failed IS NULL FROM hx_scheduler_status() WHERE step = 'ledger roll-up'}),
+	't', 'the roll-up step never failed');
+
+# a rolled-up booking cannot be corrected: clear error, nothing booked
+my $n = $node->safe_psql('postgres', 'SELECT count(*) FROM hx_cost');
+my ($ret, $out, $err) = $node->psql('postgres', qq{SELECT hx_cost_correct($rolled_id, 0, 'late')},
+	extra_params => ['-v', 'VERBOSITY=verbose']);
+like($err, qr/42704: booking $rolled_id does not exist or is itself a correction/, 'correcting a rolled-up booking: 42704');
+like($err, qr/HINT:  .*rolled up into hx_cost_day/, '... with a hint naming the roll-up');
+is($node->safe_psql('postgres', 'SELECT count(*) FROM hx_cost'), $n, '... and nothing was booked');
+
+done_testing();
