@@ -2,18 +2,24 @@
 -- attempt.  Run with psql as a superuser in a scratch database that has
 -- the extension (it disables the trigger for a while: not on a busy
 -- server).  20,000 running tasks of a type no worker touches are finished
--- the way a stream worker finishes them, 64 per UPDATE and transaction,
--- once with the trigger's work and once without; three rounds each, best
--- of each printed.  Figures only.
+-- :chunk per UPDATE and transaction (-v chunk=64: as a stream worker
+-- finishes them; 5000: as a batch chunk is booked), once with the
+-- trigger's work and once without; three rounds each, best of each
+-- printed.  Figures only.
 \set ON_ERROR_STOP on
+SET client_min_messages = warning;
+\if :{?chunk}
+\else
+\set chunk 64
+\endif
 \pset footer off
 SELECT hx_register('ledger_bench') WHERE NOT EXISTS (SELECT 1 FROM hx_type WHERE task_type = 'ledger_bench');
 
 DROP TABLE IF EXISTS bench_result, bench_ids;
-DROP PROCEDURE IF EXISTS bench_round(boolean, integer);
+DROP PROCEDURE IF EXISTS bench_round(boolean, integer, integer);
 CREATE TABLE bench_result (with_ledger boolean, round integer, ms double precision);
 
-CREATE PROCEDURE bench_round(with_ledger boolean, round integer)
+CREATE PROCEDURE bench_round(with_ledger boolean, round integer, chunk_size integer)
 LANGUAGE plpgsql AS $$
 DECLARE
 	chunk bigint;
@@ -26,7 +32,7 @@ BEGIN
 	CREATE TABLE IF NOT EXISTS bench_ids (id bigint, b bigint);
 	TRUNCATE bench_ids;
 	INSERT INTO bench_ids
-	SELECT id, (row_number() OVER (ORDER BY id) - 1) / 64 FROM hx_task WHERE task_type = 'ledger_bench';
+	SELECT id, (row_number() OVER (ORDER BY id) - 1) / chunk_size FROM hx_task WHERE task_type = 'ledger_bench';
 	CREATE INDEX IF NOT EXISTS bench_ids_b ON bench_ids (b);
 	ANALYZE bench_ids;
 	IF with_ledger THEN
@@ -48,19 +54,19 @@ END
 $$;
 
 SET synchronous_commit = off;	-- measure the trigger, not the WAL flushes
-CALL bench_round(false, 1);
-CALL bench_round(true, 1);
-CALL bench_round(false, 2);
-CALL bench_round(true, 2);
-CALL bench_round(false, 3);
-CALL bench_round(true, 3);
+CALL bench_round(false, 1, :chunk);
+CALL bench_round(true, 1, :chunk);
+CALL bench_round(false, 2, :chunk);
+CALL bench_round(true, 2, :chunk);
+CALL bench_round(false, 3, :chunk);
+CALL bench_round(true, 3, :chunk);
 DELETE FROM hx_task WHERE task_type = 'ledger_bench';
 
-SELECT with_ledger, round(min(ms)) AS best_ms_for_20000,
+SELECT :chunk AS per_update, with_ledger, round(min(ms)) AS best_ms_for_20000,
 	   round((min(ms) * 1000 / 20000)::numeric, 1) AS us_per_attempt
   FROM bench_result GROUP BY with_ledger ORDER BY with_ledger;
 SELECT round((((SELECT min(ms) FROM bench_result WHERE with_ledger)
 			   - (SELECT min(ms) FROM bench_result WHERE NOT with_ledger)) * 1000 / 20000)::numeric, 1)
 	   AS ledger_us_per_attempt;
-DROP PROCEDURE bench_round(boolean, integer);
+DROP PROCEDURE bench_round(boolean, integer, integer);
 DROP TABLE bench_result, bench_ids;

@@ -7,6 +7,8 @@
 # path vs PgQ).  BENCH=stream or BENCH=batch runs one of them only;
 # BENCH=soak runs the long steady-load test of the queue's size
 # (test/bench/soak/run.sh, 30 minutes by default), which "all" leaves out.
+# After the stream figures: the ledger's booking cost per attempt
+# (ledger.sql) and its roll-up cost per booking (rollup.sql).
 #
 #   latency:    LAT_N sequential submits on an idle server, each its own
 #               transaction: time from just before the client sends the
@@ -77,6 +79,22 @@ for r in $(seq 1 "$ROUNDS"); do
 done
 
 printf '%s\n' "${results[@]}" | python3 "$here/test/bench/report.py"
+
+# the books: what the ledger trigger costs per booked attempt, finished as
+# a stream worker finishes them (64 per statement) and as a batch chunk is
+# booked (5,000), and what rolling old bookings up costs
+# (hybridexec.ledger_retention), in a scratch database without workers
+echo
+echo "ledger: booking cost per attempt (best of 3 rounds of 20,000; with the trigger minus without)"
+hx_tmp_psql -c "CREATE DATABASE bench_ledger" >/dev/null
+hx_tmp_psql -d bench_ledger -c "CREATE EXTENSION hybridexec" >/dev/null
+for chunk in 64 5000; do
+	hx_tmp_psql -d bench_ledger -q -v chunk=$chunk -f "$here/test/bench/ledger.sql"
+done
+echo "ledger roll-up after hybridexec.ledger_retention (best of 3 rounds):"
+hx_tmp_psql -c "ALTER SYSTEM SET hybridexec.ledger_retention = '1d'" -c "SELECT pg_reload_conf()" >/dev/null
+hx_tmp_psql -d bench_ledger -q -f "$here/test/bench/rollup.sql"
+hx_tmp_psql -c "ALTER SYSTEM RESET hybridexec.ledger_retention" -c "SELECT pg_reload_conf()" >/dev/null
 
 if [ "$BENCH" = all ]; then
 	hx_tmp_stop
