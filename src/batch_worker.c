@@ -112,6 +112,11 @@ static HxStmt external_pending = {
 	"SELECT _hybridexec.hx_batch_external_pending($1)",
 	1, {TEXTOID}
 };
+/*
+ * The run's row: its lock orders the workers' finishes, and a beginning
+ * worker counts the live workers only once it holds it (a worker of another
+ * part that began first has then committed its claims, and is counted).
+ */
 static HxStmt lock_run = {
 	"SELECT 1 FROM @extschema@.hx_window_run WHERE id = $1 FOR UPDATE",
 	1, {INT8OID}
@@ -258,26 +263,33 @@ static bool
 hx_batch_begin(HxRun *run)
 {
 	int			pids[HX_MAX_BATCH_WORKERS];
-	int			npids = hx_batch_live_pids(pids, HX_MAX_BATCH_WORKERS);
-	Datum	   *elems = palloc(sizeof(Datum) * Max(npids, 1));
+	int			npids;
+	Datum	   *elems;
 	Datum		args[5];
 	bool		isnull;
 	bool		ok = false;
 	int			rc;
 	int			i;
 
-	for (i = 0; i < npids; i++)
-		elems[i] = Int32GetDatum(pids[i]);
-	args[0] = Int64GetDatum(run->id);
-	args[1] = Int32GetDatum(MyProcPid);
-	args[2] = Int32GetDatum(run->part);
-	args[3] = Int32GetDatum(run->parts);
-	args[4] = PointerGetDatum(construct_array(elems, npids, INT4OID, 4, true,
-											  TYPALIGN_INT));
-
 	hx_worker_begin_xact("starting a window run");
 	if (OidIsValid(hx_worker_find_extension()))
 	{
+		/*
+		 * Workers alive once the run is ours: the other parts' workers that
+		 * began before us are among them, with the tasks they claimed.
+		 */
+		args[0] = Int64GetDatum(run->id);
+		if (hx_stmt_exec(&lock_run, args, NULL, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not lock window run %lld", (long long) run->id);
+		npids = hx_batch_live_pids(pids, HX_MAX_BATCH_WORKERS);
+		elems = palloc(sizeof(Datum) * Max(npids, 1));
+		for (i = 0; i < npids; i++)
+			elems[i] = Int32GetDatum(pids[i]);
+		args[1] = Int32GetDatum(MyProcPid);
+		args[2] = Int32GetDatum(run->part);
+		args[3] = Int32GetDatum(run->parts);
+		args[4] = PointerGetDatum(construct_array(elems, npids, INT4OID, 4, true,
+												  TYPALIGN_INT));
 		rc = hx_stmt_exec(&begin_run, args, NULL, false, 1);
 		if (rc != SPI_OK_SELECT || SPI_processed != 1)
 			elog(ERROR, "hx_batch_begin failed: %s", SPI_result_code_string(rc));
