@@ -28,6 +28,7 @@ OBJS = \
 	src/batch_worker.o \
 	src/scheduler.o \
 	src/cost.o \
+	src/book.o \
 	src/stmt.o \
 	src/privileges.o \
 	src/alert.o \

@@ -22,19 +22,17 @@
 
 #include "hybridexec.h"
 
-#define HX_HIST_BUCKETS 32
-
 PG_FUNCTION_INFO_V1(hx_hist_bucket);
 PG_FUNCTION_INFO_V1(hx_hist_accum);
 PG_FUNCTION_INFO_V1(hx_hist_merge);
 PG_FUNCTION_INFO_V1(hx_hist_percentile);
 
 /*
- * hx_bucket_of
+ * hx_hist_bucket_of
  *		Bucket index of a duration in milliseconds.
  */
-static int
-hx_bucket_of(double ms)
+int
+hx_hist_bucket_of(double ms)
 {
 	int			b;
 
@@ -81,7 +79,7 @@ hx_hist_counts(ArrayType *arr, int64 *counts)
  * hx_hist_array
  *		A bigint[] of the counters, in the current memory context.
  */
-static ArrayType *
+ArrayType *
 hx_hist_array(const int64 *counts)
 {
 	Datum		elems[HX_HIST_BUCKETS];
@@ -100,7 +98,7 @@ hx_hist_array(const int64 *counts)
 Datum
 hx_hist_bucket(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_INT32(hx_bucket_of(PG_GETARG_FLOAT8(0)));
+	PG_RETURN_INT32(hx_hist_bucket_of(PG_GETARG_FLOAT8(0)));
 }
 
 /*
@@ -135,7 +133,7 @@ hx_hist_accum(PG_FUNCTION_ARGS)
 		if (!PG_ARGISNULL(1))
 		{
 			data = (int64 *) ARR_DATA_PTR(state);
-			data[hx_bucket_of(PG_GETARG_FLOAT8(1))]++;
+			data[hx_hist_bucket_of(PG_GETARG_FLOAT8(1))]++;
 		}
 		PG_RETURN_ARRAYTYPE_P(state);
 	}
@@ -145,7 +143,7 @@ hx_hist_accum(PG_FUNCTION_ARGS)
 
 		hx_hist_counts(PG_ARGISNULL(0) ? NULL : PG_GETARG_ARRAYTYPE_P(0), counts);
 		if (!PG_ARGISNULL(1))
-			counts[hx_bucket_of(PG_GETARG_FLOAT8(1))]++;
+			counts[hx_hist_bucket_of(PG_GETARG_FLOAT8(1))]++;
 		PG_RETURN_ARRAYTYPE_P(hx_hist_array(counts));
 	}
 }

@@ -141,7 +141,7 @@ hx_prepare(const char *sql, int nargs, Oid *argtypes)
 
 /* ---- kept statements (stmt.c) ---- */
 
-#define HX_STMT_MAX_ARGS	16
+#define HX_STMT_MAX_ARGS	32
 
 /*
  * One SQL statement the C code runs: declared static next to the code that
@@ -189,6 +189,13 @@ extern void hx_unseal(const HxSeal *seal);
 extern void hx_restore_user(const HxUserSave *save);
 extern bool hx_caller_sees(Oid caller, Oid submitted_by, const char *department);
 extern void hx_task_invisible(int64 id, const char *verb) pg_attribute_noreturn();
+
+/* ---- latency histograms of the statistics (cost.c) ---- */
+
+#define HX_HIST_BUCKETS 32
+
+extern int	hx_hist_bucket_of(double ms);
+extern struct ArrayType *hx_hist_array(const int64 *counts);
 
 /* ---- alerts (alert.c) ---- */
 extern void hx_alert_send(Jsonb *payload);

@@ -52,7 +52,8 @@ PG_FUNCTION_INFO_V1(hx_cache_invalidate);
 
 /*
  * hx_cache_invalidate
- *		Statement trigger on hx_rule and hx_type: queue a relcache
+ *		Statement trigger on hx_rule and hx_type (and hx_price,
+ *		hx_price_period: book.c's price rules): queue a relcache
  *		invalidation of the table so every backend reloads its cache once
  *		this transaction commits.
  */

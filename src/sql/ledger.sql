@@ -372,114 +372,17 @@ COMMENT ON COLUMN hx_cost_daily.shard IS 'Writer shard (backend pid modulo 16); 
 COMMENT ON COLUMN hx_cost_daily.cost IS 'Cost booked, corrections included';
 
 /*
- * The ledger trigger: one INSERT ... SELECT per hx_task UPDATE statement.
- * A finished attempt is a row whose new status is done, failed or dead and
- * whose status or attempt count changed: stream workers (running -> ...),
- * batch chunk bookings (queued/failed -> done, many rows, one shared
- * started_at), lost workers (running -> dead) and external executors.
+ * The ledger trigger (src/book.c): per hx_task UPDATE statement, one
+ * INSERT of every attempt it finished, and one upsert per minute, type and
+ * route and per department, day and currency.  A finished attempt is a
+ * row whose new status is done, failed or dead and whose status or
+ * attempt count changed: stream workers (running -> ...), batch chunk
+ * bookings (queued/failed -> done, many rows, one shared started_at),
+ * lost workers (running -> dead) and external executors.
  */
 CREATE FUNCTION _hybridexec.hx_cost_book() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
-DECLARE
-	v_ts timestamptz := clock_timestamp();
-	v_shard smallint := pg_backend_pid() % 16;
-	v_zone text := hx_local_zone();
-BEGIN
-	/* most statements (claims, put-backs) finish nothing: leave at once */
-	IF NOT EXISTS (SELECT 1 FROM hx_cost_new n WHERE n.status IN ('done', 'failed', 'dead')) THEN
-		RETURN NULL;
-	END IF;
-	WITH fin AS (
-		SELECT n.id, n.task_type, n.status, n.route, n.window_name, n.run_id, n.rule_name,
-			   n.department, n.origin, n.executor, n.submitted_by, n.submitted_at, n.sla, n.deadline,
-			   n.attempts, n.started_at, n.worker_pid, n.reported_cost,
-			   o.status = 'running' AS was_running, coalesce(n.finished_at, v_ts) AS fin_at
-		  FROM hx_cost_new n JOIN hx_cost_old o ON o.id = n.id
-		 WHERE n.status IN ('done', 'failed', 'dead')
-		   AND (o.status IS DISTINCT FROM n.status OR o.attempts IS DISTINCT FROM n.attempts)
-	), timed AS (
-		/*
-		 * Attempts one worker finishes in one statement ran one after the
-		 * other (a stream batch) or together (a batch chunk): they share
-		 * the span from the first start to the last result equally.
-		 */
-		SELECT f.*,
-			   CASE WHEN f.started_at IS NULL THEN 0
-					ELSE greatest(extract(epoch FROM max(f.fin_at) OVER w - min(f.started_at) OVER w)::double precision, 0)
-						 / count(*) OVER w
-			   END AS wall,
-			   date_trunc('second', coalesce(f.started_at, f.fin_at)) AS priced_at
-		  FROM fin f
-		WINDOW w AS (PARTITION BY f.worker_pid, f.run_id, f.was_running)
-	), prices AS MATERIALIZED (
-		/*
-		 * One catalog lookup per type and second the attempts started in,
-		 * and the costs once per run time: the attempts of one statement
-		 * share their run time, so a 5,000-task chunk prices one row here.
-		 */
-		SELECT k.task_type, k.priced_at, k.wall,
-			   s.price_id AS s_id, s.currency AS s_cur, b.price_id AS b_id, b.currency AS b_cur,
-			   round(coalesce((s.unit_cost + s.per_second * k.wall::numeric) * s.factor, 0), 6) AS s_cost,
-			   round(coalesce((b.unit_cost + b.per_second * k.wall::numeric) * b.factor, 0), 6) AS b_cost
-		  FROM (SELECT DISTINCT t.task_type, t.priced_at, t.wall FROM timed t) k
-		  LEFT JOIN LATERAL hx_price_rule(k.task_type, 'stream', k.priced_at) s ON true
-		  LEFT JOIN LATERAL hx_price_rule(k.task_type, 'batch', k.priced_at) b ON true
-	), priced AS (
-		SELECT t.*, c.s_id, c.s_cur, c.b_id, c.b_cur, c.s_cost, c.b_cost
-		  FROM timed t JOIN prices c
-			ON c.task_type = t.task_type AND c.priced_at = t.priced_at
-		   AND c.wall IS NOT DISTINCT FROM t.wall
-	), ins AS (
-		INSERT INTO hx_cost (at, task_id, attempt, outcome, task_type, route, window_name, run_id,
-							 rule_name, department, origin, executor, submitted_by, submitted_at, sla,
-							 deadline, wait_seconds, wall_seconds, latency_seconds, price_id, currency,
-							 cost, baseline_cost, batch_cost, reported)
-		SELECT p.fin_at, p.id, p.attempts, p.status, p.task_type, p.route, p.window_name, p.run_id,
-			   p.rule_name, p.department, p.origin, p.executor, p.submitted_by, p.submitted_at, p.sla,
-			   p.deadline,
-			   extract(epoch FROM coalesce(p.started_at, p.fin_at) - p.submitted_at)::double precision,
-			   p.wall,
-			   CASE WHEN p.status IN ('done', 'dead')
-					THEN extract(epoch FROM p.fin_at - p.submitted_at)::double precision END,
-			   CASE WHEN p.reported_cost IS NOT NULL THEN NULL
-					WHEN p.route = 'stream' THEN p.s_id ELSE p.b_id END,
-			   coalesce(CASE WHEN p.route = 'stream' THEN p.s_cur ELSE p.b_cur END,
-						p.s_cur, current_setting('hybridexec.currency', true), 'USD'),
-			   coalesce(p.reported_cost, CASE WHEN p.route = 'stream' THEN p.s_cost ELSE p.b_cost END),
-			   CASE WHEN p.reported_cost IS NOT NULL AND p.route = 'stream' THEN p.reported_cost ELSE p.s_cost END,
-			   CASE WHEN p.reported_cost IS NOT NULL AND p.route = 'batch' THEN p.reported_cost ELSE p.b_cost END,
-			   p.reported_cost IS NOT NULL
-		  FROM priced p
-		RETURNING at, task_type, route, outcome, wait_seconds, wall_seconds, department, currency, cost
-	), stat AS (
-		INSERT INTO hx_stat_minute AS s (minute, task_type, route, shard, done, failed, dead,
-										 wall_seconds, cost, wait_hist, run_hist)
-		SELECT date_trunc('minute', i.at), i.task_type, i.route, v_shard,
-			   count(*) FILTER (WHERE i.outcome = 'done'),
-			   count(*) FILTER (WHERE i.outcome = 'failed'),
-			   count(*) FILTER (WHERE i.outcome = 'dead'),
-			   sum(i.wall_seconds), sum(i.cost),
-			   hx_hist(i.wait_seconds * 1000), hx_hist(i.wall_seconds * 1000)
-		  FROM ins i
-		 GROUP BY 1, 2, 3
-		 ORDER BY 1, 2, 3
-		ON CONFLICT (minute, task_type, route, shard) DO UPDATE
-		   SET done = s.done + EXCLUDED.done, failed = s.failed + EXCLUDED.failed,
-			   dead = s.dead + EXCLUDED.dead, wall_seconds = s.wall_seconds + EXCLUDED.wall_seconds,
-			   cost = s.cost + EXCLUDED.cost,
-			   wait_hist = hx_hist_merge(s.wait_hist, EXCLUDED.wait_hist),
-			   run_hist = hx_hist_merge(s.run_hist, EXCLUDED.run_hist)
-	)
-	INSERT INTO hx_cost_daily AS d (day, department, currency, shard, cost)
-	SELECT (i.at AT TIME ZONE v_zone)::date, i.department, i.currency, v_shard, sum(i.cost)
-	  FROM ins i
-	 WHERE i.department IS NOT NULL
-	 GROUP BY 1, 2, 3
-	 ORDER BY 2, 1, 3
-	ON CONFLICT (department, day, currency, shard) DO UPDATE SET cost = d.cost + EXCLUDED.cost;
-	RETURN NULL;
-END
-$$;
+AS 'MODULE_PATHNAME', 'hx_cost_book'
+LANGUAGE C SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp;
 
 COMMENT ON FUNCTION _hybridexec.hx_cost_book() IS
 'Statement trigger on hx_task: books every attempt the statement finished into hx_cost (catalog or reported cost, stream baseline, batch alternative) and adds it to hx_stat_minute and hx_cost_daily; SECURITY DEFINER, so whoever finishes a task (a worker, an executor''s role) needs no rights on the books';
@@ -487,6 +390,12 @@ COMMENT ON FUNCTION _hybridexec.hx_cost_book() IS
 CREATE TRIGGER hx_cost_book AFTER UPDATE ON hx_task
 	REFERENCING OLD TABLE AS hx_cost_old NEW TABLE AS hx_cost_new
 	FOR EACH STATEMENT EXECUTE FUNCTION _hybridexec.hx_cost_book();
+
+/* the trigger keeps the price rules it looked up; a change of prices tells every backend */
+CREATE TRIGGER hx_price_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON hx_price
+	FOR EACH STATEMENT EXECUTE FUNCTION _hybridexec.hx_cache_invalidate();
+CREATE TRIGGER hx_price_period_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON hx_price_period
+	FOR EACH STATEMENT EXECUTE FUNCTION _hybridexec.hx_cache_invalidate();
 
 /* ------------------------------------------------------------------------
  * Budgets

@@ -121,7 +121,7 @@ CREATE TRIGGER hx_rule_check BEFORE INSERT OR UPDATE ON hx_rule
 CREATE FUNCTION _hybridexec.hx_cache_invalidate() RETURNS trigger
 AS 'MODULE_PATHNAME', 'hx_cache_invalidate' LANGUAGE C;
 
-COMMENT ON FUNCTION _hybridexec.hx_cache_invalidate() IS 'Trigger: tells every backend to reload its cached rules and task types';
+COMMENT ON FUNCTION _hybridexec.hx_cache_invalidate() IS 'Trigger: tells every backend to reload its cached rules and task types (on hx_rule, hx_type), or forget the price rules its ledger trigger kept (on hx_price, hx_price_period)';
 
 CREATE TRIGGER hx_rule_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON hx_rule
 	FOR EACH STATEMENT EXECUTE FUNCTION _hybridexec.hx_cache_invalidate();

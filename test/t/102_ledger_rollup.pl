@@ -11,7 +11,9 @@
 # grouping by day or coarser) and hx_savings' money give the same figures
 # as before.  Grouped by hour, a rolled-up day is one "(whole day)"
 # group.  A rolled-up booking cannot be corrected (clear error, nothing
-# booked), and an ordinary role sees its own rolled-up rows only.
+# booked), and an ordinary role sees its own rolled-up rows only.  Last,
+# the ledger trigger's kept price rules: a new price reaches the workers
+# that booked under the old one.
 use strict;
 use warnings;
 
@@ -109,5 +111,19 @@ my ($ret, $out, $err) = $node->psql('postgres', qq{SELECT hx_cost_correct($rolle
 like($err, qr/42704: booking $rolled_id does not exist or is itself a correction/, 'correcting a rolled-up booking: 42704');
 like($err, qr/HINT:  .*rolled up into hx_cost_day/, '... with a hint naming the roll-up');
 is($node->safe_psql('postgres', 'SELECT count(*) FROM hx_cost'), $n, '... and nothing was booked');
+
+# the workers keep the price rules they looked up: a new price reaches
+# them at once (its statement trigger tells every backend)
+$node->safe_psql('postgres', q{
+	-- (a price applies to attempts that start from valid_from on, to the second)
+	INSERT INTO hx_price (task_type, route, unit_cost, valid_from)
+	VALUES ('keyed', 'stream', 0.07, date_trunc('second', now()));
+	SELECT hx_submit('keyed', jsonb_build_object('k', 'rp' || i), origin => 'user') FROM generate_series(1, 20) i;
+});
+HxTest::wait_finished($node, 'rp', 'stream tasks after a new price');
+is( $node->safe_psql('postgres', q{
+		SELECT string_agg(DISTINCT c.cost::text, ',') FROM hx_cost c JOIN hx_task t ON t.id = c.task_id
+		 WHERE t.payload->>'k' LIKE 'rp%'}),
+	'0.070000', 'attempts after a new price are booked at it, by the same workers');
 
 done_testing();

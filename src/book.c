@@ -1,0 +1,905 @@
+/*-------------------------------------------------------------------------
+ *
+ * book.c
+ *	  The ledger trigger (hx_cost_book): a statement trigger on hx_task
+ *	  that books every attempt the statement finished into hx_cost, and
+ *	  adds it to the rolling statistics (hx_stat_minute) and the daily cost
+ *	  per department (hx_cost_daily), in the transaction that finished it.
+ *
+ *	  A finished attempt is a row whose new status is done, failed or dead
+ *	  and whose status or attempt count changed: stream workers
+ *	  (running -> ...), batch chunk bookings (queued/failed -> done, many
+ *	  rows, one shared started_at), lost workers and external executors.
+ *	  Attempts one worker finished in one statement ran one after the other
+ *	  (a stream batch) or together (a batch chunk): they share the span from
+ *	  the first start to the last result equally.  Each attempt is priced by
+ *	  the catalog (hx_price_rule) as of the second it started, once per
+ *	  task type, second and run time, unless its executor reported a cost.
+ *
+ *	  The statement's finished rows are read once from the transition
+ *	  tables; run times, prices, statistics and daily sums are worked out
+ *	  here, and written with one INSERT into hx_cost (an array of its rows,
+ *	  unnested) and one upsert per minute/type/route and per
+ *	  department/day/currency.  The price rules of a type and second are
+ *	  kept by the backend until prices change.  The rules are those of the
+ *	  plpgsql trigger of 0.3, which this replaces: at 64 attempts per
+ *	  statement it booked an attempt in 10-12 us, mostly window functions,
+ *	  joins, aggregates and catalog lookups of one big statement; this
+ *	  takes about half (test/bench/ledger.sql).
+ *
+ *	  Runs as the extension's owner (SECURITY DEFINER), with the transaction
+ *	  of the statement that fired it.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/datum.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/numeric.h"
+#include "utils/syscache.h"
+#include "utils/typcache.h"
+#include "funcapi.h"
+#include "utils/timestamp.h"
+
+#include "hybridexec.h"
+
+/* the statement's finished attempts, as the transition tables give them */
+static HxStmt finished = {
+	"SELECT n.id, n.task_type, n.status, n.route, n.window_name, n.run_id, n.rule_name, "
+	"n.department, n.origin, n.executor, n.submitted_by, n.submitted_at, n.sla, n.deadline, "
+	"n.attempts, n.started_at, n.worker_pid, n.reported_cost, n.finished_at, "
+	"o.status = 'running' "
+	"FROM hx_cost_new n JOIN hx_cost_old o ON o.id = n.id "
+	"WHERE n.status IN ('done', 'failed', 'dead') "
+	"AND (o.status IS DISTINCT FROM n.status OR o.attempts IS DISTINCT FROM n.attempts)",
+	0, {0}, false
+};
+
+/* the stream and batch price rules of an attempt: task type, second it started */
+static HxStmt price_rules = {
+	"SELECT s.price_id, s.currency, s.unit_cost, s.per_second, s.factor, "
+	"b.price_id, b.currency, b.unit_cost, b.per_second, b.factor "
+	"FROM (SELECT) k "
+	"LEFT JOIN LATERAL _hybridexec.hx_price_rule($1, 'stream', $2) s ON true "
+	"LEFT JOIN LATERAL _hybridexec.hx_price_rule($1, 'batch', $2) b ON true",
+	2, {TEXTOID, TIMESTAMPTZOID}, false
+};
+
+/*
+ * Every booking of the statement, as one array of hx_cost rows (the
+ * parameter's type, hx_cost[], is looked up when it is prepared); the
+ * columns a booking sets, in the order of book_columns.
+ */
+#define BOOK_COLUMNS 25
+
+static const char *const book_columns[BOOK_COLUMNS] = {
+	"at", "task_id", "attempt", "outcome", "task_type", "route", "window_name", "run_id",
+	"rule_name", "department", "origin", "executor", "submitted_by", "submitted_at", "sla",
+	"deadline", "wait_seconds", "wall_seconds", "latency_seconds", "price_id", "currency",
+	"cost", "baseline_cost", "batch_cost", "reported"
+};
+
+static HxStmt insert_bookings = {
+	"INSERT INTO @extschema@.hx_cost (at, task_id, attempt, outcome, task_type, route, "
+	"window_name, run_id, rule_name, department, origin, executor, submitted_by, "
+	"submitted_at, sla, deadline, wait_seconds, wall_seconds, latency_seconds, price_id, "
+	"currency, cost, baseline_cost, batch_cost, reported) "
+	"SELECT b.at, b.task_id, b.attempt, b.outcome, b.task_type, b.route, b.window_name, "
+	"b.run_id, b.rule_name, b.department, b.origin, b.executor, b.submitted_by, "
+	"b.submitted_at, b.sla, b.deadline, b.wait_seconds, b.wall_seconds, b.latency_seconds, "
+	"b.price_id, b.currency, b.cost, b.baseline_cost, b.batch_cost, b.reported "
+	"FROM unnest($1) b",
+	1, {InvalidOid}, false
+};
+
+static HxStmt add_minute = {
+	"INSERT INTO @extschema@.hx_stat_minute AS s (minute, task_type, route, shard, done, "
+	"failed, dead, wall_seconds, cost, wait_hist, run_hist) "
+	"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) "
+	"ON CONFLICT (minute, task_type, route, shard) DO UPDATE "
+	"SET done = s.done + EXCLUDED.done, failed = s.failed + EXCLUDED.failed, "
+	"dead = s.dead + EXCLUDED.dead, wall_seconds = s.wall_seconds + EXCLUDED.wall_seconds, "
+	"cost = s.cost + EXCLUDED.cost, "
+	"wait_hist = _hybridexec.hx_hist_merge(s.wait_hist, EXCLUDED.wait_hist), "
+	"run_hist = _hybridexec.hx_hist_merge(s.run_hist, EXCLUDED.run_hist)",
+	11, {TIMESTAMPTZOID, TEXTOID, TEXTOID, INT2OID, INT8OID, INT8OID, INT8OID, FLOAT8OID,
+	NUMERICOID, INT8ARRAYOID, INT8ARRAYOID}, false
+};
+
+static HxStmt add_day = {
+	"INSERT INTO @extschema@.hx_cost_daily AS d (day, department, currency, shard, cost) "
+	"VALUES ($1, $2, $3, $4, $5) "
+	"ON CONFLICT (department, day, currency, shard) DO UPDATE SET cost = d.cost + EXCLUDED.cost",
+	5, {DATEOID, TEXTOID, TEXTOID, INT2OID, NUMERICOID}, false
+};
+
+/* columns of "finished", 0-based */
+enum
+{
+	F_ID, F_TASK_TYPE, F_STATUS, F_ROUTE, F_WINDOW, F_RUN_ID, F_RULE, F_DEPARTMENT,
+	F_ORIGIN, F_EXECUTOR, F_SUBMITTED_BY, F_SUBMITTED_AT, F_SLA, F_DEADLINE,
+	F_ATTEMPTS, F_STARTED_AT, F_WORKER_PID, F_REPORTED_COST, F_FINISHED_AT,
+	F_WAS_RUNNING, F_NCOLS
+};
+
+/* one finished attempt */
+typedef struct HxAttempt
+{
+	Datum		v[F_NCOLS];
+	bool		n[F_NCOLS];
+	TimestampTz fin_at;			/* finished_at, or the trigger's moment */
+	int			group;			/* its worker/run group (wall time share) */
+	double		wall;			/* its share of the group's span, seconds */
+	int			priced;			/* its entry in the price list */
+	const char *status;
+	bool		stream;
+	Datum		cost;			/* what it is booked at, and the rest of */
+	Datum		baseline;		/* its booking */
+	Datum		batch;
+	Datum		currency;
+	Datum		price_id;
+	bool		price_id_null;
+} HxAttempt;
+
+/* attempts one worker finished together */
+typedef struct HxBookGroup
+{
+	int32		worker_pid;
+	bool		pid_null;
+	int64		run_id;
+	bool		run_null;
+	bool		was_running;
+	int			count;
+	TimestampTz first_start;	/* DT_NOBEGIN: none started */
+	TimestampTz last_fin;
+} HxBookGroup;
+
+/* the price rule of one route (hx_price_rule), if any */
+typedef struct HxPriceRule
+{
+	bool		found;
+	int64		price_id;
+	Datum		currency;		/* text */
+	Datum		unit_cost;		/* numeric */
+	Datum		per_second;
+	Datum		factor;
+} HxPriceRule;
+
+/*
+ * The price rules of a task type for attempts started in one second, kept
+ * by the backend: a stream worker books hundreds of statements a second
+ * of the same type.  Emptied when hx_price or hx_price_period change (a
+ * relcache invalidation their statement triggers send) and when
+ * hybridexec.time_zone (which the periods may use) changes.
+ */
+typedef struct HxPriceRules
+{
+	char	   *task_type;
+	TimestampTz at;
+	HxPriceRule		stream;
+	HxPriceRule		batch;
+} HxPriceRules;
+
+#define HX_RULE_CACHE_SIZE 64
+
+static HxPriceRules rule_cache[HX_RULE_CACHE_SIZE];
+static int	rule_cache_n = 0;
+static int	rule_cache_next = 0;
+static MemoryContext rule_cache_cxt = NULL;
+static char *rule_cache_zone = NULL;
+static Oid	price_relid = InvalidOid;
+static Oid	period_relid = InvalidOid;
+static bool rule_callback_registered = false;
+
+/* one price per attempt: rules of its type and second, and its run time */
+typedef struct HxPriced
+{
+	HxPriceRules *rules;
+	double		wall;
+	Datum		s_cost;
+	Datum		b_cost;
+} HxPriced;
+
+/* one hx_stat_minute or hx_cost_daily row to add */
+typedef struct HxSum
+{
+	TimestampTz minute;			/* minute (statistics) */
+	DateADT		day;			/* local day (daily cost) */
+	const char *task_type;		/* or department */
+	const char *route;			/* or currency */
+	int64		done,
+				failed,
+				dead;
+	double		wall;
+	Datum		cost;
+	int64		wait_hist[HX_HIST_BUCKETS];
+	int64		run_hist[HX_HIST_BUCKETS];
+} HxSum;
+
+/* the trigger function last called, and its extension's schema */
+static Oid	book_fn_oid = InvalidOid;
+static Oid	book_schema = InvalidOid;
+
+PG_FUNCTION_INFO_V1(hx_cost_book);
+
+static void hx_book_group(HxAttempt *a, int n);
+static void hx_book_price(HxAttempt *a, int n);
+static Datum hx_route_cost(HxPriceRule *r, double wall);
+static HxPriceRules *hx_price_rules(Datum task_type, TimestampTz at);
+static void hx_rule_read(HxPriceRule *r, int from);
+static void hx_rule_free(HxPriceRules *e);
+static void hx_rule_cache_callback(Datum arg, Oid relid);
+static void hx_book_insert(HxAttempt *a, int n);
+static void hx_book_sums(HxAttempt *a, int n);
+static void hx_sums_grow(HxSum **m, HxSum **d, int *room);
+static int	hx_minute_cmp(const void *x, const void *y);
+static int	hx_day_cmp(const void *x, const void *y);
+static double hx_seconds(TimestampTz from, TimestampTz to);
+static Datum hx_numeric_zero(void);
+
+/*
+ * hx_cost_book
+ *		AFTER UPDATE ... FOR EACH STATEMENT trigger on hx_task, with the old
+ *		and new rows as transition tables hx_cost_old and hx_cost_new.
+ */
+Datum
+hx_cost_book(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	TimestampTz now = GetCurrentTimestamp();
+	MemoryContext cxt;
+	MemoryContext old;
+	HxAttempt  *a;
+	uint64		n;
+	uint64		i;
+	int			c;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(trigdata->tg_event) ||
+		!TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event) ||
+		trigdata->tg_oldtable == NULL || trigdata->tg_newtable == NULL)
+		elog(ERROR, "hx_cost_book: not called as an AFTER UPDATE statement trigger with transition tables");
+
+	/*
+	 * The trigger fires for every UPDATE of hx_task, claims included: its
+	 * schema is looked up once per function (a new extension, or an
+	 * updated one, has new functions).
+	 */
+	if (fcinfo->flinfo->fn_oid != book_fn_oid)
+	{
+		book_schema = hx_schema_for_function(fcinfo->flinfo->fn_oid);
+		book_fn_oid = fcinfo->flinfo->fn_oid;
+	}
+	hx_rules_ensure(book_schema);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_register_trigger_data(trigdata) != SPI_OK_TD_REGISTER)
+		elog(ERROR, "SPI_register_trigger_data failed");
+
+	/* most statements (claims, put-backs) finish nothing */
+	if (hx_stmt_exec(&finished, NULL, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "hx_cost_book: reading the finished attempts failed");
+	n = SPI_processed;
+	if (n == 0)
+	{
+		SPI_finish();
+		return PointerGetDatum(NULL);
+	}
+
+	/* everything below lives until SPI_finish */
+	cxt = AllocSetContextCreate(CurrentMemoryContext, "hx_cost_book", ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(cxt);
+	a = palloc0(sizeof(HxAttempt) * n);
+	for (i = 0; i < n; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+
+		for (c = 0; c < F_NCOLS; c++)
+		{
+			Form_pg_attribute att = TupleDescAttr(SPI_tuptable->tupdesc, c);
+
+			a[i].v[c] = SPI_getbinval(tup, SPI_tuptable->tupdesc, c + 1, &a[i].n[c]);
+			if (!a[i].n[c])
+				a[i].v[c] = datumCopy(a[i].v[c], att->attbyval, att->attlen);
+		}
+		a[i].fin_at = a[i].n[F_FINISHED_AT] ? now : DatumGetTimestampTz(a[i].v[F_FINISHED_AT]);
+		a[i].status = TextDatumGetCString(a[i].v[F_STATUS]);
+		a[i].stream = strcmp(TextDatumGetCString(a[i].v[F_ROUTE]), "stream") == 0;
+	}
+
+	hx_book_group(a, (int) n);
+	hx_book_price(a, (int) n);
+	hx_book_insert(a, (int) n);
+	hx_book_sums(a, (int) n);
+
+	MemoryContextSwitchTo(old);
+	SPI_finish();
+	return PointerGetDatum(NULL);
+}
+
+/*
+ * hx_book_group
+ *		Each attempt's share of its group's span (worker pid, run, whether
+ *		it was running): the span from the group's first start to its last
+ *		result, divided by the group's attempts; 0 for attempts that never
+ *		started (lost before they ran).
+ */
+static void
+hx_book_group(HxAttempt *a, int n)
+{
+	HxBookGroup *g = palloc(sizeof(HxBookGroup) * n);
+	int			ng = 0;
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		bool		pid_null = a[i].n[F_WORKER_PID];
+		int32		pid = pid_null ? 0 : DatumGetInt32(a[i].v[F_WORKER_PID]);
+		bool		run_null = a[i].n[F_RUN_ID];
+		int64		run = run_null ? 0 : DatumGetInt64(a[i].v[F_RUN_ID]);
+		bool		running = !a[i].n[F_WAS_RUNNING] && DatumGetBool(a[i].v[F_WAS_RUNNING]);
+		int			k;
+
+		/* groups are few (one per worker and run in a statement) */
+		for (k = ng - 1; k >= 0; k--)
+			if (g[k].pid_null == pid_null && g[k].worker_pid == pid &&
+				g[k].run_null == run_null && g[k].run_id == run &&
+				g[k].was_running == running)
+				break;
+		if (k < 0)
+		{
+			k = ng++;
+			g[k].worker_pid = pid;
+			g[k].pid_null = pid_null;
+			g[k].run_id = run;
+			g[k].run_null = run_null;
+			g[k].was_running = running;
+			g[k].count = 0;
+			g[k].first_start = DT_NOBEGIN;
+			g[k].last_fin = a[i].fin_at;
+		}
+		g[k].count++;
+		if (!a[i].n[F_STARTED_AT])
+		{
+			TimestampTz s = DatumGetTimestampTz(a[i].v[F_STARTED_AT]);
+
+			if (TIMESTAMP_IS_NOBEGIN(g[k].first_start) || s < g[k].first_start)
+				g[k].first_start = s;
+		}
+		if (a[i].fin_at > g[k].last_fin)
+			g[k].last_fin = a[i].fin_at;
+		a[i].group = k;
+	}
+	for (i = 0; i < n; i++)
+	{
+		HxBookGroup *gr = &g[a[i].group];
+
+		if (a[i].n[F_STARTED_AT] || TIMESTAMP_IS_NOBEGIN(gr->first_start))
+			a[i].wall = 0;
+		else
+			a[i].wall = Max(hx_seconds(gr->first_start, gr->last_fin), 0) / gr->count;
+	}
+}
+
+/*
+ * hx_book_price
+ *		Prices every attempt: the catalog's rules as of the second it
+ *		started (or finished, if it never started) and its run time; a
+ *		cost the executor reported wins over the catalog's.  The cost of a
+ *		route is round(coalesce((unit_cost + per_second * wall) * factor,
+ *		0), 6), as numeric, once per rules and run time.
+ */
+static void
+hx_book_price(HxAttempt *a, int n)
+{
+	HxPriced   *p = palloc(sizeof(HxPriced) * n);
+	int			np = 0;
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		TimestampTz at = a[i].n[F_STARTED_AT] ? a[i].fin_at : DatumGetTimestampTz(a[i].v[F_STARTED_AT]);
+		HxPriceRules *rules;
+		HxPriced   *pr;
+		int			k;
+
+		/* date_trunc('second', at): every zone's offset is whole seconds */
+		at -= ((at % USECS_PER_SEC) + USECS_PER_SEC) % USECS_PER_SEC;
+		rules = hx_price_rules(a[i].v[F_TASK_TYPE], at);
+		for (k = np - 1; k >= 0; k--)
+			if (p[k].rules == rules && p[k].wall == a[i].wall)
+				break;
+		if (k < 0)
+		{
+			k = np++;
+			p[k].rules = rules;
+			p[k].wall = a[i].wall;
+			p[k].s_cost = hx_route_cost(&rules->stream, a[i].wall);
+			p[k].b_cost = hx_route_cost(&rules->batch, a[i].wall);
+		}
+		pr = &p[k];
+
+		/* the route's price, else the stream row's currency, else the setting */
+		if (a[i].stream ? rules->stream.found : rules->batch.found)
+			a[i].currency = a[i].stream ? rules->stream.currency : rules->batch.currency;
+		else if (rules->stream.found)
+			a[i].currency = rules->stream.currency;
+		else
+			a[i].currency = CStringGetTextDatum(hx_currency != NULL ? hx_currency : "USD");
+
+		if (!a[i].n[F_REPORTED_COST])
+		{
+			Datum		reported = a[i].v[F_REPORTED_COST];
+
+			a[i].price_id_null = true;
+			a[i].cost = reported;
+			a[i].baseline = a[i].stream ? reported : pr->s_cost;
+			a[i].batch = a[i].stream ? pr->b_cost : reported;
+		}
+		else
+		{
+			HxPriceRule *r = a[i].stream ? &rules->stream : &rules->batch;
+
+			a[i].price_id = Int64GetDatum(r->price_id);
+			a[i].price_id_null = !r->found;
+			a[i].cost = a[i].stream ? pr->s_cost : pr->b_cost;
+			a[i].baseline = pr->s_cost;
+			a[i].batch = pr->b_cost;
+		}
+	}
+}
+
+/*
+ * hx_route_cost
+ *		round(coalesce((unit_cost + per_second * wall::numeric) * factor,
+ *		0), 6) of a route's rule.
+ */
+static Datum
+hx_route_cost(HxPriceRule *r, double wall)
+{
+	Datum		x;
+
+	if (!r->found)
+		x = hx_numeric_zero();
+	else
+		x = DirectFunctionCall2(numeric_mul,
+								DirectFunctionCall2(numeric_add, r->unit_cost,
+													DirectFunctionCall2(numeric_mul, r->per_second,
+																		DirectFunctionCall1(float8_numeric,
+																							Float8GetDatum(wall)))),
+								r->factor);
+	return DirectFunctionCall2(numeric_round, x, Int32GetDatum(6));
+}
+
+/*
+ * hx_price_rules
+ *		The price rules of a task type for attempts started in the second
+ *		"at", from the backend's cache or the catalog (hx_price_rule).
+ */
+static HxPriceRules *
+hx_price_rules(Datum task_type, TimestampTz at)
+{
+	char	   *type = TextDatumGetCString(task_type);
+	const char *zone = hx_time_zone != NULL ? hx_time_zone : "";
+	HxPriceRules *e;
+	MemoryContext old;
+	Datum		args[2];
+	int			i;
+
+	if (!rule_callback_registered)
+	{
+		CacheRegisterRelcacheCallback(hx_rule_cache_callback, (Datum) 0);
+		rule_callback_registered = true;
+	}
+	if (rule_cache_cxt == NULL)
+		rule_cache_cxt = AllocSetContextCreate(TopMemoryContext, "hybridexec price rules",
+											   ALLOCSET_SMALL_SIZES);
+	if (rule_cache_zone != NULL && strcmp(rule_cache_zone, zone) != 0)
+		hx_rule_cache_callback((Datum) 0, InvalidOid);
+	if (!OidIsValid(price_relid))
+	{
+		Oid			schema = hx_cached_schema();
+
+		price_relid = get_relname_relid("hx_price", schema);
+		period_relid = get_relname_relid("hx_price_period", schema);
+	}
+
+	for (i = 0; i < rule_cache_n; i++)
+	{
+		e = &rule_cache[(rule_cache_next - 1 - i + HX_RULE_CACHE_SIZE) % HX_RULE_CACHE_SIZE];
+		if (e->at == at && strcmp(e->task_type, type) == 0)
+			return e;
+	}
+
+	args[0] = task_type;
+	args[1] = TimestampTzGetDatum(at);
+	if (hx_stmt_exec(&price_rules, args, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "hx_cost_book: looking up the price rules failed");
+
+	old = MemoryContextSwitchTo(rule_cache_cxt);
+	if (rule_cache_zone == NULL)
+		rule_cache_zone = pstrdup(zone);
+	e = &rule_cache[rule_cache_next];
+	if (rule_cache_n == HX_RULE_CACHE_SIZE)
+		hx_rule_free(e);
+	else
+		rule_cache_n++;
+	rule_cache_next = (rule_cache_next + 1) % HX_RULE_CACHE_SIZE;
+	e->task_type = pstrdup(type);
+	e->at = at;
+	hx_rule_read(&e->stream, 0);
+	hx_rule_read(&e->batch, 5);
+	MemoryContextSwitchTo(old);
+	SPI_freetuptable(SPI_tuptable);
+	return e;
+}
+
+/*
+ * hx_rule_read
+ *		One route's rule from the columns from+1 .. from+5 of the lookup's
+ *		row, copied into the current memory context.
+ */
+static void
+hx_rule_read(HxPriceRule *r, int from)
+{
+	HeapTuple	tup = SPI_tuptable->vals[0];
+	TupleDesc	desc = SPI_tuptable->tupdesc;
+	Datum	   *field[4] = {&r->currency, &r->unit_cost, &r->per_second, &r->factor};
+	bool		isnull;
+	Datum		d;
+	int			i;
+
+	d = SPI_getbinval(tup, desc, from + 1, &isnull);
+	r->found = !isnull;
+	r->price_id = isnull ? 0 : DatumGetInt64(d);
+	if (!r->found)
+		return;
+	for (i = 0; i < 4; i++)
+	{
+		d = SPI_getbinval(tup, desc, from + 2 + i, &isnull);
+		if (isnull)				/* cannot be: the columns are NOT NULL */
+			elog(ERROR, "hx_cost_book: price %lld has a NULL column", (long long) r->price_id);
+		*field[i] = datumCopy(d, false, -1);
+	}
+}
+
+/* frees what a cache entry holds */
+static void
+hx_rule_free(HxPriceRules *e)
+{
+	HxPriceRule *r[2] = {&e->stream, &e->batch};
+	int			i;
+
+	pfree(e->task_type);
+	for (i = 0; i < 2; i++)
+		if (r[i]->found)
+		{
+			pfree(DatumGetPointer(r[i]->currency));
+			pfree(DatumGetPointer(r[i]->unit_cost));
+			pfree(DatumGetPointer(r[i]->per_second));
+			pfree(DatumGetPointer(r[i]->factor));
+		}
+}
+
+/*
+ * hx_rule_cache_callback
+ *		Relcache callback: hx_price or hx_price_period changed (or every
+ *		relation, or the extension may be another one now): forget the
+ *		cached rules.
+ */
+static void
+hx_rule_cache_callback(Datum arg, Oid relid)
+{
+	if (relid != InvalidOid && relid != price_relid && relid != period_relid)
+		return;
+	if (rule_cache_cxt != NULL)
+		MemoryContextReset(rule_cache_cxt);
+	rule_cache_n = 0;
+	rule_cache_next = 0;
+	rule_cache_zone = NULL;
+	price_relid = period_relid = InvalidOid;
+}
+
+/*
+ * hx_book_insert
+ *		One INSERT of every booking: an array of hx_cost rows, with the
+ *		columns a booking sets (by name: whatever their order in the table).
+ */
+static void
+hx_book_insert(HxAttempt *a, int n)
+{
+	Oid			type = get_rel_type_id(get_relname_relid("hx_cost", hx_cached_schema()));
+	Oid			array_type = get_array_type(type);
+	TupleDesc	desc = lookup_rowtype_tupdesc_copy(type, -1);
+	Datum	   *rows = palloc(sizeof(Datum) * n);
+	int		   *from = palloc(sizeof(int) * desc->natts);
+	Datum		v[BOOK_COLUMNS];
+	bool		isnull[BOOK_COLUMNS];
+	Datum	   *values = palloc(sizeof(Datum) * desc->natts);
+	bool	   *nulls = palloc(sizeof(bool) * desc->natts);
+	Datum		arg;
+	int			i;
+	int			c;
+
+	int			found = 0;
+
+	for (c = 0; c < desc->natts; c++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, c);
+
+		from[c] = -1;
+		for (i = 0; i < BOOK_COLUMNS && !att->attisdropped; i++)
+			if (strcmp(NameStr(att->attname), book_columns[i]) == 0)
+			{
+				from[c] = i;
+				found++;
+			}
+	}
+	if (found != BOOK_COLUMNS)
+		elog(ERROR, "hx_cost_book: hx_cost lacks %d of the columns a booking sets",
+			 BOOK_COLUMNS - found);
+	for (i = 0; i < n; i++)
+	{
+		HxAttempt  *t = &a[i];
+		TimestampTz start = t->n[F_STARTED_AT] ? t->fin_at : DatumGetTimestampTz(t->v[F_STARTED_AT]);
+		static const int from_task[] = {
+			-1, F_ID, F_ATTEMPTS, F_STATUS, F_TASK_TYPE, F_ROUTE, F_WINDOW, F_RUN_ID,
+			F_RULE, F_DEPARTMENT, F_ORIGIN, F_EXECUTOR, F_SUBMITTED_BY, F_SUBMITTED_AT,
+			F_SLA, F_DEADLINE
+		};
+
+		for (c = 0; c < lengthof(from_task); c++)
+		{
+			isnull[c] = from_task[c] >= 0 && t->n[from_task[c]];
+			v[c] = from_task[c] < 0 ? TimestampTzGetDatum(t->fin_at) :
+				(isnull[c] ? (Datum) 0 : t->v[from_task[c]]);
+		}
+		/* wait: submission to the start of the attempt (or its end) */
+		isnull[16] = t->n[F_SUBMITTED_AT];
+		v[16] = isnull[16] ? (Datum) 0 :
+			Float8GetDatum(hx_seconds(DatumGetTimestampTz(t->v[F_SUBMITTED_AT]), start));
+		isnull[17] = false;
+		v[17] = Float8GetDatum(t->wall);
+		/* latency: submission to the result, for done and dead attempts */
+		isnull[18] = t->n[F_SUBMITTED_AT] || strcmp(t->status, "failed") == 0;
+		v[18] = isnull[18] ? (Datum) 0 :
+			Float8GetDatum(hx_seconds(DatumGetTimestampTz(t->v[F_SUBMITTED_AT]), t->fin_at));
+		isnull[19] = t->price_id_null;
+		v[19] = t->price_id;
+		isnull[20] = isnull[21] = isnull[22] = isnull[23] = isnull[24] = false;
+		v[20] = t->currency;
+		v[21] = t->cost;
+		v[22] = t->baseline;
+		v[23] = t->batch;
+		v[24] = BoolGetDatum(!t->n[F_REPORTED_COST]);
+		for (c = 0; c < desc->natts; c++)
+		{
+			nulls[c] = from[c] < 0 || isnull[from[c]];
+			values[c] = nulls[c] ? (Datum) 0 : v[from[c]];
+		}
+		rows[i] = HeapTupleGetDatum(heap_form_tuple(desc, values, nulls));
+	}
+	arg = PointerGetDatum(construct_array(rows, n, type, -1, false, TYPALIGN_DOUBLE));
+
+	if (insert_bookings.argtypes[0] != array_type)
+	{
+		/* first use, or the extension was created again */
+		if (insert_bookings.plan != NULL)
+			SPI_freeplan(insert_bookings.plan);
+		insert_bookings.plan = NULL;
+		insert_bookings.argtypes[0] = array_type;
+	}
+	if (hx_stmt_exec(&insert_bookings, &arg, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "hx_cost_book: booking the attempts failed");
+}
+
+/*
+ * hx_book_sums
+ *		Adds the bookings to hx_stat_minute (per minute, task type and
+ *		route) and, for tasks with a department, to hx_cost_daily (per
+ *		local day, department and currency), in the writer's shard; rows in
+ *		key order, so that concurrent writers never deadlock.
+ */
+static void
+hx_book_sums(HxAttempt *a, int n)
+{
+	int			room = 8;		/* sums are few: minutes, types, departments */
+	HxSum	   *m = palloc0(sizeof(HxSum) * room);
+	HxSum	   *d = palloc0(sizeof(HxSum) * room);
+	int			nm = 0;
+	int			nd = 0;
+	int16		shard = MyProcPid % 16;
+	Datum		zone = CStringGetTextDatum(hx_time_zone != NULL ? hx_time_zone : "UTC");
+	TimestampTz minute_from = 0;
+	TimestampTz day_from = 0;
+	TimestampTz day_to = 0;
+	DateADT		day = 0;
+	bool		have_minute = false;
+	bool		have_day = false;
+	int			i;
+	int			k;
+
+	for (i = 0; i < n; i++)
+	{
+		TimestampTz at = a[i].fin_at;
+		TimestampTz minute;
+		const char *type = TextDatumGetCString(a[i].v[F_TASK_TYPE]);
+		const char *route = a[i].stream ? "stream" : "batch";
+		TimestampTz start = a[i].n[F_STARTED_AT] ? a[i].fin_at : DatumGetTimestampTz(a[i].v[F_STARTED_AT]);
+		HxSum	   *s;
+
+		/* date_trunc('minute', at), computed once per minute */
+		if (!have_minute || at < minute_from || at >= minute_from + USECS_PER_MINUTE)
+		{
+			minute_from = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_trunc,
+																  CStringGetTextDatum("minute"),
+																  TimestampTzGetDatum(at)));
+			have_minute = true;
+		}
+		minute = minute_from;
+		for (k = 0; k < nm; k++)
+			if (m[k].minute == minute && strcmp(m[k].task_type, type) == 0 &&
+				strcmp(m[k].route, route) == 0)
+				break;
+		if (k == nm)
+		{
+			if (nm == room || nd == room)
+				hx_sums_grow(&m, &d, &room);
+			s = &m[nm++];
+			s->minute = minute;
+			s->task_type = type;
+			s->route = route;
+			s->cost = hx_numeric_zero();
+		}
+		s = &m[k];
+		if (strcmp(a[i].status, "done") == 0)
+			s->done++;
+		else if (strcmp(a[i].status, "failed") == 0)
+			s->failed++;
+		else
+			s->dead++;
+		s->wall += a[i].wall;
+		s->cost = DirectFunctionCall2(numeric_add, s->cost, a[i].cost);
+		if (!a[i].n[F_SUBMITTED_AT])
+			s->wait_hist[hx_hist_bucket_of(hx_seconds(DatumGetTimestampTz(a[i].v[F_SUBMITTED_AT]),
+													  start) * 1000)]++;
+		s->run_hist[hx_hist_bucket_of(a[i].wall * 1000)]++;
+
+		if (a[i].n[F_DEPARTMENT])
+			continue;
+
+		/* (at AT TIME ZONE zone)::date, computed once per local day */
+		if (!have_day || at < day_from || at >= day_to)
+		{
+			Timestamp	local = DatumGetTimestamp(DirectFunctionCall2(timestamptz_zone, zone,
+																	  TimestampTzGetDatum(at)));
+
+			day = DatumGetDateADT(DirectFunctionCall1(timestamp_date, TimestampGetDatum(local)));
+			day_from = DatumGetTimestampTz(DirectFunctionCall2(timestamp_zone, zone,
+															   DirectFunctionCall1(date_timestamp, DateADTGetDatum(day))));
+			day_to = DatumGetTimestampTz(DirectFunctionCall2(timestamp_zone, zone,
+															 DirectFunctionCall1(date_timestamp, DateADTGetDatum(day + 1))));
+			have_day = true;
+		}
+		for (k = 0; k < nd; k++)
+			if (d[k].day == day && strcmp(d[k].task_type, TextDatumGetCString(a[i].v[F_DEPARTMENT])) == 0 &&
+				strcmp(d[k].route, TextDatumGetCString(a[i].currency)) == 0)
+				break;
+		if (k == nd)
+		{
+			if (nm == room || nd == room)
+				hx_sums_grow(&m, &d, &room);
+			s = &d[nd++];
+			s->day = day;
+			s->task_type = TextDatumGetCString(a[i].v[F_DEPARTMENT]);
+			s->route = TextDatumGetCString(a[i].currency);
+			s->cost = hx_numeric_zero();
+		}
+		d[k].cost = DirectFunctionCall2(numeric_add, d[k].cost, a[i].cost);
+	}
+
+	/* in key order: minute, type, route; department, day, currency */
+	qsort(m, nm, sizeof(HxSum), hx_minute_cmp);
+	qsort(d, nd, sizeof(HxSum), hx_day_cmp);
+	for (i = 0; i < nm; i++)
+	{
+		Datum		args[11];
+
+		args[0] = TimestampTzGetDatum(m[i].minute);
+		args[1] = CStringGetTextDatum(m[i].task_type);
+		args[2] = CStringGetTextDatum(m[i].route);
+		args[3] = Int16GetDatum(shard);
+		args[4] = Int64GetDatum(m[i].done);
+		args[5] = Int64GetDatum(m[i].failed);
+		args[6] = Int64GetDatum(m[i].dead);
+		args[7] = Float8GetDatum(m[i].wall);
+		args[8] = m[i].cost;
+		args[9] = PointerGetDatum(hx_hist_array(m[i].wait_hist));
+		args[10] = PointerGetDatum(hx_hist_array(m[i].run_hist));
+		if (hx_stmt_exec(&add_minute, args, NULL, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "hx_cost_book: adding to hx_stat_minute failed");
+	}
+	for (i = 0; i < nd; i++)
+	{
+		Datum		args[5];
+
+		args[0] = DateADTGetDatum(d[i].day);
+		args[1] = CStringGetTextDatum(d[i].task_type);
+		args[2] = CStringGetTextDatum(d[i].route);
+		args[3] = Int16GetDatum(shard);
+		args[4] = d[i].cost;
+		if (hx_stmt_exec(&add_day, args, NULL, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "hx_cost_book: adding to hx_cost_daily failed");
+	}
+}
+
+/* qsort order of statistics rows: minute, task type, route */
+static int
+hx_minute_cmp(const void *x, const void *y)
+{
+	const HxSum *a = x;
+	const HxSum *b = y;
+	int			c;
+
+	if (a->minute != b->minute)
+		return a->minute < b->minute ? -1 : 1;
+	c = strcmp(a->task_type, b->task_type);
+	return c != 0 ? c : strcmp(a->route, b->route);
+}
+
+/* qsort order of daily cost rows: department, day, currency */
+static int
+hx_day_cmp(const void *x, const void *y)
+{
+	const HxSum *a = x;
+	const HxSum *b = y;
+	int			c = strcmp(a->task_type, b->task_type);
+
+	if (c != 0)
+		return c;
+	if (a->day != b->day)
+		return a->day < b->day ? -1 : 1;
+	return strcmp(a->route, b->route);
+}
+
+/*
+ * hx_sums_grow
+ *		Doubles the room of both lists of sums (new entries zeroed).
+ */
+static void
+hx_sums_grow(HxSum **m, HxSum **d, int *room)
+{
+	*m = repalloc(*m, sizeof(HxSum) * *room * 2);
+	*d = repalloc(*d, sizeof(HxSum) * *room * 2);
+	memset(*m + *room, 0, sizeof(HxSum) * *room);
+	memset(*d + *room, 0, sizeof(HxSum) * *room);
+	*room *= 2;
+}
+
+/*
+ * hx_seconds
+ *		extract(epoch FROM to - from)::double precision: the same double.
+ */
+static double
+hx_seconds(TimestampTz from, TimestampTz to)
+{
+	return (double) (to - from) / (double) USECS_PER_SEC;
+}
+
+static Datum
+hx_numeric_zero(void)
+{
+	return DirectFunctionCall1(int4_numeric, Int32GetDatum(0));
+}
