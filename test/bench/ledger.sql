@@ -13,7 +13,9 @@ SET client_min_messages = warning;
 \set chunk 64
 \endif
 \pset footer off
+\o /dev/null
 SELECT hx_register('ledger_bench') WHERE NOT EXISTS (SELECT 1 FROM hx_type WHERE task_type = 'ledger_bench');
+\o
 
 DROP TABLE IF EXISTS bench_result, bench_ids;
 DROP PROCEDURE IF EXISTS bench_round(boolean, integer, integer);
