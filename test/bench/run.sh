@@ -6,7 +6,9 @@
 # batch benchmark (test/bench/batch/run.sh: batch windows vs the stream
 # path vs PgQ).  BENCH=stream or BENCH=batch runs one of them only;
 # BENCH=soak runs the long steady-load test of the queue's size
-# (test/bench/soak/run.sh, 30 minutes by default), which "all" leaves out.
+# (test/bench/soak/run.sh, 30 minutes by default), which "all" leaves out,
+# and BENCH=flat the same work on a small and a large backlog, and latency
+# with millions of finished tasks kept (test/bench/flat/run.sh, minutes).
 # After the stream figures: the ledger's booking cost per attempt
 # (ledger.sql) and its roll-up cost per booking (rollup.sql).
 #
@@ -29,6 +31,9 @@ if [ "$BENCH" = batch ]; then
 fi
 if [ "$BENCH" = soak ]; then
 	exec bash "$here/test/bench/soak/run.sh"
+fi
+if [ "$BENCH" = flat ]; then
+	exec bash "$here/test/bench/flat/run.sh"
 fi
 . "$here/scripts/deps.sh"
 . "$here/scripts/pgtmp.sh"
