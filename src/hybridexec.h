@@ -122,7 +122,6 @@ extern void hx_slot_attach(int slot);
 extern void hx_slot_set_idle(int slot, bool idle);
 extern void hx_slot_wait_for_committer(int slot);
 extern void hx_slot_count(int slot, int done, int failed);
-extern int	hx_live_worker_pids(int *pids, int max);
 extern uint32 hx_suspects_pending(void);
 extern void hx_suspects_bump(void);
 extern void hx_suspects_none(uint32 gen);

@@ -37,6 +37,7 @@ static Size hx_shmem_size(void);
 static void hx_slot_detach(int code, Datum arg);
 
 PG_FUNCTION_INFO_V1(hx_workers);
+PG_FUNCTION_INFO_V1(hx_stream_worker_alive);
 
 /*
  * hx_shmem_size
@@ -216,22 +217,28 @@ hx_slot_count(int slot, int done, int failed)
 }
 
 /*
- * hx_live_worker_pids
- *		Copies the pids of the stream workers that are alive; returns how
- *		many.  Used by the crash sweep to tell orphaned tasks from busy ones.
+ * hx_stream_worker_alive
+ *		SQL: whether a stream worker with this pid is alive now.  The crash
+ *		sweep asks it for each running task while it scans, after its
+ *		statement took its snapshot: a worker whose claim that snapshot sees
+ *		had published its pid before claiming, so it is never taken for
+ *		lost (a list of pids read before the statement could miss a worker
+ *		that started and claimed in between).
  */
-int
-hx_live_worker_pids(int *pids, int max)
+Datum
+hx_stream_worker_alive(PG_FUNCTION_ARGS)
 {
-	int			n = 0;
+	int32		pid = PG_GETARG_INT32(0);
+	bool		alive = false;
 	int			i;
 
+	if (hx_shared == NULL)
+		PG_RETURN_BOOL(false);
 	SpinLockAcquire(&hx_shared->mutex);
-	for (i = 0; i < hx_shared->nslots && n < max; i++)
-		if (hx_shared->slots[i].pid != 0)
-			pids[n++] = hx_shared->slots[i].pid;
+	for (i = 0; i < hx_shared->nslots && !alive; i++)
+		alive = (hx_shared->slots[i].pid == pid);
 	SpinLockRelease(&hx_shared->mutex);
-	return n;
+	PG_RETURN_BOOL(alive);
 }
 
 /*

@@ -267,14 +267,22 @@ static HxStmt quarantine = {
 	3, {INT8OID, TEXTOID, TEXTOID}, true
 };
 
+/*
+ * Running stream tasks of in-database handlers whose worker is gone: not
+ * this worker ($1, just started: a task of its pid is a former process's),
+ * nor one alive while the scan runs (hx_stream_worker_alive reads shared
+ * memory after the snapshot, so a worker that started and claimed just
+ * before it counts as alive).
+ */
 static HxStmt lost_stream = {
 	"SELECT coalesce(array_agg(l.id ORDER BY l.id), '{}') FROM (SELECT t.id FROM @extschema@.hx_task t "
 	"WHERE t.status = 'running' AND t.route = 'stream' "
-	"AND (t.worker_pid IS NULL OR t.worker_pid <> ALL ($1)) "
+	"AND (t.worker_pid IS NULL OR t.worker_pid = $1 "
+	"OR NOT _hybridexec.hx_stream_worker_alive(t.worker_pid)) "
 	"AND EXISTS (SELECT 1 FROM @extschema@.hx_type y WHERE y.task_type = t.task_type "
 	"AND (y.handler IS NOT NULL OR y.batch_handler IS NOT NULL)) "
 	"FOR UPDATE OF t SKIP LOCKED) l",
-	1, {INT4ARRAYOID}, true
+	1, {INT4OID}, true
 };
 
 static HxStmt expired_leases = {
@@ -981,21 +989,14 @@ hx_count_in_runs(Datum *runs, bool *done, int n)
 int
 hx_sweep_stream(void)
 {
-	int			pids[HX_MAX_STREAM_WORKERS];
-	int			npids = hx_live_worker_pids(pids, HX_MAX_STREAM_WORKERS);
-	Datum	   *elems = palloc(sizeof(Datum) * Max(npids, 1));
 	HxFailKind	kind = {0, true, true, "worker", false};
 	HxFailure	lost = {0};
 	HxBooked	booked = {0};
 	HxFailure  *f;
 	bool		isnull;
-	Datum		arg;
+	Datum		arg = Int32GetDatum(MyProcPid);
 	int			n;
-	int			i;
 
-	for (i = 0; i < npids; i++)
-		elems[i] = Int32GetDatum(pids[i] == MyProcPid ? 0 : pids[i]);
-	arg = PointerGetDatum(construct_array(elems, npids, INT4OID, 4, true, TYPALIGN_INT));
 	f = hx_failures(DatumGetArrayTypePCopy(hx_stmt_value(&lost_stream, &arg, NULL, &isnull)),
 					&lost, &n);
 	if (n > 0)

@@ -704,3 +704,9 @@ AS 'MODULE_PATHNAME', 'hx_workers' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION hx_workers() IS
 'The stream workers of this server from shared memory: pid, idle or busy, tasks done and failed since start (needs shared_preload_libraries)';
 
+CREATE FUNCTION _hybridexec.hx_stream_worker_alive(pid integer) RETURNS boolean
+AS 'MODULE_PATHNAME', 'hx_stream_worker_alive' LANGUAGE C VOLATILE STRICT;
+
+COMMENT ON FUNCTION _hybridexec.hx_stream_worker_alive(integer) IS
+'Whether a stream worker with this pid is alive now (read from shared memory while the crash sweep scans, after its snapshot)';
+
