@@ -22,7 +22,7 @@ int			hx_stream_workers = 2;
 char	   *hx_database_name = NULL;
 bool		hx_notify = true;
 int			hx_poll_interval_ms = 1000;
-int			hx_stream_batch_size = 64;
+int			hx_stream_batch_size = 256;
 int			hx_max_payload_kb = 1024;
 int			hx_retry_backoff_ms = 100;
 char	   *hx_time_zone = NULL;
@@ -133,10 +133,10 @@ hx_define_settings(void)
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("hybridexec.stream_batch_size",
-							"Stream tasks a worker claims and commits together.",
-							"Each task still runs in its own subtransaction: one failure never undoes another task's work. Above 64, handlers that write overflow PostgreSQL's per-backend subtransaction cache, which slows other sessions' snapshots while the batch runs.",
+							"Most stream tasks a worker claims and commits together.",
+							"A worker claims about 10 ms of the run time it measured, up to this many; while handlers write, at most 64 (PostgreSQL's per-backend subtransaction cache, whose overflow slows other sessions' snapshots). Each task still runs in its own subtransaction: one failure never undoes another task's work.",
 							&hx_stream_batch_size,
-							64, 1, 1024,
+							256, 1, 1024,
 							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
 

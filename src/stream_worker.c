@@ -46,6 +46,7 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -59,6 +60,25 @@
 #include "task_state.h"
 
 static int	my_slot = -1;
+
+/*
+ * How many tasks a claim takes: at most hybridexec.stream_batch_size, and
+ * about HX_CLAIM_WORK_US of their run time as this worker measured it, so
+ * that fast tasks share their claim, commit and booking statements among
+ * many while slow ones (a model call) are claimed a few at a time and a
+ * free worker finds the rest still queued.  Until it has measured, a
+ * worker claims one task (its first handler call measures long: the
+ * claims grow from there within a few batches).  The measure is the
+ * worker's recent tasks: after a switch from fast tasks to slow ones, one
+ * claim may still take many of the slow ones.  While handlers write (their
+ * subtransactions get transaction ids), a batch stays within the
+ * PGPROC_MAX_CACHED_SUBXIDS a backend can show other sessions' snapshots
+ * without overflowing to pg_subtrans.
+ */
+#define HX_CLAIM_WORK_US	10000.0
+#define HX_CLAIM_FIRST		1
+static double task_us = -1;		/* moving average of a task's run time */
+static bool handlers_write = true;	/* the last batch's handlers wrote */
 static MemoryContext batch_cxt = NULL;	/* the batch being run */
 static MemoryContext next_cxt = NULL;	/* the batch claimed ahead */
 static Oid	worker_schema = InvalidOid;
@@ -75,6 +95,7 @@ static void hx_run_micro_batches(HxTask *tasks, int ntasks, HxOutcome *outs);
 static TimestampTz hx_micro_batch_due(void);
 static bool hx_claim_may_be_lost(HxTask *tasks, int ntasks,
 								 TimestampTz started_at);
+static int	hx_claim_size(void);
 
 /*
  * For this long after a worker starts, its claims are committed
@@ -256,7 +277,26 @@ hx_claim(HxTask **tasks, MemoryContext cxt, bool *alone)
 		/* none left as of the generation read before this snapshot */
 		hx_suspects_none(gen);
 	}
-	return hx_claim_stream(MyProcPid, hx_stream_batch_size, tasks, cxt);
+	return hx_claim_stream(MyProcPid, hx_claim_size(), tasks, cxt);
+}
+
+/*
+ * hx_claim_size
+ *		Tasks to claim at once: about HX_CLAIM_WORK_US of measured work,
+ *		1 to hybridexec.stream_batch_size.
+ */
+static int
+hx_claim_size(void)
+{
+	double		n;
+
+	int			most = handlers_write ?
+		Min(hx_stream_batch_size, PGPROC_MAX_CACHED_SUBXIDS) : hx_stream_batch_size;
+
+	if (task_us < 0)
+		return Min(HX_CLAIM_FIRST, most);
+	n = HX_CLAIM_WORK_US / Max(task_us, 1.0);
+	return (int) Max(1.0, Min(n, (double) most));
 }
 
 /*
@@ -316,6 +356,9 @@ static int
 hx_run_batch(HxTask *tasks, int ntasks, TimestampTz *next_retry, HxTask **next)
 {
 	HxOutcome  *outs = MemoryContextAllocZero(batch_cxt, sizeof(HxOutcome) * ntasks);
+	int			claimed = hx_claim_size();	/* what a full claim took */
+	TimestampTz started;
+	double		per_task;
 	int			i;
 	int			done;
 	int			failed;
@@ -328,6 +371,7 @@ hx_run_batch(HxTask *tasks, int ntasks, TimestampTz *next_retry, HxTask **next)
 	 */
 	hx_worker_begin_xact("running stream tasks");
 
+	started = GetCurrentTimestamp();
 	hx_run_micro_batches(tasks, ntasks, outs);
 	for (i = 0; i < ntasks; i++)
 	{
@@ -335,6 +379,11 @@ hx_run_batch(HxTask *tasks, int ntasks, TimestampTz *next_retry, HxTask **next)
 		if (tasks[i].micro_batch_size == 0)
 			hx_exec_handler(&tasks[i], &outs[i], batch_cxt);
 	}
+	/* what a task takes, for the size of the next claims */
+	per_task = (double) (GetCurrentTimestamp() - started) / ntasks;
+	task_us = (task_us < 0) ? per_task : (task_us + per_task) / 2;
+	/* a handler that wrote gave this transaction an id (bookings come next) */
+	handlers_write = TransactionIdIsValid(GetTopTransactionIdIfAny());
 	failed = hx_book_failures(tasks, outs, ntasks, next_retry);
 	done = hx_book_done(tasks, outs, ntasks);
 
@@ -344,8 +393,8 @@ hx_run_batch(HxTask *tasks, int ntasks, TimestampTz *next_retry, HxTask **next)
 	 * run) and the worker needs no separate claim transaction.
 	 */
 	nnext = 0;
-	if (ntasks >= hx_stream_batch_size && hx_suspects_pending() == 0)
-		nnext = hx_claim_stream(MyProcPid, hx_stream_batch_size, next, next_cxt);
+	if (ntasks >= claimed && hx_suspects_pending() == 0)
+		nnext = hx_claim_stream(MyProcPid, hx_claim_size(), next, next_cxt);
 
 	hx_worker_end_xact();
 	pgstat_report_activity(STATE_IDLE, NULL);

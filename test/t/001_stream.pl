@@ -8,7 +8,8 @@
 # that queues stream tasks, however many, and not at all with
 # hybridexec.notify off; a task no worker was woken for is found by the
 # timed poll; workers started before CREATE EXTENSION run tasks once it
-# exists.
+# exists; slow tasks are claimed a few at a time, so both workers share
+# them.
 use strict;
 use warnings;
 
@@ -68,6 +69,22 @@ is($node->safe_psql('postgres', "SELECT count(*) FROM seen WHERE k LIKE 'later-%
 	'no batch-routed task ran');
 is($node->safe_psql('postgres', "SELECT sum(tasks_done) >= 501 FROM hx_workers()"), 't',
 	'hx_workers() counted the tasks done');
+
+# --- slow tasks are claimed a few at a time ---------------------------------
+# a worker claims about 10 ms of the run time it measured (one task before
+# it has measured): ten 50 ms tasks queued together, right after the
+# workers start, are shared between them (a fixed claim of 64 gave all ten
+# to whichever worker woke first)
+$node->restart;
+ok(HxTest::wait_workers($node, 2), 'two fresh stream workers');
+$node->safe_psql('postgres', q{
+	SELECT hx_submit('keyed', jsonb_build_object('k', 'slow-' || i, 'sleep', 0.05), origin => 'user')
+	  FROM generate_series(1, 10) i});
+HxTest::wait_finished($node, 'slow-', '10 slow tasks');
+is( $node->safe_psql('postgres', q{
+		SELECT count(*) FILTER (WHERE n >= 2) FROM (SELECT worker, count(*) n FROM seen WHERE k LIKE 'slow-%' GROUP BY worker) w}),
+	'2', 'ten slow tasks queued together ran on both workers, at least two each');
+HxTest::check_exactly_once($node, 'slow-', 10, '10 slow tasks');
 
 # --- pg_stat_activity shows the task a worker is running -------------------
 # the handler waits for an advisory lock the test holds, so it is surely
