@@ -204,12 +204,24 @@ static Oid	price_relid = InvalidOid;
 static Oid	period_relid = InvalidOid;
 static bool rule_callback_registered = false;
 
-/* one price per attempt: rules of its type and second, and its run time */
+/*
+ * The price of the attempts of one type, second and run time, in the
+ * trigger call's memory: the backend's cache may drop its entry before
+ * the bookings are written (more seconds than it holds, or prices changed
+ * while a lookup took a lock).
+ */
 typedef struct HxPriced
 {
-	HxPriceRules *rules;
+	char	   *task_type;
+	TimestampTz at;
 	double		wall;
-	Datum		s_cost;
+	bool		s_found;		/* the routes' price rows, if any */
+	bool		b_found;
+	int64		s_id;
+	int64		b_id;
+	Datum		s_cur;			/* text; valid when found */
+	Datum		b_cur;
+	Datum		s_cost;			/* numeric */
 	Datum		b_cost;
 } HxPriced;
 
@@ -529,31 +541,41 @@ hx_book_price(HxAttempt *a, int n)
 	for (i = 0; i < n; i++)
 	{
 		TimestampTz at = a[i].n[F_STARTED_AT] ? a[i].fin_at : DatumGetTimestampTz(a[i].v[F_STARTED_AT]);
-		HxPriceRules *rules;
+		char	   *type = TextDatumGetCString(a[i].v[F_TASK_TYPE]);
 		HxPriced   *pr;
 		int			k;
 
 		/* date_trunc('second', at): every zone's offset is whole seconds */
 		at -= ((at % USECS_PER_SEC) + USECS_PER_SEC) % USECS_PER_SEC;
-		rules = hx_price_rules(a[i].v[F_TASK_TYPE], at);
 		for (k = np - 1; k >= 0; k--)
-			if (p[k].rules == rules && p[k].wall == a[i].wall)
+			if (p[k].at == at && p[k].wall == a[i].wall && strcmp(p[k].task_type, type) == 0)
 				break;
 		if (k < 0)
 		{
+			HxPriceRules *rules = hx_price_rules(a[i].v[F_TASK_TYPE], at);
+
+			/* copied out of the cache before anything else can evict it */
 			k = np++;
-			p[k].rules = rules;
-			p[k].wall = a[i].wall;
-			p[k].s_cost = hx_route_cost(&rules->stream, a[i].wall);
-			p[k].b_cost = hx_route_cost(&rules->batch, a[i].wall);
+			pr = &p[k];
+			pr->task_type = type;
+			pr->at = at;
+			pr->wall = a[i].wall;
+			pr->s_found = rules->stream.found;
+			pr->b_found = rules->batch.found;
+			pr->s_id = rules->stream.price_id;
+			pr->b_id = rules->batch.price_id;
+			pr->s_cur = pr->s_found ? datumCopy(rules->stream.currency, false, -1) : (Datum) 0;
+			pr->b_cur = pr->b_found ? datumCopy(rules->batch.currency, false, -1) : (Datum) 0;
+			pr->s_cost = hx_route_cost(&rules->stream, a[i].wall);
+			pr->b_cost = hx_route_cost(&rules->batch, a[i].wall);
 		}
 		pr = &p[k];
 
 		/* the route's price, else the stream row's currency, else the setting */
-		if (a[i].stream ? rules->stream.found : rules->batch.found)
-			a[i].currency = a[i].stream ? rules->stream.currency : rules->batch.currency;
-		else if (rules->stream.found)
-			a[i].currency = rules->stream.currency;
+		if (a[i].stream ? pr->s_found : pr->b_found)
+			a[i].currency = a[i].stream ? pr->s_cur : pr->b_cur;
+		else if (pr->s_found)
+			a[i].currency = pr->s_cur;
 		else
 			a[i].currency = CStringGetTextDatum(hx_currency != NULL ? hx_currency : "USD");
 
@@ -568,10 +590,8 @@ hx_book_price(HxAttempt *a, int n)
 		}
 		else
 		{
-			HxPriceRule *r = a[i].stream ? &rules->stream : &rules->batch;
-
-			a[i].price_id = Int64GetDatum(r->price_id);
-			a[i].price_id_null = !r->found;
+			a[i].price_id = Int64GetDatum(a[i].stream ? pr->s_id : pr->b_id);
+			a[i].price_id_null = !(a[i].stream ? pr->s_found : pr->b_found);
 			a[i].cost = a[i].stream ? pr->s_cost : pr->b_cost;
 			a[i].baseline = pr->s_cost;
 			a[i].batch = pr->b_cost;
@@ -856,6 +876,8 @@ hx_book_sums(HxAttempt *a, int n)
 		const char *type = TextDatumGetCString(a[i].v[F_TASK_TYPE]);
 		const char *route = a[i].stream ? "stream" : "batch";
 		TimestampTz start = a[i].n[F_STARTED_AT] ? a[i].fin_at : DatumGetTimestampTz(a[i].v[F_STARTED_AT]);
+		const char *department;
+		const char *currency;
 		HxSum	   *s;
 
 		/* date_trunc('minute', at), computed once per minute */
@@ -911,9 +933,11 @@ hx_book_sums(HxAttempt *a, int n)
 															 DirectFunctionCall1(date_timestamp, DateADTGetDatum(day + 1))));
 			have_day = true;
 		}
+		department = TextDatumGetCString(a[i].v[F_DEPARTMENT]);
+		currency = TextDatumGetCString(a[i].currency);
 		for (k = 0; k < nd; k++)
-			if (d[k].day == day && strcmp(d[k].task_type, TextDatumGetCString(a[i].v[F_DEPARTMENT])) == 0 &&
-				strcmp(d[k].route, TextDatumGetCString(a[i].currency)) == 0)
+			if (d[k].day == day && strcmp(d[k].task_type, department) == 0 &&
+				strcmp(d[k].route, currency) == 0)
 				break;
 		if (k == nd)
 		{
@@ -921,8 +945,8 @@ hx_book_sums(HxAttempt *a, int n)
 				hx_sums_grow(&m, &d, &room);
 			s = &d[nd++];
 			s->day = day;
-			s->task_type = TextDatumGetCString(a[i].v[F_DEPARTMENT]);
-			s->route = TextDatumGetCString(a[i].currency);
+			s->task_type = department;
+			s->route = currency;
 			s->cost = hx_numeric_zero();
 		}
 		d[k].cost = DirectFunctionCall2(numeric_add, d[k].cost, a[i].cost);

@@ -126,4 +126,23 @@ is( $node->safe_psql('postgres', q{
 		 WHERE t.payload->>'k' LIKE 'rp%'}),
 	'0.070000', 'attempts after a new price are booked at it, by the same workers');
 
+# one statement finishing attempts that started in more seconds than the
+# backend keeps price rules for (64), of two types in two currencies
+# interleaved: every booking keeps its own type's price
+$node->safe_psql('postgres', q{
+	SELECT hx_register('ext_usd'), hx_register('ext_eur');
+	INSERT INTO hx_price (task_type, route, unit_cost, currency)
+	VALUES ('ext_usd', 'stream', 0.01, 'USD'), ('ext_eur', 'stream', 0.02, 'EUR');
+	INSERT INTO hx_task (task_type, route, status, attempts, started_at, worker_pid)
+	SELECT CASE WHEN i % 2 = 0 THEN 'ext_usd' ELSE 'ext_eur' END, 'stream', 'running', 1,
+		   now() - i * interval '1 second', 1
+	  FROM generate_series(1, 200) i;
+	UPDATE hx_task SET status = 'done', finished_at = now() WHERE task_type IN ('ext_usd', 'ext_eur');
+});
+is( $node->safe_psql('postgres', q{
+		SELECT count(*) || ' ' || count(*) FILTER (WHERE (task_type, currency, cost) NOT IN
+			(('ext_usd', 'USD', 0.01), ('ext_eur', 'EUR', 0.02)))
+		  FROM hx_cost WHERE task_type IN ('ext_usd', 'ext_eur')}),
+	'200 0', '200 attempts of 200 seconds booked in one statement, each at its own type\'s price');
+
 done_testing();
