@@ -106,6 +106,20 @@ typedef struct HxShared
 	 */
 	uint32		suspects_gen;
 	uint32		suspects_seen;
+
+	/*
+	 * The stream claim floor (see hx_claim_stream_next): while a backlog
+	 * lasts, claims start after the key (-priority, id) of the last task a
+	 * full claim took, instead of stepping again over the index entries of
+	 * every task claimed since the last vacuum.  A transaction that queues
+	 * a stream task below the floor lowers it and bumps floor_gen, which
+	 * stops claims that read the old floor from raising it past the task.
+	 */
+	bool		floor_set;
+	int32		floor_negprio;
+	int64		floor_id;
+	uint64		floor_gen;
+	TimestampTz floor_rescan_at;	/* last claim that ignored the floor */
 	int			nsteps;
 	HxStepStatus steps[HX_MAX_STEPS];
 	int			nbatch;
@@ -125,6 +139,11 @@ extern void hx_slot_count(int slot, int done, int failed);
 extern uint32 hx_suspects_pending(void);
 extern void hx_suspects_bump(void);
 extern void hx_suspects_none(uint32 gen);
+extern bool hx_claim_floor_get(int32 *negprio, int64 *id, uint64 *gen);
+extern void hx_claim_floor_advance(uint64 gen, bool full, int32 negprio,
+								   int64 id);
+extern void hx_claim_floor_clear(void);
+extern void hx_claim_floor_lower(int32 negprio, int64 id);
 
 /*
  * hx_prepare

@@ -288,6 +288,118 @@ hx_suspects_none(uint32 gen)
 }
 
 /*
+ * How long a backlog's claims may rely on the floor before one claim looks
+ * at the whole queue again: stream tasks that become due without being
+ * queued anew (a retry after its backoff, a micro-batch that waited long
+ * enough, the tasks of a claim that rolled back) are found at the latest
+ * this long after they are due while a backlog lasts.
+ */
+#define HX_CLAIM_RESCAN_MS	500
+
+/*
+ * hx_claim_floor_get
+ *		Whether the next stream claim may start after the floor, and the
+ *		floor and its generation.  False when there is no floor (no
+ *		backlog) or it is time to look at the whole queue.  Read it before
+ *		the snapshot of the claim.  Without shared memory (not preloaded),
+ *		never.
+ */
+bool
+hx_claim_floor_get(int32 *negprio, int64 *id, uint64 *gen)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	bool		use;
+
+	if (hx_shared == NULL)
+	{
+		*gen = 0;
+		return false;
+	}
+	SpinLockAcquire(&hx_shared->mutex);
+	*negprio = hx_shared->floor_negprio;
+	*id = hx_shared->floor_id;
+	*gen = hx_shared->floor_gen;
+	use = hx_shared->floor_set &&
+		!TimestampDifferenceExceeds(hx_shared->floor_rescan_at, now,
+									HX_CLAIM_RESCAN_MS);
+	SpinLockRelease(&hx_shared->mutex);
+	return use;
+}
+
+/*
+ * hx_claim_floor_advance
+ *		A full claim (it took as many tasks as it asked for) ended at key
+ *		(negprio, id): later claims may start after it, unless a stream
+ *		task was queued below it since the claimer read generation gen.
+ *		full says the claim looked at the whole queue (it restarts the
+ *		rescan clock, and may move the floor down).  Call it before the
+ *		claim commits: tasks another claimer skipped as locked by us are
+ *		ours once we commit, or back in the queue if we do not, and then
+ *		the next rescan finds them.
+ */
+void
+hx_claim_floor_advance(uint64 gen, bool full, int32 negprio, int64 id)
+{
+	if (hx_shared == NULL)
+		return;
+	SpinLockAcquire(&hx_shared->mutex);
+	if (full)
+		hx_shared->floor_rescan_at = GetCurrentTimestamp();
+	if (hx_shared->floor_gen == gen &&
+		(full || !hx_shared->floor_set ||
+		 negprio > hx_shared->floor_negprio ||
+		 (negprio == hx_shared->floor_negprio && id > hx_shared->floor_id)))
+	{
+		hx_shared->floor_set = true;
+		hx_shared->floor_negprio = negprio;
+		hx_shared->floor_id = id;
+	}
+	SpinLockRelease(&hx_shared->mutex);
+}
+
+/*
+ * hx_claim_floor_clear
+ *		A claim took fewer tasks than it asked for: the backlog is gone, and
+ *		claims look at the whole queue again.
+ */
+void
+hx_claim_floor_clear(void)
+{
+	if (hx_shared == NULL)
+		return;
+	SpinLockAcquire(&hx_shared->mutex);
+	hx_shared->floor_set = false;
+	hx_shared->floor_gen++;
+	SpinLockRelease(&hx_shared->mutex);
+}
+
+/*
+ * hx_claim_floor_lower
+ *		A transaction queues stream tasks of which (negprio, id) is the
+ *		lowest key: the floor must not be above it.  Called before its
+ *		commit, so that claims that see the tasks start low enough, and
+ *		again after it, so that no claim whose snapshot did not see them
+ *		raises the floor past them.  Must not fail.
+ */
+void
+hx_claim_floor_lower(int32 negprio, int64 id)
+{
+	if (hx_shared == NULL)
+		return;
+	SpinLockAcquire(&hx_shared->mutex);
+	if (hx_shared->floor_set &&
+		(negprio < hx_shared->floor_negprio ||
+		 (negprio == hx_shared->floor_negprio && id <= hx_shared->floor_id)))
+	{
+		/* claims start after the floor: just below the task */
+		hx_shared->floor_negprio = negprio;
+		hx_shared->floor_id = id - 1;
+	}
+	hx_shared->floor_gen++;
+	SpinLockRelease(&hx_shared->mutex);
+}
+
+/*
  * hx_stream_work_waiting
  *		True when a stream worker is busy or has just been woken: stream
  *		work is waiting or running, and opportunistic batch work should

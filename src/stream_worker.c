@@ -277,7 +277,7 @@ hx_claim(HxTask **tasks, MemoryContext cxt, bool *alone)
 		/* none left as of the generation read before this snapshot */
 		hx_suspects_none(gen);
 	}
-	return hx_claim_stream(MyProcPid, hx_claim_size(), tasks, cxt);
+	return hx_claim_stream_next(MyProcPid, hx_claim_size(), tasks, cxt);
 }
 
 /*
@@ -394,7 +394,7 @@ hx_run_batch(HxTask *tasks, int ntasks, TimestampTz *next_retry, HxTask **next)
 	 */
 	nnext = 0;
 	if (ntasks >= claimed && hx_suspects_pending() == 0)
-		nnext = hx_claim_stream(MyProcPid, hx_claim_size(), next, next_cxt);
+		nnext = hx_claim_stream_next(MyProcPid, hx_claim_size(), next, next_cxt);
 
 	hx_worker_end_xact();
 	pgstat_report_activity(STATE_IDLE, NULL);

@@ -75,21 +75,34 @@
 
 /* ---- claims ---- */
 
+/*
+ * The stream workers' claim, from the head of the queue or (the second
+ * form) after a key: hx_claim_stream_next.  Both scan the claim index in
+ * its order, ((-priority), id).
+ */
+#define HX_CLAIM_STREAM(after) \
+	"WITH c AS MATERIALIZED (SELECT q.id FROM @extschema@.hx_task q " \
+	"WHERE q.status IN ('queued', 'failed') AND q.route = 'stream' AND NOT q.isolated " \
+	after \
+	"AND q.run_after <= clock_timestamp() " \
+	"AND EXISTS (SELECT 1 FROM @extschema@.hx_type y1 WHERE y1.task_type = q.task_type " \
+	"AND (y1.handler IS NOT NULL OR y1.batch_handler IS NOT NULL) " \
+	"AND (y1.micro_batch_size IS NULL " \
+	"OR _hybridexec.hx_micro_batch_ready(y1.task_type, y1.micro_batch_size, y1.micro_batch_wait))) " \
+	"ORDER BY (-q.priority), q.id LIMIT $2 FOR UPDATE OF q SKIP LOCKED) " \
+	"UPDATE @extschema@.hx_task t SET status = 'running', attempts = t.attempts + 1, " \
+	"started_at = clock_timestamp(), worker_pid = $1 " \
+	"FROM @extschema@.hx_type y " \
+	"WHERE t.id = ANY (ARRAY(SELECT c.id FROM c)) AND y.task_type = t.task_type " \
+	"RETURNING " HX_TASK_COLUMNS("t.attempts")
+
 static HxStmt claim_stream = {
-	"WITH c AS MATERIALIZED (SELECT q.id FROM @extschema@.hx_task q "
-	"WHERE q.status IN ('queued', 'failed') AND q.route = 'stream' AND NOT q.isolated "
-	"AND q.run_after <= clock_timestamp() "
-	"AND EXISTS (SELECT 1 FROM @extschema@.hx_type y1 WHERE y1.task_type = q.task_type "
-	"AND (y1.handler IS NOT NULL OR y1.batch_handler IS NOT NULL) "
-	"AND (y1.micro_batch_size IS NULL "
-	"OR _hybridexec.hx_micro_batch_ready(y1.task_type, y1.micro_batch_size, y1.micro_batch_wait))) "
-	"ORDER BY q.priority DESC, q.id LIMIT $2 FOR UPDATE OF q SKIP LOCKED) "
-	"UPDATE @extschema@.hx_task t SET status = 'running', attempts = t.attempts + 1, "
-	"started_at = clock_timestamp(), worker_pid = $1 "
-	"FROM @extschema@.hx_type y "
-	"WHERE t.id = ANY (ARRAY(SELECT c.id FROM c)) AND y.task_type = t.task_type "
-	"RETURNING " HX_TASK_COLUMNS("t.attempts"),
+	HX_CLAIM_STREAM(""),
 	2, {INT4OID, INT4OID}, true
+};
+static HxStmt claim_stream_after = {
+	HX_CLAIM_STREAM("AND ((-q.priority), q.id) > ($3, $4) "),
+	4, {INT4OID, INT4OID, INT4OID, INT8OID}, true
 };
 
 static HxStmt claim_isolated = {
@@ -142,7 +155,7 @@ static HxStmt read_waiting = {
 	"WHERE t.status IN ('queued', 'failed') AND t.run_after <= now() AND " route_condition " " \
 	"AND ($1::text[] IS NULL OR t.task_type = ANY ($1)) " \
 	"AND (t.route = 'stream' OR (o.run IS NOT NULL AND t.run_id IS DISTINCT FROM o.run)) " \
-	"ORDER BY t.priority DESC, t.id LIMIT $2 FOR UPDATE OF t SKIP LOCKED) " \
+	"ORDER BY (-t.priority), t.id LIMIT $2 FOR UPDATE OF t SKIP LOCKED) " \
 	"UPDATE @extschema@.hx_task t SET status = 'running', attempts = t.attempts + 1, " \
 	"started_at = clock_timestamp(), finished_at = NULL, worker_pid = NULL, executor = $3, " \
 	"lease_token = gen_random_uuid(), lease_expires_at = clock_timestamp() + $4, " \
@@ -530,6 +543,8 @@ hx_tasks_decode(HxTask **tasks, MemoryContext cxt)
  *		Claims up to max due stream tasks of in-database types for
  *		worker_pid (micro-batched types only once their batch is ready;
  *		never isolated tasks) in claim order, counting their attempt.
+ *		Looks at the whole queue; the workers claim with
+ *		hx_claim_stream_next.
  */
 int
 hx_claim_stream(int worker_pid, int max, HxTask **tasks, MemoryContext cxt)
@@ -539,6 +554,72 @@ hx_claim_stream(int worker_pid, int max, HxTask **tasks, MemoryContext cxt)
 	if (hx_stmt_exec(&claim_stream, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "stream claim failed");
 	return hx_tasks_decode(tasks, cxt);
+}
+
+/*
+ * hx_claim_stream_next
+ *		A stream worker's claim: hx_claim_stream, but while a backlog lasts
+ *		it starts after the claim floor (shmem.c) rather than at the head
+ *		of the claim index.  Every task a worker claims leaves a dead entry
+ *		at the head of that index until the next vacuum, and claims that
+ *		start at the head step over all of them: on a backlog of a million
+ *		tasks, claims slowed down as it drained.
+ *
+ *		Claims between rescans may miss a task below the floor that became
+ *		due without being queued anew (a retry after its backoff); the
+ *		rescan finds it (HX_CLAIM_RESCAN_MS).  Queued tasks lower the floor
+ *		themselves (wakeup.c), so priorities keep their order.  In the
+ *		claim transaction; the floor moves before it commits.
+ */
+int
+hx_claim_stream_next(int worker_pid, int max, HxTask **tasks, MemoryContext cxt)
+{
+	int32		negprio;
+	int64		id;
+	uint64		gen;
+	bool		after = hx_claim_floor_get(&negprio, &id, &gen);
+	int			n = 0;
+	int			i;
+
+	if (after)
+	{
+		Datum		args[4] = {Int32GetDatum(worker_pid), Int32GetDatum(max),
+		Int32GetDatum(negprio), Int64GetDatum(id)};
+
+		if (hx_stmt_exec(&claim_stream_after, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+			elog(ERROR, "stream claim failed");
+		n = hx_tasks_decode(tasks, cxt);
+		if (n == 0)
+		{
+			/* nothing after the floor: look at the whole queue */
+			hx_claim_floor_clear();
+			after = hx_claim_floor_get(&negprio, &id, &gen);
+			Assert(!after);
+		}
+	}
+	if (!after)
+		n = hx_claim_stream(worker_pid, max, tasks, cxt);
+
+	if (n < max)
+	{
+		hx_claim_floor_clear();
+		return n;
+	}
+	/* a full claim: the next one may start after its last task */
+	negprio = -(*tasks)[0].priority;
+	id = (*tasks)[0].id;
+	for (i = 1; i < n; i++)
+	{
+		int32		np = -(*tasks)[i].priority;
+
+		if (np > negprio || (np == negprio && (*tasks)[i].id > id))
+		{
+			negprio = np;
+			id = (*tasks)[i].id;
+		}
+	}
+	hx_claim_floor_advance(gen, !after, negprio, id);
+	return n;
 }
 
 /*

@@ -64,6 +64,8 @@ typedef struct HxOutcome
 /* claims: the attempt is counted and the task is running for worker_pid */
 extern int	hx_claim_stream(int worker_pid, int max, HxTask **tasks,
 							MemoryContext cxt);
+extern int	hx_claim_stream_next(int worker_pid, int max, HxTask **tasks,
+								 MemoryContext cxt);
 extern int	hx_claim_isolated(int worker_pid, HxTask **tasks,
 							  MemoryContext cxt);
 extern int	hx_claim_ids(ArrayType *ids, int worker_pid, int64 run_id,

@@ -24,7 +24,9 @@
 
 #include "access/xact.h"
 #include "commands/async.h"
+#include "access/htup_details.h"
 #include "commands/trigger.h"
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "storage/latch.h"
 
@@ -36,10 +38,21 @@ static int	pending_stream_tasks = 0;
 /* nesting level that sent NOTIFY hx_stream; 0 = not sent in this xact */
 static int	notify_sent_level = 0;
 
+/* the lowest claim key among them (valid while pending_stream_tasks > 0) */
+static int32 pending_negprio;
+static int64 pending_id;
+static bool pending_key_set = false;
+
+/* where hx_task keeps the key's columns (attribute numbers), by relation */
+static Oid	key_relid = InvalidOid;
+static AttrNumber key_priority_att;
+static AttrNumber key_id_att;
+
 static void hx_xact_callback(XactEvent event, void *arg);
 static void hx_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 								SubTransactionId parentSubid, void *arg);
 static void hx_wake_idle_workers(int wanted, TransactionId xid);
+static void hx_note_claim_key(Relation rel, HeapTuple tuple);
 
 PG_FUNCTION_INFO_V1(hx_task_wake);
 
@@ -74,6 +87,9 @@ hx_task_wake(PG_FUNCTION_ARGS)
 				 errmsg("hx_task_wake() must be called as a trigger")));
 
 	pending_stream_tasks++;
+	hx_note_claim_key(trigdata->tg_relation,
+					  TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ?
+					  trigdata->tg_newtuple : trigdata->tg_trigtuple);
 	if (hx_notify && notify_sent_level == 0)
 	{
 		Async_Notify("hx_stream", "");
@@ -88,6 +104,44 @@ hx_task_wake(PG_FUNCTION_ARGS)
 }
 
 /*
+ * hx_note_claim_key
+ *		Keeps the lowest claim key ((-priority), id) of the stream tasks the
+ *		transaction queues.  A row whose key cannot be read (NULL id from a
+ *		BEFORE trigger of the user's) counts as the lowest possible.
+ */
+static void
+hx_note_claim_key(Relation rel, HeapTuple tuple)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	bool		pnull;
+	bool		inull;
+	Datum		p;
+	Datum		i;
+	int32		negprio;
+	int64		id;
+
+	if (RelationGetRelid(rel) != key_relid)
+	{
+		key_priority_att = SPI_fnumber(desc, "priority");
+		key_id_att = SPI_fnumber(desc, "id");
+		if (key_priority_att <= 0 || key_id_att <= 0)
+			elog(ERROR, "hx_task_wake() fired on a table without priority and id");
+		key_relid = RelationGetRelid(rel);
+	}
+	p = heap_getattr(tuple, key_priority_att, desc, &pnull);
+	i = heap_getattr(tuple, key_id_att, desc, &inull);
+	negprio = pnull ? PG_INT32_MIN : -DatumGetInt32(p);
+	id = inull ? PG_INT64_MIN : DatumGetInt64(i);
+	if (!pending_key_set || negprio < pending_negprio ||
+		(negprio == pending_negprio && id < pending_id))
+	{
+		pending_negprio = negprio;
+		pending_id = id;
+		pending_key_set = true;
+	}
+}
+
+/*
  * hx_xact_callback
  *		Just before the commit record is written, wakes idle workers for the
  *		tasks this transaction queued; at any end of transaction, forgets
@@ -99,18 +153,24 @@ hx_xact_callback(XactEvent event, void *arg)
 	switch (event)
 	{
 		case XACT_EVENT_PRE_COMMIT:
+			if (pending_key_set)
+				hx_claim_floor_lower(pending_negprio, pending_id);
 			if (pending_stream_tasks > 0)
 				hx_wake_idle_workers(pending_stream_tasks,
 									 GetTopTransactionIdIfAny());
 			pending_stream_tasks = 0;
 			break;
 		case XACT_EVENT_COMMIT:
+			if (pending_key_set)
+				hx_claim_floor_lower(pending_negprio, pending_id);
+			pending_key_set = false;
 			pending_stream_tasks = 0;
 			notify_sent_level = 0;
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 		case XACT_EVENT_PREPARE:
+			pending_key_set = false;
 			pending_stream_tasks = 0;
 			notify_sent_level = 0;
 			break;

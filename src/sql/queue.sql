@@ -92,8 +92,12 @@ CREATE TABLE hx_task (
 	CONSTRAINT hx_task_window_check CHECK ((route = 'batch') = (window_name IS NOT NULL))
 );
 
-/* what the stream workers claim, in claim order */
-CREATE INDEX hx_task_stream_claim_idx ON hx_task (priority DESC, id)
+/*
+ * what the stream workers claim, in claim order: higher priority, then age
+ * (as an expression, so that a claim can start after a key with one row
+ * comparison)
+ */
+CREATE INDEX hx_task_stream_claim_idx ON hx_task ((-priority), id)
 	WHERE status IN ('queued', 'failed') AND route = 'stream';
 /*
  * what a window will take, in run order: type, higher priority, earlier
@@ -635,7 +639,7 @@ LANGUAGE sql STABLE SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 			 WHERE t.status IN ('queued', 'failed') AND t.route = 'stream'
 			   AND t.task_type = hx_micro_batch_ready.task_type
 			   AND t.run_after <= clock_timestamp()
-			 ORDER BY t.priority DESC, t.id
+			 ORDER BY (-t.priority), t.id
 			 LIMIT size) q
 $$;
 

@@ -8,3 +8,10 @@
  * older than hybridexec.ledger_retention roll up into.
  */
 
+/*
+ * The stream claim index orders by the expression (-priority), so that a
+ * claim can start after a key (the claim floor, task_state.c).
+ */
+DROP INDEX hx_task_stream_claim_idx;
+CREATE INDEX hx_task_stream_claim_idx ON hx_task ((-priority), id)
+	WHERE status IN ('queued', 'failed') AND route = 'stream';
