@@ -298,10 +298,15 @@ static HxStmt lost_stream = {
 	1, {INT4OID}, true
 };
 
+/*
+ * Leases that expired, found through hx_task_lease_idx.  No ORDER BY in
+ * the scan: with sorts off (index_order) an order by id was planned as a
+ * walk of the whole primary key, every scheduler tick.
+ */
 static HxStmt expired_leases = {
 	"SELECT coalesce(array_agg(l.id ORDER BY l.id), '{}') FROM (SELECT t.id FROM @extschema@.hx_task t "
 	"WHERE t.status = 'running' AND t.lease_expires_at < clock_timestamp() "
-	"ORDER BY t.id FOR UPDATE SKIP LOCKED) l",
+	"FOR UPDATE SKIP LOCKED) l",
 	0, {0}, true
 };
 
