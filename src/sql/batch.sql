@@ -372,13 +372,19 @@ BEGIN
 		have_key := false;
 	END IF;
 
+	/*
+	 * After the key, the chunk's type is bounded from above only: with
+	 * "task_type = typ" the index scan would start at the type's first
+	 * entry (an equality wins over the row comparison) and step over every
+	 * task of the type done so far, ever longer as a run went on.
+	 */
 	IF have_key THEN
 		ids := ARRAY(SELECT t.id FROM hx_task t
 				 WHERE t.window_name = hx_batch_next_chunk.window_name AND t.route = 'batch'
 				   AND t.status IN ('queued', 'failed')
 				   AND (t.task_type, -t.priority, coalesce(t.deadline, 'infinity'::timestamptz), t.id)
 					   > (k.task_type, k.prio, k.dl, k.id)
-				   AND t.task_type = typ
+				   AND t.task_type <= typ
 				   AND t.run_after <= now() AND t.run_id IS DISTINCT FROM hx_batch_next_chunk.run_id
 		   AND t.id % parts = hx_batch_next_chunk.part
 				 ORDER BY t.task_type, -t.priority, coalesce(t.deadline, 'infinity'::timestamptz), t.id
