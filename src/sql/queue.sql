@@ -648,11 +648,16 @@ COMMENT ON FUNCTION _hybridexec.hx_micro_batch_ready(text, integer, interval) IS
 
 CREATE FUNCTION _hybridexec.hx_micro_batch_due() RETURNS timestamptz
 LANGUAGE sql STABLE SET search_path = @extschema@, _hybridexec, pg_temp AS $$
-	/* when the next buffered micro-batch must go even if not full */
-	SELECT min(t.submitted_at + y.micro_batch_wait)
-	  FROM hx_task t JOIN hx_type y ON y.task_type = t.task_type
-	 WHERE y.micro_batch_size IS NOT NULL
-	   AND t.status IN ('queued', 'failed') AND t.route = 'stream'
+	/*
+	 * when the next buffered micro-batch must go even if not full; a
+	 * worker asks whenever it goes idle, so without micro-batched types the
+	 * queue is not looked at (the join walked every queued stream task)
+	 */
+	SELECT CASE WHEN EXISTS (SELECT 1 FROM hx_type y WHERE y.micro_batch_size IS NOT NULL)
+				THEN (SELECT min(t.submitted_at + y.micro_batch_wait)
+						FROM hx_task t JOIN hx_type y ON y.task_type = t.task_type
+					   WHERE y.micro_batch_size IS NOT NULL
+						 AND t.status IN ('queued', 'failed') AND t.route = 'stream') END
 $$;
 
 COMMENT ON FUNCTION _hybridexec.hx_micro_batch_due() IS
