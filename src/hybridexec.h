@@ -93,6 +93,16 @@ typedef struct HxStepStatus
 	char		error[HX_STEP_ERROR_LEN];
 } HxStepStatus;
 
+/* A key of the stream claim order, as recorded by a lowering of the floor. */
+typedef struct HxClaimKey
+{
+	uint64		gen;
+	int32		negprio;
+	int64		id;
+} HxClaimKey;
+
+#define HX_FLOOR_RING	64
+
 typedef struct HxShared
 {
 	slock_t		mutex;			/* protects everything below */
@@ -111,14 +121,17 @@ typedef struct HxShared
 	 * The stream claim floor (see hx_claim_stream_next): while a backlog
 	 * lasts, claims start after the key (-priority, id) of the last task a
 	 * full claim took, instead of stepping again over the index entries of
-	 * every task claimed since the last vacuum.  A transaction that queues
-	 * a stream task below the floor lowers it and bumps floor_gen, which
-	 * stops claims that read the old floor from raising it past the task.
+	 * every task claimed since the last vacuum.  Every transaction that
+	 * queues stream tasks lowers the floor to its lowest key if that is
+	 * below, and records the key in a ring with a new generation: a claim
+	 * that read the floor at an older generation does not raise it past a
+	 * key queued since (its snapshot may not have seen the task).
 	 */
 	bool		floor_set;
 	int32		floor_negprio;
 	int64		floor_id;
-	uint64		floor_gen;
+	uint64		floor_gen;		/* lowerings so far */
+	HxClaimKey	floor_lowered[HX_FLOOR_RING];	/* the latest, by gen % ring */
 	TimestampTz floor_rescan_at;	/* last claim that ignored the floor */
 	int			nsteps;
 	HxStepStatus steps[HX_MAX_STEPS];

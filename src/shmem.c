@@ -326,29 +326,60 @@ hx_claim_floor_get(int32 *negprio, int64 *id, uint64 *gen)
 	return use;
 }
 
+/* whether claim key a sorts before b */
+static inline bool
+hx_key_before(int32 a_negprio, int64 a_id, int32 b_negprio, int64 b_id)
+{
+	return a_negprio < b_negprio || (a_negprio == b_negprio && a_id < b_id);
+}
+
+/* the floor just before a key: claims start after it, at the key */
+static inline int64
+hx_id_before(int64 id)
+{
+	return id == PG_INT64_MIN ? id : id - 1;
+}
+
 /*
  * hx_claim_floor_advance
  *		A full claim (it took as many tasks as it asked for) ended at key
- *		(negprio, id): later claims may start after it, unless a stream
- *		task was queued below it since the claimer read generation gen.
- *		full says the claim looked at the whole queue (it restarts the
- *		rescan clock, and may move the floor down).  Call it before the
- *		claim commits: tasks another claimer skipped as locked by us are
- *		ours once we commit, or back in the queue if we do not, and then
- *		the next rescan finds them.
+ *		(negprio, id): later claims may start after it - but not after a
+ *		key queued since the claimer read generation gen, nor at all when
+ *		more were queued since than the ring remembers.  full says the
+ *		claim looked at the whole queue: it restarts the rescan clock, and
+ *		may move the floor down.  Call it before the claim commits: tasks
+ *		another claimer skipped as locked by us are ours once we commit, or
+ *		back in the queue if we do not, and then the next rescan finds
+ *		them.
  */
 void
 hx_claim_floor_advance(uint64 gen, bool full, int32 negprio, int64 id)
 {
+	uint64		g;
+
 	if (hx_shared == NULL)
 		return;
 	SpinLockAcquire(&hx_shared->mutex);
 	if (full)
 		hx_shared->floor_rescan_at = GetCurrentTimestamp();
-	if (hx_shared->floor_gen == gen &&
-		(full || !hx_shared->floor_set ||
-		 negprio > hx_shared->floor_negprio ||
-		 (negprio == hx_shared->floor_negprio && id > hx_shared->floor_id)))
+	if (hx_shared->floor_gen - gen > HX_FLOOR_RING)
+	{
+		SpinLockRelease(&hx_shared->mutex);
+		return;
+	}
+	/* just before the lowest key queued since */
+	for (g = gen + 1; g <= hx_shared->floor_gen; g++)
+	{
+		HxClaimKey *k = &hx_shared->floor_lowered[g % HX_FLOOR_RING];
+
+		if (!hx_key_before(negprio, id, k->negprio, k->id))
+		{
+			negprio = k->negprio;
+			id = hx_id_before(k->id);
+		}
+	}
+	if (full || !hx_shared->floor_set ||
+		hx_key_before(hx_shared->floor_negprio, hx_shared->floor_id, negprio, id))
 	{
 		hx_shared->floor_set = true;
 		hx_shared->floor_negprio = negprio;
@@ -369,7 +400,6 @@ hx_claim_floor_clear(void)
 		return;
 	SpinLockAcquire(&hx_shared->mutex);
 	hx_shared->floor_set = false;
-	hx_shared->floor_gen++;
 	SpinLockRelease(&hx_shared->mutex);
 }
 
@@ -384,18 +414,23 @@ hx_claim_floor_clear(void)
 void
 hx_claim_floor_lower(int32 negprio, int64 id)
 {
+	HxClaimKey *k;
+
 	if (hx_shared == NULL)
 		return;
 	SpinLockAcquire(&hx_shared->mutex);
 	if (hx_shared->floor_set &&
-		(negprio < hx_shared->floor_negprio ||
-		 (negprio == hx_shared->floor_negprio && id <= hx_shared->floor_id)))
+		!hx_key_before(hx_shared->floor_negprio, hx_shared->floor_id, negprio, id))
 	{
-		/* claims start after the floor: just below the task */
+		/* claims start after the floor: just before the task */
 		hx_shared->floor_negprio = negprio;
-		hx_shared->floor_id = id - 1;
+		hx_shared->floor_id = hx_id_before(id);
 	}
 	hx_shared->floor_gen++;
+	k = &hx_shared->floor_lowered[hx_shared->floor_gen % HX_FLOOR_RING];
+	k->gen = hx_shared->floor_gen;
+	k->negprio = negprio;
+	k->id = id;
 	SpinLockRelease(&hx_shared->mutex);
 }
 

@@ -596,10 +596,13 @@ hx_claim_stream_next(int worker_pid, int max, HxTask **tasks, MemoryContext cxt)
 		n = hx_tasks_decode(tasks, cxt);
 		if (n == 0)
 		{
-			/* nothing after the floor: look at the whole queue */
+			/*
+			 * nothing after the floor: look at the whole queue (even if
+			 * another worker has just set a floor again)
+			 */
 			hx_claim_floor_clear();
-			after = hx_claim_floor_get(&negprio, &id, &gen);
-			Assert(!after);
+			(void) hx_claim_floor_get(&negprio, &id, &gen);
+			after = false;
 		}
 	}
 	if (!after)
