@@ -42,6 +42,7 @@ dir=$(mktemp -d /tmp/hybridexec-bench-batch.XXXXXX)
 trap 'hx_tmp_stop' EXIT
 hx_tmp_start "$dir" "hybridexec.batch_workers = 4" "hybridexec.batch_nice = 0"
 psqlq() { hx_tmp_psql -At "$@"; }
+. "$here/test/bench/rounds.sh"
 
 psqlq <<SQL >/dev/null
 CREATE EXTENSION hybridexec;
@@ -80,16 +81,6 @@ f = lambda s: datetime.datetime.fromisoformat(s.replace(" ", "T").split("+")[0])
 print((f(ts[-1]) - f(ts[0])).total_seconds())'
 }
 
-wait_run() {
-	local run=$1
-	for _ in $(seq 1 6000); do
-		[ "$(psqlq -c "SELECT status NOT IN ('starting', 'running') FROM hx_window_run WHERE id = $run")" = t ] && return
-		sleep 0.05
-	done
-	echo "bench: run $run did not end" >&2
-	return 1
-}
-
 # one window run over N fresh tasks; prints submit seconds, run seconds
 batch_round() {
 	local window=$1 submit run secs
@@ -99,9 +90,7 @@ batch_round() {
 	submit=$(timed "SELECT count(*) FROM hx_submit_batch('bench_batch', ARRAY(SELECT jsonb_build_object('i', g) FROM generate_series(1, $N) g))")
 	hx_tmp_settle
 	run=$(psqlq -c "SELECT hx_run_window('$window')")
-	wait_run "$run"
-	secs=$(psqlq -c "SELECT extract(epoch FROM finished_at - started_at) FROM hx_window_run WHERE id = $run AND status = 'done' AND processed = $N")
-	[ -n "$secs" ] || { echo "bench: run $run did not process $N tasks" >&2; return 1; }
+	secs=$(hx_bench_run_seconds "$run" "$N")
 	echo "$submit $secs"
 }
 
@@ -112,11 +101,7 @@ stream_round() {
 	hx_tmp_settle
 	t0=$(date +%s.%N)
 	psqlq -c "SELECT count(hx_submit('bench_stream', jsonb_build_object('i', g), origin => 'user')) FROM generate_series(1, $N) g" >/dev/null
-	for _ in $(seq 1 60000); do
-		[ "$(psqlq -c "SELECT NOT EXISTS (SELECT 1 FROM hx_task WHERE status <> 'done')")" = t ] && break
-		sleep 0.05
-	done
-	t1=$(psqlq -c "SELECT extract(epoch FROM max(finished_at)) FROM hx_task")
+	t1=$(hx_bench_stream_done bench_stream)
 	python3 -c "print($t1 - $t0)"
 }
 

@@ -48,6 +48,7 @@ trap 'hx_tmp_stop' EXIT
 export HX_TMP_TCP=1
 hx_tmp_start "$dir" "hybridexec.batch_nice = 0" "max_wal_size = '4GB'"
 psqlq() { hx_tmp_psql -At "$@"; }
+. "$here/test/bench/rounds.sh"
 
 psqlq <<SQL >/dev/null
 SET client_min_messages = warning;
@@ -72,11 +73,7 @@ stream_round() {
 	empty_queue
 	psqlq -c "SELECT count(*) FROM hx_submit_batch('bench_stream', (SELECT array_agg(jsonb_build_object('i', g)) FROM generate_series(1, $n) g), origin => 'user')" >/dev/null
 	t0=$(psqlq -c "SELECT extract(epoch FROM min(submitted_at)) FROM hx_task WHERE task_type = 'bench_stream'")
-	for _ in $(seq 1 60000); do
-		[ "$(psqlq -c "SELECT NOT EXISTS (SELECT 1 FROM hx_task WHERE task_type = 'bench_stream' AND status <> 'done')")" = t ] && break
-		sleep 0.05
-	done
-	t1=$(psqlq -c "SELECT extract(epoch FROM max(finished_at)) FROM hx_task WHERE task_type = 'bench_stream'")
+	t1=$(hx_bench_stream_done bench_stream)
 	python3 -c "print(round($n / ($t1 - $t0)))"
 }
 
@@ -88,12 +85,7 @@ batch_round() {
 	psqlq -c "VACUUM ANALYZE hx_task" >/dev/null
 	hx_tmp_settle
 	run=$(psqlq -c "SELECT hx_run_window('flat')")
-	for _ in $(seq 1 60000); do
-		[ "$(psqlq -c "SELECT status NOT IN ('starting', 'running') FROM hx_window_run WHERE id = $run")" = t ] && break
-		sleep 0.05
-	done
-	secs=$(psqlq -c "SELECT extract(epoch FROM finished_at - started_at) FROM hx_window_run WHERE id = $run AND status = 'done' AND processed = $n")
-	[ -n "$secs" ] || { echo "bench: run $run did not process $n tasks" >&2; return 1; }
+	secs=$(hx_bench_run_seconds "$run" "$n")
 	python3 -c "print(round($n / $secs))"
 }
 

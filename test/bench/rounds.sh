@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+#
+# test/bench/rounds.sh - waits that the batch and flat benchmarks share.
+# Sourced after the caller has defined psqlq (psql -At on its server).
+#
+
+# hx_bench_run_seconds run n: waits (a poll with a deadline of 50 minutes)
+# until window run "run" has ended, and prints how long it ran; fails
+# unless it ended done with n tasks processed.
+hx_bench_run_seconds() {
+	local run=$1 n=$2 secs
+	for _ in $(seq 1 60000); do
+		[ "$(psqlq -c "SELECT status NOT IN ('starting', 'running') FROM hx_window_run WHERE id = $run")" = t ] && break
+		sleep 0.05
+	done
+	secs=$(psqlq -c "SELECT extract(epoch FROM finished_at - started_at) FROM hx_window_run WHERE id = $run AND status = 'done' AND processed = $n")
+	[ -n "$secs" ] || { echo "bench: run $run did not end done with $n tasks processed" >&2; return 1; }
+	echo "$secs"
+}
+
+# hx_bench_stream_done task_type: waits (deadline: 50 minutes) until no task
+# of the type is unfinished, and prints the epoch of the last one's
+# finished_at; fails if some are still unfinished.
+hx_bench_stream_done() {
+	local type=$1
+	for _ in $(seq 1 60000); do
+		[ "$(psqlq -c "SELECT NOT EXISTS (SELECT 1 FROM hx_task WHERE task_type = '$type' AND status <> 'done')")" = t ] && break
+		sleep 0.05
+	done
+	[ "$(psqlq -c "SELECT NOT EXISTS (SELECT 1 FROM hx_task WHERE task_type = '$type' AND status <> 'done')")" = t ] ||
+		{ echo "bench: $type tasks did not finish" >&2; return 1; }
+	psqlq -c "SELECT extract(epoch FROM max(finished_at)) FROM hx_task WHERE task_type = '$type'"
+}
