@@ -93,13 +93,19 @@ typedef struct HxStepStatus
 	char		error[HX_STEP_ERROR_LEN];
 } HxStepStatus;
 
-/* A key of the stream claim order, as recorded by a lowering of the floor. */
+/* A key of the stream claim order, ((-priority), id). */
 typedef struct HxClaimKey
 {
-	uint64		gen;
 	int32		negprio;
 	int64		id;
 } HxClaimKey;
+
+/* whether claim key a sorts before claim key b */
+static inline bool
+hx_claim_key_before(int32 a_negprio, int64 a_id, int32 b_negprio, int64 b_id)
+{
+	return a_negprio < b_negprio || (a_negprio == b_negprio && a_id < b_id);
+}
 
 #define HX_FLOOR_RING	64
 
@@ -131,7 +137,7 @@ typedef struct HxShared
 	int32		floor_negprio;
 	int64		floor_id;
 	uint64		floor_gen;		/* lowerings so far */
-	HxClaimKey	floor_lowered[HX_FLOOR_RING];	/* the latest, by gen % ring */
+	HxClaimKey	floor_lowered[HX_FLOOR_RING];	/* the latest, at gen % ring */
 	TimestampTz floor_rescan_at;	/* last claim that ignored the floor */
 	int			nsteps;
 	HxStepStatus steps[HX_MAX_STEPS];

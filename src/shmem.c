@@ -326,13 +326,6 @@ hx_claim_floor_get(int32 *negprio, int64 *id, uint64 *gen)
 	return use;
 }
 
-/* whether claim key a sorts before b */
-static inline bool
-hx_key_before(int32 a_negprio, int64 a_id, int32 b_negprio, int64 b_id)
-{
-	return a_negprio < b_negprio || (a_negprio == b_negprio && a_id < b_id);
-}
-
 /* the floor just before a key: claims start after it, at the key */
 static inline int64
 hx_id_before(int64 id)
@@ -372,14 +365,14 @@ hx_claim_floor_advance(uint64 gen, bool full, int32 negprio, int64 id)
 	{
 		HxClaimKey *k = &hx_shared->floor_lowered[g % HX_FLOOR_RING];
 
-		if (!hx_key_before(negprio, id, k->negprio, k->id))
+		if (!hx_claim_key_before(negprio, id, k->negprio, k->id))
 		{
 			negprio = k->negprio;
 			id = hx_id_before(k->id);
 		}
 	}
 	if (full || !hx_shared->floor_set ||
-		hx_key_before(hx_shared->floor_negprio, hx_shared->floor_id, negprio, id))
+		hx_claim_key_before(hx_shared->floor_negprio, hx_shared->floor_id, negprio, id))
 	{
 		hx_shared->floor_set = true;
 		hx_shared->floor_negprio = negprio;
@@ -420,7 +413,7 @@ hx_claim_floor_lower(int32 negprio, int64 id)
 		return;
 	SpinLockAcquire(&hx_shared->mutex);
 	if (hx_shared->floor_set &&
-		!hx_key_before(hx_shared->floor_negprio, hx_shared->floor_id, negprio, id))
+		!hx_claim_key_before(hx_shared->floor_negprio, hx_shared->floor_id, negprio, id))
 	{
 		/* claims start after the floor: just before the task */
 		hx_shared->floor_negprio = negprio;
@@ -428,7 +421,6 @@ hx_claim_floor_lower(int32 negprio, int64 id)
 	}
 	hx_shared->floor_gen++;
 	k = &hx_shared->floor_lowered[hx_shared->floor_gen % HX_FLOOR_RING];
-	k->gen = hx_shared->floor_gen;
 	k->negprio = negprio;
 	k->id = id;
 	SpinLockRelease(&hx_shared->mutex);

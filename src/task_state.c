@@ -620,7 +620,7 @@ hx_claim_stream_next(int worker_pid, int max, HxTask **tasks, MemoryContext cxt)
 	{
 		int32		np = -(*tasks)[i].priority;
 
-		if (np > negprio || (np == negprio && (*tasks)[i].id > id))
+		if (hx_claim_key_before(negprio, id, np, (*tasks)[i].id))
 		{
 			negprio = np;
 			id = (*tasks)[i].id;

@@ -22,9 +22,9 @@
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
 #include "access/xact.h"
 #include "commands/async.h"
-#include "access/htup_details.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -38,7 +38,10 @@ static int	pending_stream_tasks = 0;
 /* nesting level that sent NOTIFY hx_stream; 0 = not sent in this xact */
 static int	notify_sent_level = 0;
 
-/* the lowest claim key among them (valid while pending_stream_tasks > 0) */
+/*
+ * the lowest claim key among them, kept from the first one until the end
+ * of the transaction (the floor is lowered before and after the commit)
+ */
 static int32 pending_negprio;
 static int64 pending_id;
 static bool pending_key_set = false;
@@ -132,8 +135,8 @@ hx_note_claim_key(Relation rel, HeapTuple tuple)
 	i = heap_getattr(tuple, key_id_att, desc, &inull);
 	negprio = pnull ? PG_INT32_MIN : -DatumGetInt32(p);
 	id = inull ? PG_INT64_MIN : DatumGetInt64(i);
-	if (!pending_key_set || negprio < pending_negprio ||
-		(negprio == pending_negprio && id < pending_id))
+	if (!pending_key_set ||
+		hx_claim_key_before(negprio, id, pending_negprio, pending_id))
 	{
 		pending_negprio = negprio;
 		pending_id = id;
