@@ -2,14 +2,16 @@
  *
  * book.c
  *	  The ledger trigger (hx_cost_book): a statement trigger on hx_task
- *	  that books every attempt the statement finished into hx_cost, and
- *	  adds it to the rolling statistics (hx_stat_minute) and the daily cost
- *	  per department (hx_cost_daily), in the transaction that finished it.
+ *	  (updates) and hx_task_history (inserts) that books every attempt the
+ *	  statement finished into hx_cost, and adds it to the rolling statistics
+ *	  (hx_stat_minute) and the daily cost per department (hx_cost_daily), in
+ *	  the transaction that finished it.
  *
  *	  A finished attempt is a row whose new status is done, failed or dead
  *	  and whose status or attempt count changed: stream workers
- *	  (running -> ...), batch chunk bookings (queued/failed -> done, many
- *	  rows, one shared started_at), lost workers and external executors.
+ *	  (running -> ...), lost workers and external executors; or a row a
+ *	  window run's chunk moved, done, into hx_task_history (queued/failed
+ *	  -> done, many rows, one shared started_at).
  *	  Attempts one worker finished in one statement ran one after the other
  *	  (a stream batch) or together (a batch chunk): they share the span from
  *	  the first start to the last result equally.  Each attempt is priced by
@@ -232,6 +234,16 @@ typedef struct HxOldRow
 	int64		index;
 } HxOldRow;
 
+/* the old rows of an UPDATE: what a booking compares the new ones with */
+typedef struct HxOldRows
+{
+	int64		nrows;
+	int64	   *id;
+	char	  **status;
+	int32	   *attempts;
+	HTAB	   *by_id;			/* id -> place, built on first use */
+} HxOldRows;
+
 /* one hx_stat_minute or hx_cost_daily row to add */
 typedef struct HxSum
 {
@@ -248,14 +260,25 @@ typedef struct HxSum
 	int64		run_hist[HX_HIST_BUCKETS];
 } HxSum;
 
+/*
+ * Set by a window run's chunk around the statement that moves its done
+ * tasks into hx_task_history (task_state.c): only then are the rows
+ * inserted there finished attempts to book.  A restore loading
+ * hx_task_history, or anyone else's insert, books nothing.
+ */
+bool		hx_book_moves = false;
+
 /* the trigger function last called, and its extension's schema */
 static Oid	book_fn_oid = InvalidOid;
 static Oid	book_schema = InvalidOid;
 
 PG_FUNCTION_INFO_V1(hx_cost_book);
+PG_FUNCTION_INFO_V1(hx_book_moving);
 
 static int	hx_book_read(TriggerData *trigdata, HxAttempt **out);
-static int64 hx_book_old_row(HTAB **by_id, int64 *old_id, int64 nrows, int64 id);
+static void hx_book_read_olds(Tuplestorestate *olds, TupleTableSlot *slot,
+							  AttrNumber *attnum, HxOldRows *o);
+static int64 hx_book_old_row(HxOldRows *o, int64 id);
 static void hx_book_group(HxAttempt *a, int n);
 static void hx_book_price(HxAttempt *a, int n);
 static Datum hx_route_cost(HxPriceRule *r, double wall);
@@ -274,7 +297,11 @@ static Datum hx_numeric_zero(void);
 /*
  * hx_cost_book
  *		AFTER UPDATE ... FOR EACH STATEMENT trigger on hx_task, with the old
- *		and new rows as transition tables hx_cost_old and hx_cost_new.
+ *		and new rows as transition tables hx_cost_old and hx_cost_new; and
+ *		AFTER INSERT ... FOR EACH STATEMENT trigger on hx_task_history, with
+ *		the new rows as hx_cost_new (every finished row inserted there is a
+ *		finished attempt: a window run's chunk moving its tasks out of the
+ *		queue).
  */
 Datum
 hx_cost_book(PG_FUNCTION_ARGS)
@@ -286,10 +313,14 @@ hx_cost_book(PG_FUNCTION_ARGS)
 	MemoryContext old;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(trigdata->tg_event) ||
-		!TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ||
 		!TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event) ||
-		trigdata->tg_oldtable == NULL || trigdata->tg_newtable == NULL)
-		elog(ERROR, "hx_cost_book: not called as an AFTER UPDATE statement trigger with transition tables");
+		trigdata->tg_newtable == NULL ||
+		(TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ? trigdata->tg_oldtable == NULL :
+		 !TRIGGER_FIRED_BY_INSERT(trigdata->tg_event)))
+		elog(ERROR, "hx_cost_book: not called as an AFTER UPDATE or INSERT statement trigger with transition tables");
+
+	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event) && !hx_book_moves)
+		return PointerGetDatum(NULL);
 
 	/* everything below lives until the end of the call */
 	cxt = AllocSetContextCreate(CurrentMemoryContext, "hx_cost_book", ALLOCSET_DEFAULT_SIZES);
@@ -324,15 +355,28 @@ hx_cost_book(PG_FUNCTION_ARGS)
 }
 
 /*
+ * hx_book_moving
+ *		Whether this backend is moving a chunk's done tasks into
+ *		hx_task_history: the condition of the write-back trigger there.
+ */
+Datum
+hx_book_moving(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(hx_book_moves);
+}
+
+/*
  * hx_book_read
  *		The attempts the statement finished, read straight from the
  *		transition tables (a join planned once could be a nested loop over
  *		5,000-row chunks): the new rows whose status is done, failed or
- *		dead and whose status or attempt count changed.  The two tables
- *		hold the old and new version of each row in the same order; should
- *		they not, the old rows are found by id.  Each transition table is
- *		read through a read pointer of its own, so other triggers' readers
- *		are not disturbed.  In the caller's memory context.
+ *		dead and, for an UPDATE, whose status or attempt count changed.  The
+ *		two tables hold the old and new version of each row in the same
+ *		order; should they not, the old rows are found by id.  An INSERT
+ *		(into hx_task_history) has no old rows: each row it inserted is an
+ *		attempt that finished while its task waited.  Each transition table
+ *		is read through a read pointer of its own, so other triggers'
+ *		readers are not disturbed.  In the caller's memory context.
  */
 static int
 hx_book_read(TriggerData *trigdata, HxAttempt **out)
@@ -344,10 +388,7 @@ hx_book_read(TriggerData *trigdata, HxAttempt **out)
 	TupleTableSlot *slot = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
 	TimestampTz now = GetCurrentTimestamp();
 	AttrNumber	attnum[F_NCOLS];
-	int64	   *old_id;
-	char	  **old_status;
-	int32	   *old_attempts;
-	HTAB	   *by_id = NULL;
+	HxOldRows	old = {0};
 	HxAttempt  *a;
 	int			n = 0;
 	int64		r;
@@ -359,7 +400,7 @@ hx_book_read(TriggerData *trigdata, HxAttempt **out)
 		if (attnum[c] <= 0)
 			elog(ERROR, "hx_cost_book: hx_task has no column %s", task_columns[c]);
 	}
-	if (nrows == 0 || tuplestore_tuple_count(olds) != nrows)
+	if (nrows == 0 || (olds != NULL && tuplestore_tuple_count(olds) != nrows))
 	{
 		ExecDropSingleTupleTableSlot(slot);
 		if (nrows == 0)
@@ -368,20 +409,8 @@ hx_book_read(TriggerData *trigdata, HxAttempt **out)
 			 (long long) nrows, (long long) tuplestore_tuple_count(olds));
 	}
 
-	/* the old rows: id, status, attempts */
-	old_id = palloc(sizeof(int64) * nrows);
-	old_status = palloc(sizeof(char *) * nrows);
-	old_attempts = palloc(sizeof(int32) * nrows);
-	tuplestore_select_read_pointer(olds, tuplestore_alloc_read_pointer(olds, EXEC_FLAG_REWIND));
-	tuplestore_rescan(olds);
-	for (r = 0; r < nrows && tuplestore_gettupleslot(olds, true, false, slot); r++)
-	{
-		bool		isnull;
-
-		old_id[r] = DatumGetInt64(slot_getattr(slot, attnum[F_ID], &isnull));
-		old_status[r] = TextDatumGetCString(slot_getattr(slot, attnum[F_STATUS], &isnull));
-		old_attempts[r] = DatumGetInt32(slot_getattr(slot, attnum[F_ATTEMPTS], &isnull));
-	}
+	if (olds != NULL)
+		hx_book_read_olds(olds, slot, attnum, &old);
 
 	a = palloc0(sizeof(HxAttempt) * nrows);
 	tuplestore_select_read_pointer(news, tuplestore_alloc_read_pointer(news, EXEC_FLAG_REWIND));
@@ -394,14 +423,19 @@ hx_book_read(TriggerData *trigdata, HxAttempt **out)
 		int64		id = DatumGetInt64(slot_getattr(slot, attnum[F_ID], &isnull));
 		int32		attempts = DatumGetInt32(slot_getattr(slot, attnum[F_ATTEMPTS], &isnull));
 		int64		o = r;
+		bool		was_running = false;
 
 		if (strcmp(status, "done") != 0 && strcmp(status, "failed") != 0 &&
 			strcmp(status, "dead") != 0)
 			continue;
-		if (old_id[o] != id)
-			o = hx_book_old_row(&by_id, old_id, nrows, id);
-		if (strcmp(old_status[o], status) == 0 && old_attempts[o] == attempts)
-			continue;
+		if (olds != NULL)
+		{
+			if (old.id[o] != id)
+				o = hx_book_old_row(&old, id);
+			if (strcmp(old.status[o], status) == 0 && old.attempts[o] == attempts)
+				continue;
+			was_running = (strcmp(old.status[o], "running") == 0);
+		}
 
 		slot_getallattrs(slot);
 		for (c = 0; c < lengthof(task_columns); c++)
@@ -413,17 +447,45 @@ hx_book_read(TriggerData *trigdata, HxAttempt **out)
 				datumCopy(slot->tts_values[attnum[c] - 1], att->attbyval, att->attlen);
 		}
 		t->n[F_WAS_RUNNING] = false;
-		t->v[F_WAS_RUNNING] = BoolGetDatum(strcmp(old_status[o], "running") == 0);
+		t->v[F_WAS_RUNNING] = BoolGetDatum(was_running);
 		t->fin_at = t->n[F_FINISHED_AT] ? now : DatumGetTimestampTz(t->v[F_FINISHED_AT]);
 		t->status = status;
 		t->stream = strcmp(TextDatumGetCString(t->v[F_ROUTE]), "stream") == 0;
 		n++;
 	}
 	ExecDropSingleTupleTableSlot(slot);
-	if (by_id != NULL)
-		hash_destroy(by_id);
+	if (old.by_id != NULL)
+		hash_destroy(old.by_id);
 	*out = a;
 	return n;
+}
+
+/*
+ * hx_book_read_olds
+ *		Reads the id, status and attempts of an UPDATE's old rows, in their
+ *		order, into *o.  In the caller's memory context.
+ */
+static void
+hx_book_read_olds(Tuplestorestate *olds, TupleTableSlot *slot, AttrNumber *attnum,
+				  HxOldRows *o)
+{
+	int64		nrows = tuplestore_tuple_count(olds);
+	int64		r;
+
+	o->nrows = nrows;
+	o->id = palloc(sizeof(int64) * nrows);
+	o->status = palloc(sizeof(char *) * nrows);
+	o->attempts = palloc(sizeof(int32) * nrows);
+	tuplestore_select_read_pointer(olds, tuplestore_alloc_read_pointer(olds, EXEC_FLAG_REWIND));
+	tuplestore_rescan(olds);
+	for (r = 0; r < nrows && tuplestore_gettupleslot(olds, true, false, slot); r++)
+	{
+		bool		isnull;
+
+		o->id[r] = DatumGetInt64(slot_getattr(slot, attnum[F_ID], &isnull));
+		o->status[r] = TextDatumGetCString(slot_getattr(slot, attnum[F_STATUS], &isnull));
+		o->attempts[r] = DatumGetInt32(slot_getattr(slot, attnum[F_ATTEMPTS], &isnull));
+	}
 }
 
 /*
@@ -432,12 +494,12 @@ hx_book_read(TriggerData *trigdata, HxAttempt **out)
  *		the old rows built on first use.
  */
 static int64
-hx_book_old_row(HTAB **by_id, int64 *old_id, int64 nrows, int64 id)
+hx_book_old_row(HxOldRows *o, int64 id)
 {
 	HxOldRow   *e;
 	bool		found;
 
-	if (*by_id == NULL)
+	if (o->by_id == NULL)
 	{
 		HASHCTL		ctl;
 		int64		r;
@@ -445,15 +507,15 @@ hx_book_old_row(HTAB **by_id, int64 *old_id, int64 nrows, int64 id)
 		ctl.keysize = sizeof(int64);
 		ctl.entrysize = sizeof(HxOldRow);
 		ctl.hcxt = CurrentMemoryContext;
-		*by_id = hash_create("hx_cost_book old rows", nrows, &ctl,
-							 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-		for (r = 0; r < nrows; r++)
+		o->by_id = hash_create("hx_cost_book old rows", o->nrows, &ctl,
+								HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+		for (r = 0; r < o->nrows; r++)
 		{
-			e = hash_search(*by_id, &old_id[r], HASH_ENTER, &found);
+			e = hash_search(o->by_id, &o->id[r], HASH_ENTER, &found);
 			e->index = r;
 		}
 	}
-	e = hash_search(*by_id, &id, HASH_FIND, &found);
+	e = hash_search(o->by_id, &id, HASH_FIND, &found);
 	if (!found)
 		elog(ERROR, "hx_cost_book: no old version of task %lld", (long long) id);
 	return e->index;

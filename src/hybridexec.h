@@ -227,6 +227,9 @@ extern void hx_restore_user(const HxUserSave *save);
 extern bool hx_caller_sees(Oid caller, Oid submitted_by, const char *department);
 extern void hx_task_invisible(int64 id, const char *verb) pg_attribute_noreturn();
 
+/* ---- the ledger trigger (book.c) ---- */
+extern bool hx_book_moves;
+
 /* ---- latency histograms of the statistics (cost.c) ---- */
 
 #define HX_HIST_BUCKETS 32

@@ -13,7 +13,8 @@
  *						 it runs alone next time) or dead
  *		queued/failed --its window run's chunk lost--> isolated too
  *		running       --lease expired (reclaim)--> as failed
- *		queued/failed --chunk of a window run--> done (attempt counted with it)
+ *		queued/failed --chunk of a window run--> done (attempt counted with it),
+ *						 moved from the queue into hx_task_history
  *		queued/failed --cancel--> cancelled
  *		batch, queued --escalate--> stream, queued
  *		any unfinished --quarantine--> dead (its outcome could not be booked)
@@ -187,12 +188,24 @@ static HxStmt done_running = {
 	3, {INT8ARRAYOID, JSONBARRAYOID, INT4OID}, true
 };
 
+/*
+ * A window run's chunk: its done tasks leave the queue (hx_task's own heap)
+ * for hx_task_history, done, in one statement - each task written once,
+ * and the queue's heap and claim indexes keep only what is still to do.
+ * Every column of hx_task is copied (a new column must be added here).
+ * Only tasks still waiting move; the inserts fire the ledger trigger.
+ */
 static HxStmt done_chunk = {
-	"UPDATE @extschema@.hx_task t SET status = 'done', result = d.result, "
-	"attempts = t.attempts + 1, started_at = $3, finished_at = clock_timestamp(), "
-	"worker_pid = $4, run_id = $5 "
-	"FROM unnest($1, $2) AS d (id, result) "
-	"WHERE t.id = d.id AND t.status IN ('queued', 'failed')",
+	"WITH m AS (DELETE FROM ONLY @extschema@.hx_task t USING unnest($1, $2) AS d (id, result) "
+	"WHERE t.id = d.id AND t.status IN ('queued', 'failed') RETURNING t.*, d.result AS new_result) "
+	"INSERT INTO @extschema@.hx_task_history (id, task_type, payload, status, route, window_name, "
+	"rule_name, reason, origin, priority, sla, deadline, department, dedupe_key, attempts, result, "
+	"last_error, submitted_at, run_after, started_at, finished_at, worker_pid, run_id, escalated_at, "
+	"executor, lease_token, lease_expires_at, reported_cost, submitted_by, isolated) "
+	"SELECT id, task_type, payload, 'done', route, window_name, rule_name, reason, origin, priority, "
+	"sla, deadline, department, dedupe_key, attempts + 1, new_result, last_error, submitted_at, "
+	"run_after, $3, clock_timestamp(), $4, $5, escalated_at, executor, NULL, NULL, reported_cost, "
+	"submitted_by, isolated FROM m",
 	5, {INT8ARRAYOID, JSONBARRAYOID, TIMESTAMPTZOID, INT4OID, INT8OID}, true
 };
 
@@ -739,23 +752,34 @@ hx_book_done(HxTask *tasks, HxOutcome *outs, int n)
 
 /*
  * hx_book_chunk_done
- *		A window run's chunk: marks its successful tasks, read while they
- *		waited, done - attempt counted, started when the chunk's
- *		transaction did - in one statement.  Returns how many were still
- *		waiting (the others changed meanwhile).
+ *		A window run's chunk: moves its successful tasks, read while they
+ *		waited, into hx_task_history done - attempt counted, started when
+ *		the chunk's transaction did - in one statement.  Returns how many
+ *		were still waiting (the others changed meanwhile).
  */
 int
 hx_book_chunk_done(HxTask *tasks, HxOutcome *outs, int n, int64 run_id)
 {
 	Datum		values[5];
 	int			nd = hx_done_arrays(tasks, outs, n, &values[0], &values[1]);
+	int			rc;
 
 	if (nd == 0)
 		return 0;
 	values[2] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
 	values[3] = Int32GetDatum(MyProcPid);
 	values[4] = Int64GetDatum(run_id);
-	if (hx_stmt_exec(&done_chunk, values, NULL, false, 0) != SPI_OK_UPDATE)
+	hx_book_moves = true;
+	PG_TRY();
+	{
+		rc = hx_stmt_exec(&done_chunk, values, NULL, false, 0);
+	}
+	PG_FINALLY();
+	{
+		hx_book_moves = false;
+	}
+	PG_END_TRY();
+	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "chunk booking failed");
 	return (int) SPI_processed;
 }

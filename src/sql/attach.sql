@@ -211,9 +211,13 @@ END
 $$;
 
 COMMENT ON FUNCTION _hybridexec.hx_attach_write_back() IS
-'Trigger on hx_task (present while an attachment has a result_column): writes the result of a done task into the row of the watched table it came from, as the table''s owner, in the same transaction (a row that cannot take it gets a warning, the completion stands)';
+'Trigger on hx_task and hx_task_history (present while an attachment has a result_column): writes the result of a done task into the row of the watched table it came from, as the table''s owner, in the same transaction (a row that cannot take it gets a warning, the completion stands)';
 
-/* the write-back trigger on hx_task exists only while it has work */
+/*
+ * The write-back triggers exist only while they have work: on hx_task for
+ * tasks done in place, on hx_task_history for the tasks a window run's
+ * chunk moved there done.
+ */
 CREATE FUNCTION _hybridexec.hx_attach_sync_write_back() RETURNS void
 LANGUAGE plpgsql SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 DECLARE
@@ -225,14 +229,18 @@ BEGIN
 		CREATE TRIGGER hx_attach_write_back AFTER UPDATE OF status ON hx_task
 			FOR EACH ROW WHEN (NEW.status = 'done' AND OLD.status IS DISTINCT FROM 'done')
 			EXECUTE FUNCTION _hybridexec.hx_attach_write_back();
+		CREATE TRIGGER hx_attach_write_back AFTER INSERT ON hx_task_history
+			FOR EACH ROW WHEN (NEW.status = 'done' AND _hybridexec.hx_book_moving())
+			EXECUTE FUNCTION _hybridexec.hx_attach_write_back();
 	ELSIF present AND NOT wanted THEN
 		DROP TRIGGER hx_attach_write_back ON hx_task;
+		DROP TRIGGER hx_attach_write_back ON hx_task_history;
 	END IF;
 END
 $$;
 
 COMMENT ON FUNCTION _hybridexec.hx_attach_sync_write_back() IS
-'Creates the write-back trigger on hx_task when an attachment has a result_column, drops it when none has';
+'Creates the write-back triggers on hx_task and hx_task_history when an attachment has a result_column, drops them when none has';
 
 /*
  * Creates (or re-creates) the trigger on a watched table that turns its

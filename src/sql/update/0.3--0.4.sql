@@ -5,7 +5,9 @@
  * the 0.3 code) and the 0.4 code.  The storage new in 0.4 is created by
  * its parts' [storage 0.4] blocks, which the update runs as a fresh
  * install does: hx_cost_day (ledger.sql), the daily totals that bookings
- * older than hybridexec.ledger_retention roll up into.
+ * older than hybridexec.ledger_retention roll up into, and hx_task_history
+ * (queue.sql), where window runs move their done tasks.  Tasks finished
+ * under 0.3 stay in hx_task, where they are found as before.
  */
 
 /*

@@ -1,0 +1,114 @@
+# 304_history.pl - a window run's done tasks leave the queue.
+#
+#   1. After a run of three chunks (80, 80, 40), every done task is a row of
+#      hx_task_history and none is left in hx_task's own heap; each keeps
+#      every column it was submitted with, and has its result, attempt,
+#      run and times; the handler's effects exist exactly once.
+#   2. The ledger books each moved task once, done, in its run; a row put
+#      into hx_task_history any other way (as a restore loads it) books
+#      nothing, and an update through hx_task that finishes nothing books
+#      nothing either.
+#   3. Row security holds through hx_task: each submitter sees her own
+#      moved tasks and not the other's; hx_task_history itself is closed
+#      to them.
+#   4. A moved task's dedupe key is free again; retention deletes moved
+#      tasks like any finished task.
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use HxTest;
+use HxBatch;
+
+my $node = HxTest::new_node('history');
+HxBatch::setup_batch_keyed($node);
+$node->safe_psql('postgres', q{
+	CREATE ROLE alice LOGIN IN ROLE hybridexec_submitter;
+	CREATE ROLE bob LOGIN IN ROLE hybridexec_submitter;
+	INSERT INTO hx_window (name, schedule, chunk_size) VALUES ('w304', '0 3 1 1 *', 80);
+	INSERT INTO hx_rule (name, position, task_type, route, window_name)
+	VALUES ('bk-w304', 1, 'bk', 'batch', 'w304');
+	SET ROLE alice;
+	SELECT count(hx_submit('bk', jsonb_build_object('k', 'a' || g), department => 'd-alice',
+						   priority => g % 3, dedupe_key => 'a' || g,
+						   sla => CASE WHEN g % 2 = 0 THEN interval '7 days' END))
+	  FROM generate_series(1, 150) g;
+	SET ROLE bob;
+	SELECT count(hx_submit('bk', jsonb_build_object('k', 'b' || g), department => 'd-bob'))
+	  FROM generate_series(1, 50) g;
+	RESET ROLE;
+});
+
+# what every task was submitted with
+my $kept = 'id, task_type, payload, route, window_name, rule_name, reason, origin, priority, '
+  . 'sla, deadline, department, dedupe_key, submitted_at, run_after, submitted_by, isolated';
+$node->safe_psql('postgres', "CREATE TABLE submitted AS SELECT $kept FROM hx_task WHERE task_type = 'bk'");
+is($node->safe_psql('postgres', q{SELECT count(*) FROM hx_task WHERE window_name = 'w304' AND status = 'queued'}),
+	'200', '200 tasks wait for window w304');
+
+# --- 1. the run moves its done tasks --------------------------------------
+my $run = HxBatch::run_window($node, 'w304');
+HxBatch::wait_run($node, $run, 'a run of three chunks (80, 80, 40)');
+is(HxBatch::run_row($node, $run, 'status, processed, failed'), 'done|200|0', 'the run did every task');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM ONLY hx_task WHERE task_type = 'bk'}),
+	'0', "no task is left in hx_task's own heap");
+is( $node->safe_psql('postgres', qq{
+		SELECT count(*) FROM hx_task_history
+		 WHERE task_type = 'bk' AND status = 'done' AND attempts = 1 AND run_id = $run
+		   AND result = jsonb_build_object('k', payload->>'k') AND worker_pid IS NOT NULL
+		   AND started_at <= finished_at AND finished_at <= now() AND lease_token IS NULL}),
+	'200', 'every task is in hx_task_history, done once in the run, with its result and times');
+is($node->safe_psql('postgres', qq{SELECT count(*) FROM hx_task WHERE task_type = 'bk' AND status = 'done'}),
+	'200', 'hx_task shows them');
+is( $node->safe_psql('postgres', qq{
+		SELECT count(*) FROM (SELECT $kept FROM submitted EXCEPT SELECT $kept FROM hx_task_history) x}),
+	'0', 'each kept every column it was submitted with');
+HxBatch::check_batch_exactly_once($node, 'a', 150, "alice's tasks");
+HxBatch::check_batch_exactly_once($node, 'b', 50, "bob's tasks");
+
+# --- 2. the books ----------------------------------------------------------
+is( $node->safe_psql('postgres', qq{
+		SELECT count(*) || ' ' || count(DISTINCT task_id) || ' ' || string_agg(DISTINCT outcome || '/' || run_id, ',')
+		  FROM hx_cost WHERE task_type = 'bk'}),
+	"200 200 done/$run", 'the ledger booked each moved task once, done, in its run');
+my $books = $node->safe_psql('postgres', q{SELECT count(*) || ' ' || sum(cost) FROM hx_cost});
+$node->safe_psql('postgres', q{
+	INSERT INTO hx_task_history
+	SELECT id + 1000000, task_type, payload, status, route, window_name, rule_name, reason, origin,
+		   priority, sla, deadline, department, dedupe_key, attempts, result, last_error,
+		   submitted_at, run_after, started_at, finished_at, worker_pid, run_id, escalated_at,
+		   executor, lease_token, lease_expires_at, reported_cost, submitted_by, isolated
+	  FROM hx_task_history WHERE task_type = 'bk';
+	UPDATE hx_task SET reason = reason || ' (noted)' WHERE task_type = 'bk' AND id > 1000000;
+});
+is($node->safe_psql('postgres', q{SELECT count(*) || ' ' || sum(cost) FROM hx_cost}), $books,
+	'rows loaded into hx_task_history otherwise (as by a restore), and updated, book nothing');
+$node->safe_psql('postgres', q{DELETE FROM hx_task WHERE id > 1000000});
+
+# --- 3. row security through hx_task ---------------------------------------
+is($node->safe_psql('postgres', q{SET ROLE alice; SELECT count(*) || ' ' || string_agg(DISTINCT department, ',') FROM hx_task}),
+	'150 d-alice', 'alice sees her 150 moved tasks through hx_task, and only hers');
+is($node->safe_psql('postgres', q{SET ROLE bob; SELECT count(*) || ' ' || string_agg(DISTINCT department, ',') FROM hx_task}),
+	'50 d-bob', 'bob sees his 50');
+my ($rc, $out, $err) = $node->psql('postgres', q{SET ROLE alice; SELECT count(*) FROM hx_task_history});
+like($err, qr/permission denied for table hx_task_history/, 'hx_task_history itself is closed to submitters');
+
+# --- 4. dedupe keys and retention -----------------------------------------
+my $old = $node->safe_psql('postgres', q{SELECT id FROM hx_task WHERE dedupe_key = 'a1'});
+my $new = $node->safe_psql('postgres',
+	q{SET ROLE alice; SELECT hx_submit('bk', '{"k": "a1-again"}', department => 'd-alice', dedupe_key => 'a1')});
+isnt($new, $old, "a moved task's dedupe key is free again (task $new, not $old)");
+is($node->safe_psql('postgres', "SELECT status FROM ONLY hx_task WHERE id = $new"), 'queued', '... and the new task waits in the queue');
+
+$node->safe_psql('postgres', q{
+	UPDATE hx_task SET finished_at = finished_at - interval '30 days' WHERE task_type = 'bk' AND status = 'done'});
+is($node->safe_psql('postgres', 'SELECT _hybridexec.hx_retention_step()'), '200', 'retention deletes the 200 moved tasks');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM hx_task_history}), '0', 'hx_task_history is empty');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM hx_cost WHERE task_type = 'bk'}), '200', 'the books stay');
+
+$node->stop;
+done_testing();
