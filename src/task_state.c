@@ -77,6 +77,13 @@
 /* ---- claims ---- */
 
 /*
+ * Statements that change tasks found by a status (queued, failed,
+ * running) leave out hx_task_history by its check constraint; those that
+ * change tasks by id alone after such a search say ONLY hx_task, so that
+ * they do not probe hx_task_history, where no unfinished task is.
+ */
+
+/*
  * The stream workers' claim, from the head of the queue or (the second
  * form) after a key: hx_claim_stream_next.  Both scan the claim index in
  * its order, ((-priority), id).
@@ -91,7 +98,7 @@
 	"AND (y1.micro_batch_size IS NULL " \
 	"OR _hybridexec.hx_micro_batch_ready(y1.task_type, y1.micro_batch_size, y1.micro_batch_wait))) " \
 	"ORDER BY (-q.priority), q.id LIMIT $2 FOR UPDATE OF q SKIP LOCKED) " \
-	"UPDATE @extschema@.hx_task t SET status = 'running', attempts = t.attempts + 1, " \
+	"UPDATE ONLY @extschema@.hx_task t SET status = 'running', attempts = t.attempts + 1, " \
 	"started_at = clock_timestamp(), worker_pid = $1 " \
 	"FROM @extschema@.hx_type y " \
 	"WHERE t.id = ANY (ARRAY(SELECT c.id FROM c)) AND y.task_type = t.task_type " \
@@ -113,7 +120,7 @@ static HxStmt claim_isolated = {
 	"AND EXISTS (SELECT 1 FROM @extschema@.hx_type y1 WHERE y1.task_type = q.task_type "
 	"AND (y1.handler IS NOT NULL OR y1.batch_handler IS NOT NULL)) "
 	"ORDER BY q.priority DESC, q.id LIMIT 1 FOR UPDATE OF q SKIP LOCKED) "
-	"UPDATE @extschema@.hx_task t SET status = 'running', attempts = t.attempts + 1, "
+	"UPDATE ONLY @extschema@.hx_task t SET status = 'running', attempts = t.attempts + 1, "
 	"started_at = clock_timestamp(), worker_pid = $1, isolated = false "
 	"FROM @extschema@.hx_type y "
 	"WHERE t.id = ANY (ARRAY(SELECT c.id FROM c)) AND y.task_type = t.task_type "
@@ -157,7 +164,7 @@ static HxStmt read_waiting = {
 	"AND ($1::text[] IS NULL OR t.task_type = ANY ($1)) " \
 	"AND (t.route = 'stream' OR (o.run IS NOT NULL AND t.run_id IS DISTINCT FROM o.run)) " \
 	"ORDER BY (-t.priority), t.id LIMIT $2 FOR UPDATE OF t SKIP LOCKED) " \
-	"UPDATE @extschema@.hx_task t SET status = 'running', attempts = t.attempts + 1, " \
+	"UPDATE ONLY @extschema@.hx_task t SET status = 'running', attempts = t.attempts + 1, " \
 	"started_at = clock_timestamp(), finished_at = NULL, worker_pid = NULL, executor = $3, " \
 	"lease_token = gen_random_uuid(), lease_expires_at = clock_timestamp() + $4, " \
 	"run_id = CASE WHEN t.route = 'batch' THEN c.run ELSE t.run_id END, " \
@@ -351,7 +358,7 @@ static HxStmt escalate = {
 	"AND coalesce(t.deadline, t.submitted_at + t.sla) < plan.done_by "
 	"AND NOT EXISTS (SELECT 1 FROM @extschema@.hx_rule r WHERE r.name = t.rule_name AND r.budget_exhausted) "
 	"FOR UPDATE OF t SKIP LOCKED) "
-	"UPDATE @extschema@.hx_task t SET route = 'stream', window_name = NULL, status = 'queued', "
+	"UPDATE ONLY @extschema@.hx_task t SET route = 'stream', window_name = NULL, status = 'queued', "
 	"escalated_at = now(), run_after = now(), "
 	"reason = coalesce(t.reason || '; ', '') || format('escalated to stream: window %s would finish at %s, after the deadline %s', "
 	"late.window_name, late.done_by, coalesce(t.deadline, t.submitted_at + t.sla)) "
