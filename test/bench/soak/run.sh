@@ -9,10 +9,11 @@
 # rest stream tasks with a no-op handler.  hybridexec.retention is
 # SOAK_RETENTION (default 2min), so the first retention cycle is over after
 # a few minutes.  Every SOAK_EVERY seconds (default 30) one line: tasks
-# submitted and done, live rows in hx_task, dead tuples, the total size
-# of the queue's tables and indexes (hx_task, hx_error, hx_task_source
-# and their indexes and TOAST), the ledger's size (it keeps a row per
-# attempt by design), and autovacuum runs on hx_task so far.  The last
+# submitted and done, live rows in hx_task (moved tasks included), dead
+# tuples, the total size of the queue's tables and indexes (hx_task,
+# hx_task_history, hx_error, hx_task_source and their indexes and TOAST),
+# the ledger's size (it keeps a row per attempt by design), and autovacuum
+# runs on hx_task and hx_task_history so far.  The last
 # lines compare the size after the first retention cycle with the largest
 # size seen after it.  Figures only: nothing passes or fails on them.
 #
@@ -70,10 +71,10 @@ load=$!
 
 sizes="SELECT (SELECT count(*) FROM hx_cost WHERE outcome = 'done'),
 			  (SELECT count(*) FROM hx_task),
-			  (SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'hx_task'),
-			  (SELECT sum(pg_total_relation_size(c)) FROM unnest(ARRAY['hx_task', 'hx_error', 'hx_task_source']::regclass[]) c),
+			  (SELECT sum(n_dead_tup) FROM pg_stat_user_tables WHERE relname IN ('hx_task', 'hx_task_history')),
+			  (SELECT sum(pg_total_relation_size(c)) FROM unnest(ARRAY['hx_task', 'hx_task_history', 'hx_error', 'hx_task_source']::regclass[]) c),
 			  pg_total_relation_size('hx_cost'),
-			  (SELECT autovacuum_count FROM pg_stat_user_tables WHERE relname = 'hx_task')"
+			  (SELECT sum(autovacuum_count) FROM pg_stat_user_tables WHERE relname IN ('hx_task', 'hx_task_history'))"
 printf '%8s %10s %10s %10s %12s %12s %12s\n' elapsed_s done hx_task_rows dead_tup queue_bytes ledger_bytes autovacuums
 retention_s=$(psqlq -c "SELECT extract(epoch FROM '$RETENTION'::interval)::int")
 first_cycle=$((retention_s + 120))
