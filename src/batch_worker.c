@@ -16,12 +16,14 @@
  *		chunks	until the window is empty, max_duration is reached, or
  *				(opportunistic runs) stream work waits, one transaction
  *				per chunk:
- *				  read the chunk's waiting tasks (one task type, by
- *				  priority and deadline), call the batch handler once (or
- *				  the handler per task), book successes and failures
- *				  (attempt counted), mark the chunk's checkpoint committed,
- *				  add to the run's counters, then pick the next chunk and
- *				  write its "started" checkpoint with its task ids
+ *				  call the batch handler once with the chunk's tasks (or
+ *				  the handler per task), book successes (moved to
+ *				  hx_task_history) and failures (attempt counted), mark
+ *				  the chunk's checkpoint committed, add to the run's
+ *				  counters, then pick the next chunk - its waiting tasks,
+ *				  one task type, by priority and deadline, read by the
+ *				  scan that finds them - and write its "started"
+ *				  checkpoint with its task ids
  *		finish	done, overran, yielded or failed
  *
  *	  The chunk's effects, its tasks' results and its checkpoint commit in
@@ -85,6 +87,14 @@ typedef struct HxRun
 	int			parts;
 } HxRun;
 
+/* a chunk: its tasks as the pick read them, and their ids in run order */
+typedef struct HxChunk
+{
+	ArrayType  *ids;			/* bigint[] */
+	HxTask	   *tasks;
+	int			n;
+} HxChunk;
+
 /* how long a new worker waits for the transaction that launched it */
 #define HX_LAUNCHER_WAIT_MS	10000
 
@@ -96,9 +106,9 @@ static HxStmt begin_run = {
 	5, {INT8OID, INT4OID, INT4OID, INT4OID, INT4ARRAYOID}
 };
 static HxStmt stream_busy = {"SELECT NOT _hybridexec.hx_stream_idle()"};
-static HxStmt next_chunk = {
-	"SELECT _hybridexec.hx_batch_next_chunk($1, $2, $3, $4, $5)",
-	5, {INT8OID, TEXTOID, INT4OID, INT4OID, INT4OID}
+static HxStmt start_chunk = {
+	"SELECT _hybridexec.hx_batch_start_chunk($1, $2, $3, $4)",
+	4, {INT8OID, INT4OID, TEXTOID, INT8ARRAYOID}
 };
 static HxStmt chunk_done = {
 	"SELECT _hybridexec.hx_batch_chunk_done($1, $2, $3, $4, $5)",
@@ -129,10 +139,10 @@ static HxStmt finish_run = {
 static bool hx_batch_wait_launcher(TransactionId xid);
 static bool hx_batch_begin(HxRun *run);
 static void hx_batch_isolate(HxRun *run, ArrayType *suspects);
-static ArrayType *hx_batch_pick(HxRun *run, MemoryContext cxt);
+static HxChunk *hx_batch_pick(HxRun *run, MemoryContext cxt);
 static const char *hx_batch_chunks(HxRun *run);
 static ArrayType *hx_batch_recover(HxRun *run);
-static void hx_batch_run_chunk(HxRun *run, ArrayType *ids, int *done, int *failed);
+static void hx_batch_run_chunk(HxRun *run, HxChunk *chunk, int *done, int *failed);
 static void hx_batch_book(HxRun *run, HxTask *tasks, HxOutcome *outs, int n,
 						  int *ndone, int *nfailed);
 static void hx_batch_count(HxRun *run, int ndone, int nfailed, bool isolated);
@@ -410,11 +420,12 @@ hx_batch_count_alone(void *arg, int done, int failed)
 
 /*
  * hx_batch_pick
- *		Picks the next chunk and records it as a started checkpoint;
- *		returns its task ids (copied into cxt) or NULL when the window has
- *		nothing left for us.  In a transaction, SPI connected.
+ *		Picks the next chunk - its tasks read by the scan that finds them -
+ *		and records it as a started checkpoint; returns it (in cxt), or
+ *		NULL when the window has nothing left for us.  In a transaction,
+ *		SPI connected.
  */
-static ArrayType *
+static HxChunk *
 hx_batch_pick(HxRun *run, MemoryContext cxt)
 {
 	Datum		args[5] = {Int64GetDatum(run->id),
@@ -422,23 +433,32 @@ hx_batch_pick(HxRun *run, MemoryContext cxt)
 		Int32GetDatum(run->chunk_size),
 		Int32GetDatum(run->part),
 	Int32GetDatum(run->parts)};
-	ArrayType  *ids = NULL;
-	bool		isnull;
-	Datum		d;
+	HxChunk    *chunk = MemoryContextAllocZero(cxt, sizeof(HxChunk));
+	Datum	   *ids;
+	Datum		start[4];
+	MemoryContext old;
 	int			rc;
+	int			i;
 
-	rc = hx_stmt_exec(&next_chunk, args, NULL, false, 1);
-	if (rc != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "hx_batch_next_chunk failed: %s", SPI_result_code_string(rc));
-	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	if (!isnull)
-	{
-		MemoryContext old = MemoryContextSwitchTo(cxt);
+	chunk->n = hx_pick_chunk(args, &chunk->tasks, cxt);
+	if (chunk->n == 0)
+		return NULL;
 
-		ids = DatumGetArrayTypePCopy(d);
-		MemoryContextSwitchTo(old);
-	}
-	return ids;
+	old = MemoryContextSwitchTo(cxt);
+	ids = palloc(sizeof(Datum) * chunk->n);
+	for (i = 0; i < chunk->n; i++)
+		ids[i] = Int64GetDatum(chunk->tasks[i].id);
+	chunk->ids = construct_array(ids, chunk->n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
+	MemoryContextSwitchTo(old);
+
+	start[0] = Int64GetDatum(run->id);
+	start[1] = Int32GetDatum(run->part);
+	start[2] = CStringGetTextDatum(chunk->tasks[0].task_type);
+	start[3] = PointerGetDatum(chunk->ids);
+	rc = hx_stmt_exec(&start_chunk, start, NULL, false, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "hx_batch_start_chunk failed: %s", SPI_result_code_string(rc));
+	return chunk;
 }
 
 /*
@@ -453,23 +473,23 @@ hx_batch_pick(HxRun *run, MemoryContext cxt)
 static const char *
 hx_batch_chunks(HxRun *run)
 {
-	MemoryContext cur = AllocSetContextCreate(run_cxt, "hybridexec chunk ids",
+	MemoryContext cur = AllocSetContextCreate(run_cxt, "hybridexec chunk",
 											  ALLOCSET_SMALL_SIZES);
-	MemoryContext next = AllocSetContextCreate(run_cxt, "hybridexec next chunk ids",
+	MemoryContext next = AllocSetContextCreate(run_cxt, "hybridexec next chunk",
 											   ALLOCSET_SMALL_SIZES);
 	const char *volatile stop = hx_batch_should_stop(run, false);
-	ArrayType  *ids;
+	HxChunk    *chunk;
 
 	if (stop != NULL)
 		return stop;
 	hx_worker_begin_xact("picking a chunk");
-	ids = hx_batch_pick(run, cur);
+	chunk = hx_batch_pick(run, cur);
 	hx_worker_end_xact();
 
-	while (ids != NULL)
+	while (chunk != NULL)
 	{
 		MemoryContext swap;
-		ArrayType  *volatile next_ids = NULL;
+		HxChunk    *volatile next_chunk = NULL;
 		ErrorData  *volatile edata = NULL;
 		int			ndone;
 		int			nfailed;
@@ -479,10 +499,10 @@ hx_batch_chunks(HxRun *run)
 		PG_TRY();
 		{
 			hx_worker_begin_xact("running a chunk");
-			hx_batch_run_chunk(run, ids, &ndone, &nfailed);
+			hx_batch_run_chunk(run, chunk, &ndone, &nfailed);
 			stop = hx_batch_should_stop(run, true);
 			if (stop == NULL)
-				next_ids = hx_batch_pick(run, next);
+				next_chunk = hx_batch_pick(run, next);
 			/* last: it locks the run row, which the run's other workers update too */
 			hx_batch_count(run, ndone, nfailed, false);
 			hx_worker_end_xact();
@@ -507,12 +527,12 @@ hx_batch_chunks(HxRun *run)
 			if (stop == NULL)
 			{
 				hx_worker_begin_xact("picking a chunk");
-				next_ids = hx_batch_pick(run, next);
+				next_chunk = hx_batch_pick(run, next);
 				hx_worker_end_xact();
 			}
 		}
 
-		ids = next_ids;
+		chunk = next_chunk;
 		swap = cur;
 		cur = next;
 		next = swap;
@@ -547,10 +567,12 @@ hx_batch_recover(HxRun *run)
 
 /*
  * hx_batch_run_chunk
- *		Runs the waiting tasks among ids and books them; *done and *failed
- *		say how many of each.  In the chunk's transaction.
+ *		Runs the chunk's tasks that still wait and books them; *done and
+ *		*failed say how many of each.  In the chunk's transaction.
  *
- *		The tasks are read without locks: nobody but this run takes them
+ *		The tasks were read by the pick, in the transaction before, and
+ *		are read again by id only if one changed meanwhile.  They are read
+ *		without locks: nobody but this run takes them
  *		(runs of a window never overlap), and what others may do to a
  *		waiting task (cancel it, escalate it) is caught when the outcomes
  *		are booked: the bookings only touch tasks still waiting, and if one
@@ -559,7 +581,7 @@ hx_batch_recover(HxRun *run)
  *		changes a booked task before we commit.
  */
 static void
-hx_batch_run_chunk(HxRun *run, ArrayType *ids, int *done, int *failed)
+hx_batch_run_chunk(HxRun *run, HxChunk *chunk, int *done, int *failed)
 {
 	MemoryContext oldcontext = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
@@ -576,7 +598,13 @@ hx_batch_run_chunk(HxRun *run, ArrayType *ids, int *done, int *failed)
 	{
 		bool		conflict;
 
-		n = hx_read_waiting(ids, &tasks, chunk_cxt);
+		if (tries == 0)
+		{
+			tasks = chunk->tasks;
+			n = chunk->n;
+		}
+		else
+			n = hx_read_waiting(chunk->ids, &tasks, chunk_cxt);
 		if (n == 0)
 			break;
 		outs = MemoryContextAllocZero(chunk_cxt, sizeof(HxOutcome) * n);

@@ -152,6 +152,16 @@ static HxStmt read_waiting = {
 	1, {INT8ARRAYOID}, true
 };
 
+/*
+ * A window run's pick: the next chunk's tasks, read by the index scan that
+ * finds them (src/sql/batch.sql), with the columns of HX_TASK_COLUMNS and
+ * the attempt about to run, in run order.
+ */
+static HxStmt pick_chunk = {
+	"SELECT * FROM _hybridexec.hx_batch_next_chunk($1, $2, $3, $4, $5)",
+	5, {INT8OID, TEXTOID, INT4OID, INT4OID, INT4OID}, false
+};
+
 /* the external executors' claim, one per route argument (NULL = both) */
 #define HX_CLAIM_EXTERNAL(route_condition) \
 	"WITH c AS (SELECT t.id, o.run FROM @extschema@.hx_task t " \
@@ -693,6 +703,23 @@ hx_read_waiting(ArrayType *ids, HxTask **tasks, MemoryContext cxt)
 
 	if (hx_stmt_exec(&read_waiting, &arg, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "chunk read failed");
+	return hx_tasks_decode(tasks, cxt);
+}
+
+/*
+ * hx_pick_chunk
+ *		The next chunk of a window run's part (run id, window, chunk size,
+ *		part, parts: hx_batch_next_chunk's arguments): its waiting tasks in
+ *		run order, read without locks, with the attempt they are about to
+ *		make, decoded into cxt; returns how many (0: nothing is left).
+ */
+int
+hx_pick_chunk(Datum *args, HxTask **tasks, MemoryContext cxt)
+{
+	int			rc = hx_stmt_exec(&pick_chunk, args, NULL, false, 0);
+
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "hx_batch_next_chunk failed: %s", SPI_result_code_string(rc));
 	return hx_tasks_decode(tasks, cxt);
 }
 

@@ -71,6 +71,7 @@ extern int	hx_claim_isolated(int worker_pid, HxTask **tasks,
 extern int	hx_claim_ids(ArrayType *ids, int worker_pid, int64 run_id,
 						 HxTask **tasks, MemoryContext cxt);
 extern int	hx_read_waiting(ArrayType *ids, HxTask **tasks, MemoryContext cxt);
+extern int	hx_pick_chunk(Datum *args, HxTask **tasks, MemoryContext cxt);
 
 /* outcomes */
 extern int	hx_book_done(HxTask *tasks, HxOutcome *outs, int n);

@@ -321,14 +321,18 @@ COMMENT ON FUNCTION _hybridexec.hx_batch_begin(bigint, integer, integer, integer
  */
 CREATE FUNCTION _hybridexec.hx_batch_next_chunk(run_id bigint, window_name text, chunk_size integer,
 									part integer DEFAULT 0, parts integer DEFAULT 1)
-RETURNS bigint[]
+RETURNS TABLE (c_id bigint, c_task_type text, c_payload jsonb, c_attempt integer,
+			   c_max_attempts integer, c_handler regprocedure, c_batch_handler regprocedure,
+			   c_run_as regrole, c_timeout_ms double precision, c_micro_batch_size integer,
+			   c_batch boolean, c_run_id bigint, c_lease_token uuid, c_lease_expires_at timestamptz,
+			   c_window_name text, c_priority integer, c_deadline timestamptz, c_submitted_at timestamptz)
 LANGUAGE plpgsql SET search_path = @extschema@, _hybridexec, pg_temp
 SET enable_seqscan = off SET enable_bitmapscan = off SET enable_sort = off SET jit = off AS $$
 DECLARE
 	k record;
 	have_key boolean;
 	typ text;
-	ids bigint[];
+	y hx_type;
 BEGIN
 	/*
 	 * Run order is the order of hx_task_batch_idx: type (a chunk is one
@@ -367,49 +371,59 @@ BEGIN
 		 ORDER BY t.task_type, -t.priority, coalesce(t.deadline, 'infinity'::timestamptz), t.id
 		 LIMIT 1;
 		IF NOT FOUND THEN
-			RETURN NULL;
+			RETURN;
 		END IF;
 		have_key := false;
 	END IF;
+	SELECT * INTO y FROM hx_type x WHERE x.task_type = typ;
+	IF NOT have_key THEN
+		/* just before the type's first task: the scan below starts there */
+		SELECT typ AS task_type, (-2147483648)::integer AS prio, '-infinity'::timestamptz AS dl,
+			   (-9223372036854775808)::bigint AS id INTO k;
+	END IF;
 
 	/*
-	 * After the key, the chunk's type is bounded from above only: with
-	 * "task_type = typ" the index scan would start at the type's first
-	 * entry (an equality wins over the row comparison) and step over every
-	 * task of the type done so far, ever longer as a run went on.
+	 * The chunk's tasks, read by the scan that picks them, as the batch
+	 * worker runs them (the columns of task_state.c's HX_TASK_COLUMNS with
+	 * the attempt about to run); the worker records the started
+	 * checkpoint.  The type is bounded from above only: with "task_type =
+	 * typ" the index scan would start at the type's first entry (an
+	 * equality wins over the row comparison) and step over every task of
+	 * the type done so far, ever longer as a run went on.
 	 */
-	IF have_key THEN
-		ids := ARRAY(SELECT t.id FROM hx_task t
-				 WHERE t.window_name = hx_batch_next_chunk.window_name AND t.route = 'batch'
-				   AND t.status IN ('queued', 'failed')
-				   AND (t.task_type, -t.priority, coalesce(t.deadline, 'infinity'::timestamptz), t.id)
-					   > (k.task_type, k.prio, k.dl, k.id)
-				   AND t.task_type <= typ
-				   AND t.run_after <= now() AND t.run_id IS DISTINCT FROM hx_batch_next_chunk.run_id
-		   AND t.id % parts = hx_batch_next_chunk.part
-				 ORDER BY t.task_type, -t.priority, coalesce(t.deadline, 'infinity'::timestamptz), t.id
-				 LIMIT chunk_size);
-	ELSE
-		ids := ARRAY(SELECT t.id FROM hx_task t
-				 WHERE t.window_name = hx_batch_next_chunk.window_name AND t.route = 'batch'
-				   AND t.status IN ('queued', 'failed')
-				   AND t.task_type = typ
-				   AND t.run_after <= now() AND t.run_id IS DISTINCT FROM hx_batch_next_chunk.run_id
-		   AND t.id % parts = hx_batch_next_chunk.part
-				 ORDER BY t.task_type, -t.priority, coalesce(t.deadline, 'infinity'::timestamptz), t.id
-				 LIMIT chunk_size);
-	END IF;
-	INSERT INTO hx_checkpoint (run_id, part, chunk, task_type, task_ids, last_task_id)
-	SELECT hx_batch_next_chunk.run_id, hx_batch_next_chunk.part, coalesce(max(c.chunk), 0) + 1,
-		   typ, ids, ids[cardinality(ids)]
-	  FROM hx_checkpoint c
-	 WHERE c.run_id = hx_batch_next_chunk.run_id AND c.part = hx_batch_next_chunk.part;
-	RETURN ids;
+	RETURN QUERY
+	SELECT t.id, t.task_type, t.payload, t.attempts + 1, y.max_attempts, y.handler,
+		   y.batch_handler, y.run_as, extract(epoch FROM y.timeout)::float8 * 1000,
+		   coalesce(y.micro_batch_size, 0), true, t.run_id, t.lease_token, t.lease_expires_at,
+		   t.window_name, t.priority, t.deadline, t.submitted_at
+	  FROM hx_task t
+	 WHERE t.window_name = hx_batch_next_chunk.window_name AND t.route = 'batch'
+	   AND t.status IN ('queued', 'failed')
+	   AND (t.task_type, -t.priority, coalesce(t.deadline, 'infinity'::timestamptz), t.id)
+		   > (k.task_type, k.prio, k.dl, k.id)
+	   AND t.task_type <= typ
+	   AND t.run_after <= now() AND t.run_id IS DISTINCT FROM hx_batch_next_chunk.run_id
+	   AND t.id % parts = hx_batch_next_chunk.part
+	 ORDER BY t.task_type, -t.priority, coalesce(t.deadline, 'infinity'::timestamptz), t.id
+	 LIMIT chunk_size;
 END
 $$;
 
 COMMENT ON FUNCTION _hybridexec.hx_batch_next_chunk(bigint, text, integer, integer, integer) IS
-'Batch worker side: picks the next chunk of a run''s part (due tasks of one type whose id modulo parts is part, by priority and deadline) and records it as a started checkpoint; NULL when nothing is left';
+'Batch worker side: the next chunk of a run''s part (due tasks of one type whose id modulo parts is part, by priority and deadline), read as the worker runs them; no rows when nothing is left';
+
+CREATE FUNCTION _hybridexec.hx_batch_start_chunk(run_id bigint, part integer, task_type text, ids bigint[])
+RETURNS void
+LANGUAGE sql SET search_path = @extschema@, _hybridexec, pg_temp AS $$
+	INSERT INTO hx_checkpoint (run_id, part, chunk, task_type, task_ids, last_task_id)
+	SELECT hx_batch_start_chunk.run_id, hx_batch_start_chunk.part, coalesce(max(c.chunk), 0) + 1,
+		   hx_batch_start_chunk.task_type, ids, ids[cardinality(ids)]
+	  FROM hx_checkpoint c
+	 WHERE c.run_id = hx_batch_start_chunk.run_id AND c.part = hx_batch_start_chunk.part;
+$$;
+
+COMMENT ON FUNCTION _hybridexec.hx_batch_start_chunk(bigint, integer, text, bigint[]) IS
+'Batch worker side: records the chunk the worker picked (its task ids, in run order) as the part''s started checkpoint, in the transaction that picked it';
 
 CREATE FUNCTION _hybridexec.hx_batch_chunk_done(run_id bigint, processed integer, failed integer,
 									isolated boolean DEFAULT false, part integer DEFAULT 0)

@@ -13,6 +13,10 @@
 #      to them.
 #   4. A moved task's dedupe key is free again; retention deletes moved
 #      tasks like any finished task.
+#   5. A chunk's tasks are read when it is picked, without locks: a task
+#      cancelled while its chunk's handler runs is left out when the chunk
+#      books, the chunk runs again without it, and nothing of the first
+#      try stays (no effect, no result, no booking of the cancelled task).
 use strict;
 use warnings;
 
@@ -103,12 +107,46 @@ my $new = $node->safe_psql('postgres',
 	q{SET ROLE alice; SELECT hx_submit('bk', '{"k": "a1-again"}', department => 'd-alice', dedupe_key => 'a1')});
 isnt($new, $old, "a moved task's dedupe key is free again (task $new, not $old)");
 is($node->safe_psql('postgres', "SELECT status FROM ONLY hx_task WHERE id = $new"), 'queued', '... and the new task waits in the queue');
+$node->safe_psql('postgres', "SELECT hx_cancel($new)");
 
 $node->safe_psql('postgres', q{
 	UPDATE hx_task SET finished_at = finished_at - interval '30 days' WHERE task_type = 'bk' AND status = 'done'});
 is($node->safe_psql('postgres', 'SELECT _hybridexec.hx_retention_step()'), '200', 'retention deletes the 200 moved tasks');
 is($node->safe_psql('postgres', q{SELECT count(*) FROM hx_task_history}), '0', 'hx_task_history is empty');
 is($node->safe_psql('postgres', q{SELECT count(*) FROM hx_cost WHERE task_type = 'bk'}), '200', 'the books stay');
+
+# --- 5. a task that changes while its chunk runs ---------------------------
+my $gate = HxTest::hold_gate($node, 304);
+$node->safe_psql('postgres', q{
+	SELECT count(hx_submit('bk', jsonb_build_object('k', 'c' || g)
+								 || CASE WHEN g = 1 THEN '{"gate": 304}'::jsonb ELSE '{}' END))
+	  FROM generate_series(1, 10) g});
+my $c1 = $node->safe_psql('postgres', q{SELECT id FROM hx_task WHERE payload->>'k' = 'c1'});
+$run = HxBatch::run_window($node, 'w304');
+ok( $node->poll_query_until('postgres', q{
+		SELECT count(*) = 1 FROM pg_stat_activity
+		 WHERE backend_type = 'hybridexec batch worker' AND wait_event = 'advisory'}),
+	"the chunk's handler waits at the gate");
+is($node->safe_psql('postgres', "SELECT hx_cancel($c1)"), 't', 'its first task is cancelled meanwhile');
+HxTest::release_gate($gate, 304);
+HxBatch::wait_run($node, $run, 'the run of a chunk with a cancelled task');
+is(HxBatch::run_row($node, $run, 'status, processed, failed'), 'done|9|0', 'the run did the other nine');
+is( $node->safe_psql('postgres', qq{
+		SELECT string_agg(x, ',' ORDER BY x)
+		  FROM (SELECT status || ':' || (result IS NULL) || ':' || attempts || ':' || count(*) AS x
+				  FROM hx_task WHERE payload->>'k' LIKE 'c%' GROUP BY status, result IS NULL, attempts) x}),
+	'cancelled:true:0:1,done:false:1:9', 'the cancelled task has no result and no attempt, the others are done once');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM bseen WHERE k = 'c1'}), '0',
+	"the cancelled task's effect of the first try was rolled back");
+is( $node->safe_psql('postgres', q{
+		SELECT count(*) || ' ' || count(DISTINCT k) FROM bseen WHERE k ~ '^c([2-9]|10)$'}),
+	'9 9', "the others' effects exist exactly once");
+is( $node->safe_psql('postgres', qq{
+		SELECT count(*) || ' ' || count(*) FILTER (WHERE task_id = $c1) FROM hx_cost
+		 WHERE run_id = $run}),
+	'9 0', 'nine bookings in the run, none of the cancelled task');
+like(slurp_file($node->logfile), qr/a task of run $run changed while its chunk ran; running the chunk again without it/,
+	'the log says the chunk ran again');
 
 $node->stop;
 done_testing();
