@@ -86,7 +86,7 @@ batch_round() {
 	local window=$1 submit run secs
 	psqlq -c "DELETE FROM hx_task; DELETE FROM hx_rule WHERE name = 'bench'" >/dev/null
 	psqlq -c "INSERT INTO hx_rule (name, position, task_type, route, window_name) VALUES ('bench', 1, 'bench_batch', 'batch', '$window')" >/dev/null
-	psqlq -c "VACUUM ANALYZE hx_task" >/dev/null
+	psqlq -c "VACUUM ANALYZE hx_task, hx_task_history" >/dev/null
 	submit=$(timed "SELECT count(*) FROM hx_submit_batch('bench_batch', ARRAY(SELECT jsonb_build_object('i', g) FROM generate_series(1, $N) g))")
 	hx_tmp_settle
 	run=$(psqlq -c "SELECT hx_run_window('$window')")
@@ -97,7 +97,7 @@ batch_round() {
 # N tasks through the stream path; prints seconds from commit to all done
 stream_round() {
 	local t0 t1
-	psqlq -c "DELETE FROM hx_task" -c "VACUUM ANALYZE hx_task" >/dev/null
+	psqlq -c "DELETE FROM hx_task" -c "VACUUM ANALYZE hx_task, hx_task_history" >/dev/null
 	hx_tmp_settle
 	t0=$(date +%s.%N)
 	psqlq -c "SELECT count(hx_submit('bench_stream', jsonb_build_object('i', g), origin => 'user')) FROM generate_series(1, $N) g" >/dev/null

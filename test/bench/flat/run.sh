@@ -63,7 +63,7 @@ INSERT INTO hx_rule (name, position, task_type, route, window_name) VALUES ('fla
 SQL
 
 empty_queue() {
-	psqlq -c "DELETE FROM hx_task WHERE task_type <> 'bench_history'" -c "VACUUM ANALYZE hx_task" >/dev/null
+	psqlq -c "DELETE FROM hx_task WHERE task_type <> 'bench_history'" -c "VACUUM ANALYZE hx_task, hx_task_history" >/dev/null
 	hx_tmp_settle
 }
 
@@ -82,7 +82,7 @@ batch_round() {
 	local n=$1 run secs
 	empty_queue
 	psqlq -c "SELECT count(*) FROM hx_submit_batch('bench_batch', (SELECT array_agg(jsonb_build_object('i', g)) FROM generate_series(1, $n) g))" >/dev/null
-	psqlq -c "VACUUM ANALYZE hx_task" >/dev/null
+	psqlq -c "VACUUM ANALYZE hx_task, hx_task_history" >/dev/null
 	hx_tmp_settle
 	run=$(psqlq -c "SELECT hx_run_window('flat')")
 	secs=$(hx_bench_run_seconds "$run" "$n")
@@ -116,7 +116,7 @@ done
 echo "filling hx_task with $RETAINED finished tasks" >&2
 psqlq -c "INSERT INTO hx_task (task_type, route, status, attempts, result, submitted_at, started_at, finished_at)
 	SELECT 'bench_history', 'stream', 'done', 1, '{}', now(), now(), now() FROM generate_series(1, $RETAINED)" >/dev/null
-psqlq -c "VACUUM ANALYZE hx_task" >/dev/null
+psqlq -c "VACUUM ANALYZE hx_task, hx_task_history" >/dev/null
 for r in $(seq 1 "$ROUNDS"); do
 	echo "round $r/$ROUNDS: latency, $RETAINED retained" >&2
 	lr+=("$(latency_round)")
