@@ -58,7 +58,7 @@ static HxStmt insert_plain = {
 };
 
 static HxStmt dedupe_lookup = {
-	"SELECT id FROM @extschema@.hx_task WHERE task_type = $1 AND dedupe_key = $2 "
+	"SELECT id FROM ONLY @extschema@.hx_task WHERE task_type = $1 AND dedupe_key = $2 "
 	"AND status IN ('queued', 'running', 'failed')",
 	2, {TEXTOID, TEXTOID}
 };
