@@ -272,7 +272,7 @@ BEGIN
 	 * attempt counts; they are isolated (retried one by one), or dead.
 	 */
 	SELECT array_agg(t.id) INTO lost FROM (
-		SELECT t.id FROM hx_task t
+		SELECT t.id FROM ONLY hx_task t
 		 WHERE t.status = 'running' AND t.route = 'batch' AND t.window_name = r.window_name
 		   AND (t.worker_pid IS NULL OR t.worker_pid <> ALL (live_pids))
 		   AND hx_type_in_database(t.task_type)
@@ -286,7 +286,7 @@ BEGIN
 	 * just isolated, and those a worker that was lost since did not get to.
 	 */
 	SELECT array_agg(t.id ORDER BY t.id) INTO suspects
-	  FROM hx_task t
+	  FROM ONLY hx_task t
 	 WHERE t.isolated AND t.status IN ('queued', 'failed')
 	   AND t.route = 'batch' AND t.window_name = r.window_name;
 
@@ -297,7 +297,7 @@ BEGIN
 		   resumes = x.resumes + CASE WHEN r.status = 'running' AND hx_batch_begin.part = 0
 									  THEN 1 ELSE 0 END,
 		   /* attempts of this run lost with its worker failed, too */
-		   failed = x.failed + (SELECT count(*) FROM hx_task t
+		   failed = x.failed + (SELECT count(*) FROM ONLY hx_task t
 								 WHERE t.id = ANY (coalesce(lost, '{}')) AND t.run_id = r.id),
 		   expected_duration = coalesce(x.expected_duration,
 										(SELECT p.expected_duration FROM hx_window_plan(now()) p
@@ -340,7 +340,8 @@ BEGIN
 	 * Continue after the last task this run took, so the scan skips the
 	 * index entries of tasks done meanwhile; only when nothing is left
 	 * after it, look from the start again (tasks queued meanwhile ahead of
-	 * it).
+	 * it).  The last task is looked up through hx_task: done, it is in
+	 * hx_task_history.
 	 */
 	SELECT c.task_type, -t.priority AS prio, coalesce(t.deadline, 'infinity'::timestamptz) AS dl,
 		   t.id INTO k
@@ -349,7 +350,7 @@ BEGIN
 	 ORDER BY c.chunk DESC LIMIT 1;
 	have_key := FOUND;
 	IF have_key THEN
-		SELECT t.task_type INTO typ FROM hx_task t
+		SELECT t.task_type INTO typ FROM ONLY hx_task t
 		 WHERE t.window_name = hx_batch_next_chunk.window_name AND t.route = 'batch'
 		   AND t.status IN ('queued', 'failed')
 		   AND (t.task_type, -t.priority, coalesce(t.deadline, 'infinity'::timestamptz), t.id)
@@ -362,7 +363,7 @@ BEGIN
 		have_key := FOUND AND typ = k.task_type;
 	END IF;
 	IF typ IS NULL THEN
-		SELECT t.task_type INTO typ FROM hx_task t
+		SELECT t.task_type INTO typ FROM ONLY hx_task t
 		 WHERE t.window_name = hx_batch_next_chunk.window_name AND t.route = 'batch'
 		   AND t.status IN ('queued', 'failed')
 		   AND t.run_after <= now() AND t.run_id IS DISTINCT FROM hx_batch_next_chunk.run_id
@@ -396,7 +397,7 @@ BEGIN
 		   y.batch_handler, y.run_as, extract(epoch FROM y.timeout)::float8 * 1000,
 		   coalesce(y.micro_batch_size, 0), true, t.run_id, t.lease_token, t.lease_expires_at,
 		   t.window_name, t.priority, t.deadline, t.submitted_at
-	  FROM hx_task t
+	  FROM ONLY hx_task t
 	 WHERE t.window_name = hx_batch_next_chunk.window_name AND t.route = 'batch'
 	   AND t.status IN ('queued', 'failed')
 	   AND (t.task_type, -t.priority, coalesce(t.deadline, 'infinity'::timestamptz), t.id)
@@ -454,7 +455,7 @@ COMMENT ON FUNCTION _hybridexec.hx_batch_chunk_done(bigint, integer, integer, bo
 CREATE FUNCTION _hybridexec.hx_batch_external_pending(window_name text) RETURNS boolean
 LANGUAGE sql STABLE SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 	/* a task that already failed in the open run waits for the next one */
-	SELECT EXISTS (SELECT 1 FROM hx_task t
+	SELECT EXISTS (SELECT 1 FROM ONLY hx_task t
 					WHERE t.window_name = hx_batch_external_pending.window_name
 					  AND t.route = 'batch' AND t.status IN ('queued', 'failed', 'running')
 					  AND t.run_after <= now()
@@ -546,7 +547,7 @@ BEGIN
 			   sum(b.n / hx_type_throughput(b.task_type)),
 			   array_agg(b.task_type) FILTER (WHERE hx_type_throughput(b.task_type) IS NULL)
 		  INTO backlog, dur, unknown
-		  FROM (SELECT t.task_type, count(*) AS n FROM hx_task t
+		  FROM (SELECT t.task_type, count(*) AS n FROM ONLY hx_task t
 				 WHERE t.window_name = w.name AND t.route = 'batch'
 				   AND t.status IN ('queued', 'failed')
 				 GROUP BY t.task_type) b;
@@ -612,7 +613,7 @@ COMMENT ON FUNCTION _hybridexec.hx_relaunch_runs() IS
 
 CREATE FUNCTION _hybridexec.hx_stream_idle() RETURNS boolean
 LANGUAGE sql STABLE SET search_path = @extschema@, _hybridexec, pg_temp AS $$
-	SELECT NOT EXISTS (SELECT 1 FROM hx_task t
+	SELECT NOT EXISTS (SELECT 1 FROM ONLY hx_task t
 						WHERE t.status IN ('queued', 'failed', 'running') AND t.route = 'stream')
 $$;
 

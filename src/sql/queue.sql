@@ -172,7 +172,10 @@ ALTER TABLE hx_task SET (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuu
  * query on hx_task sees these rows too, with hx_task's privileges and row
  * security, and retention deletes them like any finished task.  Tasks
  * finished on other paths (stream workers, external executors, failures,
- * cancels) stay in hx_task's own heap for now.
+ * cancels) stay in hx_task's own heap for now.  Statements about
+ * unfinished tasks (claims, bookings, picks, sweeps) say ONLY hx_task:
+ * planned as an inheritance tree they were slower, the stream path by
+ * half (task_state.c).
  */
 -- [storage 0.4]
 CREATE TABLE hx_task_history (
@@ -676,7 +679,7 @@ LANGUAGE sql STABLE SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 	/* enough tasks queued to fill a micro-batch, or the oldest waited long enough */
 	SELECT count(*) >= size
 		   OR min(q.submitted_at) <= clock_timestamp() - wait
-	  FROM (SELECT t.submitted_at FROM hx_task t
+	  FROM (SELECT t.submitted_at FROM ONLY hx_task t
 			 WHERE t.status IN ('queued', 'failed') AND t.route = 'stream'
 			   AND t.task_type = hx_micro_batch_ready.task_type
 			   AND t.run_after <= clock_timestamp()
@@ -696,7 +699,7 @@ LANGUAGE sql STABLE SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 	 */
 	SELECT CASE WHEN EXISTS (SELECT 1 FROM hx_type y WHERE y.micro_batch_size IS NOT NULL)
 				THEN (SELECT min(t.submitted_at + y.micro_batch_wait)
-						FROM hx_task t JOIN hx_type y ON y.task_type = t.task_type
+						FROM ONLY hx_task t JOIN hx_type y ON y.task_type = t.task_type
 					   WHERE y.micro_batch_size IS NOT NULL
 						 AND t.status IN ('queued', 'failed') AND t.route = 'stream') END
 $$;
