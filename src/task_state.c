@@ -40,6 +40,7 @@
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -64,6 +65,7 @@
  * "attempts" is the attempt about to run (t.attempts after a claim,
  * t.attempts + 1 when a chunk reads waiting tasks).
  */
+#define HX_TASK_NCOLUMNS 18
 #define HX_TASK_COLUMNS(attempts) \
 	"t.id, t.task_type, t.payload, " attempts ", y.max_attempts, y.handler, " \
 	"y.batch_handler, y.run_as, extract(epoch FROM y.timeout)::float8 * 1000, " \
@@ -530,44 +532,40 @@ hx_tasks_decode(HxTask **tasks, MemoryContext cxt)
 {
 	HxTask	   *out = MemoryContextAllocZero(cxt, sizeof(HxTask) * Max(SPI_processed, 1));
 	TupleDesc	desc = SPI_tuptable->tupdesc;
+	Datum	   *v = palloc(sizeof(Datum) * desc->natts);
+	bool	   *isnull = palloc(sizeof(bool) * desc->natts);
 	MemoryContext old = MemoryContextSwitchTo(cxt);
 	uint64		i;
 
+	if (desc->natts != HX_TASK_NCOLUMNS)
+		elog(ERROR, "a task row has %d columns, not %d", desc->natts, HX_TASK_NCOLUMNS);
 	for (i = 0; i < SPI_processed; i++)
 	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
 		HxTask	   *t = &out[i];
-		bool		isnull;
-		Datum		d;
 
-		t->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-		t->task_type = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
-		t->payload = PointerGetDatum(PG_DETOAST_DATUM_COPY(SPI_getbinval(tup, desc, 3, &isnull)));
-		t->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
-		t->max_attempts = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
-		d = SPI_getbinval(tup, desc, 6, &isnull);
-		t->handler = isnull ? InvalidOid : DatumGetObjectId(d);
-		d = SPI_getbinval(tup, desc, 7, &isnull);
-		t->batch_handler = isnull ? InvalidOid : DatumGetObjectId(d);
-		t->run_as = DatumGetObjectId(SPI_getbinval(tup, desc, 8, &isnull));
-		t->timeout_ms = DatumGetFloat8(SPI_getbinval(tup, desc, 9, &isnull));
-		t->micro_batch_size = DatumGetInt32(SPI_getbinval(tup, desc, 10, &isnull));
-		t->batch = DatumGetBool(SPI_getbinval(tup, desc, 11, &isnull));
-		d = SPI_getbinval(tup, desc, 12, &isnull);
-		t->run_id = isnull ? 0 : DatumGetInt64(d);
-		d = SPI_getbinval(tup, desc, 13, &isnull);
-		t->has_lease = !isnull;
-		if (!isnull)
-			memcpy(&t->lease_token, DatumGetUUIDP(d), sizeof(pg_uuid_t));
-		d = SPI_getbinval(tup, desc, 14, &isnull);
-		t->lease_expires_at = isnull ? 0 : DatumGetTimestampTz(d);
-		d = SPI_getbinval(tup, desc, 15, &isnull);
-		t->window_name = isnull ? NULL : TextDatumGetCString(d);
-		t->priority = DatumGetInt32(SPI_getbinval(tup, desc, 16, &isnull));
-		d = SPI_getbinval(tup, desc, 17, &isnull);
-		t->has_deadline = !isnull;
-		t->deadline = isnull ? 0 : DatumGetTimestampTz(d);
-		t->submitted_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 18, &isnull));
+		/* one pass over the row: the columns after payload have no offsets cached */
+		heap_deform_tuple(SPI_tuptable->vals[i], desc, v, isnull);
+		t->id = DatumGetInt64(v[0]);
+		t->task_type = TextDatumGetCString(v[1]);
+		t->payload = PointerGetDatum(PG_DETOAST_DATUM_COPY(v[2]));
+		t->attempts = DatumGetInt32(v[3]);
+		t->max_attempts = DatumGetInt32(v[4]);
+		t->handler = isnull[5] ? InvalidOid : DatumGetObjectId(v[5]);
+		t->batch_handler = isnull[6] ? InvalidOid : DatumGetObjectId(v[6]);
+		t->run_as = DatumGetObjectId(v[7]);
+		t->timeout_ms = DatumGetFloat8(v[8]);
+		t->micro_batch_size = DatumGetInt32(v[9]);
+		t->batch = DatumGetBool(v[10]);
+		t->run_id = isnull[11] ? 0 : DatumGetInt64(v[11]);
+		t->has_lease = !isnull[12];
+		if (!isnull[12])
+			memcpy(&t->lease_token, DatumGetUUIDP(v[12]), sizeof(pg_uuid_t));
+		t->lease_expires_at = isnull[13] ? 0 : DatumGetTimestampTz(v[13]);
+		t->window_name = isnull[14] ? NULL : TextDatumGetCString(v[14]);
+		t->priority = DatumGetInt32(v[15]);
+		t->has_deadline = !isnull[16];
+		t->deadline = isnull[16] ? 0 : DatumGetTimestampTz(v[16]);
+		t->submitted_at = DatumGetTimestampTz(v[17]);
 	}
 	MemoryContextSwitchTo(old);
 	*tasks = out;

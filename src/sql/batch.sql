@@ -99,6 +99,14 @@ COMMENT ON COLUMN hx_checkpoint.failed IS 'Tasks of the chunk whose attempt fail
 COMMENT ON COLUMN hx_checkpoint.started_at IS 'When the chunk was taken';
 COMMENT ON COLUMN hx_checkpoint.committed_at IS 'When the chunk committed (with its tasks'' results and effects)';
 
+/*
+ * A chunk's ids are written once and cleared when it commits: kept out of
+ * line without compression, which cost a batch worker 5% of its time
+ * (pglz on 5,000 ids per chunk).  Outside the storage blocks: an update
+ * sets it too.
+ */
+ALTER TABLE hx_checkpoint ALTER COLUMN task_ids SET STORAGE EXTERNAL;
+
 /* ------------------------------------------------------------------------
  * Starting runs
  * ------------------------------------------------------------------------ */
