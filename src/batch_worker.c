@@ -518,6 +518,8 @@ hx_batch_chunks(HxRun *run)
 
 		if (edata != NULL)
 		{
+			/* a chunk picked in the failed transaction was rolled back with it */
+			next_chunk = NULL;
 			/* as after a crash: its tasks one by one, then the next chunk */
 			ereport(LOG,
 					(errmsg("hybridexec batch worker: a chunk of run %lld failed as a whole (%s)",
