@@ -82,11 +82,8 @@ is( $node->safe_psql('postgres', qq{
 my $books = $node->safe_psql('postgres', q{SELECT count(*) || ' ' || sum(cost) FROM hx_cost});
 $node->safe_psql('postgres', q{
 	INSERT INTO hx_task_history
-	SELECT id + 1000000, task_type, payload, status, route, window_name, rule_name, reason, origin,
-		   priority, sla, deadline, department, dedupe_key, attempts, result, last_error,
-		   submitted_at, run_after, started_at, finished_at, worker_pid, run_id, escalated_at,
-		   executor, lease_token, lease_expires_at, reported_cost, submitted_by, isolated
-	  FROM hx_task_history WHERE task_type = 'bk';
+	SELECT (jsonb_populate_record(h, jsonb_build_object('id', h.id + 1000000))).*
+	  FROM hx_task_history h WHERE h.task_type = 'bk';
 	UPDATE hx_task SET reason = reason || ' (noted)' WHERE task_type = 'bk' AND id > 1000000;
 });
 is($node->safe_psql('postgres', q{SELECT count(*) || ' ' || sum(cost) FROM hx_cost}), $books,
