@@ -157,6 +157,8 @@ UPDATE hx_price SET description = 'notes are fine' WHERE task_type = 'acct' AND 
 UPDATE hx_cost SET cost = 0 WHERE task_id = (SELECT id FROM hist WHERE k = 't6');
 DELETE FROM hx_cost WHERE task_id = (SELECT id FROM hist WHERE k = 't6');
 TRUNCATE hx_cost;
+TRUNCATE hx_cost_attempt;
+TRUNCATE hx_cost_chunk;
 SELECT hx_cost_correct(c.id, 0.30, 'invoice says 0.30') > c.id AS corrected
   FROM hx_cost c WHERE c.task_id = (SELECT id FROM hist WHERE k = 't6');
 SELECT sum(cost) AS t6_total, sum(cost) = 0.30 AS ok, count(*) AS rows

@@ -37,7 +37,9 @@
  */
 #include "postgres.h"
 
+#include "catalog/dependency.h"
 #include "catalog/pg_type.h"
+#include "commands/sequence.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
 #include "executor/spi.h"
@@ -95,7 +97,7 @@ static const char *const book_columns[BOOK_COLUMNS] = {
 };
 
 static HxStmt insert_bookings = {
-	"INSERT INTO @extschema@.hx_cost (at, task_id, attempt, outcome, task_type, route, "
+	"INSERT INTO @extschema@.hx_cost_attempt (at, task_id, attempt, outcome, task_type, route, "
 	"window_name, run_id, rule_name, department, origin, executor, submitted_by, "
 	"submitted_at, sla, deadline, wait_seconds, wall_seconds, latency_seconds, price_id, "
 	"currency, cost, baseline_cost, batch_cost, reported) "
@@ -105,6 +107,22 @@ static HxStmt insert_bookings = {
 	"b.price_id, b.currency, b.cost, b.baseline_cost, b.batch_cost, b.reported "
 	"FROM unnest($1) b",
 	1, {InvalidOid}, false
+};
+
+/*
+ * A chunk's done attempts that share every booking column but the task's
+ * own: one hx_cost_chunk row (hx_book_chunks).
+ */
+static HxStmt insert_chunk = {
+	"INSERT INTO @extschema@.hx_cost_chunk (at, started_at, task_type, route, window_name, "
+	"run_id, rule_name, department, origin, executor, submitted_by, sla, wall_seconds, price_id, "
+	"currency, cost, baseline_cost, batch_cost, ids, task_ids, attempts, submitted_ats, deadlines) "
+	"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, "
+	"$19, $20, $21, $22, $23)",
+	23, {TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, TEXTOID, TEXTOID, INT8OID, TEXTOID, TEXTOID,
+		TEXTOID, TEXTOID, REGROLEOID, INTERVALOID, FLOAT8OID, INT8OID, TEXTOID, NUMERICOID,
+		NUMERICOID, NUMERICOID, INT8ARRAYOID, INT8ARRAYOID, INT4ARRAYOID, TIMESTAMPTZARRAYOID,
+	TIMESTAMPTZARRAYOID}, false
 };
 
 static HxStmt add_minute = {
@@ -287,6 +305,8 @@ static void hx_rule_read(HxPriceRule *r, int from);
 static void hx_rule_free(HxPriceRules *e);
 static void hx_rule_cache_callback(Datum arg, Oid relid);
 static void hx_book_insert(HxAttempt *a, int n);
+static int	hx_book_chunks(HxAttempt *a, int n);
+static bool hx_chunk_mate(HxAttempt *x, HxAttempt *y);
 static void hx_book_sums(HxAttempt *a, int n);
 static void hx_sums_grow(HxSum **m, HxSum **d, int *room);
 static int	hx_minute_cmp(const void *x, const void *y);
@@ -309,6 +329,7 @@ hx_cost_book(PG_FUNCTION_ARGS)
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
 	HxAttempt  *a;
 	int			n;
+	int			single;
 	MemoryContext cxt;
 	MemoryContext old;
 
@@ -344,7 +365,9 @@ hx_cost_book(PG_FUNCTION_ARGS)
 			elog(ERROR, "SPI_connect failed");
 		hx_book_group(a, n);
 		hx_book_price(a, n);
-		hx_book_insert(a, n);
+		single = TRIGGER_FIRED_BY_INSERT(trigdata->tg_event) ? hx_book_chunks(a, n) : n;
+		if (single > 0)
+			hx_book_insert(a, single);
 		hx_book_sums(a, n);
 		SPI_finish();
 	}
@@ -820,7 +843,7 @@ hx_rule_cache_callback(Datum arg, Oid relid)
 static void
 hx_book_insert(HxAttempt *a, int n)
 {
-	Oid			type = get_rel_type_id(get_relname_relid("hx_cost", hx_cached_schema()));
+	Oid			type = get_rel_type_id(get_relname_relid("hx_cost_attempt", hx_cached_schema()));
 	Oid			array_type = get_array_type(type);
 	TupleDesc	desc = lookup_rowtype_tupdesc_copy(type, -1);
 	Datum	   *rows = palloc(sizeof(Datum) * n);
@@ -903,6 +926,166 @@ hx_book_insert(HxAttempt *a, int n)
 	}
 	if (hx_stmt_exec(&insert_bookings, &arg, NULL, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "hx_cost_book: booking the attempts failed");
+}
+
+/*
+ * The columns of a task that the attempts of one hx_cost_chunk row share
+ * (besides their moment, run time and price), with their types' storage.
+ */
+static const struct
+{
+	int			col;
+	bool		byval;
+	int16		len;
+}			chunk_key[] =
+{
+	{F_TASK_TYPE, false, -1}, {F_ROUTE, false, -1}, {F_WINDOW, false, -1},
+	{F_RUN_ID, true, 8}, {F_RULE, false, -1}, {F_DEPARTMENT, false, -1},
+	{F_ORIGIN, false, -1}, {F_EXECUTOR, false, -1}, {F_SUBMITTED_BY, true, 4},
+	{F_SLA, false, 16}, {F_STARTED_AT, true, 8}
+};
+
+/*
+ * hx_book_chunks
+ *		Books the done attempts a chunk moved (an INSERT into
+ *		hx_task_history) as hx_cost_chunk rows: one per group of attempts
+ *		that share every booking column but the task's own, which go into
+ *		its arrays with booking numbers drawn from hx_cost_attempt's
+ *		sequence, one per attempt, as a single booking's would be.  A
+ *		chunk's tasks usually make one group.  Attempts with a cost their
+ *		executor reported, or without a start or submission time, are
+ *		moved to the front of a and left to hx_book_insert: returns how
+ *		many.  In SPI, in the trigger's memory.
+ */
+static int
+hx_book_chunks(HxAttempt *a, int n)
+{
+	int		   *group = palloc(sizeof(int) * n);
+	int		   *first = palloc(sizeof(int) * n);	/* each group's first attempt */
+	int		   *count = palloc0(sizeof(int) * n);
+	int			ng = 0;
+	int			single = 0;
+	Oid			seq = InvalidOid;
+	int			i;
+	int			k;
+
+	for (i = 0; i < n; i++)
+	{
+		group[i] = -1;
+		if (a[i].stream || strcmp(a[i].status, "done") != 0 || !a[i].n[F_REPORTED_COST] ||
+			a[i].n[F_STARTED_AT] || a[i].n[F_SUBMITTED_AT])
+			continue;
+		for (k = ng - 1; k >= 0; k--)
+			if (hx_chunk_mate(&a[first[k]], &a[i]))
+				break;
+		if (k < 0)
+		{
+			k = ng++;
+			first[k] = i;
+		}
+		group[i] = k;
+		count[k]++;
+	}
+
+	for (k = 0; k < ng; k++)
+	{
+		HxAttempt  *f = &a[first[k]];
+		Datum	   *ids = palloc(sizeof(Datum) * count[k]);
+		Datum	   *tasks = palloc(sizeof(Datum) * count[k]);
+		Datum	   *attempts = palloc(sizeof(Datum) * count[k]);
+		Datum	   *submitted = palloc(sizeof(Datum) * count[k]);
+		Datum	   *deadlines = palloc(sizeof(Datum) * count[k]);
+		bool	   *no_deadline = palloc(sizeof(bool) * count[k]);
+		int			dims[1] = {count[k]};
+		int			lbs[1] = {1};
+		Datum		v[23];
+		char		nulls[23];
+		int			m = 0;
+		int			c;
+
+		if (!OidIsValid(seq))
+			seq = getIdentitySequence(get_relname_relid("hx_cost_attempt", hx_cached_schema()),
+									  1, false);
+		for (i = first[k]; i < n && m < count[k]; i++)
+		{
+			if (group[i] != k)
+				continue;
+			ids[m] = Int64GetDatum(nextval_internal(seq, false));
+			tasks[m] = a[i].v[F_ID];
+			attempts[m] = a[i].v[F_ATTEMPTS];
+			submitted[m] = a[i].v[F_SUBMITTED_AT];
+			no_deadline[m] = a[i].n[F_DEADLINE];
+			deadlines[m] = a[i].n[F_DEADLINE] ? (Datum) 0 : a[i].v[F_DEADLINE];
+			m++;
+		}
+
+		memset(nulls, ' ', sizeof(nulls));
+		v[0] = TimestampTzGetDatum(f->fin_at);
+		v[1] = f->v[F_STARTED_AT];
+		for (c = 0; c < 10; c++)
+		{
+			int			col = chunk_key[c].col;
+
+			v[2 + c] = f->v[col];
+			nulls[2 + c] = f->n[col] ? 'n' : ' ';
+		}
+		v[12] = Float8GetDatum(f->wall);
+		v[13] = f->price_id;
+		nulls[13] = f->price_id_null ? 'n' : ' ';
+		v[14] = f->currency;
+		v[15] = f->cost;
+		v[16] = f->baseline;
+		v[17] = f->batch;
+		v[18] = PointerGetDatum(construct_array(ids, m, INT8OID, 8, true, TYPALIGN_DOUBLE));
+		v[19] = PointerGetDatum(construct_array(tasks, m, INT8OID, 8, true, TYPALIGN_DOUBLE));
+		v[20] = PointerGetDatum(construct_array(attempts, m, INT4OID, 4, true, TYPALIGN_INT));
+		v[21] = PointerGetDatum(construct_array(submitted, m, TIMESTAMPTZOID, 8, true,
+												TYPALIGN_DOUBLE));
+		v[22] = PointerGetDatum(construct_md_array(deadlines, no_deadline, 1, dims, lbs,
+												   TIMESTAMPTZOID, 8, true, TYPALIGN_DOUBLE));
+		if (hx_stmt_exec(&insert_chunk, v, nulls, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "hx_cost_book: booking a chunk failed");
+	}
+
+	/* the rest first, for hx_book_insert; every attempt stays in a for the sums */
+	for (i = 0; i < n; i++)
+		if (group[i] < 0)
+		{
+			HxAttempt	t = a[single];
+
+			a[single++] = a[i];
+			a[i] = t;
+		}
+	return single;
+}
+
+/*
+ * hx_chunk_mate
+ *		Whether two attempts can share an hx_cost_chunk row: the same
+ *		moment, run time, price and task columns of chunk_key.
+ */
+static bool
+hx_chunk_mate(HxAttempt *x, HxAttempt *y)
+{
+	int			c;
+
+	if (x->fin_at != y->fin_at || x->wall != y->wall ||
+		x->price_id_null != y->price_id_null ||
+		(!x->price_id_null && DatumGetInt64(x->price_id) != DatumGetInt64(y->price_id)) ||
+		!datumIsEqual(x->currency, y->currency, false, -1) ||
+		!datumIsEqual(x->cost, y->cost, false, -1) ||
+		!datumIsEqual(x->baseline, y->baseline, false, -1) ||
+		!datumIsEqual(x->batch, y->batch, false, -1))
+		return false;
+	for (c = 0; c < lengthof(chunk_key); c++)
+	{
+		int			col = chunk_key[c].col;
+
+		if (x->n[col] != y->n[col] ||
+			(!x->n[col] && !datumIsEqual(x->v[col], y->v[col], chunk_key[c].byval, chunk_key[c].len)))
+			return false;
+	}
+	return true;
 }
 
 /*

@@ -214,6 +214,8 @@ static HxStmt done_running = {
  * and the queue's heap and claim indexes keep only what is still to do.
  * Every column of hx_task is copied (a new column must be added here).
  * Only tasks still waiting move; the inserts fire the ledger trigger.
+ * They finish at one moment ($6), so that the ledger books them as one
+ * row (hx_cost_chunk).
  */
 static HxStmt done_chunk = {
 	"WITH m AS (DELETE FROM ONLY @extschema@.hx_task t USING unnest($1, $2) AS d (id, result) "
@@ -224,9 +226,9 @@ static HxStmt done_chunk = {
 	"executor, lease_token, lease_expires_at, reported_cost, submitted_by, isolated) "
 	"SELECT id, task_type, payload, 'done', route, window_name, rule_name, reason, origin, priority, "
 	"sla, deadline, department, dedupe_key, attempts + 1, new_result, last_error, submitted_at, "
-	"run_after, $3, clock_timestamp(), $4, $5, escalated_at, executor, NULL, NULL, reported_cost, "
+	"run_after, $3, $6, $4, $5, escalated_at, executor, NULL, NULL, reported_cost, "
 	"submitted_by, isolated FROM m",
-	5, {INT8ARRAYOID, JSONBARRAYOID, TIMESTAMPTZOID, INT4OID, INT8OID}, true
+	6, {INT8ARRAYOID, JSONBARRAYOID, TIMESTAMPTZOID, INT4OID, INT8OID, TIMESTAMPTZOID}, true
 };
 
 static HxStmt done_leased = {
@@ -793,7 +795,7 @@ hx_book_done(HxTask *tasks, HxOutcome *outs, int n)
 int
 hx_book_chunk_done(HxTask *tasks, HxOutcome *outs, int n, int64 run_id)
 {
-	Datum		values[5];
+	Datum		values[6];
 	int			nd = hx_done_arrays(tasks, outs, n, &values[0], &values[1]);
 	int			rc;
 
@@ -802,6 +804,7 @@ hx_book_chunk_done(HxTask *tasks, HxOutcome *outs, int n, int64 run_id)
 	values[2] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
 	values[3] = Int32GetDatum(MyProcPid);
 	values[4] = Int64GetDatum(run_id);
+	values[5] = TimestampTzGetDatum(GetCurrentTimestamp());
 	hx_book_moves = true;
 	PG_TRY();
 	{

@@ -82,6 +82,8 @@ GRANT EXECUTE ON FUNCTION
 TO hybridexec_submitter;
 
 GRANT SELECT ON hx_task, hx_error, hx_cost, hx_cost_day, hx_department_member TO hybridexec_submitter;
+/* hx_cost reads its tables as its reader (security_invoker), under their row security */
+GRANT SELECT ON hx_cost_attempt, hx_cost_chunk TO hybridexec_submitter;
 
 /* ------------------------------------------------------------------------
  * Executors
@@ -155,14 +157,23 @@ CREATE POLICY hx_error_visible ON hx_error FOR SELECT
 COMMENT ON POLICY hx_error_visible ON hx_error IS
 'The errors of the tasks the reader may see (hx_task_visible)';
 
-ALTER TABLE hx_cost ENABLE ROW LEVEL SECURITY;
-CREATE POLICY hx_cost_visible ON hx_cost FOR SELECT
-	USING ((SELECT pg_catalog.pg_has_role('hybridexec_admin', 'MEMBER'))
-		   OR submitted_by::oid IN (SELECT r.oid FROM pg_catalog.pg_roles r
-									 WHERE pg_catalog.pg_has_role(r.oid, 'MEMBER'))
-		   OR department IN (SELECT m.department FROM @extschema@.hx_department_member m));
-COMMENT ON POLICY hx_cost_visible ON hx_cost IS
-'Administrators see every booking; others those of tasks submitted by a role they are a member of, or for a department they belong to';
+/* hx_cost is a view over these two, read with the reader's rights */
+DO $$
+DECLARE
+	t text;
+BEGIN
+	FOREACH t IN ARRAY ARRAY['hx_cost_attempt', 'hx_cost_chunk'] LOOP
+		EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
+		EXECUTE format($p$CREATE POLICY hx_cost_visible ON %I FOR SELECT
+			USING ((SELECT pg_catalog.pg_has_role('hybridexec_admin', 'MEMBER'))
+				   OR submitted_by::oid IN (SELECT r.oid FROM pg_catalog.pg_roles r
+											 WHERE pg_catalog.pg_has_role(r.oid, 'MEMBER'))
+				   OR department IN (SELECT m.department FROM @extschema@.hx_department_member m))$p$, t);
+		EXECUTE format('COMMENT ON POLICY hx_cost_visible ON %I IS %L', t,
+					   'Administrators see every booking; others those of tasks submitted by a role they are a member of, or for a department they belong to');
+	END LOOP;
+END
+$$;
 
 ALTER TABLE hx_cost_day ENABLE ROW LEVEL SECURITY;
 CREATE POLICY hx_cost_day_visible ON hx_cost_day FOR SELECT

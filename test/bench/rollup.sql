@@ -19,7 +19,7 @@ DECLARE
 	total bigint := 0;
 	n integer;
 BEGIN
-	INSERT INTO hx_cost (at, task_id, attempt, outcome, task_type, route, department, origin,
+	INSERT INTO hx_cost_attempt (at, task_id, attempt, outcome, task_type, route, department, origin,
 						 submitted_at, wait_seconds, wall_seconds, latency_seconds, currency, cost,
 						 baseline_cost, batch_cost)
 	SELECT now() - interval '3 days' + i * interval '1 ms', i, 1, 'done', 'type' || (i % 5), 'batch',

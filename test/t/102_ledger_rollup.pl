@@ -3,7 +3,8 @@
 # days stays what it was.
 #
 # Stream tasks of two departments and two submitters (one of them an
-# ordinary role) are booked by the workers; their bookings are copied
+# ordinary role) are booked by the workers, a window run's three chunks
+# as hx_cost_chunk rows; their bookings are copied
 # three days back (as other tasks) with a correction, and an old minute
 # of statistics is added.  The reports are taken, then the scheduler's
 # roll-up step is turned on with a one-day retention: the old bookings
@@ -23,6 +24,7 @@ use Test::More;
 use FindBin;
 use lib $FindBin::RealBin;
 use HxTest;
+use HxBatch;
 
 my $node = HxTest::new_node('ledger_rollup', 'hybridexec.time_zone' => 'Europe/Paris');
 HxTest::setup_keyed($node);
@@ -40,9 +42,20 @@ $node->safe_psql('postgres', q{SELECT hx_submit('keyed', jsonb_build_object('k',
 	FROM generate_series(1, 10) i}, extra_params => ['-U', 'alice']);
 HxTest::wait_finished($node, 'r', 'stream tasks of two departments and two submitters');
 
+# and a window run of three chunks, booked as hx_cost_chunk rows
+HxBatch::setup_batch_keyed($node);
+$node->safe_psql('postgres', q{
+	INSERT INTO hx_price (task_type, route, unit_cost) VALUES ('bk', 'batch', 0.002);
+	UPDATE hx_window SET chunk_size = 5 WHERE name = 'nightly'});
+HxBatch::submit_keys($node, 'b', 12);
+my $run = HxBatch::run_window($node, 'nightly');
+HxBatch::wait_run($node, $run, 'a run of 12 batch tasks');
+is( $node->safe_psql('postgres', q{SELECT count(*) || ' ' || sum(cardinality(ids)) FROM hx_cost_chunk}),
+	'3 12', 'its three chunks booked their tasks as three rows');
+
 # the same bookings three days back, as other tasks, and a correction
 $node->safe_psql('postgres', q{
-	INSERT INTO hx_cost (at, task_id, attempt, outcome, task_type, route, window_name, run_id,
+	INSERT INTO hx_cost_attempt (at, task_id, attempt, outcome, task_type, route, window_name, run_id,
 						 rule_name, department, origin, executor, submitted_at, sla, deadline,
 						 wait_seconds, wall_seconds, latency_seconds, price_id, currency, cost,
 						 baseline_cost, batch_cost, reported, submitted_by)
@@ -50,7 +63,18 @@ $node->safe_psql('postgres', q{
 		   window_name, run_id, rule_name, department, origin, executor,
 		   submitted_at - interval '3 days', sla, deadline, wait_seconds, wall_seconds,
 		   latency_seconds, price_id, currency, cost, baseline_cost, batch_cost, reported, submitted_by
-	  FROM hx_cost;
+	  FROM hx_cost_attempt;
+	INSERT INTO hx_cost_chunk (at, started_at, task_type, route, window_name, run_id, rule_name,
+							   department, origin, executor, submitted_by, sla, wall_seconds,
+							   price_id, currency, cost, baseline_cost, batch_cost, ids, task_ids,
+							   attempts, submitted_ats, deadlines)
+	SELECT at - interval '3 days', started_at - interval '3 days', task_type, route, window_name,
+		   run_id, rule_name, department, origin, executor, submitted_by, sla, wall_seconds,
+		   price_id, currency, cost, baseline_cost, batch_cost,
+		   ARRAY (SELECT nextval(pg_get_serial_sequence('hx_cost_attempt', 'id')) FROM unnest(ids)),
+		   ARRAY (SELECT x + 1000000 FROM unnest(task_ids) x), attempts,
+		   ARRAY (SELECT x - interval '3 days' FROM unnest(submitted_ats) x), deadlines
+	  FROM hx_cost_chunk;
 	SELECT hx_cost_correct((SELECT min(id) FROM hx_cost WHERE at < now() - interval '2 days'),
 						   1.5, 'provider invoice');
 	INSERT INTO hx_stat_minute (minute, task_type, route, shard, done, wait_hist, run_hist)
@@ -60,7 +84,7 @@ my ($old, $recent, $rolled_id) = split /\|/, $node->safe_psql('postgres', q{
 	SELECT count(*) FILTER (WHERE at < now() - interval '2 days'), count(*) FILTER (WHERE at > now() - interval '1 day'),
 		   max(id) FILTER (WHERE at < now() - interval '2 days' AND correction_of IS NULL)
 	  FROM hx_cost});
-cmp_ok($old, '>=', 51, "old bookings to roll up ($old), a correction among them");
+cmp_ok($old, '>=', 63, "old bookings to roll up ($old), 12 of chunks and a correction among them");
 
 my $period = q{date_trunc('day', now()) - interval '5 days', date_trunc('day', now()) + interval '1 day'};
 my $reports = qq{
@@ -73,7 +97,7 @@ my $reports = qq{
 	  FROM hx_savings(date_trunc('day', now()) - interval '5 days', now()) s
 	ORDER BY 1};
 my $before = $node->safe_psql('postgres', $reports);
-like($before, qr/^day \(\d{4}-\d\d-\d\d,USD,50,50,/m, 'the reports count the old day (50 tasks, a correction)');
+like($before, qr/^day \(\d{4}-\d\d-\d\d,USD,62,62,/m, 'the reports count the old day (62 tasks, a correction)');
 my $alice_before = $node->safe_psql('postgres',
 	q{SELECT count(*) || ' ' || sum(cost) FROM hx_cost WHERE at < now() - interval '2 days'},
 	extra_params => ['-U', 'alice']);
@@ -88,6 +112,9 @@ is( $node->safe_psql('postgres', q{
 	"$recent $recent", 'the recent bookings stayed, and nothing else');
 is($node->safe_psql('postgres', q{SELECT sum(bookings) FROM hx_cost_day}), $old,
 	'hx_cost_day stands for every rolled-up booking');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM hx_cost_chunk WHERE at < now() - interval '2 days'}), '0',
+	'the old chunk rows went whole');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM hx_cost_chunk}), '3', 'the recent ones stayed');
 is( $node->safe_psql('postgres', q{
 		SELECT count(*) FROM hx_stat_minute WHERE minute < now() - interval '2 days'}),
 	'0', 'the old minute of statistics went too');

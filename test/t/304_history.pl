@@ -7,7 +7,10 @@
 #   2. The ledger books each moved task once, done, in its run; a row put
 #      into hx_task_history any other way (as a restore loads it) books
 #      nothing, and an update through hx_task that finishes nothing books
-#      nothing either.
+#      nothing either.  A chunk's bookings are hx_cost_chunk rows (a
+#      few, not one per task) that hx_cost reads as one row per attempt,
+#      with each task's own columns and times, unique booking numbers,
+#      row security and corrections as for any booking.
 #   3. Row security holds through hx_task: each submitter sees her own
 #      moved tasks and not the other's; hx_task_history itself is closed
 #      to them.
@@ -79,6 +82,41 @@ is( $node->safe_psql('postgres', qq{
 		SELECT count(*) || ' ' || count(DISTINCT task_id) || ' ' || string_agg(DISTINCT outcome || '/' || run_id, ',')
 		  FROM hx_cost WHERE task_type = 'bk'}),
 	"200 200 done/$run", 'the ledger booked each moved task once, done, in its run');
+
+# a chunk's bookings are kept as few rows, and read as one per attempt
+my ($rc, $out, $err);
+is( $node->safe_psql('postgres', q{
+		SELECT (SELECT count(*) FROM hx_cost_attempt WHERE task_type = 'bk') || ' '
+			   || sum(cardinality(ids)) || ' ' || (count(*) BETWEEN 3 AND 24)
+		  FROM hx_cost_chunk WHERE task_type = 'bk'}),
+	'0 200 true', 'the chunks booked their 200 tasks as a few hx_cost_chunk rows (a group per submitter, department and SLA)');
+is( $node->safe_psql('postgres', q{
+		SELECT count(*) FROM hx_cost c JOIN hx_task_history h ON h.id = c.task_id
+		 WHERE c.at = h.finished_at AND c.attempt = h.attempts AND c.run_id = h.run_id
+		   AND c.window_name = h.window_name AND c.rule_name IS NOT DISTINCT FROM h.rule_name
+		   AND c.department IS NOT DISTINCT FROM h.department AND c.origin IS NOT DISTINCT FROM h.origin
+		   AND c.submitted_by = h.submitted_by
+		   AND c.submitted_at = h.submitted_at AND c.sla IS NOT DISTINCT FROM h.sla
+		   AND c.deadline IS NOT DISTINCT FROM h.deadline
+		   AND c.wait_seconds = extract(epoch FROM h.started_at - h.submitted_at)::float8
+		   AND c.latency_seconds = extract(epoch FROM h.finished_at - h.submitted_at)::float8
+		   AND c.wall_seconds > 0 AND c.currency = 'USD' AND NOT c.reported
+		   AND c.correction_of IS NULL AND c.note IS NULL}),
+	'200', "each booking has its own task's columns, times and run");
+is($node->safe_psql('postgres', q{SELECT count(*) = count(DISTINCT id) FROM hx_cost}), 't',
+	'booking numbers stay unique across single and chunk bookings');
+is($node->safe_psql('postgres', q{SET ROLE alice; SELECT count(*) || ' ' || string_agg(DISTINCT department, ',') FROM hx_cost}),
+	'150 d-alice', 'alice sees the bookings of her tasks only');
+is($node->safe_psql('postgres', q{SET ROLE bob; SELECT count(*) || ' ' || string_agg(DISTINCT department, ',') FROM hx_cost}),
+	'50 d-bob', 'bob his');
+my $cid = $node->safe_psql('postgres', q{SELECT min(id) FROM hx_cost_chunk, unnest(ids) id WHERE task_type = 'bk'});
+$node->safe_psql('postgres', qq{SELECT hx_cost_correct($cid, 0.25, 'invoice')});
+is( $node->safe_psql('postgres', qq{
+		SELECT sum(cost) || ' ' || count(*) FROM hx_cost
+		 WHERE id = $cid OR correction_of = $cid}),
+	'0.250000 2', 'a booking of a chunk is corrected like any other');
+($rc, $out, $err) = $node->psql('postgres', q{UPDATE hx_cost_chunk SET cost = 0});
+like($err, qr/hx_cost is append-only: UPDATE is not allowed/, 'hx_cost_chunk is append-only');
 my $books = $node->safe_psql('postgres', q{SELECT count(*) || ' ' || sum(cost) FROM hx_cost});
 $node->safe_psql('postgres', q{
 	INSERT INTO hx_task_history
@@ -95,7 +133,7 @@ is($node->safe_psql('postgres', q{SET ROLE alice; SELECT count(*) || ' ' || stri
 	'150 d-alice', 'alice sees her 150 moved tasks through hx_task, and only hers');
 is($node->safe_psql('postgres', q{SET ROLE bob; SELECT count(*) || ' ' || string_agg(DISTINCT department, ',') FROM hx_task}),
 	'50 d-bob', 'bob sees his 50');
-my ($rc, $out, $err) = $node->psql('postgres', q{SET ROLE alice; SELECT count(*) FROM hx_task_history});
+($rc, $out, $err) = $node->psql('postgres', q{SET ROLE alice; SELECT count(*) FROM hx_task_history});
 like($err, qr/permission denied for table hx_task_history/, 'hx_task_history itself is closed to submitters');
 
 # --- 4. dedupe keys and retention -----------------------------------------
@@ -110,7 +148,7 @@ $node->safe_psql('postgres', q{
 	UPDATE hx_task SET finished_at = finished_at - interval '30 days' WHERE task_type = 'bk' AND status = 'done'});
 is($node->safe_psql('postgres', 'SELECT _hybridexec.hx_retention_step()'), '200', 'retention deletes the 200 moved tasks');
 is($node->safe_psql('postgres', q{SELECT count(*) FROM hx_task_history}), '0', 'hx_task_history is empty');
-is($node->safe_psql('postgres', q{SELECT count(*) FROM hx_cost WHERE task_type = 'bk'}), '200', 'the books stay');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM hx_cost WHERE task_type = 'bk' AND correction_of IS NULL}), '200', 'the books stay');
 
 # --- 5. a task that changes while its chunk runs ---------------------------
 my $gate = HxTest::hold_gate($node, 304);

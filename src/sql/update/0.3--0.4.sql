@@ -17,3 +17,12 @@
 DROP INDEX hx_task_stream_claim_idx;
 CREATE INDEX hx_task_stream_claim_idx ON hx_task ((-priority), id)
 	WHERE status IN ('queued', 'failed') AND route = 'stream';
+
+/*
+ * The ledger becomes a view (ledger.sql): its table keeps the single
+ * attempts' bookings as hx_cost_attempt, next to hx_cost_chunk (a
+ * [storage 0.4] block), and the view takes its name.  Rows, ids and
+ * grants stay; its sequence takes the name a fresh install gives it.
+ */
+ALTER TABLE hx_cost RENAME TO hx_cost_attempt;
+ALTER SEQUENCE hx_cost_id_seq RENAME TO hx_cost_attempt_id_seq;

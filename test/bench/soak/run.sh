@@ -73,7 +73,7 @@ sizes="SELECT (SELECT count(*) FROM hx_cost WHERE outcome = 'done'),
 			  (SELECT count(*) FROM hx_task),
 			  (SELECT sum(n_dead_tup) FROM pg_stat_user_tables WHERE relname IN ('hx_task', 'hx_task_history')),
 			  (SELECT sum(pg_total_relation_size(c)) FROM unnest(ARRAY['hx_task', 'hx_task_history', 'hx_error', 'hx_task_source']::regclass[]) c),
-			  pg_total_relation_size('hx_cost'),
+			  pg_total_relation_size('hx_cost_attempt') + pg_total_relation_size('hx_cost_chunk'),
 			  (SELECT sum(autovacuum_count) FROM pg_stat_user_tables WHERE relname IN ('hx_task', 'hx_task_history'))"
 printf '%8s %10s %10s %10s %12s %12s %12s\n' elapsed_s done hx_task_rows dead_tup queue_bytes ledger_bytes autovacuums
 retention_s=$(psqlq -c "SELECT extract(epoch FROM '$RETENTION'::interval)::int")
