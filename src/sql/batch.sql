@@ -337,6 +337,7 @@ RETURNS TABLE (c_id bigint, c_task_type text, c_payload jsonb, c_attempt integer
 LANGUAGE plpgsql SET search_path = @extschema@, _hybridexec, pg_temp
 SET enable_seqscan = off SET enable_bitmapscan = off SET enable_sort = off SET jit = off AS $$
 DECLARE
+	last record;
 	k record;
 	have_key boolean;
 	typ text;
@@ -351,11 +352,19 @@ BEGIN
 	 * it).  The last task is looked up through hx_task: done, it is in
 	 * hx_task_history.
 	 */
-	SELECT c.task_type, -t.priority AS prio, coalesce(t.deadline, 'infinity'::timestamptz) AS dl,
-		   t.id INTO k
-	  FROM hx_checkpoint c JOIN hx_task t ON t.id = c.last_task_id
+	SELECT c.task_type, c.last_task_id INTO last
+	  FROM hx_checkpoint c
 	 WHERE c.run_id = hx_batch_next_chunk.run_id AND c.part = hx_batch_next_chunk.part
 	 ORDER BY c.chunk DESC LIMIT 1;
+	/*
+	 * By id, on its own: joined to the checkpoint, with statistics that
+	 * said the queue was empty (a drained queue vacuumed, its pages kept),
+	 * the plan scanned both tables' primary keys whole for each chunk.
+	 */
+	SELECT last.task_type, -t.priority AS prio, coalesce(t.deadline, 'infinity'::timestamptz) AS dl,
+		   t.id INTO k
+	  FROM hx_task t
+	 WHERE t.id = last.last_task_id;
 	have_key := FOUND;
 	IF have_key THEN
 		SELECT t.task_type INTO typ FROM ONLY hx_task t
