@@ -16,6 +16,8 @@
 #                      (pgq.next_batch / get_batch_events / finish_batch)
 #                      by a SQL consumer: events/s of the consumption
 #
+# A third batch run per round, one worker with the ledger trigger on
+# hx_task_history disabled, prices the chunks' bookings per task.
 # Submitting (hx_submit_batch) and PgQ's inserts are timed too.  Each
 # figure is the median of ROUNDS rounds.  Figures only: nothing here
 # passes or fails on a timing.
@@ -82,15 +84,19 @@ print((f(ts[-1]) - f(ts[0])).total_seconds())'
 }
 
 # one window run over N fresh tasks; prints submit seconds, run seconds
+# (books=off: with the ledger trigger on hx_task_history disabled, to
+# price the chunks' bookings)
 batch_round() {
-	local window=$1 submit run secs
+	local window=$1 books=${2:-on} submit run secs
 	psqlq -c "DELETE FROM hx_task; DELETE FROM hx_rule WHERE name = 'bench'" >/dev/null
 	psqlq -c "INSERT INTO hx_rule (name, position, task_type, route, window_name) VALUES ('bench', 1, 'bench_batch', 'batch', '$window')" >/dev/null
 	psqlq -c "VACUUM ANALYZE hx_task, hx_task_history" >/dev/null
 	submit=$(timed "SELECT count(*) FROM hx_submit_batch('bench_batch', ARRAY(SELECT jsonb_build_object('i', g) FROM generate_series(1, $N) g))")
 	hx_tmp_settle
+	[ "$books" = on ] || psqlq -c "ALTER TABLE hx_task_history DISABLE TRIGGER hx_cost_book" >/dev/null
 	run=$(psqlq -c "SELECT hx_run_window('$window')")
 	secs=$(hx_bench_run_seconds "$run" "$N")
+	psqlq -c "ALTER TABLE hx_task_history ENABLE TRIGGER hx_cost_book" >/dev/null
 	echo "$submit $secs"
 }
 
@@ -118,17 +124,18 @@ pgq_round() {
 }
 
 echo "machine: $(nproc) cores; PostgreSQL $(hx_as_user postgres --version | awk '{print $3}'); N=$N, chunk $CHUNK, rounds $ROUNDS"
-b1=() bp=() st=() pq=()
+b1=() b0=() bp=() st=() pq=()
 for r in $(seq 1 "$ROUNDS"); do
 	echo "round $r/$ROUNDS" >&2
 	b1+=("$(batch_round bench1)")
+	b0+=("$(batch_round bench1 off)")
 	bp+=("$(batch_round "bench$PARALLEL")")
 	st+=("$(stream_round)")
 	pq+=("$(pgq_round)")
 done
 psqlq -c "DELETE FROM hx_task" >/dev/null
 
-python3 - "$N" "$PARALLEL" "${b1[*]}" "${bp[*]}" "${st[*]}" "${pq[*]}" <<'PY'
+python3 - "$N" "$PARALLEL" "${b1[*]}" "${bp[*]}" "${st[*]}" "${pq[*]}" "${b0[*]}" <<'PY'
 import statistics, sys
 n = int(sys.argv[1]); par = sys.argv[2]
 def pairs(s):
@@ -138,6 +145,7 @@ b1_sub, b1_run = pairs(sys.argv[3])
 bp_sub, bp_run = pairs(sys.argv[4])
 st = [float(x) for x in sys.argv[5].split()]
 pq_ins, pq_con = pairs(sys.argv[6])
+b0_sub, b0_run = pairs(sys.argv[7])
 rate = lambda secs: n / statistics.median(secs)
 rows = [
     ("hybridexec batch, 1 worker", rate(b1_run)),
@@ -155,6 +163,10 @@ print(f"{'enqueueing':36s}{'tasks/s':>12s}")
 print("-" * 48)
 print(f"{'hx_submit_batch (classified)':36s}{rate(b1_sub + bp_sub):>12,.0f}")
 print(f"{'pgq.insert_event':36s}{rate(pq_ins):>12,.0f}")
+print()
+book_us = (statistics.median(b1_run) - statistics.median(b0_run)) / n * 1e6
+print(f"booking a chunk's tasks (ledger): {book_us:.2f} us per task "
+      f"(1 worker: {rate(b1_run):,.0f} tasks/s with the ledger, {rate(b0_run):,.0f} without)")
 print()
 print("batch: tasks/s over the run (hx_window_run started_at..finished_at); stream: submit to last finished_at;")
 print("PgQ: next_batch/get_batch_events/finish_batch over one batch of all events; medians of rounds.")
