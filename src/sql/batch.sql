@@ -540,67 +540,84 @@ $$;
 COMMENT ON FUNCTION hx_type_throughput(text) IS
 'Batch throughput of a task type in tasks per second, measured over its last 20 committed chunks (NULL without history)';
 
+/*
+ * One window's plan as of "at" (hx_window_plan's row for it); the cron
+ * zone is the caller's to look up once.  Counting its backlog reads every
+ * waiting task of the window: the scheduler asks only for the windows
+ * that are not running (hx_window_start_early).
+ */
+CREATE FUNCTION _hybridexec.hx_window_plan_one(w hx_window, at timestamptz, tz text,
+	OUT window_name text, OUT next_start timestamptz, OUT scheduled_start timestamptz,
+	OUT start_reason text, OUT backlog bigint, OUT expected_duration interval,
+	OUT expected_finish timestamptz, OUT deadline_at timestamptz,
+	OUT on_time boolean, OUT running_run bigint)
+LANGUAGE plpgsql STABLE SET search_path = @extschema@, _hybridexec, pg_temp AS $$
+DECLARE
+	unknown text[];
+	dur double precision;
+	latest timestamptz;
+BEGIN
+	window_name := w.name;
+	scheduled_start := hx_cron_next(w.schedule, at, tz);
+	SELECT r.id INTO running_run FROM hx_window_run r
+	 WHERE r.window_name = w.name AND r.status IN ('starting', 'running');
+
+	/* backlog per type, and how long it takes at the measured rates */
+	SELECT coalesce(sum(b.n), 0),
+		   sum(b.n / hx_type_throughput(b.task_type)),
+		   array_agg(b.task_type) FILTER (WHERE hx_type_throughput(b.task_type) IS NULL)
+	  INTO backlog, dur, unknown
+	  FROM (SELECT t.task_type, count(*) AS n FROM ONLY hx_task t
+			 WHERE t.window_name = w.name AND t.route = 'batch'
+			   AND t.status IN ('queued', 'failed')
+			 GROUP BY t.task_type) b;
+	expected_duration := CASE WHEN backlog = 0 THEN interval '0'
+							  WHEN unknown IS NULL THEN make_interval(secs => dur) END;
+
+	deadline_at := NULL;
+	IF w.deadline IS NOT NULL THEN
+		/* the first deadline after the scheduled start, in the window's zone */
+		deadline_at := ((scheduled_start AT TIME ZONE coalesce(w.time_zone, current_setting('hybridexec.time_zone')))::date
+						+ w.deadline) AT TIME ZONE coalesce(w.time_zone, current_setting('hybridexec.time_zone'));
+		IF deadline_at <= scheduled_start THEN
+			deadline_at := deadline_at + interval '1 day';
+		END IF;
+	END IF;
+
+	next_start := scheduled_start;
+	start_reason := 'schedule';
+	IF running_run IS NOT NULL THEN
+		next_start := at;
+		start_reason := 'running';
+	ELSIF w.deadline IS NOT NULL AND expected_duration IS NOT NULL THEN
+		latest := deadline_at - w.margin - expected_duration;
+		IF latest < scheduled_start THEN
+			next_start := greatest(latest, at);
+			start_reason := 'deadline';
+		END IF;
+	ELSIF w.deadline IS NOT NULL AND backlog > 0 THEN
+		start_reason := 'schedule (no throughput measured yet for ' || array_to_string(unknown, ', ') || ')';
+	END IF;
+	expected_finish := next_start + expected_duration;
+	on_time := CASE WHEN deadline_at IS NULL THEN NULL
+					ELSE expected_finish <= deadline_at - w.margin END;
+END
+$$;
+
+COMMENT ON FUNCTION _hybridexec.hx_window_plan_one(hx_window, timestamptz, text) IS
+'hx_window_plan''s row for one window as of "at" (tz: the cron time zone)';
+
 CREATE FUNCTION hx_window_plan(at timestamptz DEFAULT now())
 RETURNS TABLE (window_name text, next_start timestamptz, scheduled_start timestamptz,
 			   start_reason text, backlog bigint, expected_duration interval,
 			   expected_finish timestamptz, deadline_at timestamptz,
 			   on_time boolean, running_run bigint)
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
-DECLARE
-	w hx_window;
-	tz text := hx_cron_time_zone();
-	unknown text[];
-	dur double precision;
-	latest timestamptz;
-BEGIN
-	FOR w IN SELECT * FROM hx_window WHERE enabled ORDER BY name LOOP
-		window_name := w.name;
-		scheduled_start := hx_cron_next(w.schedule, at, tz);
-		SELECT r.id INTO running_run FROM hx_window_run r
-		 WHERE r.window_name = w.name AND r.status IN ('starting', 'running');
-
-		/* backlog per type, and how long it takes at the measured rates */
-		SELECT coalesce(sum(b.n), 0),
-			   sum(b.n / hx_type_throughput(b.task_type)),
-			   array_agg(b.task_type) FILTER (WHERE hx_type_throughput(b.task_type) IS NULL)
-		  INTO backlog, dur, unknown
-		  FROM (SELECT t.task_type, count(*) AS n FROM ONLY hx_task t
-				 WHERE t.window_name = w.name AND t.route = 'batch'
-				   AND t.status IN ('queued', 'failed')
-				 GROUP BY t.task_type) b;
-		expected_duration := CASE WHEN backlog = 0 THEN interval '0'
-								  WHEN unknown IS NULL THEN make_interval(secs => dur) END;
-
-		deadline_at := NULL;
-		IF w.deadline IS NOT NULL THEN
-			/* the first deadline after the scheduled start, in the window's zone */
-			deadline_at := ((scheduled_start AT TIME ZONE coalesce(w.time_zone, current_setting('hybridexec.time_zone')))::date
-							+ w.deadline) AT TIME ZONE coalesce(w.time_zone, current_setting('hybridexec.time_zone'));
-			IF deadline_at <= scheduled_start THEN
-				deadline_at := deadline_at + interval '1 day';
-			END IF;
-		END IF;
-
-		next_start := scheduled_start;
-		start_reason := 'schedule';
-		IF running_run IS NOT NULL THEN
-			next_start := at;
-			start_reason := 'running';
-		ELSIF w.deadline IS NOT NULL AND expected_duration IS NOT NULL THEN
-			latest := deadline_at - w.margin - expected_duration;
-			IF latest < scheduled_start THEN
-				next_start := greatest(latest, at);
-				start_reason := 'deadline';
-			END IF;
-		ELSIF w.deadline IS NOT NULL AND backlog > 0 THEN
-			start_reason := 'schedule (no throughput measured yet for ' || array_to_string(unknown, ', ') || ')';
-		END IF;
-		expected_finish := next_start + expected_duration;
-		on_time := CASE WHEN deadline_at IS NULL THEN NULL
-						ELSE expected_finish <= deadline_at - w.margin END;
-		RETURN NEXT;
-	END LOOP;
-END
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
+	SELECT p.*
+	  FROM hx_window w
+	 CROSS JOIN LATERAL _hybridexec.hx_window_plan_one(w, hx_window_plan.at, hx_cron_time_zone()) p
+	 WHERE w.enabled
+	 ORDER BY w.name
 $$;
 
 COMMENT ON FUNCTION hx_window_plan(timestamptz) IS
@@ -644,7 +661,14 @@ DECLARE
 	n integer := 0;
 	tz text := hx_cron_time_zone();
 BEGIN
-	FOR p IN SELECT * FROM hx_window_plan(now()) LOOP
+	/* a window that runs starts no earlier: its backlog is not counted */
+	FOR p IN SELECT x.*
+			   FROM hx_window v
+			  CROSS JOIN LATERAL hx_window_plan_one(v, now(), tz) x
+			  WHERE v.enabled
+				AND NOT EXISTS (SELECT 1 FROM hx_window_run r WHERE r.window_name = v.name
+								  AND r.status IN ('starting', 'running'))
+			  ORDER BY v.name LOOP
 		CONTINUE WHEN p.running_run IS NOT NULL OR p.backlog = 0;
 		SELECT * INTO w FROM hx_window WHERE name = p.window_name;
 		/* adaptive: the plan says start now to meet the deadline */
