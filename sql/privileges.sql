@@ -20,11 +20,13 @@ SELECT p.oid, p.oid::regprocedure AS fn, n.nspname AS schema, p.proname, p.prose
   JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'
   JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'hybridexec';
 
--- nothing is executable by PUBLIC; internals by none of the roles
+-- nothing is executable by PUBLIC; internals by none of the roles, but
+-- the one that unfolds a chunk's bookings for hx_cost, which its readers
+-- call (a security_invoker view)
 SELECT count(*) AS executable_by_public
   FROM ext_proc WHERE has_function_privilege('public', oid, 'EXECUTE');
 SELECT r AS role, has_schema_privilege(r, '_hybridexec', 'USAGE') AS internal_schema,
-	   (SELECT count(*) FROM ext_proc WHERE schema = '_hybridexec'
+	   (SELECT string_agg(fn::text, ', ') FROM ext_proc WHERE schema = '_hybridexec'
 		   AND has_function_privilege(r, oid, 'EXECUTE')) AS internal_functions
   FROM unnest(ARRAY['hybridexec_submitter', 'hybridexec_executor', 'hybridexec_admin']) r;
 
@@ -59,7 +61,7 @@ SELECT fn AS definer_without_safe_search_path
   FROM ext_proc
  WHERE prosecdef AND NOT EXISTS (SELECT 1 FROM unnest(proconfig) c
 								  WHERE c LIKE 'search\_path=%pg\_temp');
--- and so does every SQL function (the one inlinable pricing function aside)
+-- and so does every SQL function (the inlinable ones aside)
 SELECT fn AS sql_function_without_search_path
   FROM ext_proc
  WHERE lanname IN ('sql', 'plpgsql') AND proconfig IS NULL;

@@ -141,6 +141,35 @@ COMMENT ON COLUMN hx_cost_chunk.attempts IS 'Which attempt of each task';
 COMMENT ON COLUMN hx_cost_chunk.submitted_ats IS 'When each task was submitted';
 COMMENT ON COLUMN hx_cost_chunk.deadlines IS 'Each task''s deadline';
 
+/*
+ * The bookings of one hx_cost_chunk row, one per task.  Plain SQL without
+ * settings, so that the planner inlines it: a condition on hx_cost's "at"
+ * reaches hx_cost_chunk's index.  (unnest with several arrays must be
+ * written unqualified; pg_catalog comes first in any search_path.)  Executable by the roles that read
+ * hx_cost (a security_invoker view calls it as its reader).
+ */
+CREATE FUNCTION _hybridexec.hx_cost_unfold(c hx_cost_chunk)
+RETURNS TABLE (id bigint, at timestamptz, task_id bigint, attempt integer, outcome text,
+			   task_type text, route text, window_name text, run_id bigint, rule_name text,
+			   department text, origin text, executor text, submitted_at timestamptz,
+			   sla interval, deadline timestamptz, wait_seconds double precision,
+			   wall_seconds double precision, latency_seconds double precision, price_id bigint,
+			   currency text, cost numeric, baseline_cost numeric, batch_cost numeric,
+			   reported boolean, correction_of bigint, note text, submitted_by regrole)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+	SELECT u.id, c.at, u.task_id, u.attempt, 'done'::text, c.task_type, c.route, c.window_name,
+		   c.run_id, c.rule_name, c.department, c.origin, c.executor, u.submitted_at, c.sla,
+		   u.deadline, extract(epoch FROM c.started_at - u.submitted_at)::double precision,
+		   c.wall_seconds, extract(epoch FROM c.at - u.submitted_at)::double precision,
+		   c.price_id, c.currency, c.cost, c.baseline_cost, c.batch_cost, false, NULL::bigint,
+		   NULL::text, c.submitted_by
+	  FROM unnest(c.ids, c.task_ids, c.attempts, c.submitted_ats, c.deadlines)
+		   AS u (id, task_id, attempt, submitted_at, deadline)
+$$;
+
+COMMENT ON FUNCTION _hybridexec.hx_cost_unfold(hx_cost_chunk) IS
+'The bookings of one hx_cost_chunk row as hx_cost rows, one per task';
+
 /* one row per booking, wherever it is kept */
 CREATE VIEW hx_cost WITH (security_invoker = true) AS
 SELECT a.id, a.at, a.task_id, a.attempt, a.outcome, a.task_type, a.route, a.window_name, a.run_id,
@@ -149,14 +178,9 @@ SELECT a.id, a.at, a.task_id, a.attempt, a.outcome, a.task_type, a.route, a.wind
 	   a.baseline_cost, a.batch_cost, a.reported, a.correction_of, a.note, a.submitted_by
   FROM hx_cost_attempt a
 UNION ALL
-SELECT u.id, c.at, u.task_id, u.attempt, 'done'::text, c.task_type, c.route, c.window_name, c.run_id,
-	   c.rule_name, c.department, c.origin, c.executor, u.submitted_at, c.sla, u.deadline,
-	   extract(epoch FROM c.started_at - u.submitted_at)::double precision, c.wall_seconds,
-	   extract(epoch FROM c.at - u.submitted_at)::double precision, c.price_id, c.currency, c.cost,
-	   c.baseline_cost, c.batch_cost, false, NULL::bigint, NULL::text, c.submitted_by
+SELECT u.*
   FROM hx_cost_chunk c
- CROSS JOIN LATERAL unnest(c.ids, c.task_ids, c.attempts, c.submitted_ats, c.deadlines)
-	   AS u (id, task_id, attempt, submitted_at, deadline);
+ CROSS JOIN LATERAL _hybridexec.hx_cost_unfold(c) u;
 
 COMMENT ON VIEW hx_cost IS
 'The cost ledger: one row per finished attempt (done, failed or dead), booked by a trigger in the transaction that finishes the attempt; append-only, a correction is a new row (hx_cost_correct).  Single attempts are kept in hx_cost_attempt, a window run''s chunks in hx_cost_chunk; reads see the reader''s rows of both (security_invoker)';
@@ -365,8 +389,8 @@ BEGIN
 	DELETE FROM hx_stat_minute s WHERE s.minute < cutoff;
 	/*
 	 * Chunk rows go whole (at least one, else as many as fit in the
-	 * batch), then single bookings up to the rest of it; the view gives
-	 * the bookings of both, as they were before this statement.
+	 * batch), then single bookings up to the rest of it, in hx_cost's
+	 * shape (hx_cost_attempt's columns are the view's, in its order).
 	 */
 	WITH due_chunk AS (
 		SELECT d.tid, d.ids
@@ -376,16 +400,16 @@ BEGIN
 		 WHERE d.upto <= batch OR d.upto = cardinality(d.ids)
 	), gone_chunk AS (
 		DELETE FROM hx_cost_chunk c WHERE c.ctid = ANY (ARRAY (SELECT tid FROM due_chunk))
-		RETURNING c.ids
+		RETURNING c AS chunk
 	), gone_attempt AS (
 		DELETE FROM hx_cost_attempt c
 		 WHERE c.id = ANY (ARRAY (SELECT x.id FROM hx_cost_attempt x WHERE x.at < cutoff
 							LIMIT greatest(batch - (SELECT coalesce(sum(cardinality(ids)), 0) FROM due_chunk), 0)))
-		RETURNING c.id
+		RETURNING c.*
 	), gone AS (
-		SELECT v.* FROM hx_cost v
-		 WHERE v.at < cutoff
-		   AND v.id IN (SELECT id FROM gone_attempt UNION ALL SELECT unnest(ids) FROM gone_chunk)
+		SELECT a.* FROM gone_attempt a
+		UNION ALL
+		SELECT u.* FROM gone_chunk g CROSS JOIN LATERAL hx_cost_unfold(g.chunk) u
 	), ins AS (
 		INSERT INTO hx_cost_day (day, task_type, route, window_name, rule_name, department, origin,
 								 executor, submitted_by, currency, outcome, bookings, tasks,

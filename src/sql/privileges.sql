@@ -84,6 +84,7 @@ TO hybridexec_submitter;
 GRANT SELECT ON hx_task, hx_error, hx_cost, hx_cost_day, hx_department_member TO hybridexec_submitter;
 /* hx_cost reads its tables as its reader (security_invoker), under their row security */
 GRANT SELECT ON hx_cost_attempt, hx_cost_chunk TO hybridexec_submitter;
+GRANT EXECUTE ON FUNCTION _hybridexec.hx_cost_unfold(hx_cost_chunk) TO hybridexec_submitter, hybridexec_admin;
 
 /* ------------------------------------------------------------------------
  * Executors
