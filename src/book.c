@@ -1004,8 +1004,11 @@ hx_book_chunks(HxAttempt *a, int n)
 		int			c;
 
 		if (!OidIsValid(seq))
-			seq = getIdentitySequence(get_relname_relid("hx_cost_attempt", hx_cached_schema()),
-									  1, false);
+		{
+			Oid			rel = get_relname_relid("hx_cost_attempt", hx_cached_schema());
+
+			seq = getIdentitySequence(rel, get_attnum(rel, "id"), false);
+		}
 		for (i = first[k]; i < n && m < count[k]; i++)
 		{
 			if (group[i] != k)
