@@ -145,8 +145,9 @@ COMMENT ON COLUMN hx_cost_chunk.deadlines IS 'Each task''s deadline';
  * The bookings of one hx_cost_chunk row, one per task.  Plain SQL without
  * settings, so that the planner inlines it: a condition on hx_cost's "at"
  * reaches hx_cost_chunk's index.  (unnest with several arrays must be
- * written unqualified; pg_catalog comes first in any search_path.)  Executable by the roles that read
- * hx_cost (a security_invoker view calls it as its reader).
+ * written unqualified; pg_catalog comes first in any search_path.)
+ * Executable by the roles that read hx_cost (a security_invoker view
+ * calls it as its reader).
  */
 CREATE FUNCTION _hybridexec.hx_cost_unfold(c hx_cost_chunk)
 RETURNS TABLE (id bigint, at timestamptz, task_id bigint, attempt integer, outcome text,
@@ -232,9 +233,13 @@ BEGIN
 END
 $$;
 
-/* appended to by every finished attempt, rolled up after ledger_retention */
-ALTER TABLE hx_cost_attempt SET (autovacuum_vacuum_insert_scale_factor = 0.01, vacuum_truncate = off);
-ALTER TABLE hx_cost_chunk SET (autovacuum_vacuum_insert_scale_factor = 0.01, vacuum_truncate = off);
+/*
+ * Appended to by every finished attempt: vacuumed after 1% new rows, so
+ * that the BRIN ranges on "at" the reports and the roll-up read through
+ * are summarised while they are few.
+ */
+ALTER TABLE hx_cost_attempt SET (autovacuum_vacuum_insert_scale_factor = 0.01);
+ALTER TABLE hx_cost_chunk SET (autovacuum_vacuum_insert_scale_factor = 0.01);
 /* a chunk's arrays (40 kB each at 5,000 tasks) are stored as they are: compressing them cost a batch worker 10% */
 ALTER TABLE hx_cost_chunk ALTER ids SET STORAGE EXTERNAL, ALTER task_ids SET STORAGE EXTERNAL,
 	ALTER attempts SET STORAGE EXTERNAL, ALTER submitted_ats SET STORAGE EXTERNAL,
