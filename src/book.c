@@ -930,7 +930,8 @@ hx_book_insert(HxAttempt *a, int n)
 
 /*
  * The columns of a task that the attempts of one hx_cost_chunk row share
- * (besides their moment, run time and price), with their types' storage.
+ * (besides their moment, run time and price), with their types' storage,
+ * in the order of insert_chunk's $2 to $12.
  */
 static const struct
 {
@@ -939,11 +940,14 @@ static const struct
 	int16		len;
 }			chunk_key[] =
 {
-	{F_TASK_TYPE, false, -1}, {F_ROUTE, false, -1}, {F_WINDOW, false, -1},
-	{F_RUN_ID, true, 8}, {F_RULE, false, -1}, {F_DEPARTMENT, false, -1},
-	{F_ORIGIN, false, -1}, {F_EXECUTOR, false, -1}, {F_SUBMITTED_BY, true, 4},
-	{F_SLA, false, 16}, {F_STARTED_AT, true, 8}
+	{F_STARTED_AT, true, 8}, {F_TASK_TYPE, false, -1}, {F_ROUTE, false, -1},
+	{F_WINDOW, false, -1}, {F_RUN_ID, true, 8}, {F_RULE, false, -1},
+	{F_DEPARTMENT, false, -1}, {F_ORIGIN, false, -1}, {F_EXECUTOR, false, -1},
+	{F_SUBMITTED_BY, true, 4}, {F_SLA, false, 16}
 };
+
+/* $1 is the moment, chunk_key fills $2 to $12, wall_seconds is $13 */
+StaticAssertDecl(lengthof(chunk_key) == 11, "chunk_key must match insert_chunk's $2 to $12");
 
 /*
  * hx_book_chunks
@@ -1024,13 +1028,12 @@ hx_book_chunks(HxAttempt *a, int n)
 
 		memset(nulls, ' ', sizeof(nulls));
 		v[0] = TimestampTzGetDatum(f->fin_at);
-		v[1] = f->v[F_STARTED_AT];
-		for (c = 0; c < 10; c++)
+		for (c = 0; c < lengthof(chunk_key); c++)
 		{
 			int			col = chunk_key[c].col;
 
-			v[2 + c] = f->v[col];
-			nulls[2 + c] = f->n[col] ? 'n' : ' ';
+			v[1 + c] = f->v[col];
+			nulls[1 + c] = f->n[col] ? 'n' : ' ';
 		}
 		v[12] = Float8GetDatum(f->wall);
 		v[13] = f->price_id;
