@@ -669,7 +669,7 @@ BEGIN
 				AND NOT EXISTS (SELECT 1 FROM hx_window_run r WHERE r.window_name = v.name
 								  AND r.status IN ('starting', 'running'))
 			  ORDER BY v.name LOOP
-		CONTINUE WHEN p.running_run IS NOT NULL OR p.backlog = 0;
+		CONTINUE WHEN p.backlog = 0;
 		SELECT * INTO w FROM hx_window WHERE name = p.window_name;
 		/* adaptive: the plan says start now to meet the deadline */
 		IF p.start_reason = 'deadline' AND p.next_start <= now()
