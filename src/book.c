@@ -279,9 +279,9 @@ typedef struct HxSum
 } HxSum;
 
 /*
- * Set by a window run's chunk around the statement that moves its done
- * tasks into hx_task_history (task_state.c): only then are the rows
- * inserted there finished attempts to book.  A restore loading
+ * Set around the statements that move done tasks into hx_task_history (a
+ * window run's chunk, a worker's finished claims: task_state.c): only then
+ * are the rows inserted there finished attempts to book.  A restore loading
  * hx_task_history, or anyone else's insert, books nothing.
  */
 bool		hx_book_moves = false;

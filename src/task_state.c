@@ -200,34 +200,43 @@ static HxStmt claim_external_any = {
 
 /* ---- outcomes ---- */
 
+/*
+ * Done tasks leave the queue (hx_task's own heap) for hx_task_history in
+ * one statement: each is written once more, not as a new version in the
+ * queue, so that the queue's heap and indexes keep only the work still to
+ * do.  "which" picks the rows (from hx_task t joined to the results d);
+ * the other arguments are the moved row's attempts, started_at,
+ * finished_at, worker_pid and run_id.  Every column of hx_task is copied
+ * (a new column must be added here).  The inserts fire the ledger trigger
+ * (hx_book_moving(): book.c) and the write-back trigger of watched tables.
+ */
+#define HX_MOVE_DONE(which, attempts, started, finished, pid, run) \
+	"WITH m AS (DELETE FROM ONLY @extschema@.hx_task t USING unnest($1, $2) AS d (id, result) " \
+	"WHERE t.id = d.id AND " which " RETURNING t.*, d.result AS new_result) " \
+	"INSERT INTO @extschema@.hx_task_history (id, task_type, payload, status, route, window_name, " \
+	"rule_name, reason, origin, priority, sla, deadline, department, dedupe_key, attempts, result, " \
+	"last_error, submitted_at, run_after, started_at, finished_at, worker_pid, run_id, escalated_at, " \
+	"executor, lease_token, lease_expires_at, reported_cost, submitted_by, isolated) " \
+	"SELECT id, task_type, payload, 'done', route, window_name, rule_name, reason, origin, priority, " \
+	"sla, deadline, department, dedupe_key, " attempts ", new_result, last_error, submitted_at, " \
+	"run_after, " started ", " finished ", " pid ", " run ", escalated_at, executor, NULL, NULL, " \
+	"reported_cost, submitted_by, isolated FROM m"
+
+/* tasks a worker claimed and ran: $3 the worker */
 static HxStmt done_running = {
-	"UPDATE ONLY @extschema@.hx_task t SET status = 'done', result = d.result, "
-	"finished_at = clock_timestamp() "
-	"FROM unnest($1, $2) AS d (id, result) "
-	"WHERE t.id = d.id AND t.status = 'running' AND t.worker_pid = $3",
+	HX_MOVE_DONE("t.status = 'running' AND t.worker_pid = $3",
+				 "attempts", "started_at", "clock_timestamp()", "worker_pid", "run_id"),
 	3, {INT8ARRAYOID, JSONBARRAYOID, INT4OID}, true
 };
 
 /*
- * A window run's chunk: its done tasks leave the queue (hx_task's own heap)
- * for hx_task_history, done, in one statement - each task written once,
- * and the queue's heap and claim indexes keep only what is still to do.
- * Every column of hx_task is copied (a new column must be added here).
- * Only tasks still waiting move; the inserts fire the ledger trigger.
- * They finish at one moment ($6), so that the ledger books them as one
- * row (hx_cost_chunk).
+ * A window run's chunk: its tasks were read while they waited, and only
+ * those still waiting move, attempt counted, started when the chunk's
+ * transaction did ($3), run by $4 in run $5.  They finish at one moment
+ * ($6), so that the ledger books them as one row (hx_cost_chunk).
  */
 static HxStmt done_chunk = {
-	"WITH m AS (DELETE FROM ONLY @extschema@.hx_task t USING unnest($1, $2) AS d (id, result) "
-	"WHERE t.id = d.id AND t.status IN ('queued', 'failed') RETURNING t.*, d.result AS new_result) "
-	"INSERT INTO @extschema@.hx_task_history (id, task_type, payload, status, route, window_name, "
-	"rule_name, reason, origin, priority, sla, deadline, department, dedupe_key, attempts, result, "
-	"last_error, submitted_at, run_after, started_at, finished_at, worker_pid, run_id, escalated_at, "
-	"executor, lease_token, lease_expires_at, reported_cost, submitted_by, isolated) "
-	"SELECT id, task_type, payload, 'done', route, window_name, rule_name, reason, origin, priority, "
-	"sla, deadline, department, dedupe_key, attempts + 1, new_result, last_error, submitted_at, "
-	"run_after, $3, $6, $4, $5, escalated_at, executor, NULL, NULL, reported_cost, "
-	"submitted_by, isolated FROM m",
+	HX_MOVE_DONE("t.status IN ('queued', 'failed')", "attempts + 1", "$3", "$6", "$4", "$5"),
 	6, {INT8ARRAYOID, JSONBARRAYOID, TIMESTAMPTZOID, INT4OID, INT8OID, TIMESTAMPTZOID}, true
 };
 
@@ -445,6 +454,7 @@ PG_FUNCTION_INFO_V1(hx_stream_claim);
 PG_FUNCTION_INFO_V1(hx_check_lease_sql);
 
 static int	hx_tasks_decode(HxTask **tasks, MemoryContext cxt);
+static int	hx_move_done(HxStmt *stmt, Datum *values);
 static int	hx_fail_exec(HxFailure *f, int n, const HxFailKind *kind,
 						 TimestampTz *next_retry, HxBooked *booked);
 static void hx_fail_robustly(HxFailure *f, int n, const HxFailKind *kind,
@@ -765,7 +775,8 @@ hx_done_arrays(HxTask *tasks, HxOutcome *outs, int n, Datum *ids_arr,
 /*
  * hx_book_done
  *		Marks the successful tasks among tasks[0..n-1], running for this
- *		worker, done with their results, in one statement.  Every one must
+ *		worker, done with their results, in one statement that moves them
+ *		into hx_task_history.  Every one must
  *		still be running for us; anything else aborts the transaction,
  *		handlers' effects included.  Returns how many.
  */
@@ -778,9 +789,8 @@ hx_book_done(HxTask *tasks, HxOutcome *outs, int n)
 	if (nd == 0)
 		return 0;
 	values[2] = Int32GetDatum(MyProcPid);
-	if (hx_stmt_exec(&done_running, values, NULL, false, 0) != SPI_OK_UPDATE ||
-		SPI_processed != (uint64) nd)
-		elog(ERROR, "could not mark %d tasks done (%llu updated): they are no longer claimed by this worker",
+	if (hx_move_done(&done_running, values) != nd)
+		elog(ERROR, "could not mark %d tasks done (%llu moved): they are no longer claimed by this worker",
 			 nd, (unsigned long long) SPI_processed);
 	return nd;
 }
@@ -797,7 +807,6 @@ hx_book_chunk_done(HxTask *tasks, HxOutcome *outs, int n, int64 run_id)
 {
 	Datum		values[6];
 	int			nd = hx_done_arrays(tasks, outs, n, &values[0], &values[1]);
-	int			rc;
 
 	if (nd == 0)
 		return 0;
@@ -805,10 +814,24 @@ hx_book_chunk_done(HxTask *tasks, HxOutcome *outs, int n, int64 run_id)
 	values[3] = Int32GetDatum(MyProcPid);
 	values[4] = Int64GetDatum(run_id);
 	values[5] = TimestampTzGetDatum(GetCurrentTimestamp());
+	return hx_move_done(&done_chunk, values);
+}
+
+/*
+ * hx_move_done
+ *		Runs one of the HX_MOVE_DONE statements, its inserts booked by the
+ *		ledger trigger (hx_book_moves); returns how many tasks moved.  In
+ *		a transaction, SPI connected.
+ */
+static int
+hx_move_done(HxStmt *stmt, Datum *values)
+{
+	int			rc;
+
 	hx_book_moves = true;
 	PG_TRY();
 	{
-		rc = hx_stmt_exec(&done_chunk, values, NULL, false, 0);
+		rc = hx_stmt_exec(stmt, values, NULL, false, 0);
 	}
 	PG_FINALLY();
 	{
@@ -816,7 +839,7 @@ hx_book_chunk_done(HxTask *tasks, HxOutcome *outs, int n, int64 run_id)
 	}
 	PG_END_TRY();
 	if (rc != SPI_OK_INSERT)
-		elog(ERROR, "chunk booking failed");
+		elog(ERROR, "moving done tasks to hx_task_history failed: %s", SPI_result_code_string(rc));
 	return (int) SPI_processed;
 }
 

@@ -2,10 +2,12 @@
 -- attempt.  Run with psql as a superuser in a scratch database that has
 -- the extension (it disables the trigger for a while: not on a busy
 -- server).  20,000 running tasks of a type no worker touches are finished
--- :chunk per UPDATE and transaction (-v chunk=64: as a stream worker
--- finishes them; 5000: as a batch chunk is booked), once with the
--- trigger's work and once without; three rounds each, best of each
--- printed.  Figures only.
+-- :chunk per UPDATE and transaction (the trigger's UPDATE path, which books
+-- external executors' outcomes and failures; -v chunk=64 as hx_worker
+-- completes them, 5000 as a large statement), once with the trigger's
+-- work and once without; three rounds each, best of each printed.  The
+-- in-database workers' done tasks are booked by the same code as they
+-- move to hx_task_history (BENCH=batch prices a chunk's).  Figures only.
 \set ON_ERROR_STOP on
 SET client_min_messages = warning;
 \if :{?chunk}

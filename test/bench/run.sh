@@ -85,9 +85,9 @@ done
 
 printf '%s\n' "${results[@]}" | python3 "$here/test/bench/report.py"
 
-# the books: what the ledger trigger costs per booked attempt, finished as
-# a stream worker finishes them (64 per statement) and as a batch chunk is
-# booked (5,000), and what rolling old bookings up costs
+# the books: what the ledger trigger costs per booked attempt, finished by
+# UPDATE (as external executors' outcomes are) 64 and 5,000 per statement,
+# and what rolling old bookings up costs
 # (hybridexec.ledger_retention), in a scratch database without workers
 echo
 echo "ledger: booking cost per attempt (best of 3 rounds of 20,000; with the trigger minus without)"

@@ -2,7 +2,8 @@
 #
 # Proves that: the configured number of stream workers run, visible in
 # pg_stat_activity and hx_workers(); an urgent task runs at once with its
-# result; 500 tasks queued by one transaction all run, each exactly once;
+# result; 500 tasks queued by one transaction all run, each exactly once,
+# and move, done, out of the queue into hx_task_history, each booked once;
 # batch-routed tasks are left queued; a worker running a handler shows the
 # task in pg_stat_activity; NOTIFY hx_stream is sent once per transaction
 # that queues stream tasks, however many, and not at all with
@@ -58,6 +59,19 @@ HxTest::wait_finished($node, 'many-', '500 tasks');
 HxTest::check_exactly_once($node, 'many-', 500, '500 tasks in one transaction');
 is($node->safe_psql('postgres', "SELECT max(attempts) FROM hx_task WHERE payload->>'k' LIKE 'many-%'"),
 	'1', 'none needed a second attempt');
+# done, they left the queue's own heap for hx_task_history, each booked once
+is( $node->safe_psql('postgres', q{
+		SELECT (SELECT count(*) FROM ONLY hx_task WHERE payload->>'k' LIKE 'many-%') || ' ' ||
+			   (SELECT count(DISTINCT id) || '/' || count(*) FROM hx_task_history
+				 WHERE payload->>'k' LIKE 'many-%' AND status = 'done')}),
+	'0 500/500', 'done stream tasks moved out of the queue, each once');
+is( $node->safe_psql('postgres', q{
+		SELECT count(*) || ' ' || count(DISTINCT c.task_id) || ' ' ||
+			   count(*) FILTER (WHERE c.route = 'stream' AND c.outcome = 'done' AND c.attempt = 1
+								AND c.at = h.finished_at AND c.executor IS NULL AND c.wall_seconds > 0)
+		  FROM hx_cost c JOIN hx_task_history h ON h.id = c.task_id
+		 WHERE h.payload->>'k' LIKE 'many-%'}),
+	'500 500 500', 'each booked once, as the stream attempt it was, at its finish');
 
 # the batch tasks were committed with the 500, so the workers have had every
 # chance to (wrongly) take them by now
