@@ -41,6 +41,13 @@ SELECT payload, status, result, reported_cost, last_error, run_after > now() AS 
   FROM hx_task WHERE task_type = 'ext_sum' ORDER BY id;
 SELECT e.attempt, e.sqlstate, e.message, e.hint FROM hx_error e
   JOIN hx_task t ON t.id = e.task_id WHERE t.task_type = 'ext_sum';
+-- done, it left the queue's own heap for hx_task_history (lease token
+-- kept), and its reported cost is booked
+SELECT t.tableoid::regclass AS stored_in, t.lease_token = c.lease_token AS same_token,
+	   t.lease_expires_at
+  FROM hx_task t JOIN c ON c.id = t.id WHERE c.payload->>'n' = '1';
+SELECT k.attempt, k.outcome, k.cost, k.reported, k.executor FROM hx_cost k
+  JOIN c ON c.id = k.task_id WHERE c.payload->>'n' = '1';
 
 -- the same token again: refused, nothing changes
 SELECT pg_temp.try(format('SELECT hx_complete(%s, %L, ''{}'')', id, lease_token)) FROM c WHERE payload->>'n' = '1';

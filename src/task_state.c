@@ -204,23 +204,29 @@ static HxStmt claim_external_any = {
  * Done tasks leave the queue (hx_task's own heap) for hx_task_history in
  * one statement: each is written once more, not as a new version in the
  * queue, so that the queue's heap and indexes keep only the work still to
- * do.  "which" picks the rows (from hx_task t joined to the results d);
- * the other arguments are the moved row's attempts, started_at,
- * finished_at, worker_pid and run_id.  Every column of hx_task is copied
- * (a new column must be added here).  The inserts fire the ledger trigger
- * (hx_book_moving(): book.c) and the write-back trigger of watched tables.
+ * do.  A statement deletes the tasks as "m" (the columns of hx_task, the
+ * result as new_result) and inserts them, done, with HX_MOVE_INSERT, whose
+ * arguments are the moved row's attempts, started_at, finished_at,
+ * worker_pid, run_id, lease_token and reported_cost.  Every column of
+ * hx_task is copied (a new column must be added here).  The inserts fire
+ * the ledger trigger (hx_book_moving(): book.c) and the write-back trigger
+ * of watched tables.
  */
-#define HX_MOVE_DONE(which, attempts, started, finished, pid, run) \
-	"WITH m AS (DELETE FROM ONLY @extschema@.hx_task t USING unnest($1, $2) AS d (id, result) " \
-	"WHERE t.id = d.id AND " which " RETURNING t.*, d.result AS new_result) " \
+#define HX_MOVE_INSERT(attempts, started, finished, pid, run, lease, cost) \
 	"INSERT INTO @extschema@.hx_task_history (id, task_type, payload, status, route, window_name, " \
 	"rule_name, reason, origin, priority, sla, deadline, department, dedupe_key, attempts, result, " \
 	"last_error, submitted_at, run_after, started_at, finished_at, worker_pid, run_id, escalated_at, " \
 	"executor, lease_token, lease_expires_at, reported_cost, submitted_by, isolated) " \
 	"SELECT id, task_type, payload, 'done', route, window_name, rule_name, reason, origin, priority, " \
 	"sla, deadline, department, dedupe_key, " attempts ", new_result, last_error, submitted_at, " \
-	"run_after, " started ", " finished ", " pid ", " run ", escalated_at, executor, NULL, NULL, " \
-	"reported_cost, submitted_by, isolated FROM m"
+	"run_after, " started ", " finished ", " pid ", " run ", escalated_at, executor, " lease ", NULL, " \
+	cost ", submitted_by, isolated FROM m"
+
+/* the in-database workers' moves: $1 the tasks, $2 their results */
+#define HX_MOVE_DONE(which, attempts, started, finished, pid, run) \
+	"WITH m AS (DELETE FROM ONLY @extschema@.hx_task t USING unnest($1, $2) AS d (id, result) " \
+	"WHERE t.id = d.id AND " which " RETURNING t.*, d.result AS new_result) " \
+	HX_MOVE_INSERT(attempts, started, finished, pid, run, "NULL", "reported_cost")
 
 /* tasks a worker claimed and ran: $3 the worker */
 static HxStmt done_running = {
@@ -240,16 +246,23 @@ static HxStmt done_chunk = {
 	6, {INT8ARRAYOID, JSONBARRAYOID, TIMESTAMPTZOID, INT4OID, INT8OID, TIMESTAMPTZOID}, true
 };
 
+/*
+ * External executors' successes: a task moves only with its current,
+ * unexpired lease and a cost that is not negative; each id comes back
+ * done or refused, with its window run.
+ */
 static HxStmt done_leased = {
 	"WITH d AS (SELECT u.id, u.token, coalesce(u.result, '{}'::jsonb) AS result, u.cost "
 	"FROM unnest($1::bigint[], $2::uuid[], $3::jsonb[], $4::numeric[]) AS u (id, token, result, cost)), "
-	"upd AS (UPDATE ONLY @extschema@.hx_task t SET status = 'done', result = d.result, "
-	"finished_at = clock_timestamp(), lease_expires_at = NULL, reported_cost = d.cost "
-	"FROM d WHERE t.id = d.id AND t.lease_token = d.token AND t.status = 'running' "
+	"m AS (DELETE FROM ONLY @extschema@.hx_task t USING d "
+	"WHERE t.id = d.id AND t.lease_token = d.token AND t.status = 'running' "
 	"AND t.lease_expires_at >= clock_timestamp() AND (d.cost IS NULL OR d.cost >= 0) "
-	"RETURNING t.id, CASE WHEN t.route = 'batch' THEN t.run_id END AS run) "
-	"SELECT d.id, CASE WHEN upd.id IS NULL THEN 'refused' ELSE 'done' END, upd.run "
-	"FROM d LEFT JOIN upd ON upd.id = d.id",
+	"RETURNING t.*, d.result AS new_result, d.cost AS new_cost), "
+	"ins AS (" HX_MOVE_INSERT("attempts", "started_at", "clock_timestamp()", "worker_pid", "run_id",
+							  "lease_token", "new_cost")
+	" RETURNING id, CASE WHEN route = 'batch' THEN run_id END AS run) "
+	"SELECT d.id, CASE WHEN ins.id IS NULL THEN 'refused' ELSE 'done' END, ins.run "
+	"FROM d LEFT JOIN ins ON ins.id = d.id",
 	4, {INT8ARRAYOID, UUIDARRAYOID, JSONBARRAYOID, NUMERICARRAYOID}, true
 };
 
@@ -454,7 +467,7 @@ PG_FUNCTION_INFO_V1(hx_stream_claim);
 PG_FUNCTION_INFO_V1(hx_check_lease_sql);
 
 static int	hx_tasks_decode(HxTask **tasks, MemoryContext cxt);
-static int	hx_move_done(HxStmt *stmt, Datum *values);
+static int	hx_move_done(HxStmt *stmt, Datum *values, int expect);
 static int	hx_fail_exec(HxFailure *f, int n, const HxFailKind *kind,
 						 TimestampTz *next_retry, HxBooked *booked);
 static void hx_fail_robustly(HxFailure *f, int n, const HxFailKind *kind,
@@ -789,7 +802,7 @@ hx_book_done(HxTask *tasks, HxOutcome *outs, int n)
 	if (nd == 0)
 		return 0;
 	values[2] = Int32GetDatum(MyProcPid);
-	if (hx_move_done(&done_running, values) != nd)
+	if (hx_move_done(&done_running, values, SPI_OK_INSERT) != nd)
 		elog(ERROR, "could not mark %d tasks done (%llu moved): they are no longer claimed by this worker",
 			 nd, (unsigned long long) SPI_processed);
 	return nd;
@@ -814,17 +827,18 @@ hx_book_chunk_done(HxTask *tasks, HxOutcome *outs, int n, int64 run_id)
 	values[3] = Int32GetDatum(MyProcPid);
 	values[4] = Int64GetDatum(run_id);
 	values[5] = TimestampTzGetDatum(GetCurrentTimestamp());
-	return hx_move_done(&done_chunk, values);
+	return hx_move_done(&done_chunk, values, SPI_OK_INSERT);
 }
 
 /*
  * hx_move_done
- *		Runs one of the HX_MOVE_DONE statements, its inserts booked by the
- *		ledger trigger (hx_book_moves); returns how many tasks moved.  In
- *		a transaction, SPI connected.
+ *		Runs a statement that moves done tasks (HX_MOVE_INSERT), its
+ *		inserts booked by the ledger trigger (hx_book_moves); it must
+ *		return "expect" (an SPI code).  Returns SPI_processed.  In a
+ *		transaction, SPI connected.
  */
 static int
-hx_move_done(HxStmt *stmt, Datum *values)
+hx_move_done(HxStmt *stmt, Datum *values, int expect)
 {
 	int			rc;
 
@@ -838,7 +852,7 @@ hx_move_done(HxStmt *stmt, Datum *values)
 		hx_book_moves = false;
 	}
 	PG_END_TRY();
-	if (rc != SPI_OK_INSERT)
+	if (rc != expect)
 		elog(ERROR, "moving done tasks to hx_task_history failed: %s", SPI_result_code_string(rc));
 	return (int) SPI_processed;
 }
@@ -1352,8 +1366,7 @@ hx_complete_call(void *arg)
 	bool	   *done;
 	int			nruns = 0;
 
-	if (hx_stmt_exec(&done_leased, c->values, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "completion failed");
+	(void) hx_move_done(&done_leased, c->values, SPI_OK_SELECT);
 	n = SPI_processed;
 	runs = palloc(sizeof(Datum) * Max(n, 1));
 	done = palloc(sizeof(bool) * Max(n, 1));

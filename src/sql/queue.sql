@@ -164,16 +164,15 @@ ALTER TABLE hx_task SET (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuu
 						 autovacuum_analyze_scale_factor = 0.02);
 
 /*
- * Finished tasks out of the queue.  A window run's chunk and the
- * in-database workers do not update their done tasks in place: they
+ * Finished tasks out of the queue.  A window run's chunk, the in-database
+ * workers and hx_complete do not update their done tasks in place: they
  * delete them from the queue and insert them, done, here, in one
  * statement (task_state.c), so that the queue's heap and claim indexes
  * keep only the work still to do and a finished chunk writes each task
  * once.  A child table of hx_task (inheritance): every query on hx_task
  * sees these rows too, with hx_task's privileges and row security, and
- * retention deletes them like any finished task.  Tasks finished on other
- * paths (external executors, dead tasks, cancels) stay in hx_task's own
- * heap for now.  Statements about
+ * retention deletes them like any finished task.  Dead and cancelled
+ * tasks stay in hx_task's own heap for now.  Statements about
  * unfinished tasks (claims, bookings, picks, sweeps) say ONLY hx_task:
  * planned as an inheritance tree they were slower, the stream path by
  * half (task_state.c).
