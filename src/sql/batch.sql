@@ -470,11 +470,18 @@ COMMENT ON FUNCTION _hybridexec.hx_batch_chunk_done(bigint, integer, integer, bo
 'Batch worker side: marks the run''s chunk committed and adds to the run''s counters, in the chunk''s own transaction';
 
 CREATE FUNCTION _hybridexec.hx_batch_external_pending(window_name text) RETURNS boolean
-LANGUAGE sql STABLE SET search_path = @extschema@, _hybridexec, pg_temp AS $$
-	/* a task that already failed in the open run waits for the next one */
+LANGUAGE sql STABLE SET search_path = @extschema@, _hybridexec, pg_temp
+SET enable_seqscan = off AS $$
+	/*
+	 * Waiting and running tasks apart, so that each look is a scan of its
+	 * partial index (hx_task_batch_idx, hx_task_running_idx), not of the
+	 * queue's heap: asked as a run ends, when statistics still count the
+	 * tasks it took, a sequential scan read every page they left.  A task
+	 * that already failed in the open run waits for the next one.
+	 */
 	SELECT EXISTS (SELECT 1 FROM ONLY hx_task t
 					WHERE t.window_name = hx_batch_external_pending.window_name
-					  AND t.route = 'batch' AND t.status IN ('queued', 'failed', 'running')
+					  AND t.route = 'batch' AND t.status IN ('queued', 'failed')
 					  AND t.run_after <= now()
 					  AND NOT hx_type_in_database(t.task_type)
 					  AND (t.status <> 'failed'
@@ -482,6 +489,11 @@ LANGUAGE sql STABLE SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 						   (SELECT max(r.id) FROM hx_window_run r
 							 WHERE r.window_name = hx_batch_external_pending.window_name
 							   AND r.status IN ('starting', 'running'))))
+		OR EXISTS (SELECT 1 FROM ONLY hx_task t
+					WHERE t.status = 'running' AND t.route = 'batch'
+					  AND t.window_name = hx_batch_external_pending.window_name
+					  AND t.run_after <= now()
+					  AND NOT hx_type_in_database(t.task_type))
 $$;
 
 COMMENT ON FUNCTION _hybridexec.hx_batch_external_pending(text) IS
