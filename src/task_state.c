@@ -789,9 +789,9 @@ hx_done_arrays(HxTask *tasks, HxOutcome *outs, int n, Datum *ids_arr,
  * hx_book_done
  *		Marks the successful tasks among tasks[0..n-1], running for this
  *		worker, done with their results, in one statement that moves them
- *		into hx_task_history.  Every one must
- *		still be running for us; anything else aborts the transaction,
- *		handlers' effects included.  Returns how many.
+ *		into hx_task_history.  Every one must still be running for us;
+ *		anything else aborts the transaction, handlers' effects included.
+ *		Returns how many.
  */
 int
 hx_book_done(HxTask *tasks, HxOutcome *outs, int n)
