@@ -674,15 +674,13 @@ DECLARE
 	tz text := hx_cron_time_zone();
 BEGIN
 	/* a window that runs starts no earlier: its backlog is not counted */
-	FOR p IN SELECT x.*
-			   FROM hx_window v
-			  CROSS JOIN LATERAL hx_window_plan_one(v, now(), tz) x
+	FOR w IN SELECT v.* FROM hx_window v
 			  WHERE v.enabled
 				AND NOT EXISTS (SELECT 1 FROM hx_window_run r WHERE r.window_name = v.name
 								  AND r.status IN ('starting', 'running'))
 			  ORDER BY v.name LOOP
+		SELECT * INTO p FROM hx_window_plan_one(w, now(), tz);
 		CONTINUE WHEN p.backlog = 0;
-		SELECT * INTO w FROM hx_window WHERE name = p.window_name;
 		/* adaptive: the plan says start now to meet the deadline */
 		IF p.start_reason = 'deadline' AND p.next_start <= now()
 		   AND NOT EXISTS (SELECT 1 FROM hx_window_run r WHERE r.window_name = w.name
