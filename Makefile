@@ -16,6 +16,7 @@ OBJS = \
 	src/hybridexec.o \
 	src/shmem.o \
 	src/wakeup.o \
+	src/finished.o \
 	src/rules.o \
 	src/classify.o \
 	src/submit.o \
@@ -42,6 +43,7 @@ SQL_PARTS = \
 	src/sql/queue.sql \
 	src/sql/cron.sql \
 	src/sql/windows.sql \
+	src/sql/schedules.sql \
 	src/sql/prices.sql \
 	src/sql/rules.sql \
 	src/sql/batch.sql \

@@ -164,6 +164,56 @@ SELECT count(hx_cancel(id)) AS cancelled FROM hx_task WHERE task_type = 'ext_run
 DELETE FROM hx_rule WHERE name = 'ext-run-batch';
 DELETE FROM hx_window WHERE name = 'w_ext';
 
+-- a provider's 429: retry_after says when, and the attempt does not count
+-- against max_attempts (a type of one attempt is not dead); a real failure
+-- after it is
+SELECT hx_register('ext_429', max_attempts => 1);
+SELECT hx_submit('ext_429', '{"n": 1}', origin => 'user') AS t429 \gset
+CREATE TEMP TABLE c429 AS SELECT * FROM hx_claim('regress', ARRAY['ext_429']);
+SELECT hx_fail(id, lease_token, 'HTTP 429 Too Many Requests', retry_after => '1 hour') FROM c429;
+SELECT status, attempts, throttled, run_after - e.at AS retry_in
+  FROM hx_task t JOIN hx_error e ON e.task_id = t.id WHERE t.id = :t429;
+SELECT count(*) AS not_due_yet FROM hx_claim('regress', ARRAY['ext_429']);
+UPDATE hx_task SET run_after = now() WHERE id = :t429;
+TRUNCATE c429;
+INSERT INTO c429 SELECT * FROM hx_claim('regress', ARRAY['ext_429']);
+SELECT attempt, max_attempts FROM c429;
+SELECT hx_fail(id, lease_token, 'invalid input') FROM c429;
+SELECT status, attempts, throttled FROM hx_task WHERE id = :t429;
+SELECT attempt, outcome FROM hx_cost WHERE task_id = :t429 ORDER BY attempt;
+-- bad retry_after: an error, nothing changes
+SELECT hx_submit('ext_429', '{"n": 2}', origin => 'user') AS t429b \gset
+TRUNCATE c429;
+INSERT INTO c429 SELECT * FROM hx_claim('regress', ARRAY['ext_429']);
+SELECT hx_fail(id, lease_token, '429', retry_after => '-1 second') FROM c429;
+SELECT hx_fail(id, lease_token, '429', retry_after => '2 days') FROM c429;
+SELECT hx_fail(id, lease_token, '429', retry => false, retry_after => '1 minute') FROM c429;
+SELECT status, attempts, throttled FROM hx_task WHERE id = :t429b;
+
+-- a type's own backoff: 2 seconds, doubling, at most 3
+SELECT hx_register('ext_backoff', max_attempts => 5, retry_backoff => '2 seconds', max_backoff => '3 seconds');
+SELECT hx_submit('ext_backoff', '{"n": 1}', origin => 'user') AS tb \gset
+TRUNCATE c429;
+INSERT INTO c429 SELECT * FROM hx_claim('regress', ARRAY['ext_backoff']);
+SELECT hx_fail(id, lease_token, 'overloaded') FROM c429;
+SELECT e.attempt, t.run_after - e.at AS retry_in
+  FROM hx_task t JOIN hx_error e ON e.task_id = t.id WHERE t.id = :tb;
+UPDATE hx_task SET run_after = now() WHERE id = :tb RETURNING run_after IS NOT NULL AS moved;
+SELECT max(e.at) AS first_at FROM hx_error e WHERE e.task_id = :tb \gset
+TRUNCATE c429;
+INSERT INTO c429 SELECT * FROM hx_claim('regress', ARRAY['ext_backoff']);
+SELECT hx_fail(id, lease_token, 'overloaded') FROM c429;
+SELECT e.attempt, t.run_after - e.at AS retry_in
+  FROM hx_task t JOIN hx_error e ON e.task_id = t.id AND e.at > :'first_at' WHERE t.id = :tb;
+SELECT hx_register('ext_backoff', retry_backoff => '2 hours');
+SELECT hx_register('ext_backoff', retry_backoff => '1 second', clear => ARRAY['backoff']);
+SELECT hx_register('ext_backoff', clear => ARRAY['backoff']);
+SELECT retry_backoff, max_backoff FROM hx_type WHERE task_type = 'ext_backoff';
+DELETE FROM hx_error WHERE task_type IN ('ext_429', 'ext_backoff');
+DELETE FROM hx_task WHERE task_type IN ('ext_429', 'ext_backoff');
+SELECT hx_unregister('ext_429');
+SELECT hx_unregister('ext_backoff');
+
 -- bad arguments
 SELECT * FROM hx_claim(NULL);
 SELECT * FROM hx_claim('');

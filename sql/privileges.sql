@@ -101,6 +101,7 @@ SELECT count(*) = 1 AS sees_only_its_task FROM hx_task;
 SELECT route, window_name, rule_name FROM hx_classify('external', origin => 'user');
 SELECT hx_cancel(:sub_task);
 SELECT hx_wait(:sub_task, '0 s');
+SELECT status FROM hx_await(ARRAY[:sub_task], '0 s');
 -- and nothing else: no table writes, no policy, no executor or admin calls, no internals
 INSERT INTO hx_task (task_type, route, window_name) VALUES ('external', 'batch', 'nightly');
 UPDATE hx_task SET status = 'queued' WHERE id = :sub_task;
@@ -121,6 +122,7 @@ SELECT count(*) AS visible FROM hx_task;
 \set VERBOSITY sqlstate
 SELECT hx_cancel(:sub_task);
 SELECT hx_wait(:sub_task, '0 s');
+SELECT * FROM hx_await(ARRAY[:sub_task], '0 s');
 \set VERBOSITY terse
 SELECT count(*) AS visible_errors FROM hx_error;
 RESET ROLE;
@@ -173,7 +175,7 @@ SELECT count(*) = :all_costs AS sees_every_cost FROM hx_cost;
 RESET ROLE;
 -- a type another role registered is its: a submitter given hx_register
 -- (as a DBA may do for a team) changes its own types, not the admin's
-GRANT EXECUTE ON FUNCTION hx_register(text, regprocedure, regprocedure, integer, interval, text, integer, interval, text[]) TO regress_hx_sub;
+GRANT EXECUTE ON FUNCTION hx_register(text, regprocedure, regprocedure, integer, interval, text, integer, interval, text[], interval, interval) TO regress_hx_sub;
 GRANT EXECUTE ON FUNCTION private_handler(jsonb) TO regress_hx_sub;
 SET ROLE regress_hx_sub;
 SELECT hx_register('admin_type');
@@ -193,7 +195,7 @@ SELECT hx_register('team_private', timeout => '20 seconds');
 SELECT hx_register('team_private', timeout => '20 seconds', clear => ARRAY['handler']);
 RESET ROLE;
 SELECT task_type, handler, timeout, run_as FROM hx_type WHERE task_type = 'team_private';
-REVOKE EXECUTE ON FUNCTION hx_register(text, regprocedure, regprocedure, integer, interval, text, integer, interval, text[]) FROM regress_hx_sub;
+REVOKE EXECUTE ON FUNCTION hx_register(text, regprocedure, regprocedure, integer, interval, text, integer, interval, text[], interval, interval) FROM regress_hx_sub;
 
 -- clean up
 SELECT hx_unregister('admin_type'), hx_unregister('team_type'), hx_unregister('team_private');

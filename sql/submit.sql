@@ -53,6 +53,19 @@ SELECT count(*) FROM hx_task WHERE dedupe_key = 'lead-42';
 -- once it is finished (here: cancelled) the key is free again
 SELECT hx_cancel(:d1);
 SELECT hx_submit('echo', '{"key": "d1-new"}', dedupe_key => 'lead-42') <> :d1 AS new_task;
+-- a duplicate that asks for more upgrades the waiting task: a higher
+-- priority and an earlier deadline; then an urgent one streams it at once
+SELECT hx_submit('echo', '{"key": "u1"}', sla => '12 hours', dedupe_key => 'upgrade-me') AS u1 \gset
+SELECT hx_submit('echo', '{"key": "u1-again"}', sla => '12 hours', dedupe_key => 'upgrade-me') = :u1 AS same_task;
+SELECT hx_submit('echo', '{"key": "u1-more"}', sla => '12 hours', priority => 5, deadline => '2100-01-01 00:00+00',
+				 dedupe_key => 'upgrade-me') = :u1 AS same_task;
+SELECT route, window_name, priority, deadline = '2100-01-01 00:00+00' AS earlier_deadline,
+	   reason LIKE '%; upgraded by a duplicate submission: priority 5, deadline %' AS says_so
+  FROM hx_task WHERE id = :u1;
+SELECT hx_submit('echo', '{"key": "u1-urgent"}', origin => 'user', dedupe_key => 'upgrade-me') = :u1 AS same_task;
+SELECT hx_wait(:u1, '60 seconds');
+SELECT route, window_name, result, reason LIKE '%; upgraded by a duplicate submission: stream (rule "user-initiated"%' AS says_so
+  FROM hx_task WHERE id = :u1;
 
 -- cancel
 SELECT hx_cancel(:b1);
@@ -76,6 +89,49 @@ SELECT hx_wait(:w2);
 \set VERBOSITY default
 ROLLBACK;
 SELECT hx_wait(-1);
+
+-- hx_await: several tasks at once, one row per distinct id in the order
+-- given, with the result of the done ones; the waiting batch task b2 is
+-- shown as it is when the timeout passes
+SELECT hx_submit('echo', '{"key": "a1"}', origin => 'user') AS a1 \gset
+SELECT hx_submit('echo', '{"key": "a2"}', origin => 'user') AS a2 \gset
+SELECT hx_submit('echo', '{"key": "b2"}', sla => '30 minutes') AS b2 \gset
+SELECT id = :a2 AS is_a2, status, result FROM hx_await(ARRAY[:a2, :a1, :a2], '60 seconds') WHERE id = :a2;
+SELECT array_agg(id ORDER BY ord) = ARRAY[:b2, :a1, :a2]::bigint[] AS in_given_order,
+	   array_agg(status ORDER BY ord) AS statuses,
+	   array_agg(result IS NULL ORDER BY ord) AS no_result
+  FROM hx_await(ARRAY[:b2, :a1, :a2, :b2], '0.2 seconds') WITH ORDINALITY AS a (id, status, result, ord);
+SELECT count(*) AS no_rows FROM hx_await('{}');
+-- bad input: a clear error
+SELECT * FROM hx_await(NULL);
+SELECT * FROM hx_await(ARRAY[:a1, NULL]);
+SELECT * FROM hx_await(ARRAY[:a1], NULL);
+SELECT * FROM hx_await(ARRAY[[:a1], [:a2]]);
+SELECT * FROM hx_await(ARRAY[:a1, -1]);
+BEGIN;
+SELECT hx_submit('echo', '{"key": "w3"}', origin => 'user') AS w3 \gset
+\set VERBOSITY sqlstate
+SELECT * FROM hx_await(ARRAY[:a1, :w3]);
+\set VERBOSITY default
+ROLLBACK;
+SELECT hx_cancel(:b2);
+SELECT status FROM hx_await(ARRAY[:b2]);
+-- run_at: classified at submit, not due before it
+SELECT hx_submit('echo', '{"key": "r1"}', origin => 'user', run_at => clock_timestamp() + interval '1 second') AS r1 \gset
+SELECT status, route, run_after > submitted_at + interval '0.5 seconds' AS delayed FROM hx_task WHERE id = :r1;
+SELECT hx_wait(:r1, '60 seconds');
+SELECT started_at >= run_after AS not_before_run_at FROM hx_task WHERE id = :r1;
+SELECT * FROM hx_submit_batch('echo', ARRAY['{"key": "r5"}']::jsonb[], run_at => '2100-01-01') AS r5 \gset
+SELECT run_after = '2100-01-01' AS batch_run_at FROM hx_task WHERE id = :r5;
+-- bad run_at: a clear error, nothing queued
+\set VERBOSITY terse
+SELECT hx_submit('echo', '{"key": "r2"}', origin => 'user', run_at => 'infinity');
+SELECT hx_submit('echo', '{"key": "r3"}', sla => '1 hour', run_at => now() + interval '2 hours');
+SELECT hx_submit('echo', '{"key": "r4"}', deadline => now() + interval '1 hour', run_at => now() + interval '2 hours');
+SELECT hx_submit_batch('echo', ARRAY['{"key": "r6"}']::jsonb[], deadline => now() + interval '1 hour', run_at => now() + interval '2 hours');
+\set VERBOSITY default
+SELECT count(*) AS none_queued FROM hx_task WHERE payload->>'key' IN ('r2', 'r3', 'r4', 'r6');
+
 -- a task queued by a rolled-back transaction never runs
 SELECT count(*) AS w1_effects FROM effects WHERE task_key = 'w1';
 

@@ -351,6 +351,17 @@ hx_cost_book(PG_FUNCTION_ARGS)
 	n = hx_book_read(trigdata, &a);
 	if (n > 0)
 	{
+		int			i;
+
+		/*
+		 * The done and dead tasks are announced at commit (finished.c):
+		 * noted here, where they are read anyway.
+		 */
+		for (i = 0; i < n; i++)
+			if (strcmp(a[i].status, "failed") != 0)
+				hx_finish_note(DatumGetInt64(a[i].v[F_ID]), a[i].v[F_TASK_TYPE],
+							   strcmp(a[i].status, "done") == 0 ? "done" : "dead");
+
 		/*
 		 * Its schema is looked up once per function (a new extension, or
 		 * an updated one, has new functions).

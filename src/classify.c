@@ -58,7 +58,6 @@ static int	hx_interval_cmp(Interval *a, Interval *b);
 static char *hx_interval_text(Interval *i);
 static char *hx_time_text(TimeADT t);
 static bool hx_sql_condition(const HxTaskArgs *args, bool by_department);
-static TimestampTz hx_add_years(TimestampTz t, int years);
 
 PG_FUNCTION_INFO_V1(hx_decide);
 PG_FUNCTION_INFO_V1(hx_check_key_length_sql);
@@ -66,10 +65,12 @@ PG_FUNCTION_INFO_V1(hx_check_key_length_sql);
 /*
  * hx_check_task_args
  *		Reads the task arguments of hx_submit/hx_decide into *args and
- *		rejects bad ones with a clear error.  The rule cache must be loaded.
+ *		rejects bad ones with a clear error; with_at: the call has the
+ *		classification moment "at" (hx_decide, hx_classify) after them,
+ *		else it is now.  The rule cache must be loaded.
  */
 void
-hx_check_task_args(FunctionCallInfo fcinfo, HxTaskArgs *args)
+hx_check_task_args(FunctionCallInfo fcinfo, HxTaskArgs *args, bool with_at)
 {
 	Jsonb	   *payload;
 	Size		size;
@@ -160,7 +161,7 @@ hx_check_task_args(FunctionCallInfo fcinfo, HxTaskArgs *args)
 		hx_check_key_length("dedupe_key", args->dedupe_key);
 	}
 
-	if (PG_NARGS() > ARG_AT)
+	if (with_at)
 	{
 		if (PG_ARGISNULL(ARG_AT))
 			ereport(ERROR,
@@ -230,7 +231,7 @@ hx_check_key_length_sql(PG_FUNCTION_ARGS)
  *		t plus (or minus) some years ("timestamp out of range" near the ends
  *		of the range: only a far-off "at" gets there).
  */
-static TimestampTz
+TimestampTz
 hx_add_years(TimestampTz t, int years)
 {
 	Interval	span;
@@ -548,7 +549,7 @@ hx_decide(PG_FUNCTION_ARGS)
 	bool		nulls[4] = {false, false, false, false};
 
 	hx_rules_ensure(hx_schema_for_function(fcinfo->flinfo->fn_oid));
-	hx_check_task_args(fcinfo, &args);
+	hx_check_task_args(fcinfo, &args, true);
 	hx_classify_task(&args, &d);
 
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)

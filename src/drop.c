@@ -73,8 +73,8 @@ hx_process_utility(PlannedStmt *pstmt, const char *queryString,
 
 /*
  * hx_drop_cron_jobs
- *		Unschedules the window jobs of this database, when pg_cron is
- *		installed here.  In the transaction of the DROP.
+ *		Unschedules the window and schedule jobs of this database, when
+ *		pg_cron is installed here.  In the transaction of the DROP.
  */
 static void
 hx_drop_cron_jobs(void)
@@ -85,9 +85,10 @@ hx_drop_cron_jobs(void)
 		elog(ERROR, "SPI_connect failed");
 	/* a fixed statement run once per DROP: no plan worth keeping */
 	if (SPI_execute("SELECT cron.unschedule(jobid) FROM cron.job"
-					" WHERE jobname LIKE 'hybridexec window %' AND database = current_database()",
+					" WHERE (jobname LIKE 'hybridexec window %' OR jobname LIKE 'hybridexec schedule %')"
+					" AND database = current_database()",
 					false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not unschedule the pg_cron jobs of hybridexec's windows");
+		elog(ERROR, "could not unschedule the pg_cron jobs of hybridexec's windows and schedules");
 	SPI_finish();
 }
 

@@ -21,6 +21,7 @@ PG_MODULE_MAGIC;
 int			hx_stream_workers = 2;
 char	   *hx_database_name = NULL;
 bool		hx_notify = true;
+bool		hx_notify_done = true;
 int			hx_poll_interval_ms = 1000;
 int			hx_stream_batch_size = 256;
 int			hx_max_payload_kb = 1024;
@@ -31,6 +32,7 @@ int			hx_scheduler_naptime_ms = 1000;
 int			hx_batch_nice = 10;
 char	   *hx_currency = NULL;
 int			hx_retention_s = 7 * 24 * 3600;
+int			hx_retention_dead_s = 30 * 24 * 3600;
 int			hx_retention_batch = 10000;
 int			hx_ledger_retention_s = 400 * 24 * 3600;
 int			hx_alert_backlog_age_s = 300;
@@ -51,6 +53,7 @@ _PG_init(void)
 {
 	hx_define_settings();
 	hx_wakeup_init();
+	hx_finished_init();
 	hx_drop_init();
 
 	if (!process_shared_preload_libraries_in_progress)
@@ -124,9 +127,17 @@ hx_define_settings(void)
 							 PGC_SUSET, 0,
 							 NULL, NULL, NULL);
 
+	DefineCustomBoolVariable("hybridexec.notify_done",
+							 "Sends NOTIFY hx_done with the id, type and status of every task that finishes (done, dead or cancelled).",
+							 "As JSON arrays, as few per transaction as 8,000-byte payloads allow; hx_await() does not need it.",
+							 &hx_notify_done,
+							 true,
+							 PGC_SUSET, 0,
+							 NULL, NULL, NULL);
+
 	DefineCustomIntVariable("hybridexec.poll_interval",
-							"Longest time an idle stream worker sleeps before looking for work anyway.",
-							"Workers are woken at commit; the poll is only a safety net.",
+							"Longest time an idle stream worker, or hx_await(), sleeps before looking anyway.",
+							"Both are woken at commit; the poll is only a safety net.",
 							&hx_poll_interval_ms,
 							1000, 10, 3600 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS,
@@ -173,10 +184,18 @@ hx_define_settings(void)
 							   NULL, NULL, NULL);
 
 	DefineCustomIntVariable("hybridexec.retention",
-							"Finished tasks older than this are deleted by the scheduler; 0 or -1 keeps them.",
+							"Done and cancelled tasks older than this are deleted by the scheduler; 0 or -1 keeps every finished task.",
 							"The hx_cost ledger and the statistics are kept.",
 							&hx_retention_s,
 							7 * 24 * 3600, -1, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("hybridexec.retention_dead",
+							"Dead tasks older than this are deleted by the scheduler; 0 or -1 keeps them.",
+							"Never sooner than hybridexec.retention; when that keeps every task, dead ones are kept too.",
+							&hx_retention_dead_s,
+							30 * 24 * 3600, -1, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_S,
 							NULL, NULL, NULL);
 

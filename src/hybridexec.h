@@ -44,6 +44,7 @@
 extern int	hx_stream_workers;
 extern char *hx_database_name;
 extern bool hx_notify;
+extern bool hx_notify_done;
 extern int	hx_poll_interval_ms;
 extern int	hx_stream_batch_size;
 extern int	hx_max_payload_kb;
@@ -54,6 +55,7 @@ extern int	hx_scheduler_naptime_ms;
 extern int	hx_batch_nice;
 extern char *hx_currency;
 extern int	hx_retention_s;
+extern int	hx_retention_dead_s;
 extern int	hx_retention_batch;
 extern int	hx_ledger_retention_s;
 extern int	hx_alert_backlog_age_s;
@@ -109,6 +111,18 @@ hx_claim_key_before(int32 a_negprio, int64 a_id, int32 b_negprio, int64 b_id)
 
 #define HX_FLOOR_RING	64
 
+/* hx_await() waiters (finished.c): slots, and the words of a filter */
+#define HX_MAX_WAITERS		128
+#define HX_WAIT_MASK_WORDS	4
+
+/* A backend in hx_await() or hx_wait(), and the ids it waits for. */
+typedef struct HxWaiter
+{
+	pid_t		pid;			/* 0 when the slot is free */
+	Latch	   *latch;
+	uint64		mask[HX_WAIT_MASK_WORDS];	/* a bit per id hash */
+} HxWaiter;
+
 typedef struct HxShared
 {
 	slock_t		mutex;			/* protects everything below */
@@ -143,6 +157,11 @@ typedef struct HxShared
 	HxStepStatus steps[HX_MAX_STEPS];
 	int			nbatch;
 	HxBatchSlot batch[HX_MAX_BATCH_WORKERS];
+
+	/* the waiters, under a lock of their own (finished.c) */
+	slock_t		wait_mutex;
+	int			nwaiters;
+	HxWaiter	waiters[HX_MAX_WAITERS];
 	int			nslots;
 	HxWorkerSlot slots[FLEXIBLE_ARRAY_MEMBER];
 } HxShared;
@@ -245,6 +264,10 @@ extern void hx_alert_dead(int64 task_id, const char *task_type, int attempts,
 /* ---- waking workers at commit (wakeup.c) ---- */
 extern void hx_wakeup_init(void);
 
+/* ---- finished tasks: NOTIFY hx_done, hx_await() (finished.c) ---- */
+extern void hx_finished_init(void);
+extern void hx_finish_note(int64 id, Datum task_type, const char *status);
+
 /* ---- DROP EXTENSION (drop.c) ---- */
 extern void hx_drop_init(void);
 
@@ -303,6 +326,8 @@ typedef struct HxTaskArgs
 	bool		has_deadline;
 	TimestampTz deadline;
 	TimestampTz at;
+	bool		has_run_at;		/* hx_submit's run_at: not due before */
+	TimestampTz run_at;
 } HxTaskArgs;
 
 typedef struct HxDecision
@@ -313,8 +338,10 @@ typedef struct HxDecision
 	char	   *reason;
 } HxDecision;
 
-extern void hx_check_task_args(FunctionCallInfo fcinfo, HxTaskArgs *args);
+extern void hx_check_task_args(FunctionCallInfo fcinfo, HxTaskArgs *args,
+							   bool with_at);
 extern void hx_check_key_length(const char *what, const char *value);
+extern TimestampTz hx_add_years(TimestampTz t, int years);
 extern void hx_classify_task(const HxTaskArgs *args, HxDecision *decision);
 
 /* ---- submitting and waiting (submit.c) ---- */

@@ -102,6 +102,7 @@ hx_shmem_startup(void)
 	{
 		memset(hx_shared, 0, hx_shmem_size());
 		SpinLockInit(&hx_shared->mutex);
+		SpinLockInit(&hx_shared->wait_mutex);
 		hx_shared->nslots = hx_stream_workers;
 		hx_shared->nbatch = hx_batch_workers;
 	}

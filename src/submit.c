@@ -4,7 +4,7 @@
  *	  The submitter's side: hx_submit() and hx_submit_batch() check a task,
  *	  classify it with the cached rules and insert it into hx_task with a
  *	  kept plan (the hx_task_wake trigger then wakes a stream worker when
- *	  the transaction commits); hx_wait() waits for a task to finish.
+ *	  the transaction commits).
  *
  *	  They run as their caller, who needs no right on hx_task: the caller
  *	  is recorded as the task's submitted_by, the checks are made for it
@@ -30,31 +30,38 @@
 #include "utils/wait_event.h"
 
 #include "hybridexec.h"
+#include "task_state.h"
 
-/* the columns every insert fills, in the order of parameters $1..$12 */
+/* where run_at is among the arguments of hx_submit and hx_submit_batch */
+#define ARG_RUN_AT			8
+#define BATCH_ARG_RUN_AT	7
+
+/*
+ * The columns every insert fills, in the order of parameters $1..$13
+ * (run_after: $13, or now() when NULL).
+ */
 #define HX_TASK_COLUMNS \
 	"task_type, payload, route, window_name, rule_name, reason, " \
-	"origin, priority, sla, deadline, department, submitted_by"
+	"origin, priority, sla, deadline, department, submitted_by, run_after"
 
-/* how often hx_wait looks */
-#define HX_WAIT_POLL_MS	5
+/* the types of parameters $7..$13 */
+#define HX_COMMON_TYPES \
+	TEXTOID, INT4OID, INTERVALOID, TIMESTAMPTZOID, TEXTOID, OIDOID, TIMESTAMPTZOID
 
 static HxStmt insert_dedupe = {
 	"INSERT INTO @extschema@.hx_task (" HX_TASK_COLUMNS ", dedupe_key) "
-	"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) "
+	"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, coalesce($13, now()), $14) "
 	"ON CONFLICT (task_type, dedupe_key) "
 	"WHERE dedupe_key IS NOT NULL AND status IN ('queued', 'running', 'failed') "
 	"DO NOTHING RETURNING id",
-	13, {TEXTOID, JSONBOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID,
-	INTERVALOID, TIMESTAMPTZOID, TEXTOID, OIDOID, TEXTOID}
+	14, {TEXTOID, JSONBOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, HX_COMMON_TYPES, TEXTOID}
 };
 
 /* without a dedupe key: no arbiter index to check */
 static HxStmt insert_plain = {
 	"INSERT INTO @extschema@.hx_task (" HX_TASK_COLUMNS ") "
-	"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
-	12, {TEXTOID, JSONBOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID,
-	INTERVALOID, TIMESTAMPTZOID, TEXTOID, OIDOID}
+	"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, coalesce($13, now())) RETURNING id",
+	13, {TEXTOID, JSONBOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, HX_COMMON_TYPES}
 };
 
 static HxStmt dedupe_lookup = {
@@ -66,19 +73,18 @@ static HxStmt dedupe_lookup = {
 /* a decision per payload */
 static HxStmt insert_bulk = {
 	"INSERT INTO @extschema@.hx_task (" HX_TASK_COLUMNS ") "
-	"SELECT $1, u.p, u.r, u.w, u.n, u.why, $7, $8, $9, $10, $11, $12 "
+	"SELECT $1, u.p, u.r, u.w, u.n, u.why, $7, $8, $9, $10, $11, $12, coalesce($13, now()) "
 	"FROM unnest($2, $3, $4, $5, $6) AS u (p, r, w, n, why) RETURNING id",
-	12, {TEXTOID, JSONBARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
-	TEXTARRAYOID, TEXTOID, INT4OID, INTERVALOID, TIMESTAMPTZOID, TEXTOID, OIDOID}
+	13, {TEXTOID, JSONBARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+	TEXTARRAYOID, HX_COMMON_TYPES}
 };
 
 /* one decision for all: unnest of one array only */
 static HxStmt insert_uniform = {
 	"INSERT INTO @extschema@.hx_task (" HX_TASK_COLUMNS ") "
-	"SELECT $1, u.p, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 "
+	"SELECT $1, u.p, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, coalesce($13, now()) "
 	"FROM unnest($2) AS u (p) RETURNING id",
-	12, {TEXTOID, JSONBARRAYOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
-	INT4OID, INTERVALOID, TIMESTAMPTZOID, TEXTOID, OIDOID}
+	13, {TEXTOID, JSONBARRAYOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, HX_COMMON_TYPES}
 };
 
 static HxStmt may_submit_for = {
@@ -86,21 +92,16 @@ static HxStmt may_submit_for = {
 	2, {OIDOID, TEXTOID}
 };
 
-static HxStmt wait_status = {
-	"SELECT t.status, t.xmin, t.submitted_by, t.department FROM @extschema@.hx_task t WHERE t.id = $1",
-	1, {INT8OID}
-};
-
 static int64 hx_submit_one(FunctionCallInfo fcinfo, Oid submitted_by);
 static void hx_check_department(Oid submitter, const char *department);
 static void hx_warn_other_database(void);
+static void hx_check_run_at(FunctionCallInfo fcinfo, int argno, HxTaskArgs *args);
 static void hx_common_values(const HxTaskArgs *args, Oid submitted_by,
 							 Datum *values, char *nulls);
 
 PG_FUNCTION_INFO_V1(hx_submit);
 PG_FUNCTION_INFO_V1(hx_submit_as);
 PG_FUNCTION_INFO_V1(hx_submit_batch);
-PG_FUNCTION_INFO_V1(hx_wait);
 PG_FUNCTION_INFO_V1(hx_require_read_committed);
 
 /*
@@ -118,8 +119,10 @@ hx_submit(PG_FUNCTION_ARGS)
 /*
  * hx_submit_as
  *		SQL (_hybridexec.hx_submit_as(submitted_by, task_type, payload, sla,
- *		origin)): hx_submit on behalf of a role, for the rows of watched
- *		tables (submitted by the role that attached the table).  Internal.
+ *		origin, priority, department, dedupe_key)): hx_submit on behalf of
+ *		a role, for the rows of watched tables (submitted by the role that
+ *		attached the table) and the ticks of schedules (by the role that
+ *		scheduled them).  Internal.
  */
 Datum
 hx_submit_as(PG_FUNCTION_ARGS)
@@ -135,10 +138,8 @@ hx_submit_as(PG_FUNCTION_ARGS)
 		inner->args[i].value = (Datum) 0;
 		inner->args[i].isnull = true;
 	}
-	for (i = 0; i < 4; i++)
+	for (i = 0; i < 7; i++)
 		inner->args[i] = fcinfo->args[i + 1];
-	inner->args[4].value = Int32GetDatum(0);	/* priority */
-	inner->args[4].isnull = false;
 	PG_RETURN_INT64(hx_submit_one(inner, PG_GETARG_OID(0)));
 }
 
@@ -154,15 +155,17 @@ hx_submit_one(FunctionCallInfo fcinfo, Oid submitted_by)
 	HxTaskArgs	args;
 	HxDecision	d;
 	HxUserSave	save;
-	Datum		values[13];
-	char		nulls[13];
+	Datum		values[14];
+	char		nulls[14];
 	int64		id = 0;
 	bool		isnull;
 	int			rc;
 
 	hx_require_preload("hx_submit()");
 	hx_rules_ensure(schema);
-	hx_check_task_args(fcinfo, &args);
+	hx_check_task_args(fcinfo, &args, false);
+	if (PG_NARGS() > ARG_RUN_AT)
+		hx_check_run_at(fcinfo, ARG_RUN_AT, &args);
 	hx_classify_task(&args, &d);
 	if (d.stream)
 		hx_warn_other_database();
@@ -179,9 +182,9 @@ hx_submit_one(FunctionCallInfo fcinfo, Oid submitted_by)
 	values[5] = CStringGetTextDatum(d.reason);
 	hx_common_values(&args, submitted_by, values, nulls);
 	if (args.dedupe_key)
-		values[12] = CStringGetTextDatum(args.dedupe_key);
+		values[13] = CStringGetTextDatum(args.dedupe_key);
 	else
-		nulls[12] = 'n';
+		nulls[13] = 'n';
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -197,7 +200,7 @@ hx_submit_one(FunctionCallInfo fcinfo, Oid submitted_by)
 										 SPI_tuptable->tupdesc, 1, &isnull));
 	else
 	{
-		Datum		dv[2] = {values[0], values[12]};
+		Datum		dv[2] = {values[0], values[13]};
 
 		/* dedupe: an unfinished task with this key exists */
 		rc = hx_stmt_exec(&dedupe_lookup, dv, NULL, false, 1);
@@ -209,6 +212,9 @@ hx_submit_one(FunctionCallInfo fcinfo, Oid submitted_by)
 					 errhint("Retry the hx_submit() call.")));
 		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 										 SPI_tuptable->tupdesc, 1, &isnull));
+		/* an urgent duplicate does not wait for the night */
+		(void) hx_upgrade_duplicate(id, d.stream, args.priority, args.has_deadline,
+									args.deadline, d.reason);
 	}
 	hx_restore_user(&save);
 	SPI_finish();
@@ -225,7 +231,7 @@ hx_submit_one(FunctionCallInfo fcinfo, Oid submitted_by)
  *		tell them apart.
  *
  *		Arguments: task_type, payloads, sla, origin, priority, department,
- *		deadline.
+ *		deadline, run_at.
  */
 Datum
 hx_submit_batch(PG_FUNCTION_ARGS)
@@ -246,8 +252,8 @@ hx_submit_batch(PG_FUNCTION_ARGS)
 	bool	   *wnulls;
 	int			dims[1];
 	int			lbs[1] = {1};
-	Datum		values[12];
-	char		nulls[12];
+	Datum		values[13];
+	char		nulls[13];
 	int			rc;
 	uint64		k;
 	HxTaskArgs	args;
@@ -295,7 +301,9 @@ hx_submit_batch(PG_FUNCTION_ARGS)
 	{
 		one->args[1].value = payloads[i];
 		one->args[1].isnull = pnulls[i];
-		hx_check_task_args(one, &args);
+		hx_check_task_args(one, &args, false);
+		if (i == 0)				/* bad run_at: before any classification */
+			hx_check_run_at(fcinfo, BATCH_ARG_RUN_AT, &args);
 		payloads[i] = JsonbPGetDatum(args.payload);
 
 		/*
@@ -324,6 +332,9 @@ hx_submit_batch(PG_FUNCTION_ARGS)
 			reasons[i] = reasons[0];
 		}
 	}
+
+	/* the same for every payload (only the payload differs) */
+	hx_check_run_at(fcinfo, BATCH_ARG_RUN_AT, &args);
 
 	dims[0] = n;
 	memset(nulls, ' ', sizeof(nulls));
@@ -369,10 +380,49 @@ hx_submit_batch(PG_FUNCTION_ARGS)
 }
 
 /*
+ * hx_check_run_at
+ *		Reads run_at (argument argno of fcinfo) into *args: a task is not
+ *		due before it.  It must be finite, within 100 years, and not after
+ *		the task's deadline (or the end of its SLA): such a task could never
+ *		be on time.  A moment past is now.
+ */
+static void
+hx_check_run_at(FunctionCallInfo fcinfo, int argno, HxTaskArgs *args)
+{
+	TimestampTz run_at;
+	TimestampTz due;
+
+	args->has_run_at = false;
+	if (PG_ARGISNULL(argno))
+		return;
+	run_at = PG_GETARG_TIMESTAMPTZ(argno);
+	if (TIMESTAMP_NOT_FINITE(run_at) ||
+		run_at > hx_add_years(args->at, HX_MAX_HORIZON_YEARS))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("run_at must be a finite time within %d years of now", HX_MAX_HORIZON_YEARS),
+				 errhint("Pass NULL to make the task due at once.")));
+	due = args->has_deadline ? args->deadline : DT_NOEND;
+	if (args->sla)
+		due = Min(due, DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
+															   TimestampTzGetDatum(args->at),
+															   IntervalPGetDatum(args->sla))));
+	if (run_at > due)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("run_at is after the task's deadline (or the end of its SLA)"),
+				 errdetail("run_at is %s, the deadline %s.",
+						   timestamptz_to_str(run_at), timestamptz_to_str(due)),
+				 errhint("A task not due before its deadline could never be on time: move run_at earlier, or the deadline (or SLA) later.")));
+	args->has_run_at = true;
+	args->run_at = run_at;
+}
+
+/*
  * hx_common_values
- *		Fills parameters $7..$12 (origin, priority, sla, deadline,
- *		department, submitted_by), which the single and the bulk insert
- *		share.
+ *		Fills parameters $7..$13 (origin, priority, sla, deadline,
+ *		department, submitted_by, run_after), which the single and the bulk
+ *		insert share.
  */
 static void
 hx_common_values(const HxTaskArgs *args, Oid submitted_by, Datum *values,
@@ -393,6 +443,10 @@ hx_common_values(const HxTaskArgs *args, Oid submitted_by, Datum *values,
 	else
 		nulls[10] = 'n';
 	values[11] = ObjectIdGetDatum(submitted_by);
+	if (args->has_run_at)
+		values[12] = TimestampTzGetDatum(args->run_at);
+	else
+		nulls[12] = 'n';
 }
 
 /*
@@ -422,98 +476,6 @@ hx_check_department(Oid submitter, const char *department)
 			 errdetail("Department memberships are defined in hx_department_member, and the role is not a member of this department."),
 			 errhint("An administrator adds it: INSERT INTO hx_department_member (role, department) VALUES ('%s', '%s');",
 					 role ? role : "?", department)));
-}
-
-/*
- * hx_wait
- *		SQL: waits until the task is done, dead or cancelled, or the
- *		timeout passes; returns its status then.  Looks every 5 ms, each
- *		time with a new snapshot (so READ COMMITTED only).  A task the
- *		caller may not see does not exist for it; one queued or changed by
- *		the calling transaction (or a subtransaction of it) is refused,
- *		since no worker can see it before the transaction commits.
- */
-Datum
-hx_wait(PG_FUNCTION_ARGS)
-{
-	Oid			caller = GetUserId();
-	HxUserSave	save;
-	int64		id;
-	Datum		arg;
-	TimestampTz give_up;
-	char	   *status = NULL;
-	bool		first = true;
-
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("task id must not be NULL")));
-	if (PG_ARGISNULL(1))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("timeout must not be NULL"),
-				 errhint("Leave it out to wait at most 30 seconds.")));
-	hx_check_read_committed("hx_wait", "task");
-	id = PG_GETARG_INT64(0);
-	arg = Int64GetDatum(id);
-	give_up = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
-													  TimestampTzGetDatum(GetCurrentTimestamp()),
-													  PG_GETARG_DATUM(1)));
-
-	hx_rules_ensure(hx_schema_for_function(fcinfo->flinfo->fn_oid));
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	hx_become_owner(&save);
-	for (;;)
-	{
-		HeapTuple	tup;
-		TupleDesc	desc;
-		bool		isnull;
-		TransactionId xmin;
-		Oid			submitted_by;
-		Datum		dept;
-		char	   *department;
-
-		if (hx_stmt_exec(&wait_status, &arg, NULL, false, 1) != SPI_OK_SELECT)
-			elog(ERROR, "could not read task %lld", (long long) id);
-		if (SPI_processed != 1 && first)
-			hx_task_invisible(id, "wait for");
-		if (SPI_processed != 1)
-			break;				/* retention took it meanwhile */
-		tup = SPI_tuptable->vals[0];
-		desc = SPI_tuptable->tupdesc;
-		status = TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull));
-		xmin = DatumGetTransactionId(SPI_getbinval(tup, desc, 2, &isnull));
-		submitted_by = DatumGetObjectId(SPI_getbinval(tup, desc, 3, &isnull));
-		dept = SPI_getbinval(tup, desc, 4, &isnull);
-		department = isnull ? NULL : TextDatumGetCString(dept);
-		if (first)
-		{
-			if (!hx_caller_sees(caller, submitted_by, department))
-				hx_task_invisible(id, "wait for");
-			if (TransactionIdIsCurrentTransactionId(xmin))
-				ereport(ERROR,
-						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-						 errmsg("task %lld was queued or changed by this transaction", (long long) id),
-						 errhint("Workers only see committed tasks: commit, then wait.")));
-			first = false;
-		}
-		if (strcmp(status, "done") == 0 || strcmp(status, "dead") == 0 ||
-			strcmp(status, "cancelled") == 0 || GetCurrentTimestamp() >= give_up)
-			break;
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 HX_WAIT_POLL_MS, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-	}
-	/* the status lives in SPI's memory: copy it out before SPI_finish */
-	if (status != NULL)
-		status = strcpy(SPI_palloc(strlen(status) + 1), status);
-	hx_restore_user(&save);
-	SPI_finish();
-	if (status == NULL)
-		PG_RETURN_NULL();
-	PG_RETURN_TEXT_P(cstring_to_text(status));
 }
 
 /*

@@ -63,11 +63,12 @@
 /*
  * The row every claim returns, in the order hx_tasks_decode reads it;
  * "attempts" is the attempt about to run (t.attempts after a claim,
- * t.attempts + 1 when a chunk reads waiting tasks).
+ * t.attempts + 1 when a chunk reads waiting tasks); throttled attempts
+ * (hx_fail's retry_after) come on top of the type's max_attempts.
  */
 #define HX_TASK_NCOLUMNS 18
 #define HX_TASK_COLUMNS(attempts) \
-	"t.id, t.task_type, t.payload, " attempts ", y.max_attempts, y.handler, " \
+	"t.id, t.task_type, t.payload, " attempts ", y.max_attempts + t.throttled, y.handler, " \
 	"y.batch_handler, y.run_as, extract(epoch FROM y.timeout)::float8 * 1000, " \
 	"coalesce(y.micro_batch_size, 0), t.route = 'batch', t.run_id, " \
 	"t.lease_token, t.lease_expires_at, t.window_name, t.priority, " \
@@ -216,11 +217,11 @@ static HxStmt claim_external_any = {
 	"INSERT INTO @extschema@.hx_task_history (id, task_type, payload, status, route, window_name, " \
 	"rule_name, reason, origin, priority, sla, deadline, department, dedupe_key, attempts, result, " \
 	"last_error, submitted_at, run_after, started_at, finished_at, worker_pid, run_id, escalated_at, " \
-	"executor, lease_token, lease_expires_at, reported_cost, submitted_by, isolated) " \
+	"executor, lease_token, lease_expires_at, reported_cost, submitted_by, isolated, throttled) " \
 	"SELECT id, task_type, payload, 'done', route, window_name, rule_name, reason, origin, priority, " \
 	"sla, deadline, department, dedupe_key, " attempts ", new_result, last_error, submitted_at, " \
 	"run_after, " started ", " finished ", " pid ", " run ", escalated_at, executor, " lease ", NULL, " \
-	cost ", submitted_by, isolated FROM m"
+	cost ", submitted_by, isolated, throttled FROM m"
 
 /* the in-database workers' moves: $1 the tasks, $2 their results */
 #define HX_MOVE_DONE(which, attempts, started, finished, pid, run) \
@@ -270,7 +271,9 @@ static HxStmt done_leased = {
  * Every failed or lost attempt, whoever reports it: $1..$7 one element per
  * task (a NULL message = the attempt was lost with its worker, $11 names
  * the worker kind); $8 the worker the task must be running for (NULL =
- * any); $9 lost; $10 retry allowed.  The retry policy is hx_next_try.
+ * any); $9 lost; $10 retry allowed; $12 when to retry (the executor said
+ * so: not counted against max_attempts, "throttled").  The retry policy is
+ * hx_next_try, with the type's backoff.
  * The moment of the failure (f.at) is the hx_error row's and the one the
  * retry's backoff counts from.
  */
@@ -279,10 +282,12 @@ static HxStmt fail_set = {
 	"$4::text[], $5::text[], $6::text[], $7::numeric[]) "
 	"AS u (id, sqlstate, message, detail, hint, context, cost)), "
 	"upd AS (UPDATE ONLY @extschema@.hx_task t "
-	"SET (status, run_after, finished_at) = (SELECT n.status, "
+	"SET (status, run_after, finished_at, throttled) = (SELECT n.status, "
 	"f.at + n.delay_ms * interval '1 millisecond', "
-	"CASE WHEN n.status = 'dead' THEN f.at END "
-	"FROM _hybridexec.hx_next_try(t.attempts, y.max_attempts, t.route = 'batch', $9, $10) n), "
+	"CASE WHEN n.status = 'dead' THEN f.at END, "
+	"t.throttled + CASE WHEN $12::interval IS NOT NULL AND n.status <> 'dead' THEN 1 ELSE 0 END "
+	"FROM _hybridexec.hx_next_try(t.attempts - t.throttled, y.max_attempts, t.route = 'batch', $9, $10, "
+	"$12, y.retry_backoff, y.max_backoff) n), "
 	"last_error = coalesce(f.message, format('%s %s stopped while running attempt %s (crash or shutdown)', "
 	"$11::text, t.worker_pid, t.attempts)), "
 	"lease_expires_at = NULL, reported_cost = f.cost, isolated = $9 "
@@ -297,8 +302,8 @@ static HxStmt fail_set = {
 	"f.detail, coalesce(f.hint, CASE WHEN $9 THEN 'The attempt was rolled back with its worker; "
 	"its effects did not happen.' END), f.context FROM upd JOIN f ON f.id = upd.id) "
 	"SELECT upd.id, upd.task_type, upd.attempts, upd.status, upd.last_error, upd.run_after, upd.run FROM upd",
-	11, {INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
-	TEXTARRAYOID, NUMERICARRAYOID, INT4OID, BOOLOID, BOOLOID, TEXTOID}, true
+	12, {INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+	TEXTARRAYOID, NUMERICARRAYOID, INT4OID, BOOLOID, BOOLOID, TEXTOID, INTERVALOID}, true
 };
 
 /*
@@ -368,7 +373,7 @@ static HxStmt expired_leases = {
 };
 
 static HxStmt lock_task = {
-	"SELECT t.status, t.submitted_by, t.department FROM @extschema@.hx_task t "
+	"SELECT t.status, t.submitted_by, t.department, t.task_type FROM @extschema@.hx_task t "
 	"WHERE t.id = $1 FOR UPDATE",
 	1, {INT8OID}, true
 };
@@ -380,25 +385,82 @@ static HxStmt cancel_task = {
 };
 
 /*
+ * Dead tasks the caller may see ($2 for the ids in $1, $3 for a type's
+ * since $2) go back to the queue as new: attempts from zero, none of their
+ * last attempt's traces but last_error; their hx_error rows stay.  One
+ * whose dedupe key an unfinished task has taken meanwhile stays dead.
+ */
+#define HX_RETRY(which, caller) \
+	"WITH r AS (UPDATE ONLY @extschema@.hx_task t SET status = 'queued', attempts = 0, " \
+	"run_after = now(), started_at = NULL, finished_at = NULL, worker_pid = NULL, run_id = NULL, " \
+	"executor = NULL, lease_token = NULL, lease_expires_at = NULL, reported_cost = NULL, " \
+	"isolated = false, reason = coalesce(t.reason || '; ', '') || format('retried at %s', now()) " \
+	"WHERE t.status = 'dead' AND " which \
+	" AND _hybridexec.hx_visible_to(" caller ", t.submitted_by, t.department) " \
+	"AND (t.dedupe_key IS NULL OR NOT EXISTS (SELECT 1 FROM ONLY @extschema@.hx_task u " \
+	"WHERE u.task_type = t.task_type AND u.dedupe_key = t.dedupe_key " \
+	"AND u.status IN ('queued', 'running', 'failed'))) RETURNING t.id) " \
+	"SELECT count(*) FROM r"
+
+static HxStmt retry_ids = {
+	HX_RETRY("t.id = ANY ($1)", "$2"),
+	2, {INT8ARRAYOID, OIDOID}, false
+};
+
+static HxStmt retry_type = {
+	HX_RETRY("t.task_type = $1 AND t.finished_at >= $2", "$3"),
+	3, {TEXTOID, TIMESTAMPTZOID, OIDOID}, false
+};
+
+/*
+ * A duplicate submission ($1: the unfinished task with its type and
+ * dedupe key) that asks for more: the task, while it waits, takes the
+ * stream route ($2: the new decision streams; $5 its reason), the higher
+ * priority ($3) and the earlier deadline ($4), and reason says so.
+ */
+static HxStmt upgrade_duplicate = {
+	"UPDATE ONLY @extschema@.hx_task t SET "
+	"route = CASE WHEN $2 THEN 'stream' ELSE t.route END, "
+	"window_name = CASE WHEN $2 THEN NULL ELSE t.window_name END, "
+	"priority = greatest(t.priority, $3), deadline = least(t.deadline, $4), "
+	"reason = coalesce(t.reason || '; ', '') || 'upgraded by a duplicate submission: ' "
+	"|| concat_ws(', ', CASE WHEN $2 AND t.route = 'batch' THEN 'stream (' || $5 || ')' END, "
+	"CASE WHEN $3 > t.priority THEN format('priority %s', $3) END, "
+	"CASE WHEN $4 < coalesce(t.deadline, 'infinity') THEN format('deadline %s', $4) END) "
+	"WHERE t.id = $1 AND t.status IN ('queued', 'failed') "
+	"AND (($2 AND t.route = 'batch') OR $3 > t.priority OR $4 < coalesce(t.deadline, 'infinity'))",
+	5, {INT8OID, BOOLOID, INT4OID, TIMESTAMPTZOID, TEXTOID}, false
+};
+
+/*
  * Batch tasks whose deadline (or SLA) comes before their window would
- * finish them (its expected finish, or next start without history) move
- * to the stream path now - except those a budget_exhausted rule sent to
- * batch on purpose.
+ * finish them (its expected finish, or next start without history) take
+ * the cheapest path that is on time: the window that finishes first, of
+ * those that would finish before the deadline, or else the stream path -
+ * except those a budget_exhausted rule sent to batch on purpose.
  */
 static HxStmt escalate = {
 	"WITH plan AS (SELECT p.window_name, coalesce(p.expected_finish, p.next_start) AS done_by "
 	"FROM @extschema@.hx_window_plan(now()) p), "
-	"late AS (SELECT t.id, plan.done_by, plan.window_name "
+	"late AS (SELECT t.id, plan.done_by, plan.window_name, "
+	"coalesce(t.deadline, t.submitted_at + t.sla) AS due, "
+	"(SELECT q.window_name FROM plan q WHERE q.done_by <= coalesce(t.deadline, t.submitted_at + t.sla) "
+	"ORDER BY q.done_by, q.window_name LIMIT 1) AS on_time "
 	"FROM ONLY @extschema@.hx_task t JOIN plan ON plan.window_name = t.window_name "
 	"WHERE t.route = 'batch' AND t.status IN ('queued', 'failed') "
 	"AND (t.deadline IS NOT NULL OR t.sla IS NOT NULL) "
 	"AND coalesce(t.deadline, t.submitted_at + t.sla) < plan.done_by "
 	"AND NOT EXISTS (SELECT 1 FROM @extschema@.hx_rule r WHERE r.name = t.rule_name AND r.budget_exhausted) "
 	"FOR UPDATE OF t SKIP LOCKED) "
-	"UPDATE ONLY @extschema@.hx_task t SET route = 'stream', window_name = NULL, status = 'queued', "
-	"escalated_at = now(), run_after = now(), "
-	"reason = coalesce(t.reason || '; ', '') || format('escalated to stream: window %s would finish at %s, after the deadline %s', "
-	"late.window_name, late.done_by, coalesce(t.deadline, t.submitted_at + t.sla)) "
+	"UPDATE ONLY @extschema@.hx_task t SET route = CASE WHEN late.on_time IS NULL THEN 'stream' ELSE 'batch' END, "
+	"window_name = late.on_time, status = 'queued', "
+	"escalated_at = CASE WHEN late.on_time IS NULL THEN now() ELSE t.escalated_at END, "
+	"run_after = greatest(t.run_after, now()), "
+	"reason = coalesce(t.reason || '; ', '') || CASE WHEN late.on_time IS NULL "
+	"THEN format('escalated to stream: window %s would finish at %s, after the deadline %s, and no window before it', "
+	"late.window_name, late.done_by, late.due) "
+	"ELSE format('moved to window %s: window %s would finish at %s, after the deadline %s', "
+	"late.on_time, late.window_name, late.done_by, late.due) END "
 	"FROM late WHERE t.id = late.id",
 	0, {0}, false
 };
@@ -451,6 +513,8 @@ typedef struct HxFailKind
 	const char *what;			/* lost: which kind of worker */
 	bool		external;		/* reported by (or reclaimed from) external
 								 * executors: count in their window runs */
+	Interval   *retry_after;	/* the executor said when to retry; NULL =
+								 * the retry policy */
 } HxFailKind;
 
 PG_FUNCTION_INFO_V1(hx_next_try);
@@ -459,6 +523,8 @@ PG_FUNCTION_INFO_V1(hx_fail_leased);
 PG_FUNCTION_INFO_V1(hx_complete_many);
 PG_FUNCTION_INFO_V1(hx_claim);
 PG_FUNCTION_INFO_V1(hx_cancel);
+PG_FUNCTION_INFO_V1(hx_retry_ids);
+PG_FUNCTION_INFO_V1(hx_retry_type);
 PG_FUNCTION_INFO_V1(hx_reclaim_leases);
 PG_FUNCTION_INFO_V1(hx_escalate);
 PG_FUNCTION_INFO_V1(hx_move_window);
@@ -489,33 +555,54 @@ static void hx_leave(HxUserSave *save);
  * The retry policy
  * ------------------------------------------------------------------------ */
 
+/* an interval in milliseconds (a month as 30 days) */
+static double
+hx_interval_ms(const Interval *i)
+{
+	return ((double) i->time + (double) i->day * USECS_PER_DAY +
+			(double) i->month * DAYS_PER_MONTH * USECS_PER_DAY) / 1000.0;
+}
+
 /*
  * hx_retry_policy
  *		What becomes of a task whose attempt number "attempts" (out of
- *		max_attempts) failed: dead when no attempt is left or retry is
- *		false; back in the queue at once when the attempt was lost with its
- *		worker; else failed, retried after a backoff that doubles with each
- *		attempt (hybridexec.retry_backoff, at most a minute), or - a batch
- *		task - in the next run of its window.  Returns the status and sets
- *		*delay_ms.
+ *		max_attempts; throttled attempts not counted) failed: dead when
+ *		retry is false; failed, retried after retry_after_ms, when the
+ *		executor said when (>= 0), however many attempts it made; dead when
+ *		no attempt is left; back in the queue at once when the attempt was
+ *		lost with its worker; else failed, retried after a backoff that
+ *		doubles with each attempt (backoff_ms, or hybridexec.retry_backoff
+ *		when < 0; at most max_backoff_ms, or a minute when < 0), or - a
+ *		batch task - in the next run of its window.  Returns the status and
+ *		sets *delay_ms.
  */
 static const char *
 hx_retry_policy(int attempts, int max_attempts, bool batch, bool lost,
-				bool retry, double *delay_ms)
+				bool retry, double retry_after_ms, double backoff_ms,
+				double max_backoff_ms, double *delay_ms)
 {
-	double		backoff = (double) hx_retry_backoff_ms;
+	double		backoff = backoff_ms >= 0 ? backoff_ms : (double) hx_retry_backoff_ms;
+	double		cap = max_backoff_ms >= 0 ? max_backoff_ms : 60000.0;
 	int			i;
 
 	*delay_ms = 0;
-	if (!retry || attempts >= max_attempts)
+	if (!retry)
+		return "dead";
+	/* the executor said when: not counted against max_attempts */
+	if (retry_after_ms >= 0)
+	{
+		*delay_ms = retry_after_ms;
+		return "failed";
+	}
+	if (attempts >= max_attempts)
 		return "dead";
 	if (lost)
 		return "queued";
 	if (!batch)
 	{
-		for (i = 1; i < attempts && backoff < 60000.0; i++)
+		for (i = 1; i < attempts && backoff < cap; i++)
 			backoff *= 2;
-		*delay_ms = Min(backoff, 60000.0);
+		*delay_ms = Min(backoff, cap);
 	}
 	return "failed";
 }
@@ -523,7 +610,8 @@ hx_retry_policy(int attempts, int max_attempts, bool batch, bool lost,
 /*
  * hx_next_try
  *		SQL (_hybridexec.hx_next_try(attempts, max_attempts, batch, lost,
- *		retry, OUT status, OUT delay_ms)): hx_retry_policy, for the failure
+ *		retry, retry_after, backoff, max_backoff, OUT status, OUT
+ *		delay_ms)): hx_retry_policy (intervals NULL = -1), for the failure
  *		booking statement.
  */
 Datum
@@ -533,12 +621,20 @@ hx_next_try(PG_FUNCTION_ARGS)
 	Datum		values[2];
 	bool		nulls[2] = {false, false};
 	double		delay_ms;
+	double		ms[3];
+	int			i;
 
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "hx_next_try must return a record");
+	for (i = 0; i < 5; i++)
+		if (PG_ARGISNULL(i))
+			elog(ERROR, "hx_next_try: argument %d must not be NULL", i + 1);
+	for (i = 5; i < 8; i++)
+		ms[i - 5] = PG_ARGISNULL(i) ? -1 : hx_interval_ms(PG_GETARG_INTERVAL_P(i));
 	values[0] = CStringGetTextDatum(hx_retry_policy(PG_GETARG_INT32(0), PG_GETARG_INT32(1),
 													PG_GETARG_BOOL(2), PG_GETARG_BOOL(3),
-													PG_GETARG_BOOL(4), &delay_ms));
+													PG_GETARG_BOOL(4), ms[0], ms[1], ms[2],
+													&delay_ms));
 	values[1] = Float8GetDatum(delay_ms);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
 }
@@ -921,6 +1017,9 @@ hx_book_quarantine(int64 id, const char *why, int sqlerrcode)
 	{
 		bool		isnull;
 
+		/* the ledger trigger, which notes the others, was off */
+		hx_finish_note(id, SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull),
+					   "dead");
 		ereport(WARNING,
 				(errmsg("hybridexec: task %lld set aside as dead: its outcome could not be booked: %s",
 						(long long) id, why)));
@@ -948,8 +1047,8 @@ hx_fail_exec(HxFailure *f, int n, const HxFailKind *kind,
 {
 	Datum	   *cols[7];
 	bool	   *colnulls[7];
-	Datum		values[11];
-	char		nulls[11];
+	Datum		values[12];
+	char		nulls[12];
 	int			dims[1] = {n};
 	int			lbs[1] = {1};
 	Oid			elemtypes[7] = {INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, NUMERICOID};
@@ -995,6 +1094,8 @@ hx_fail_exec(HxFailure *f, int n, const HxFailKind *kind,
 	values[8] = BoolGetDatum(kind->lost);
 	values[9] = BoolGetDatum(kind->retry);
 	values[10] = CStringGetTextDatum(kind->what ? kind->what : "worker");
+	values[11] = kind->retry_after ? IntervalPGetDatum(kind->retry_after) : (Datum) 0;
+	nulls[11] = kind->retry_after ? ' ' : 'n';
 
 	if (hx_stmt_exec(&fail_set, values, nulls, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not book failed attempts");
@@ -1341,6 +1442,7 @@ hx_fail_leased(PG_FUNCTION_ARGS)
 	failure.sqlstate = PG_ARGISNULL(2) ? "38000" : text_to_cstring(PG_GETARG_TEXT_PP(2));
 	failure.cost = PG_ARGISNULL(4) ? (Datum) 0 : PG_GETARG_DATUM(4);
 	failure.hint = PG_ARGISNULL(5) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(5));
+	kind.retry_after = PG_NARGS() > 6 && !PG_ARGISNULL(6) ? PG_GETARG_INTERVAL_P(6) : NULL;
 	return hx_fail_sql(fcinfo, PG_GETARG_ARRAYTYPE_P(0), &failure, &kind);
 }
 
@@ -1675,9 +1777,13 @@ hx_cancel(PG_FUNCTION_ARGS)
 		hx_task_invisible(id, "cancel");
 	if (strcmp(status, "queued") == 0 || strcmp(status, "failed") == 0)
 	{
+		Datum		task_type = SPI_getbinval(tup, desc, 4, &isnull);
+
 		if (hx_stmt_exec(&cancel_task, &arg, NULL, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "could not cancel task %lld", (long long) id);
 		cancelled = SPI_processed == 1;
+		if (cancelled)
+			hx_finish_note(id, task_type, "cancelled");
 	}
 	else
 		ereport(NOTICE,
@@ -1685,6 +1791,97 @@ hx_cancel(PG_FUNCTION_ARGS)
 				 errhint("Only queued tasks and failed tasks waiting for a retry can be cancelled.")));
 	hx_leave(&save);
 	PG_RETURN_BOOL(cancelled);
+}
+
+/*
+ * hx_upgrade_duplicate
+ *		hx_submit found the unfinished task "id" with the dedupe key of a
+ *		new submission: when the new one would stream (stream, why: its
+ *		decision and reason), or has a higher priority or an earlier
+ *		deadline (has_deadline, deadline), the task takes them while it
+ *		waits (upgrade_duplicate).  Returns whether it changed.  In SPI, as
+ *		the owner.
+ */
+bool
+hx_upgrade_duplicate(int64 id, bool stream, int32 priority, bool has_deadline,
+					 TimestampTz deadline, const char *why)
+{
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', has_deadline ? ' ' : 'n', ' '};
+
+	values[0] = Int64GetDatum(id);
+	values[1] = BoolGetDatum(stream);
+	values[2] = Int32GetDatum(priority);
+	values[3] = has_deadline ? TimestampTzGetDatum(deadline) : (Datum) 0;
+	values[4] = CStringGetTextDatum(why);
+	if (hx_stmt_exec(&upgrade_duplicate, values, nulls, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not upgrade task %lld", (long long) id);
+	return SPI_processed == 1;
+}
+
+/*
+ * hx_retry_ids
+ *		SQL hx_retry(ids bigint[]): puts the dead tasks among ids that the
+ *		caller may see back in the queue (HX_RETRY); returns how many.
+ *		Others (not dead, unknown, not the caller's) are left alone.
+ */
+Datum
+hx_retry_ids(PG_FUNCTION_ARGS)
+{
+	HxUserSave	save;
+	Datum		values[2];
+	bool		isnull;
+	int64		n;
+
+	if (PG_ARGISNULL(0) || array_contains_nulls(PG_GETARG_ARRAYTYPE_P(0)))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("task ids must not be NULL"),
+				 errhint("Pass the ids of dead tasks, e.g. hx_retry(ARRAY(SELECT id FROM hx_dead WHERE ...)).")));
+	values[0] = PG_GETARG_DATUM(0);
+	values[1] = ObjectIdGetDatum(hx_enter(fcinfo, &save));
+	n = DatumGetInt64(hx_stmt_value(&retry_ids, values, NULL, &isnull));
+	hx_leave(&save);
+	PG_RETURN_INT64(n);
+}
+
+/*
+ * hx_retry_type
+ *		SQL hx_retry(task_type text, since timestamptz): puts the dead tasks
+ *		of the type that died at or after "since", of those the caller may
+ *		see, back in the queue (HX_RETRY); returns how many.
+ */
+Datum
+hx_retry_type(PG_FUNCTION_ARGS)
+{
+	HxUserSave	save;
+	Datum		values[3];
+	bool		isnull;
+	char	   *task_type;
+	int64		n;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("task type must not be NULL"),
+				 errhint("Pass the type whose dead tasks to retry.")));
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("since must not be NULL"),
+				 errhint("Pass '-infinity' to retry every dead task of the type.")));
+	task_type = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	values[0] = PG_GETARG_DATUM(0);
+	values[1] = PG_GETARG_DATUM(1);
+	values[2] = ObjectIdGetDatum(hx_enter(fcinfo, &save));
+	if (hx_type_lookup(task_type) == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("unknown task type \"%s\"", task_type),
+				 errhint("Registered types are listed in hx_type.")));
+	n = DatumGetInt64(hx_stmt_value(&retry_type, values, NULL, &isnull));
+	hx_leave(&save);
+	PG_RETURN_INT64(n);
 }
 
 /*

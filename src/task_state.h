@@ -82,4 +82,9 @@ extern int	hx_book_failures(HxTask *tasks, HxOutcome *outs, int n,
 extern void hx_book_quarantine(int64 id, const char *why, int sqlerrcode);
 extern int	hx_sweep_stream(void);
 
+/* a duplicate submission that asks for more (submit.c) */
+extern bool hx_upgrade_duplicate(int64 id, bool stream, int32 priority,
+								 bool has_deadline, TimestampTz deadline,
+								 const char *why);
+
 #endif							/* HX_TASK_STATE_H */

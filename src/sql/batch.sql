@@ -706,4 +706,4 @@ CREATE FUNCTION _hybridexec.hx_escalate() RETURNS integer
 AS 'MODULE_PATHNAME', 'hx_escalate' LANGUAGE C VOLATILE;
 
 COMMENT ON FUNCTION _hybridexec.hx_escalate() IS
-'Scheduler step: moves batch tasks whose window would finish after their deadline (or SLA) to the stream path now, saying so in reason and escalated_at (except tasks a budget_exhausted rule routed); returns how many';
+'Scheduler step: moves batch tasks whose window would finish after their deadline (or SLA) to the window that finishes first of those that would be on time, or else to the stream path (escalated_at), saying so in reason (except tasks a budget_exhausted rule routed); returns how many';

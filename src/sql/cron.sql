@@ -50,6 +50,28 @@ $$;
 COMMENT ON FUNCTION _hybridexec.hx_cron_available() IS 'True when pg_cron is installed in this database';
 
 /*
+ * Removes the pg_cron jobs whose names start with prefix, but for those
+ * named prefix || one of keep (NULL: the job named prefix alone).  pg_cron
+ * must be installed; its table is read with dynamic SQL, since it may not
+ * exist when this is created.
+ */
+CREATE FUNCTION _hybridexec.hx_cron_unschedule(prefix text, keep text[] DEFAULT '{}') RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
+DECLARE
+	job bigint;
+BEGIN
+	FOR job IN EXECUTE 'SELECT jobid FROM cron.job WHERE CASE WHEN $2 IS NULL THEN jobname = $1
+							ELSE starts_with(jobname, $1) AND substr(jobname, length($1) + 1) <> ALL ($2) END'
+			   USING prefix, keep LOOP
+		PERFORM cron.unschedule(job);
+	END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION _hybridexec.hx_cron_unschedule(text, text[]) IS
+'Removes the pg_cron jobs named prefix plus anything but the names in keep (keep NULL: the job named prefix)';
+
+/*
  * Keeps the job of one window in line with its row; SECURITY DEFINER so
  * that the jobs belong to the extension's owner whoever edits hx_window.
  */
@@ -57,7 +79,6 @@ CREATE FUNCTION _hybridexec.hx_cron_sync_window(old_name text, new_name text) RE
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 DECLARE
 	w hx_window;
-	job bigint;
 BEGIN
 	IF NOT hx_cron_available() THEN
 		/*
@@ -75,20 +96,14 @@ BEGIN
 		RETURN;
 	END IF;
 	IF old_name IS NOT NULL AND old_name IS DISTINCT FROM new_name THEN
-		FOR job IN EXECUTE 'SELECT jobid FROM cron.job WHERE jobname = $1'
-				   USING hx_cron_job_name(old_name) LOOP
-			PERFORM cron.unschedule(job);
-		END LOOP;
+		PERFORM hx_cron_unschedule(hx_cron_job_name(old_name), NULL);
 	END IF;
 	IF new_name IS NULL THEN
 		RETURN;
 	END IF;
 	SELECT * INTO w FROM hx_window WHERE name = new_name;
 	IF NOT FOUND OR NOT w.enabled THEN
-		FOR job IN EXECUTE 'SELECT jobid FROM cron.job WHERE jobname = $1'
-				   USING hx_cron_job_name(new_name) LOOP
-			PERFORM cron.unschedule(job);
-		END LOOP;
+		PERFORM hx_cron_unschedule(hx_cron_job_name(new_name), NULL);
 		RETURN;
 	END IF;
 	/* cron.schedule with a job name replaces the job of that name */
@@ -123,7 +138,6 @@ CREATE FUNCTION hx_sync_cron() RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 DECLARE
 	n integer := 0;
-	job record;
 	w record;
 BEGIN
 	IF NOT hx_cron_available() THEN
@@ -131,15 +145,15 @@ BEGIN
 			USING ERRCODE = 'object_not_in_prerequisite_state',
 				  HINT = 'Add pg_cron to shared_preload_libraries, set cron.database_name to this database, restart, and CREATE EXTENSION pg_cron.';
 	END IF;
-	/* jobs of windows that are gone or disabled */
-	FOR job IN EXECUTE
-		'SELECT jobid FROM cron.job j WHERE j.jobname LIKE ''hybridexec window %'' AND NOT EXISTS (
-			SELECT 1 FROM ' || format('%I.hx_window', (SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'hybridexec')) ||
-		' w WHERE w.enabled AND j.jobname = ''hybridexec window '' || w.name)' LOOP
-		PERFORM cron.unschedule(job.jobid);
-	END LOOP;
+	/* jobs of windows and schedules that are gone or disabled (schedules.sql) */
+	PERFORM hx_cron_unschedule(hx_cron_job_name(''), ARRAY(SELECT name FROM hx_window WHERE enabled));
+	PERFORM hx_cron_unschedule(hx_schedule_job_name(''), ARRAY(SELECT name FROM hx_schedule WHERE enabled));
 	FOR w IN SELECT name FROM hx_window WHERE enabled ORDER BY name LOOP
 		PERFORM hx_cron_sync_window(NULL, w.name);
+		n := n + 1;
+	END LOOP;
+	FOR w IN SELECT name FROM hx_schedule WHERE enabled ORDER BY name LOOP
+		PERFORM hx_cron_sync_schedule(w.name);
 		n := n + 1;
 	END LOOP;
 	RETURN n;
@@ -147,4 +161,4 @@ END
 $$;
 
 COMMENT ON FUNCTION hx_sync_cron() IS
-'Recreates the pg_cron job of every enabled window and removes stale ones (run it after installing pg_cron); returns the number of jobs';
+'Recreates the pg_cron job of every enabled window and schedule and removes stale ones (run it after installing pg_cron); returns the number of jobs';

@@ -154,12 +154,13 @@ COMMENT ON FUNCTION _hybridexec.hx_lease_check(bigint, uuid) IS
 'Executor side: locks the task and raises a clear error unless it is running under this lease token and the lease has not expired';
 
 CREATE FUNCTION _hybridexec.hx_fail_leased(ids bigint[], error text, sqlstate text,
-										   retry boolean, cost numeric, hint text)
+										   retry boolean, cost numeric, hint text,
+										   retry_after interval DEFAULT NULL)
 RETURNS TABLE (id bigint, status text)
 AS 'MODULE_PATHNAME', 'hx_fail_leased' LANGUAGE C VOLATILE;
 
-COMMENT ON FUNCTION _hybridexec.hx_fail_leased(bigint[], text, text, boolean, numeric, text) IS
-'Executor side: books failed external attempts of tasks the caller has locked (an hx_error row each; retried with backoff, in the next window run, or dead; a task that cannot be booked is set aside)';
+COMMENT ON FUNCTION _hybridexec.hx_fail_leased(bigint[], text, text, boolean, numeric, text, interval) IS
+'Executor side: books failed external attempts of tasks the caller has locked (an hx_error row each; retried with backoff, after retry_after when given, in the next window run, or dead; a task that cannot be booked is set aside)';
 
 /* ------------------------------------------------------------------------
  * Reporting
@@ -196,7 +197,7 @@ COMMENT ON FUNCTION hx_complete_many(bigint[], uuid[], jsonb[], numeric[]) IS
 'External executors: hx_complete for many attempts in one statement (results NULL = {}; completed tasks of a window run count in its processed, in the same transaction); returns done, or refused for a stale or expired lease or a negative cost (the others are still completed)';
 
 CREATE FUNCTION hx_fail(id bigint, lease_token uuid, error text, retry boolean DEFAULT true,
-						cost numeric DEFAULT NULL)
+						cost numeric DEFAULT NULL, retry_after interval DEFAULT NULL)
 RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 BEGIN
@@ -211,14 +212,24 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'Report what the attempt cost, or NULL to book the catalog price.';
 	END IF;
+	IF retry_after < interval '0' OR retry_after > interval '1 day' THEN
+		RAISE EXCEPTION 'retry_after must be between 0 and 1 day, not %', retry_after
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Pass the delay the provider asked for (a 429''s Retry-After), e.g. ''30 seconds''.';
+	END IF;
+	IF retry_after IS NOT NULL AND retry IS FALSE THEN
+		RAISE EXCEPTION 'retry_after asks for a retry, retry => false for none'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Leave retry at true with retry_after.';
+	END IF;
 	RETURN (SELECT f.status FROM hx_fail_leased(ARRAY[id], error, '38000',
 												coalesce(retry, true), cost,
-												'Reported by the executor.') f);
+												'Reported by the executor.', retry_after) f);
 END
 $$;
 
-COMMENT ON FUNCTION hx_fail(bigint, uuid, text, boolean, numeric) IS
-'External executors: the attempt under this lease failed (hx_error row, SQLSTATE 38000; counted in the failed of its window run, if any); the task is retried like a failed handler call, or dead when retry is false or no attempt is left. Returns the new status';
+COMMENT ON FUNCTION hx_fail(bigint, uuid, text, boolean, numeric, interval) IS
+'External executors: the attempt under this lease failed (hx_error row, SQLSTATE 38000; counted in the failed of its window run, if any); the task is retried like a failed handler call, or dead when retry is false or no attempt is left; with retry_after (a provider''s 429), retried after that delay, the attempt not counted against max_attempts. Returns the new status';
 
 CREATE FUNCTION _hybridexec.hx_lease_args_check(ids bigint[], lease_tokens uuid[]) RETURNS void
 LANGUAGE plpgsql IMMUTABLE SET search_path = @extschema@, _hybridexec, pg_temp AS $$

@@ -14,12 +14,15 @@ CREATE FUNCTION _hybridexec.hx_retention_step() RETURNS integer
 LANGUAGE plpgsql SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 DECLARE
 	keep double precision := hx_setting_seconds('hybridexec.retention', 7 * 86400);
+	keep_dead double precision := hx_setting_seconds('hybridexec.retention_dead', 30 * 86400);
 	batch integer := coalesce(current_setting('hybridexec.retention_batch', true)::integer, 10000);
 	n integer;
 BEGIN
 	IF keep <= 0 THEN
 		RETURN 0;
 	END IF;
+	/* dead tasks stay at least as long as the others, or for good */
+	keep_dead := CASE WHEN keep_dead <= 0 THEN 0 ELSE greatest(keep, keep_dead) END;
 	/*
 	 * The ids to delete are collected first, as an array (an InitPlan run
 	 * once), and the rows then fetched by primary key: the scheduler runs
@@ -27,17 +30,25 @@ BEGIN
 	 * semi-join on "id IN (subquery)" with an unknown LIMIT is planned as a
 	 * hash join over a sequential scan of the whole queue - every tick,
 	 * however few rows are due, so that retention fell behind the load it
-	 * was meant to clean.  With the tasks go the watched-table rows they
-	 * came from (attach.sql).
+	 * was meant to clean.  Dead tasks are found through an index of their
+	 * own (they are kept longer: the others' scan never steps over them);
+	 * they only ever finish in the queue's own heap.  With the tasks go the
+	 * watched-table rows they came from (attach.sql).
 	 */
 	WITH gone AS (
 		DELETE FROM hx_task t
 		 WHERE t.id = ANY (ARRAY (SELECT x.id FROM hx_task x
-								   WHERE x.status IN ('done', 'dead', 'cancelled')
+								   WHERE x.status IN ('done', 'cancelled')
 									 AND x.finished_at < now() - make_interval(secs => keep)
 								   ORDER BY x.finished_at
 								   LIMIT batch
-									 FOR UPDATE SKIP LOCKED))
+									 FOR UPDATE SKIP LOCKED)
+						   || ARRAY (SELECT x.id FROM ONLY hx_task x
+									  WHERE keep_dead > 0 AND x.status = 'dead'
+										AND x.finished_at < now() - make_interval(secs => keep_dead)
+									  ORDER BY x.finished_at
+									  LIMIT batch
+										FOR UPDATE SKIP LOCKED))
 		RETURNING t.id
 	), sources AS (
 		DELETE FROM hx_task_source s WHERE s.task_id = ANY (ARRAY (SELECT gone.id FROM gone))
@@ -53,7 +64,7 @@ END
 $$;
 
 COMMENT ON FUNCTION _hybridexec.hx_retention_step() IS
-'Deletes up to hybridexec.retention_batch finished tasks (done, dead, cancelled) older than hybridexec.retention, with their hx_task_source rows and old hx_error rows; the ledger and statistics stay; returns how many tasks';
+'Deletes up to hybridexec.retention_batch done and cancelled tasks older than hybridexec.retention, and as many dead ones older than hybridexec.retention_dead, with their hx_task_source rows and old hx_error rows; the ledger and statistics stay; returns how many tasks';
 
 CREATE FUNCTION hx_scheduler_status()
 RETURNS TABLE (step text, every text, last_ok timestamptz, last_failed timestamptz,

@@ -73,15 +73,20 @@ GRANT USAGE ON SCHEMA @extschema@ TO hybridexec_submitter, hybridexec_executor, 
  * ------------------------------------------------------------------------ */
 
 GRANT EXECUTE ON FUNCTION
-	hx_submit(text, jsonb, interval, text, integer, text, text, timestamptz),
-	hx_submit_batch(text, jsonb[], interval, text, integer, text, timestamptz),
+	hx_submit(text, jsonb, interval, text, integer, text, text, timestamptz, timestamptz),
+	hx_submit_batch(text, jsonb[], interval, text, integer, text, timestamptz, timestamptz),
 	hx_classify(text, jsonb, interval, text, integer, text, text, timestamptz, timestamptz),
 	hx_decide(text, jsonb, interval, text, integer, text, text, timestamptz, timestamptz),
 	hx_wait(bigint, interval),
-	hx_cancel(bigint)
+	hx_await(bigint[], interval),
+	hx_cancel(bigint),
+	hx_retry(bigint[]),
+	hx_retry(text, timestamptz),
+	hx_schedule(text, text, text, jsonb, interval, text, integer, text),
+	hx_unschedule(text)
 TO hybridexec_submitter;
 
-GRANT SELECT ON hx_task, hx_error, hx_cost, hx_cost_day, hx_department_member TO hybridexec_submitter;
+GRANT SELECT ON hx_task, hx_dead, hx_schedule, hx_error, hx_cost, hx_cost_day, hx_department_member TO hybridexec_submitter;
 /* hx_cost reads its tables as its reader (security_invoker), under their row security */
 GRANT SELECT ON hx_cost_attempt, hx_cost_chunk TO hybridexec_submitter;
 GRANT EXECUTE ON FUNCTION _hybridexec.hx_cost_unfold(hx_cost_chunk) TO hybridexec_submitter, hybridexec_admin;
@@ -95,7 +100,7 @@ GRANT EXECUTE ON FUNCTION
 	hx_claim_check(text[], text),
 	hx_complete(bigint, uuid, jsonb, numeric),
 	hx_complete_many(bigint[], uuid[], jsonb[], numeric[]),
-	hx_fail(bigint, uuid, text, boolean, numeric),
+	hx_fail(bigint, uuid, text, boolean, numeric, interval),
 	hx_heartbeat(bigint[], uuid[], interval),
 	hx_batch_report(bigint[], uuid[], text, text),
 	hx_result_cost(jsonb, text)
@@ -175,6 +180,14 @@ BEGIN
 	END LOOP;
 END
 $$;
+
+ALTER TABLE hx_schedule ENABLE ROW LEVEL SECURITY;
+CREATE POLICY hx_schedule_visible ON hx_schedule FOR SELECT
+	USING ((SELECT pg_catalog.pg_has_role('hybridexec_admin', 'MEMBER'))
+		   OR submitted_by::oid IN (SELECT r.oid FROM pg_catalog.pg_roles r
+									 WHERE pg_catalog.pg_has_role(r.oid, 'MEMBER')));
+COMMENT ON POLICY hx_schedule_visible ON hx_schedule IS
+'Administrators see every schedule; others those of roles they are a member of';
 
 ALTER TABLE hx_cost_day ENABLE ROW LEVEL SECURITY;
 CREATE POLICY hx_cost_day_visible ON hx_cost_day FOR SELECT

@@ -24,6 +24,8 @@ CREATE TABLE hx_type (
 	description		text,
 	latency_value	numeric,
 	registered_at	timestamptz NOT NULL DEFAULT now(),
+	retry_backoff	interval,
+	max_backoff		interval,
 	CONSTRAINT hx_type_name_check CHECK (task_type <> '' AND length(task_type) <= 200),
 	CONSTRAINT hx_type_max_attempts_check CHECK (max_attempts BETWEEN 1 AND 1000),
 	CONSTRAINT hx_type_timeout_check CHECK (timeout > interval '0'),
@@ -32,7 +34,10 @@ CREATE TABLE hx_type (
 		CHECK ((micro_batch_size IS NULL) = (micro_batch_wait IS NULL)
 			   AND micro_batch_size BETWEEN 2 AND 1024
 			   AND micro_batch_wait BETWEEN interval '0' AND interval '1 hour'
-			   AND (micro_batch_size IS NULL OR batch_handler IS NOT NULL))
+			   AND (micro_batch_size IS NULL OR batch_handler IS NOT NULL)),
+	CONSTRAINT hx_type_backoff_check
+		CHECK (retry_backoff BETWEEN interval '0' AND interval '1 hour'
+			   AND max_backoff BETWEEN interval '0' AND interval '1 day')
 );
 -- [/storage]
 
@@ -48,6 +53,8 @@ COMMENT ON COLUMN hx_type.micro_batch_size IS 'Micro-batching: stream tasks of t
 COMMENT ON COLUMN hx_type.micro_batch_wait IS 'Micro-batching: the longest a stream task of the type waits for others to join its batch';
 COMMENT ON COLUMN hx_type.description IS 'Free text for humans';
 COMMENT ON COLUMN hx_type.latency_value IS 'Value of an hour of latency of one task, in the price currency (a payload key "latency_value" overrides it); rules with worth_streaming compare it with the extra cost of streaming; NULL = unknown';
+COMMENT ON COLUMN hx_type.retry_backoff IS 'Delay before the first retry of a failed stream task of the type, doubling per attempt; NULL = hybridexec.retry_backoff';
+COMMENT ON COLUMN hx_type.max_backoff IS 'Longest delay between retries of the type; NULL = one minute';
 COMMENT ON COLUMN hx_type.registered_at IS 'When hx_register() created the type or last changed it (a call that changes nothing leaves it)';
 
 /* ------------------------------------------------------------------------
@@ -87,6 +94,7 @@ CREATE TABLE hx_task (
 	reported_cost	numeric,
 	submitted_by	regrole NOT NULL DEFAULT current_user::regrole,
 	isolated		boolean NOT NULL DEFAULT false,
+	throttled		integer NOT NULL DEFAULT 0,
 	CONSTRAINT hx_task_status_check
 		CHECK (status IN ('queued', 'running', 'done', 'failed', 'dead', 'cancelled')),
 	CONSTRAINT hx_task_route_check CHECK (route IN ('stream', 'batch')),
@@ -138,7 +146,7 @@ COMMENT ON COLUMN hx_task.attempts IS 'Attempts started so far (counted when a w
 COMMENT ON COLUMN hx_task.result IS 'What the handler returned';
 COMMENT ON COLUMN hx_task.last_error IS 'Message of the latest failed attempt (all attempts are in hx_error)';
 COMMENT ON COLUMN hx_task.submitted_at IS 'When hx_submit() queued the task';
-COMMENT ON COLUMN hx_task.run_after IS 'Not claimed before this moment (retry backoff)';
+COMMENT ON COLUMN hx_task.run_after IS 'Not claimed before this moment (hx_submit''s run_at, retry backoff)';
 COMMENT ON COLUMN hx_task.started_at IS 'When the latest attempt was claimed';
 COMMENT ON COLUMN hx_task.finished_at IS 'When the task became done, dead or cancelled';
 COMMENT ON COLUMN hx_task.worker_pid IS 'Process id of the worker running or that last ran the task';
@@ -149,6 +157,7 @@ COMMENT ON COLUMN hx_task.lease_token IS 'Token of the current external lease (h
 COMMENT ON COLUMN hx_task.lease_expires_at IS 'When the current external lease expires and the task is reclaimed';
 COMMENT ON COLUMN hx_task.submitted_by IS 'The role that submitted the task (for a watched table: the role that attached it); it and its members see the task';
 COMMENT ON COLUMN hx_task.isolated IS 'Its last attempt was lost with its worker (crash, kill), or its window run''s chunk failed as a whole: it runs alone next time, so that a task that crashes its worker costs no other task an attempt';
+COMMENT ON COLUMN hx_task.throttled IS 'Failed attempts after which the executor said when to try again (hx_fail''s retry_after): they do not count against max_attempts';
 COMMENT ON COLUMN hx_task.reported_cost IS 'Cost of the latest attempt as reported by its executor (hx_complete/hx_fail); when set, the ledger books it instead of the catalog price';
 
 /*
@@ -259,10 +268,16 @@ COMMENT ON COLUMN hx_department_member.role IS 'The role (its members count too)
 COMMENT ON COLUMN hx_department_member.department IS 'The department (hx_task.department)';
 
 
-/* what retention looks at */
+/*
+ * What retention looks at: dead tasks apart, since they are kept longer
+ * (hybridexec.retention_dead), so that retiring the others never steps
+ * over them; hx_dead reads them too.
+ */
 -- [storage]
 CREATE INDEX hx_task_finished_idx ON hx_task (finished_at)
-	WHERE status IN ('done', 'dead', 'cancelled');
+	WHERE status IN ('done', 'cancelled');
+CREATE INDEX hx_task_dead_idx ON hx_task (finished_at)
+	WHERE status = 'dead';
 -- [/storage]
 
 /* ------------------------------------------------------------------------
@@ -355,11 +370,11 @@ CREATE FUNCTION _hybridexec.hx_register(task_type text, handler regprocedure,
 										batch_handler regprocedure, max_attempts integer,
 										timeout interval, description text,
 										micro_batch_size integer, micro_batch_wait interval,
-										clear text[])
+										clear text[], retry_backoff interval, max_backoff interval)
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 DECLARE
-	clearable CONSTANT text[] := ARRAY['handler', 'batch_handler', 'description', 'micro_batch'];
+	clearable CONSTANT text[] := ARRAY['handler', 'batch_handler', 'description', 'micro_batch', 'backoff'];
 	caller regrole := hx_caller();
 	cur hx_type;
 	found_cur boolean;
@@ -370,6 +385,8 @@ DECLARE
 	new_description text;
 	new_size integer;
 	new_wait interval;
+	new_backoff interval;
+	new_max_backoff interval;
 	changes text[];
 	bad text;
 	kept text;
@@ -387,14 +404,15 @@ BEGIN
 	IF bad IS NOT NULL THEN
 		RAISE EXCEPTION 'hx_register cannot clear %', bad
 			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'clear may name handler, batch_handler, description and micro_batch (micro_batch_size and micro_batch_wait together); change max_attempts or timeout by passing the new value.';
+				  HINT = 'clear may name handler, batch_handler, description, micro_batch (micro_batch_size and micro_batch_wait together) and backoff (retry_backoff and max_backoff together); change max_attempts or timeout by passing the new value.';
 	END IF;
 	SELECT string_agg(DISTINCT c, ', ') INTO bad
 	  FROM unnest(clear) c
 	 WHERE (c = 'handler' AND handler IS NOT NULL)
 		OR (c = 'batch_handler' AND batch_handler IS NOT NULL)
 		OR (c = 'description' AND description IS NOT NULL)
-		OR (c = 'micro_batch' AND (micro_batch_size IS NOT NULL OR micro_batch_wait IS NOT NULL));
+		OR (c = 'micro_batch' AND (micro_batch_size IS NOT NULL OR micro_batch_wait IS NOT NULL))
+		OR (c = 'backoff' AND (retry_backoff IS NOT NULL OR max_backoff IS NOT NULL));
 	IF bad IS NOT NULL THEN
 		RAISE EXCEPTION 'hx_register cannot both set and clear %', bad
 			USING ERRCODE = 'invalid_parameter_value',
@@ -436,6 +454,17 @@ BEGIN
 					 ELSE coalesce(micro_batch_size, cur.micro_batch_size) END;
 	new_wait := CASE WHEN 'micro_batch' = ANY (clear) THEN NULL
 					 ELSE coalesce(micro_batch_wait, cur.micro_batch_wait) END;
+	new_backoff := CASE WHEN 'backoff' = ANY (clear) THEN NULL
+						ELSE coalesce(retry_backoff, cur.retry_backoff) END;
+	new_max_backoff := CASE WHEN 'backoff' = ANY (clear) THEN NULL
+							ELSE coalesce(max_backoff, cur.max_backoff) END;
+	IF new_backoff NOT BETWEEN interval '0' AND interval '1 hour'
+	   OR new_max_backoff NOT BETWEEN interval '0' AND interval '1 day' THEN
+		RAISE EXCEPTION 'retry_backoff must be between 0 and an hour and max_backoff between 0 and a day, not % and %',
+				new_backoff, new_max_backoff
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'For example retry_backoff => ''1 second'', max_backoff => ''5 minutes''; NULL uses hybridexec.retry_backoff and one minute.';
+	END IF;
 
 	/* a kept handler must still exist (a dropped function leaves its oid behind) */
 	IF new_handler IS NOT NULL AND handler IS NULL
@@ -503,9 +532,9 @@ BEGIN
 
 	IF NOT found_cur THEN
 		INSERT INTO hx_type (task_type, handler, batch_handler, max_attempts, timeout, run_as,
-							 description, micro_batch_size, micro_batch_wait)
+							 description, micro_batch_size, micro_batch_wait, retry_backoff, max_backoff)
 		VALUES (task_type, new_handler, new_batch_handler, new_max_attempts, new_timeout, caller,
-				new_description, new_size, new_wait);
+				new_description, new_size, new_wait, new_backoff, new_max_backoff);
 		RETURN;
 	END IF;
 
@@ -526,6 +555,12 @@ BEGIN
 		CASE WHEN new_wait IS DISTINCT FROM cur.micro_batch_wait
 			 THEN format('micro_batch_wait %s -> %s', coalesce(cur.micro_batch_wait::text, 'none'),
 						 coalesce(new_wait::text, 'none')) END,
+		CASE WHEN new_backoff IS DISTINCT FROM cur.retry_backoff
+			 THEN format('retry_backoff %s -> %s', coalesce(cur.retry_backoff::text, 'default'),
+						 coalesce(new_backoff::text, 'default')) END,
+		CASE WHEN new_max_backoff IS DISTINCT FROM cur.max_backoff
+			 THEN format('max_backoff %s -> %s', coalesce(cur.max_backoff::text, 'default'),
+						 coalesce(new_max_backoff::text, 'default')) END,
 		CASE WHEN new_description IS DISTINCT FROM cur.description
 			 THEN format('description %s -> %s', coalesce(quote_literal(cur.description), 'none'),
 						 coalesce(quote_literal(new_description), 'none')) END,
@@ -539,14 +574,15 @@ BEGIN
 	   SET handler = new_handler, batch_handler = new_batch_handler,
 		   max_attempts = new_max_attempts, timeout = new_timeout, run_as = caller,
 		   description = new_description, micro_batch_size = new_size,
-		   micro_batch_wait = new_wait, registered_at = now()
+		   micro_batch_wait = new_wait, retry_backoff = new_backoff, max_backoff = new_max_backoff,
+		   registered_at = now()
 	 WHERE y.task_type = hx_register.task_type;
 	RAISE NOTICE 'task type "%": %', task_type, array_to_string(changes, ', ');
 END
 $$;
 
-COMMENT ON FUNCTION _hybridexec.hx_register(text, regprocedure, regprocedure, integer, interval, text, integer, interval, text[]) IS
-'Implementation of hx_register(): changes only the fields given (NULL keeps them; clear resets handler, batch_handler, description or micro_batch) and says what changed; the type runs as the calling role (hx_caller()), which must be allowed to execute the handlers it ends up with; only a member of the role a type runs as, or an administrator, may change it';
+COMMENT ON FUNCTION _hybridexec.hx_register(text, regprocedure, regprocedure, integer, interval, text, integer, interval, text[], interval, interval) IS
+'Implementation of hx_register(): changes only the fields given (NULL keeps them; clear resets handler, batch_handler, description, micro_batch or backoff) and says what changed; the type runs as the calling role (hx_caller()), which must be allowed to execute the handlers it ends up with; only a member of the role a type runs as, or an administrator, may change it';
 
 CREATE FUNCTION hx_register(task_type text,
 							handler regprocedure DEFAULT NULL,
@@ -556,11 +592,13 @@ CREATE FUNCTION hx_register(task_type text,
 							description text DEFAULT NULL,
 							micro_batch_size integer DEFAULT NULL,
 							micro_batch_wait interval DEFAULT NULL,
-							clear text[] DEFAULT NULL)
+							clear text[] DEFAULT NULL,
+							retry_backoff interval DEFAULT NULL,
+							max_backoff interval DEFAULT NULL)
 RETURNS void
 AS 'MODULE_PATHNAME', 'hx_api' LANGUAGE C VOLATILE;
 
-COMMENT ON FUNCTION hx_register(text, regprocedure, regprocedure, integer, interval, text, integer, interval, text[]) IS
+COMMENT ON FUNCTION hx_register(text, regprocedure, regprocedure, integer, interval, text, integer, interval, text[], interval, interval) IS
 'Registers or changes a task type, e.g. hx_register(''summarize'', ''summarize(jsonb)'', timeout => ''30 seconds''). Handlers are named with their argument types: handler ''f(jsonb)'' (f(payload jsonb) RETURNS jsonb), batch_handler ''f(jsonb[])'' (f(payloads jsonb[]) RETURNS jsonb[]); without either the type is left to external executors. An argument left NULL keeps the type''s value (a new type: max_attempts 3, timeout 1 minute); clear => ARRAY[''handler'', ''batch_handler'', ''description'', ''micro_batch''] resets those fields. A notice says what changed. The handlers then run as the calling role, which becomes the type''s run_as';
 
 CREATE FUNCTION hx_unregister(task_type text) RETURNS void
@@ -593,12 +631,13 @@ CREATE FUNCTION hx_submit(task_type text,
 						  priority integer DEFAULT 0,
 						  department text DEFAULT NULL,
 						  dedupe_key text DEFAULT NULL,
-						  deadline timestamptz DEFAULT NULL)
+						  deadline timestamptz DEFAULT NULL,
+						  run_at timestamptz DEFAULT NULL)
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'hx_submit' LANGUAGE C VOLATILE;
 
-COMMENT ON FUNCTION hx_submit(text, jsonb, interval, text, integer, text, text, timestamptz) IS
-'Classifies a task with hx_rule and queues it; returns the task id (an unfinished task with the same type and dedupe_key is returned instead)';
+COMMENT ON FUNCTION hx_submit(text, jsonb, interval, text, integer, text, text, timestamptz, timestamptz) IS
+'Classifies a task with hx_rule and queues it, not due before run_at (NULL = at once); returns the task id (an unfinished task with the same type and dedupe_key is returned instead)';
 
 CREATE FUNCTION hx_submit_batch(task_type text,
 								payloads jsonb[],
@@ -606,11 +645,12 @@ CREATE FUNCTION hx_submit_batch(task_type text,
 								origin text DEFAULT 'background',
 								priority integer DEFAULT 0,
 								department text DEFAULT NULL,
-								deadline timestamptz DEFAULT NULL)
+								deadline timestamptz DEFAULT NULL,
+								run_at timestamptz DEFAULT NULL)
 RETURNS SETOF bigint
 AS 'MODULE_PATHNAME', 'hx_submit_batch' LANGUAGE C VOLATILE;
 
-COMMENT ON FUNCTION hx_submit_batch(text, jsonb[], interval, text, integer, text, timestamptz) IS
+COMMENT ON FUNCTION hx_submit_batch(text, jsonb[], interval, text, integer, text, timestamptz, timestamptz) IS
 'Queues one task per payload (same type and other arguments) with one INSERT, each classified like hx_submit(); returns the ids in payload order';
 
 /* ------------------------------------------------------------------------
@@ -626,15 +666,65 @@ CREATE FUNCTION hx_wait(id bigint, timeout interval DEFAULT '30 seconds') RETURN
 AS 'MODULE_PATHNAME', 'hx_wait' LANGUAGE C VOLATILE;
 
 COMMENT ON FUNCTION hx_wait(bigint, interval) IS
-'Waits until the task is done, dead or cancelled, or the timeout passes; returns its status then (READ COMMITTED only; a task queued by the calling transaction is refused)';
+'hx_await() of one task: waits until it is done, dead or cancelled, or the timeout passes; returns its status then (READ COMMITTED only; a task queued by the calling transaction is refused)';
+
+/* ------------------------------------------------------------------------
+ * Dead letters
+ * ------------------------------------------------------------------------ */
+
+CREATE VIEW hx_dead WITH (security_invoker = true) AS
+SELECT t.id, t.task_type, t.department, t.route, t.window_name, t.attempts, t.last_error,
+	   e.sqlstate AS last_sqlstate, e.at AS last_failed_at, t.finished_at AS died_at,
+	   t.payload, t.dedupe_key, t.submitted_by, t.submitted_at
+  FROM ONLY hx_task t
+  LEFT JOIN LATERAL (SELECT x.sqlstate, x.at FROM hx_error x
+					  WHERE x.task_id = t.id ORDER BY x.id DESC LIMIT 1) e ON true
+ WHERE t.status = 'dead';
+
+COMMENT ON VIEW hx_dead IS
+'Dead tasks (they gave up after their last attempt) the reader may see, with their last error; hx_retry() puts them back in the queue; kept for hybridexec.retention_dead';
+COMMENT ON COLUMN hx_dead.id IS 'The task';
+COMMENT ON COLUMN hx_dead.task_type IS 'Its type';
+COMMENT ON COLUMN hx_dead.department IS 'Its department';
+COMMENT ON COLUMN hx_dead.route IS 'stream or batch';
+COMMENT ON COLUMN hx_dead.window_name IS 'Its batch window, if any';
+COMMENT ON COLUMN hx_dead.attempts IS 'Attempts it made';
+COMMENT ON COLUMN hx_dead.last_error IS 'The error of its last attempt';
+COMMENT ON COLUMN hx_dead.last_sqlstate IS 'The SQLSTATE of its last attempt''s error (hx_error)';
+COMMENT ON COLUMN hx_dead.last_failed_at IS 'When its last attempt failed (hx_error)';
+COMMENT ON COLUMN hx_dead.died_at IS 'When it gave up (hx_task.finished_at)';
+COMMENT ON COLUMN hx_dead.payload IS 'Its input';
+COMMENT ON COLUMN hx_dead.dedupe_key IS 'Its dedupe key, if any';
+COMMENT ON COLUMN hx_dead.submitted_by IS 'The role that submitted it';
+COMMENT ON COLUMN hx_dead.submitted_at IS 'When it was submitted';
+
+CREATE FUNCTION hx_retry(ids bigint[]) RETURNS bigint
+AS 'MODULE_PATHNAME', 'hx_retry_ids' LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION hx_retry(bigint[]) IS
+'Puts the dead tasks among ids that the caller may see back in the queue (attempts from zero, their errors kept in hx_error; one whose dedupe key an unfinished task has taken stays dead); returns how many';
+
+CREATE FUNCTION hx_retry(task_type text, since timestamptz) RETURNS bigint
+AS 'MODULE_PATHNAME', 'hx_retry_type' LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION hx_retry(text, timestamptz) IS
+'hx_retry() of every dead task of the type that died at or after since, of those the caller may see; returns how many';
+
+CREATE FUNCTION hx_await(ids bigint[], timeout interval DEFAULT '30 seconds')
+RETURNS TABLE (id bigint, status text, result jsonb)
+AS 'MODULE_PATHNAME', 'hx_await' LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION hx_await(bigint[], interval) IS
+'Waits until every listed task is done, dead or cancelled, or the timeout passes, woken by the commits that finish them; returns one row per distinct id in the order given, with its status then and its result when done (READ COMMITTED only; a task queued by the calling transaction is refused)';
 
 CREATE FUNCTION _hybridexec.hx_submit_as(submitted_by regrole, task_type text, payload jsonb,
-										 sla interval, origin text)
+										 sla interval, origin text, priority integer DEFAULT 0,
+										 department text DEFAULT NULL, dedupe_key text DEFAULT NULL)
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'hx_submit_as' LANGUAGE C VOLATILE;
 
-COMMENT ON FUNCTION _hybridexec.hx_submit_as(regrole, text, jsonb, interval, text) IS
-'hx_submit() on behalf of a role: the tasks of a watched table are submitted by the role that attached it';
+COMMENT ON FUNCTION _hybridexec.hx_submit_as(regrole, text, jsonb, interval, text, integer, text, text) IS
+'hx_submit() on behalf of a role: the tasks of a watched table are submitted by the role that attached it, a schedule''s by the role that scheduled it';
 
 /* pg_has_role errs on a dropped role: these look only at roles that exist */
 CREATE FUNCTION _hybridexec.hx_in_department(who oid, department text) RETURNS boolean
@@ -724,12 +814,13 @@ COMMENT ON FUNCTION _hybridexec.hx_put_back(bigint[], text) IS
 'Worker side: puts tasks whose worker (what: its kind) stopped mid-attempt back in the queue, isolated (attempt counted), or makes them dead, with an hx_error row each and the dead alert; a task that cannot be booked is set aside';
 
 CREATE FUNCTION _hybridexec.hx_next_try(attempts integer, max_attempts integer, batch boolean,
-										lost boolean, retry boolean,
+										lost boolean, retry boolean, retry_after interval,
+										backoff interval, max_backoff interval,
 										OUT status text, OUT delay_ms double precision)
-AS 'MODULE_PATHNAME', 'hx_next_try' LANGUAGE C STABLE STRICT;
+AS 'MODULE_PATHNAME', 'hx_next_try' LANGUAGE C STABLE;
 
-COMMENT ON FUNCTION _hybridexec.hx_next_try(integer, integer, boolean, boolean, boolean) IS
-'The retry policy: what becomes of a task whose attempt failed (dead, failed to be retried after delay_ms, or queued again when the attempt was lost with its worker)';
+COMMENT ON FUNCTION _hybridexec.hx_next_try(integer, integer, boolean, boolean, boolean, interval, interval, interval) IS
+'The retry policy: what becomes of a task whose attempt failed (dead, failed to be retried after delay_ms, or queued again when the attempt was lost with its worker); attempts counts those not throttled; retry_after (the executor said when) retries then whatever the attempts; backoff and max_backoff are the type''s (NULL: hybridexec.retry_backoff, one minute)';
 
 CREATE FUNCTION _hybridexec.hx_move_window(old_name text, new_name text) RETURNS integer
 AS 'MODULE_PATHNAME', 'hx_move_window' LANGUAGE C VOLATILE;

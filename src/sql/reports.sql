@@ -436,7 +436,7 @@ BEGIN
 			  GROUP BY s.task_type HAVING sum(s.dead) > 0 LOOP
 		problem := 'dead tasks'; severity := 'warning'; subject := r.task_type;
 		detail := format('%s tasks of type %s gave up in the last day', r.dead, r.task_type);
-		hint := 'SELECT id, last_error FROM hx_task WHERE status = ''dead''; fix the cause, then resubmit them.';
+		hint := format('SELECT id, last_error FROM hx_dead WHERE task_type = %L; fix the cause, then SELECT hx_retry(%L, now() - interval ''1 day'').', r.task_type, r.task_type);
 		RETURN NEXT;
 	END LOOP;
 
@@ -474,9 +474,10 @@ BEGIN
 	END IF;
 
 	/* pg_cron */
-	IF EXISTS (SELECT 1 FROM hx_window w WHERE w.enabled) AND NOT hx_cron_available() THEN
+	IF (EXISTS (SELECT 1 FROM hx_window w WHERE w.enabled) OR EXISTS (SELECT 1 FROM hx_schedule s WHERE s.enabled))
+	   AND NOT hx_cron_available() THEN
 		problem := 'pg_cron missing'; severity := 'warning'; subject := 'pg_cron';
-		detail := 'windows are enabled but pg_cron is not installed in this database, so they open only by hand or early';
+		detail := 'windows or schedules are enabled but pg_cron is not installed in this database, so windows open only by hand or early and schedules never fire';
 		hint := 'CREATE EXTENSION pg_cron (preloaded, cron.database_name = this database), then SELECT hx_sync_cron().';
 		RETURN NEXT;
 	END IF;

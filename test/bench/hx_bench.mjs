@@ -9,7 +9,12 @@
 //      the machine's clock);
 //   B. throughput: THRU_N no-op tasks submitted in one transaction (one
 //      hx_submit_batch() call, as graphile-worker's side uses add_jobs());
-//      the time from just before the submit statement until all are done.
+//      the time from just before the submit statement until all are done;
+//   D. hx_await's wake-up: AWAIT_N tasks, each submitted by one session
+//      and awaited by another (hx_await) while its handler sleeps 20 ms;
+//      the time from the task's finished_at (stamped by the worker's done
+//      statement, just before its commit) to hx_await returning, both read
+//      on the server's clock.  No peer offers this, so no ratio.
 // The same client library (node-postgres) and method as the graphile-worker
 // side (graphile/bench.mjs), so the figures compare like with like.
 // Prints one JSON line on stdout; progress goes to stderr.
@@ -37,9 +42,12 @@ async function setup(client) {
 		END
 		$$;
 		CREATE OR REPLACE FUNCTION bench_noop(p jsonb) RETURNS jsonb LANGUAGE sql AS 'SELECT $1';
+		CREATE OR REPLACE FUNCTION bench_await(p jsonb) RETURNS jsonb LANGUAGE sql
+			AS 'SELECT jsonb_build_object(''slept'', pg_sleep(0.02) IS NULL)';
 		SELECT hx_register('bench_lat', 'bench_lat(jsonb)');
 		SELECT hx_register('bench_noop', 'bench_noop(jsonb)');
-		DELETE FROM hx_task WHERE task_type IN ('bench_lat', 'bench_noop');
+		SELECT hx_register('bench_await', 'bench_await(jsonb)');
+		DELETE FROM hx_task WHERE task_type IN ('bench_lat', 'bench_noop', 'bench_await');
 	`);
 }
 
@@ -77,6 +85,32 @@ async function throughput(client) {
 	return submitAndDrain(client, 'bench_noop', thruN);
 }
 
+async function awaitLatency(client) {
+	const n = parseInt(process.env.AWAIT_N || '200', 10);
+	const waiter = new pg.Client({ connectionString: url });
+	await waiter.connect();
+	const ms = [];
+	try {
+		for (let i = 0; i < warmN + n; i++) {
+			const sub = await client.query("SELECT hx_submit('bench_await', '{}', origin => 'user') AS id");
+			const id = sub.rows[0].id;
+			const back = await waiter.query(
+				"SELECT a.status, clock_timestamp() AS back FROM hx_await(ARRAY[$1::bigint], '10 seconds') a", [id]);
+			if (back.rows[0].status !== 'done')
+				throw new Error(`task ${id} is ${back.rows[0].status} after 10 s`);
+			const gap = await waiter.query(
+				'SELECT extract(epoch FROM $2::timestamptz - finished_at) * 1000 AS ms FROM hx_task WHERE id = $1',
+				[id, back.rows[0].back]);
+			if (i >= warmN)
+				ms.push(Number(gap.rows[0].ms));
+		}
+	} finally {
+		await waiter.end();
+	}
+	ms.sort((a, b) => a - b);
+	return { n, p50: pct(ms, 50), p99: pct(ms, 99) };
+}
+
 // C. the cost of a classification: hx_decide() (the rule engine inside
 // every hx_submit) called CLS_N times in one statement, default rules plus
 // a few more that do not match, so each call walks several rules.
@@ -108,6 +142,8 @@ try {
 	const thr = await throughput(client);
 	console.error('hybridexec: classification cost');
 	const cls = await classifyCost(client);
+	console.error('hybridexec: hx_await wake-up');
+	const aw = await awaitLatency(client);
 	const ver = await client.query("SELECT extversion FROM pg_extension WHERE extname = 'hybridexec'");
 	console.log(JSON.stringify({
 		peer: 'hybridexec',
@@ -121,6 +157,9 @@ try {
 		thru_submit_seconds: +thr.submitSeconds.toFixed(3),
 		thru_per_s: Math.round(thruN / thr.seconds),
 		classify_us: +cls.toFixed(2),
+		await_n: aw.n,
+		await_p50_ms: +aw.p50.toFixed(3),
+		await_p99_ms: +aw.p99.toFixed(3),
 	}));
 } finally {
 	await client.end();

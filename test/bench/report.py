@@ -26,6 +26,8 @@ metrics = [
     ("throughput (tasks/s)", "thru_per_s", "higher"),
     ("throughput wall time (s)", "thru_seconds", "lower"),
     ("classification (us/call)", "classify_us", "lower"),
+    ("hx_await wake p50 (ms)", "await_p50_ms", "lower"),
+    ("hx_await wake p99 (ms)", "await_p99_ms", "lower"),
 ]
 
 print()

@@ -4,9 +4,10 @@
 #  - micro-batching: stream tasks of a micro-batched type reach the batch
 #    handler in calls of at most micro_batch_size, all of them exactly once,
 #    and a lone task waits micro_batch_wait for company before it runs;
-#  - escalation: a batch task whose window opens after its deadline is
-#    moved to the stream path and runs now, saying so on the task, while a
-#    task whose deadline the window meets stays queued for it;
+#  - escalation: a batch task whose window opens after its deadline moves
+#    to another window that is on time, or, with none, to the stream path
+#    and runs now, saying so on the task, while a task whose deadline the
+#    window meets stays queued for it;
 #  - opportunistic windows start early while the stream path is idle;
 #  - adaptive windows start early when the measured throughput says the
 #    backlog would not be finished a margin before the deadline.
@@ -69,18 +70,30 @@ $node->safe_psql('postgres', q{
 	INSERT INTO hx_rule (name, position, task_type, route, window_name)
 	VALUES ('esc-far', 1, 'esc', 'batch', 'far');
 });
+# the cheapest path on time: another window (fast opens every 5 minutes)
+my $moved = $node->safe_psql('postgres',
+	q{SELECT hx_submit('esc', '{"t": "esc", "k": "moved"}', deadline => now() + interval '1 hour')});
+ok( $node->poll_query_until('postgres',
+		"SELECT route = 'batch' AND window_name <> 'far' FROM hx_task WHERE id = $moved"),
+	'a batch task its window would make late moves to a window that is on time');
+is( $node->safe_psql('postgres',
+		"SELECT status || ' ' || (escalated_at IS NULL)::text || ' ' || (reason ~ ('moved to window ' || window_name "
+		  . "|| ': window far would finish at .*, after the deadline')) FROM hx_task WHERE id = $moved"),
+	'queued true true', 'it waits there, not escalated to the stream path, and says why');
+# with no other window, the stream path
+$node->safe_psql('postgres', q{UPDATE hx_window SET enabled = false WHERE name IN ('fast', 'nightly')});
 my $late = $node->safe_psql('postgres',
 	q{SELECT hx_submit('esc', '{"t": "esc", "k": "late"}', deadline => now() + interval '1 hour')});
 my $fine = $node->safe_psql('postgres',
 	q{SELECT hx_submit('esc', '{"t": "esc", "k": "fine"}', deadline => now() + interval '3 years')});
 ok($node->poll_query_until('postgres', "SELECT status = 'done' FROM hx_task WHERE id = $late"),
-	'a batch task its window would make late runs now');
+	'a batch task no window would serve in time runs now');
 is( $node->safe_psql('postgres',
 		"SELECT route || ' ' || (escalated_at IS NOT NULL)::text || ' ' || (window_name IS NULL)::text "
 		  . "FROM hx_task WHERE id = $late"),
 	'stream true true', 'it was escalated to the stream path');
 like($node->safe_psql('postgres', "SELECT reason FROM hx_task WHERE id = $late"),
-	qr/escalated to stream: window far would finish at .*, after the deadline/,
+	qr/escalated to stream: window far would finish at .*, after the deadline .*, and no window before it/,
 	'the task says why');
 is( $node->safe_psql('postgres',
 		"SELECT route || ' ' || status || ' ' || (escalated_at IS NULL)::text FROM hx_task WHERE id = $fine"),

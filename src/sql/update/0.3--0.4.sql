@@ -26,3 +26,23 @@ CREATE INDEX hx_task_stream_claim_idx ON hx_task ((-priority), id)
  */
 ALTER TABLE hx_cost RENAME TO hx_cost_attempt;
 ALTER SEQUENCE hx_cost_id_seq RENAME TO hx_cost_attempt_id_seq;
+
+/*
+ * Retention keeps dead tasks longer than the others
+ * (hybridexec.retention_dead): they get an index of their own (queue.sql).
+ */
+DROP INDEX hx_task_finished_idx;
+CREATE INDEX hx_task_finished_idx ON hx_task (finished_at)
+	WHERE status IN ('done', 'cancelled');
+CREATE INDEX hx_task_dead_idx ON hx_task (finished_at)
+	WHERE status = 'dead';
+
+/*
+ * Retries: a type may set its own backoff, and an attempt the executor
+ * said to retry later (hx_fail's retry_after) is counted apart.
+ */
+ALTER TABLE hx_type ADD COLUMN retry_backoff interval, ADD COLUMN max_backoff interval,
+	ADD CONSTRAINT hx_type_backoff_check
+		CHECK (retry_backoff BETWEEN interval '0' AND interval '1 hour'
+			   AND max_backoff BETWEEN interval '0' AND interval '1 day');
+ALTER TABLE hx_task ADD COLUMN throttled integer NOT NULL DEFAULT 0;
