@@ -17,6 +17,8 @@
 #               submit to the handler's first statement (p50/p95/p99)
 #   throughput: THRU_N no-op tasks submitted in one transaction: time from
 #               the submit until all are done
+#   hx_await:   AWAIT_N tasks, each awaited by a second session: time from
+#               the task's finished_at to hx_await returning (p50/p99)
 #
 # graphile-worker (npm) is installed into a scratch folder; both sides use
 # the same Node.js client library, so the figures compare like with like.
