@@ -278,6 +278,7 @@ typedef struct HxTypeInfo
 {
 	char		task_type[NAMEDATALEN * 4];	/* hash key */
 	bool		has_handler;
+	bool		limited;		/* max_running or rate_limit set */
 } HxTypeInfo;
 
 /* One enabled rule, decoded once per cache load. */
@@ -305,6 +306,7 @@ typedef struct HxRule
 extern Oid	hx_schema_for_function(Oid fn_oid);
 extern void hx_rules_ensure(Oid schema);
 extern HxTypeInfo *hx_type_lookup(const char *task_type);
+extern bool hx_types_limited(void);
 extern HxRule *hx_rules_get(int *nrules);
 extern bool hx_rules_read_payload(void);
 extern Oid	hx_cached_schema(void);

@@ -40,6 +40,7 @@ static Oid	type_relid = InvalidOid;
 static HxRule *rules = NULL;
 static int	nrules = 0;
 static HTAB *types = NULL;
+static bool any_limited = false;	/* a type has max_running or rate_limit */
 static bool rules_read_payload = false;	/* some rule has payload_match */
 
 static void hx_cache_callback(Datum arg, Oid relid);
@@ -179,6 +180,17 @@ hx_type_lookup(const char *task_type)
 }
 
 /*
+ * hx_types_limited
+ *		Whether any cached type has a limit (max_running, rate_limit): the
+ *		claims look at limits only then.
+ */
+bool
+hx_types_limited(void)
+{
+	return any_limited;
+}
+
+/*
  * hx_rules_get
  *		The cached enabled rules in evaluation order.
  */
@@ -258,10 +270,14 @@ hx_cache_load(Oid schema)
 static void
 hx_load_types(void)
 {
-	static HxStmt read_types = {"SELECT task_type, handler IS NOT NULL FROM @extschema@.hx_type"};
+	static HxStmt read_types = {
+		"SELECT task_type, handler IS NOT NULL, max_running IS NOT NULL OR rate_limit IS NOT NULL "
+		"FROM @extschema@.hx_type"
+	};
 	HASHCTL		ctl;
 	uint64		i;
 
+	any_limited = false;
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = sizeof(((HxTypeInfo *) 0)->task_type);
 	ctl.entrysize = sizeof(HxTypeInfo);
@@ -287,6 +303,8 @@ hx_load_types(void)
 		strlcpy(key, name, sizeof(key));
 		info = hash_search(types, key, HASH_ENTER, NULL);
 		info->has_handler = DatumGetBool(SPI_getbinval(tup, desc, 2, &isnull));
+		info->limited = DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull));
+		any_limited |= info->limited;
 	}
 }
 

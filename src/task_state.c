@@ -413,6 +413,27 @@ static HxStmt retry_type = {
 };
 
 /*
+ * Claimed stream tasks ($1) beyond their type's limit go back as they
+ * were before the claim (but for a failed task's status, which becomes
+ * queued: a claim does not say it), due again after $2 ms; isolated ($3)
+ * when they were claimed as such.  In the claim's transaction, so nothing
+ * of the claim is ever seen; the ledger books nothing for it.
+ */
+static HxStmt unclaim = {
+	"UPDATE ONLY @extschema@.hx_task t SET status = 'queued', attempts = t.attempts - 1, "
+	"started_at = NULL, worker_pid = NULL, executor = NULL, lease_token = NULL, "
+	"lease_expires_at = NULL, isolated = $3, "
+	"run_after = greatest(t.run_after, clock_timestamp() + $2 * interval '1 millisecond') "
+	"WHERE t.id = ANY ($1) AND t.status = 'running'",
+	3, {INT8ARRAYOID, FLOAT8OID, BOOLOID}, true
+};
+
+static HxStmt limit_take = {
+	"SELECT allowed, wait_ms FROM _hybridexec.hx_limit_take($1, $2)",
+	2, {TEXTOID, INT8ARRAYOID}, true
+};
+
+/*
  * A duplicate submission ($1: the unfinished task with its type and
  * dedupe key) that asks for more: the task, while it waits, takes the
  * stream route ($2: the new decision streams; $5 its reason), the higher
@@ -533,6 +554,8 @@ PG_FUNCTION_INFO_V1(hx_stream_claim);
 PG_FUNCTION_INFO_V1(hx_check_lease_sql);
 
 static int	hx_tasks_decode(HxTask **tasks, MemoryContext cxt);
+static int	hx_limit_claimed(HxTask *tasks, int n, bool isolated);
+static int	hx_type_name_cmp(const void *a, const void *b);
 static int	hx_move_done(HxStmt *stmt, Datum *values, int expect);
 static int	hx_fail_exec(HxFailure *f, int n, const HxFailKind *kind,
 						 TimestampTz *next_retry, HxBooked *booked);
@@ -693,6 +716,114 @@ hx_tasks_decode(HxTask **tasks, MemoryContext cxt)
 	return (int) SPI_processed;
 }
 
+/* orders task type names */
+static int
+hx_type_name_cmp(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *) a, *(const char *const *) b);
+}
+
+/*
+ * hx_limit_claimed
+ *		A claim took tasks[0..n-1] (running, in claim order, not yet
+ *		committed).  Per stream task type with a limit (max_running,
+ *		rate_limit), keeps the first ones hx_limit_take allows - it locks
+ *		the type's bucket until the claim commits, so that claims of the
+ *		type count and take one after the other - and gives the others
+ *		back (unclaim), due again when a retry could succeed.  Returns how
+ *		many are left, compacted in claim order.  Tasks of batch windows
+ *		are not limited.  Costs nothing while no type has a limit.  In SPI,
+ *		as the owner, in the claim's transaction, with the rule cache
+ *		loaded.
+ */
+static int
+hx_limit_claimed(HxTask *tasks, int n, bool isolated)
+{
+	const char **types;
+	bool	   *keep;
+	Datum	   *ids;
+	int			ntypes = 0;
+	int			kept = 0;
+	int			i;
+	int			k;
+
+	if (n == 0 || !hx_types_limited())
+		return n;
+
+	/* the limited types among them, in name order: buckets are locked in it */
+	types = palloc(sizeof(char *) * n);
+	for (i = 0; i < n; i++)
+	{
+		HxTypeInfo *info;
+		bool		seen = false;
+
+		if (tasks[i].batch)
+			continue;
+		info = hx_type_lookup(tasks[i].task_type);
+		if (info == NULL || !info->limited)
+			continue;
+		for (k = 0; k < ntypes && !seen; k++)
+			seen = strcmp(types[k], tasks[i].task_type) == 0;
+		if (!seen)
+			types[ntypes++] = tasks[i].task_type;
+	}
+	if (ntypes == 0)
+		return n;
+	qsort(types, ntypes, sizeof(char *), hx_type_name_cmp);
+
+	keep = palloc(sizeof(bool) * n);
+	ids = palloc(sizeof(Datum) * n);
+	for (i = 0; i < n; i++)
+		keep[i] = true;
+	for (k = 0; k < ntypes; k++)
+	{
+		Datum		args[2];
+		char		back_nulls[3] = {' ', ' ', ' '};
+		Datum		back[3];
+		int			nids = 0;
+		int			allowed;
+		double		wait_ms;
+		bool		isnull;
+
+		for (i = 0; i < n; i++)
+			if (!tasks[i].batch && strcmp(tasks[i].task_type, types[k]) == 0)
+				ids[nids++] = Int64GetDatum(tasks[i].id);
+		args[0] = CStringGetTextDatum(types[k]);
+		args[1] = PointerGetDatum(construct_array(ids, nids, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		if (hx_stmt_exec(&limit_take, args, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "could not apply the limits of task type \"%s\"", types[k]);
+		allowed = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		wait_ms = DatumGetFloat8(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+		if (allowed >= nids)
+			continue;
+
+		/* the first "allowed" of the type go ahead, in claim order */
+		nids = 0;
+		for (i = 0; i < n; i++)
+		{
+			if (tasks[i].batch || strcmp(tasks[i].task_type, types[k]) != 0)
+				continue;
+			if (allowed > 0)
+				allowed--;
+			else
+			{
+				keep[i] = false;
+				ids[nids++] = Int64GetDatum(tasks[i].id);
+			}
+		}
+		back[0] = PointerGetDatum(construct_array(ids, nids, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		back[1] = Float8GetDatum(wait_ms);
+		back[2] = BoolGetDatum(isolated);
+		if (hx_stmt_exec(&unclaim, back, back_nulls, false, 0) != SPI_OK_UPDATE ||
+			SPI_processed != (uint64) nids)
+			elog(ERROR, "could not give back %d claimed tasks of type \"%s\"", nids, types[k]);
+	}
+	for (i = 0; i < n; i++)
+		if (keep[i])
+			tasks[kept++] = tasks[i];
+	return kept;
+}
+
 /*
  * hx_claim_stream
  *		Claims up to max due stream tasks of in-database types for
@@ -708,7 +839,7 @@ hx_claim_stream(int worker_pid, int max, HxTask **tasks, MemoryContext cxt)
 
 	if (hx_stmt_exec(&claim_stream, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "stream claim failed");
-	return hx_tasks_decode(tasks, cxt);
+	return hx_limit_claimed(*tasks, hx_tasks_decode(tasks, cxt), false);
 }
 
 /*
@@ -743,7 +874,7 @@ hx_claim_stream_next(int worker_pid, int max, HxTask **tasks, MemoryContext cxt)
 
 		if (hx_stmt_exec(&claim_stream_after, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 			elog(ERROR, "stream claim failed");
-		n = hx_tasks_decode(tasks, cxt);
+		n = hx_limit_claimed(*tasks, hx_tasks_decode(tasks, cxt), false);
 		if (n == 0)
 		{
 			/*
@@ -792,7 +923,7 @@ hx_claim_isolated(int worker_pid, HxTask **tasks, MemoryContext cxt)
 
 	if (hx_stmt_exec(&claim_isolated, &arg, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "claim of an isolated task failed");
-	return hx_tasks_decode(tasks, cxt);
+	return hx_limit_claimed(*tasks, hx_tasks_decode(tasks, cxt), true);
 }
 
 /*
@@ -1704,7 +1835,7 @@ hx_claim(PG_FUNCTION_ARGS)
 	args[3] = PG_GETARG_DATUM(4);
 	if (hx_stmt_exec(stmt, args, nulls, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "claim failed");
-	n = hx_tasks_decode(&tasks, callcxt);
+	n = hx_limit_claimed(tasks, hx_tasks_decode(&tasks, callcxt), false);
 	hx_leave(&save);
 
 	for (i = 0; i < n; i++)

@@ -29,6 +29,7 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "storage/latch.h"
+#include "utils/timestamp.h"
 
 #include "hybridexec.h"
 
@@ -50,12 +51,13 @@ static bool pending_key_set = false;
 static Oid	key_relid = InvalidOid;
 static AttrNumber key_priority_att;
 static AttrNumber key_id_att;
+static AttrNumber key_run_after_att;
 
 static void hx_xact_callback(XactEvent event, void *arg);
 static void hx_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 								SubTransactionId parentSubid, void *arg);
 static void hx_wake_idle_workers(int wanted, TransactionId xid);
-static void hx_note_claim_key(Relation rel, HeapTuple tuple);
+static bool hx_note_claim_key(Relation rel, HeapTuple tuple);
 
 PG_FUNCTION_INFO_V1(hx_task_wake);
 
@@ -89,10 +91,13 @@ hx_task_wake(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("hx_task_wake() must be called as a trigger")));
 
+	/* a task not due yet (run_at, a type's limit) wakes no one */
+	if (!hx_note_claim_key(trigdata->tg_relation,
+						   TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ?
+						   trigdata->tg_newtuple : trigdata->tg_trigtuple))
+		return PointerGetDatum(TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ?
+							   trigdata->tg_newtuple : trigdata->tg_trigtuple);
 	pending_stream_tasks++;
-	hx_note_claim_key(trigdata->tg_relation,
-					  TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ?
-					  trigdata->tg_newtuple : trigdata->tg_trigtuple);
 	if (hx_notify && notify_sent_level == 0)
 	{
 		Async_Notify("hx_stream", "");
@@ -109,10 +114,13 @@ hx_task_wake(PG_FUNCTION_ARGS)
 /*
  * hx_note_claim_key
  *		Keeps the lowest claim key ((-priority), id) of the stream tasks the
- *		transaction queues.  A row whose key cannot be read (NULL id from a
- *		BEFORE trigger of the user's) counts as the lowest possible.
+ *		transaction queues, and returns true, unless the task is not due
+ *		before a later moment (run_after in the future): it returns false
+ *		then, and the timed looks find the task when it is due.  A row
+ *		whose key cannot be read (NULL id from a BEFORE trigger of the
+ *		user's) counts as the lowest possible.
  */
-static void
+static bool
 hx_note_claim_key(Relation rel, HeapTuple tuple)
 {
 	TupleDesc	desc = RelationGetDescr(rel);
@@ -127,10 +135,14 @@ hx_note_claim_key(Relation rel, HeapTuple tuple)
 	{
 		key_priority_att = SPI_fnumber(desc, "priority");
 		key_id_att = SPI_fnumber(desc, "id");
-		if (key_priority_att <= 0 || key_id_att <= 0)
-			elog(ERROR, "hx_task_wake() fired on a table without priority and id");
+		key_run_after_att = SPI_fnumber(desc, "run_after");
+		if (key_priority_att <= 0 || key_id_att <= 0 || key_run_after_att <= 0)
+			elog(ERROR, "hx_task_wake() fired on a table without priority, id and run_after");
 		key_relid = RelationGetRelid(rel);
 	}
+	p = heap_getattr(tuple, key_run_after_att, desc, &pnull);
+	if (!pnull && DatumGetTimestampTz(p) > GetCurrentTimestamp())
+		return false;
 	p = heap_getattr(tuple, key_priority_att, desc, &pnull);
 	i = heap_getattr(tuple, key_id_att, desc, &inull);
 	negprio = pnull ? PG_INT32_MIN : -DatumGetInt32(p);
@@ -142,6 +154,7 @@ hx_note_claim_key(Relation rel, HeapTuple tuple)
 		pending_id = id;
 		pending_key_set = true;
 	}
+	return true;
 }
 
 /*

@@ -26,6 +26,9 @@ CREATE TABLE hx_type (
 	registered_at	timestamptz NOT NULL DEFAULT now(),
 	retry_backoff	interval,
 	max_backoff		interval,
+	max_running		integer,
+	rate_limit		integer,
+	rate_period		interval,
 	CONSTRAINT hx_type_name_check CHECK (task_type <> '' AND length(task_type) <= 200),
 	CONSTRAINT hx_type_max_attempts_check CHECK (max_attempts BETWEEN 1 AND 1000),
 	CONSTRAINT hx_type_timeout_check CHECK (timeout > interval '0'),
@@ -37,7 +40,12 @@ CREATE TABLE hx_type (
 			   AND (micro_batch_size IS NULL OR batch_handler IS NOT NULL)),
 	CONSTRAINT hx_type_backoff_check
 		CHECK (retry_backoff BETWEEN interval '0' AND interval '1 hour'
-			   AND max_backoff BETWEEN interval '0' AND interval '1 day')
+			   AND max_backoff BETWEEN interval '0' AND interval '1 day'),
+	CONSTRAINT hx_type_limits_check
+		CHECK (max_running BETWEEN 1 AND 100000
+			   AND (rate_limit IS NULL) = (rate_period IS NULL)
+			   AND rate_limit BETWEEN 1 AND 1000000
+			   AND rate_period BETWEEN interval '1 millisecond' AND interval '1 day')
 );
 -- [/storage]
 
@@ -55,6 +63,9 @@ COMMENT ON COLUMN hx_type.description IS 'Free text for humans';
 COMMENT ON COLUMN hx_type.latency_value IS 'Value of an hour of latency of one task, in the price currency (a payload key "latency_value" overrides it); rules with worth_streaming compare it with the extra cost of streaming; NULL = unknown';
 COMMENT ON COLUMN hx_type.retry_backoff IS 'Delay before the first retry of a failed stream task of the type, doubling per attempt; NULL = hybridexec.retry_backoff';
 COMMENT ON COLUMN hx_type.max_backoff IS 'Longest delay between retries of the type; NULL = one minute';
+COMMENT ON COLUMN hx_type.max_running IS 'Most tasks of the type running at once for stream workers and external executors together; NULL = no limit';
+COMMENT ON COLUMN hx_type.rate_limit IS 'Most attempts of the type started per rate_period (a token bucket of rate_limit tokens, refilled evenly over rate_period) by stream workers and external executors together; NULL = no limit';
+COMMENT ON COLUMN hx_type.rate_period IS 'The period of rate_limit';
 COMMENT ON COLUMN hx_type.registered_at IS 'When hx_register() created the type or last changed it (a call that changes nothing leaves it)';
 
 /* ------------------------------------------------------------------------
@@ -295,6 +306,77 @@ CREATE TRIGGER hx_task_wake BEFORE INSERT OR UPDATE OF status, route ON hx_task
 	EXECUTE FUNCTION _hybridexec.hx_task_wake();
 
 /* ------------------------------------------------------------------------
+ * Per-type limits: what a claim of a limited type may take
+ * ------------------------------------------------------------------------ */
+
+/* the token bucket of each rate-limited type; its row lock orders the claims of the type */
+-- [storage 0.4]
+CREATE TABLE _hybridexec.hx_type_bucket (
+	task_type		text PRIMARY KEY REFERENCES hx_type (task_type) ON DELETE CASCADE,
+	tokens			double precision NOT NULL,
+	refilled_at		timestamptz NOT NULL
+);
+-- [/storage]
+
+COMMENT ON COLUMN _hybridexec.hx_type_bucket.task_type IS 'The limited type';
+COMMENT ON COLUMN _hybridexec.hx_type_bucket.tokens IS 'Starts its rate limit allows now, as of refilled_at (0 for a type with max_running only)';
+COMMENT ON COLUMN _hybridexec.hx_type_bucket.refilled_at IS 'When tokens was last brought up to date';
+COMMENT ON TABLE _hybridexec.hx_type_bucket IS
+'Per limited type: the tokens of its rate limit as of refilled_at; a claim of the type locks its row until it commits, so that claims of the type count running tasks and take tokens one after the other';
+
+/*
+ * A claim took "ids" of a limited type (running, not yet committed): how
+ * many of them, in claim order, may start - within max_running, counting
+ * the type's other running tasks, and within the tokens of its rate limit,
+ * which they take - and, for the others, how long until a retry could
+ * succeed (the next token; a tenth of a second at max_running).  Locks the
+ * type's bucket until the claim commits.  In the claim's transaction.
+ */
+CREATE FUNCTION _hybridexec.hx_limit_take(task_type text, ids bigint[],
+										  OUT allowed integer, OUT wait_ms double precision)
+LANGUAGE plpgsql SET search_path = @extschema@, _hybridexec, pg_temp AS $$
+DECLARE
+	y hx_type;
+	b hx_type_bucket;
+	at timestamptz := clock_timestamp();
+	per_token_ms double precision;
+	running integer;
+BEGIN
+	allowed := cardinality(ids);
+	wait_ms := 0;
+	SELECT * INTO y FROM hx_type x WHERE x.task_type = hx_limit_take.task_type;
+	IF NOT FOUND OR (y.max_running IS NULL AND y.rate_limit IS NULL) THEN
+		RETURN;
+	END IF;
+	INSERT INTO hx_type_bucket AS k (task_type, tokens, refilled_at)
+	VALUES (y.task_type, coalesce(y.rate_limit, 0), at)
+	ON CONFLICT ON CONSTRAINT hx_type_bucket_pkey DO NOTHING;
+	SELECT * INTO b FROM hx_type_bucket k WHERE k.task_type = y.task_type FOR UPDATE;
+	IF y.max_running IS NOT NULL THEN
+		SELECT count(*) INTO running FROM ONLY hx_task t
+		 WHERE t.status = 'running' AND t.task_type = y.task_type AND t.id <> ALL (ids);
+		IF running + allowed > y.max_running THEN
+			allowed := greatest(y.max_running - running, 0);
+			wait_ms := 100;
+		END IF;
+	END IF;
+	IF y.rate_limit IS NOT NULL THEN
+		per_token_ms := extract(epoch FROM y.rate_period) * 1000 / y.rate_limit;
+		b.tokens := least(y.rate_limit, b.tokens + extract(epoch FROM at - b.refilled_at) * 1000 / per_token_ms);
+		IF b.tokens < allowed THEN
+			allowed := floor(b.tokens)::integer;
+			wait_ms := greatest(wait_ms, (1 - (b.tokens - allowed)) * per_token_ms);
+		END IF;
+		UPDATE hx_type_bucket k SET tokens = b.tokens - allowed, refilled_at = at
+		 WHERE k.task_type = y.task_type;
+	END IF;
+END
+$$;
+
+COMMENT ON FUNCTION _hybridexec.hx_limit_take(text, bigint[]) IS
+'For a claim of a limited type: how many of the claimed tasks may start (max_running, the rate limit''s tokens, which they take) and how long the others should wait; locks the type''s bucket until the claim commits';
+
+/* ------------------------------------------------------------------------
  * Registering task types
  * ------------------------------------------------------------------------ */
 
@@ -370,11 +452,13 @@ CREATE FUNCTION _hybridexec.hx_register(task_type text, handler regprocedure,
 										batch_handler regprocedure, max_attempts integer,
 										timeout interval, description text,
 										micro_batch_size integer, micro_batch_wait interval,
-										clear text[], retry_backoff interval, max_backoff interval)
+										clear text[], retry_backoff interval, max_backoff interval,
+										max_running integer, rate_limit integer, rate_period interval)
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 DECLARE
-	clearable CONSTANT text[] := ARRAY['handler', 'batch_handler', 'description', 'micro_batch', 'backoff'];
+	clearable CONSTANT text[] := ARRAY['handler', 'batch_handler', 'description', 'micro_batch', 'backoff',
+									   'max_running', 'rate_limit'];
 	caller regrole := hx_caller();
 	cur hx_type;
 	found_cur boolean;
@@ -387,6 +471,9 @@ DECLARE
 	new_wait interval;
 	new_backoff interval;
 	new_max_backoff interval;
+	new_max_running integer;
+	new_rate_limit integer;
+	new_rate_period interval;
 	changes text[];
 	bad text;
 	kept text;
@@ -404,7 +491,7 @@ BEGIN
 	IF bad IS NOT NULL THEN
 		RAISE EXCEPTION 'hx_register cannot clear %', bad
 			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'clear may name handler, batch_handler, description, micro_batch (micro_batch_size and micro_batch_wait together) and backoff (retry_backoff and max_backoff together); change max_attempts or timeout by passing the new value.';
+				  HINT = 'clear may name handler, batch_handler, description, micro_batch (micro_batch_size and micro_batch_wait together), backoff (retry_backoff and max_backoff together), max_running and rate_limit (rate_limit and rate_period together); change max_attempts or timeout by passing the new value.';
 	END IF;
 	SELECT string_agg(DISTINCT c, ', ') INTO bad
 	  FROM unnest(clear) c
@@ -412,7 +499,9 @@ BEGIN
 		OR (c = 'batch_handler' AND batch_handler IS NOT NULL)
 		OR (c = 'description' AND description IS NOT NULL)
 		OR (c = 'micro_batch' AND (micro_batch_size IS NOT NULL OR micro_batch_wait IS NOT NULL))
-		OR (c = 'backoff' AND (retry_backoff IS NOT NULL OR max_backoff IS NOT NULL));
+		OR (c = 'backoff' AND (retry_backoff IS NOT NULL OR max_backoff IS NOT NULL))
+		OR (c = 'max_running' AND max_running IS NOT NULL)
+		OR (c = 'rate_limit' AND (rate_limit IS NOT NULL OR rate_period IS NOT NULL));
 	IF bad IS NOT NULL THEN
 		RAISE EXCEPTION 'hx_register cannot both set and clear %', bad
 			USING ERRCODE = 'invalid_parameter_value',
@@ -458,6 +547,25 @@ BEGIN
 						ELSE coalesce(retry_backoff, cur.retry_backoff) END;
 	new_max_backoff := CASE WHEN 'backoff' = ANY (clear) THEN NULL
 							ELSE coalesce(max_backoff, cur.max_backoff) END;
+	new_max_running := CASE WHEN 'max_running' = ANY (clear) THEN NULL
+							ELSE coalesce(max_running, cur.max_running) END;
+	new_rate_limit := CASE WHEN 'rate_limit' = ANY (clear) THEN NULL
+						   ELSE coalesce(rate_limit, cur.rate_limit) END;
+	new_rate_period := CASE WHEN 'rate_limit' = ANY (clear) THEN NULL
+							ELSE coalesce(rate_period, cur.rate_period) END;
+	IF new_max_running NOT BETWEEN 1 AND 100000 THEN
+		RAISE EXCEPTION 'max_running must be between 1 and 100000, not %', new_max_running
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'The most tasks of the type that may run at once; clear => ARRAY[''max_running''] lifts the limit.';
+	END IF;
+	IF (new_rate_limit IS NULL) <> (new_rate_period IS NULL)
+	   OR new_rate_limit NOT BETWEEN 1 AND 1000000
+	   OR new_rate_period NOT BETWEEN interval '1 millisecond' AND interval '1 day' THEN
+		RAISE EXCEPTION 'rate_limit (1 to 1000000) and rate_period (1 ms to 1 day) go together, not % and %',
+				new_rate_limit, new_rate_period
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'For example rate_limit => 60, rate_period => ''1 minute''; clear => ARRAY[''rate_limit''] lifts the limit.';
+	END IF;
 	IF new_backoff NOT BETWEEN interval '0' AND interval '1 hour'
 	   OR new_max_backoff NOT BETWEEN interval '0' AND interval '1 day' THEN
 		RAISE EXCEPTION 'retry_backoff must be between 0 and an hour and max_backoff between 0 and a day, not % and %',
@@ -532,9 +640,11 @@ BEGIN
 
 	IF NOT found_cur THEN
 		INSERT INTO hx_type (task_type, handler, batch_handler, max_attempts, timeout, run_as,
-							 description, micro_batch_size, micro_batch_wait, retry_backoff, max_backoff)
+							 description, micro_batch_size, micro_batch_wait, retry_backoff, max_backoff,
+							 max_running, rate_limit, rate_period)
 		VALUES (task_type, new_handler, new_batch_handler, new_max_attempts, new_timeout, caller,
-				new_description, new_size, new_wait, new_backoff, new_max_backoff);
+				new_description, new_size, new_wait, new_backoff, new_max_backoff,
+				new_max_running, new_rate_limit, new_rate_period);
 		RETURN;
 	END IF;
 
@@ -561,6 +671,12 @@ BEGIN
 		CASE WHEN new_max_backoff IS DISTINCT FROM cur.max_backoff
 			 THEN format('max_backoff %s -> %s', coalesce(cur.max_backoff::text, 'default'),
 						 coalesce(new_max_backoff::text, 'default')) END,
+		CASE WHEN new_max_running IS DISTINCT FROM cur.max_running
+			 THEN format('max_running %s -> %s', coalesce(cur.max_running::text, 'none'),
+						 coalesce(new_max_running::text, 'none')) END,
+		CASE WHEN new_rate_limit IS DISTINCT FROM cur.rate_limit OR new_rate_period IS DISTINCT FROM cur.rate_period
+			 THEN format('rate_limit %s -> %s', coalesce(cur.rate_limit || ' per ' || cur.rate_period, 'none'),
+						 coalesce(new_rate_limit || ' per ' || new_rate_period, 'none')) END,
 		CASE WHEN new_description IS DISTINCT FROM cur.description
 			 THEN format('description %s -> %s', coalesce(quote_literal(cur.description), 'none'),
 						 coalesce(quote_literal(new_description), 'none')) END,
@@ -575,14 +691,15 @@ BEGIN
 		   max_attempts = new_max_attempts, timeout = new_timeout, run_as = caller,
 		   description = new_description, micro_batch_size = new_size,
 		   micro_batch_wait = new_wait, retry_backoff = new_backoff, max_backoff = new_max_backoff,
+		   max_running = new_max_running, rate_limit = new_rate_limit, rate_period = new_rate_period,
 		   registered_at = now()
 	 WHERE y.task_type = hx_register.task_type;
 	RAISE NOTICE 'task type "%": %', task_type, array_to_string(changes, ', ');
 END
 $$;
 
-COMMENT ON FUNCTION _hybridexec.hx_register(text, regprocedure, regprocedure, integer, interval, text, integer, interval, text[], interval, interval) IS
-'Implementation of hx_register(): changes only the fields given (NULL keeps them; clear resets handler, batch_handler, description, micro_batch or backoff) and says what changed; the type runs as the calling role (hx_caller()), which must be allowed to execute the handlers it ends up with; only a member of the role a type runs as, or an administrator, may change it';
+COMMENT ON FUNCTION _hybridexec.hx_register(text, regprocedure, regprocedure, integer, interval, text, integer, interval, text[], interval, interval, integer, integer, interval) IS
+'Implementation of hx_register(): changes only the fields given (NULL keeps them; clear resets handler, batch_handler, description, micro_batch, backoff, max_running or rate_limit) and says what changed; the type runs as the calling role (hx_caller()), which must be allowed to execute the handlers it ends up with; only a member of the role a type runs as, or an administrator, may change it';
 
 CREATE FUNCTION hx_register(task_type text,
 							handler regprocedure DEFAULT NULL,
@@ -594,11 +711,14 @@ CREATE FUNCTION hx_register(task_type text,
 							micro_batch_wait interval DEFAULT NULL,
 							clear text[] DEFAULT NULL,
 							retry_backoff interval DEFAULT NULL,
-							max_backoff interval DEFAULT NULL)
+							max_backoff interval DEFAULT NULL,
+							max_running integer DEFAULT NULL,
+							rate_limit integer DEFAULT NULL,
+							rate_period interval DEFAULT NULL)
 RETURNS void
 AS 'MODULE_PATHNAME', 'hx_api' LANGUAGE C VOLATILE;
 
-COMMENT ON FUNCTION hx_register(text, regprocedure, regprocedure, integer, interval, text, integer, interval, text[], interval, interval) IS
+COMMENT ON FUNCTION hx_register(text, regprocedure, regprocedure, integer, interval, text, integer, interval, text[], interval, interval, integer, integer, interval) IS
 'Registers or changes a task type, e.g. hx_register(''summarize'', ''summarize(jsonb)'', timeout => ''30 seconds''). Handlers are named with their argument types: handler ''f(jsonb)'' (f(payload jsonb) RETURNS jsonb), batch_handler ''f(jsonb[])'' (f(payloads jsonb[]) RETURNS jsonb[]); without either the type is left to external executors. An argument left NULL keeps the type''s value (a new type: max_attempts 3, timeout 1 minute); clear => ARRAY[''handler'', ''batch_handler'', ''description'', ''micro_batch''] resets those fields. A notice says what changed. The handlers then run as the calling role, which becomes the type''s run_as';
 
 CREATE FUNCTION hx_unregister(task_type text) RETURNS void

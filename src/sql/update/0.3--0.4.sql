@@ -46,3 +46,12 @@ ALTER TABLE hx_type ADD COLUMN retry_backoff interval, ADD COLUMN max_backoff in
 		CHECK (retry_backoff BETWEEN interval '0' AND interval '1 hour'
 			   AND max_backoff BETWEEN interval '0' AND interval '1 day');
 ALTER TABLE hx_task ADD COLUMN throttled integer NOT NULL DEFAULT 0;
+
+/* per-type limits (the buckets are a [storage 0.4] block of queue.sql) */
+ALTER TABLE hx_type ADD COLUMN max_running integer, ADD COLUMN rate_limit integer,
+	ADD COLUMN rate_period interval,
+	ADD CONSTRAINT hx_type_limits_check
+		CHECK (max_running BETWEEN 1 AND 100000
+			   AND (rate_limit IS NULL) = (rate_period IS NULL)
+			   AND rate_limit BETWEEN 1 AND 1000000
+			   AND rate_period BETWEEN interval '1 millisecond' AND interval '1 day');

@@ -1,0 +1,142 @@
+# 010_limits.pl - per-type limits hold across the stream workers and
+# external executors.
+#
+# Proves, from the tasks' own start and finish times (exact, not sampled):
+#   1. rate_limit with the stream workers: 30 tasks of a type allowed 10 a
+#      second start over at least two seconds (the bucket's 10, then 10 a
+#      second), never more than 19 in any 0.9 seconds; a type without
+#      limits submitted meanwhile runs at once (a limited type does not
+#      block the others);
+#   2. max_running with the stream workers: tasks of a type allowed one at
+#      a time never overlap, though two workers are free;
+#   3. max_running and rate_limit with four hx_worker processes of two
+#      commands each: never more than two running at once, and 15 tasks
+#      allowed 5 a second take at least two seconds;
+#   4. bad limits are clear errors, and clearing a limit lifts it (no task
+#      is given back to wait any more).
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use IPC::Run;
+use FindBin;
+use lib $FindBin::RealBin;
+use HxTest;
+
+my $bindir = `pg_config --bindir`;
+chomp $bindir;
+my $hxw = "$bindir/hx_worker";
+
+my $node = HxTest::new_node('limits');
+ok(HxTest::wait_workers($node, 2), 'two stream workers');
+$node->safe_psql('postgres', q{
+	CREATE FUNCTION quick(p jsonb) RETURNS jsonb LANGUAGE sql AS 'SELECT p';
+	CREATE FUNCTION slow(p jsonb) RETURNS jsonb LANGUAGE sql AS 'SELECT jsonb_build_object(''slept'', pg_sleep(0.3) IS NULL)';
+	SELECT hx_register('rl', 'quick(jsonb)', rate_limit => 10, rate_period => '1 second');
+	SELECT hx_register('free', 'quick(jsonb)');
+	SELECT hx_register('mr', 'slow(jsonb)', max_running => 1);
+	SELECT hx_register('ext_mr', max_running => 2);
+	SELECT hx_register('ext_rl', rate_limit => 5, rate_period => '1 second');
+	CREATE ROLE executor LOGIN;
+	GRANT hybridexec_executor TO executor;
+});
+
+# the most tasks of a type whose [started_at, finished_at) overlap at one
+# moment, and the most that started within any span of the given length
+sub most_at_once
+{
+	my ($type) = @_;
+	return $node->safe_psql('postgres', qq{
+		SELECT max((SELECT count(*) FROM hx_task o WHERE o.task_type = '$type'
+					 AND o.started_at <= t.started_at AND o.finished_at > t.started_at))
+		  FROM hx_task t WHERE t.task_type = '$type'});
+}
+
+sub most_started_within
+{
+	my ($type, $span) = @_;
+	return $node->safe_psql('postgres', qq{
+		SELECT max((SELECT count(*) FROM hx_task o WHERE o.task_type = '$type'
+					 AND o.started_at >= t.started_at AND o.started_at < t.started_at + interval '$span'))
+		  FROM hx_task t WHERE t.task_type = '$type'});
+}
+
+sub start_spread
+{
+	my ($type) = @_;
+	return $node->safe_psql('postgres',
+		"SELECT extract(epoch FROM max(started_at) - min(started_at)) FROM hx_task WHERE task_type = '$type'");
+}
+
+sub all_done
+{
+	my ($type, $n, $what) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	ok( $node->poll_query_until('postgres',
+			"SELECT count(*) FILTER (WHERE status = 'done') = $n FROM hx_task WHERE task_type = '$type'"),
+		$what);
+	return;
+}
+
+# --- 1. a rate limit, stream workers -------------------------------------------
+$node->safe_psql('postgres', q{
+	SELECT count(hx_submit('rl', jsonb_build_object('i', g), origin => 'user')) FROM generate_series(1, 30) g});
+my $free = $node->safe_psql('postgres', q{SELECT hx_submit('free', '{}', origin => 'user')});
+is($node->safe_psql('postgres', "SELECT hx_wait($free, '30 seconds')"), 'done', 'a type without limits runs meanwhile');
+all_done('rl', 30, 'the 30 rate-limited tasks are done');
+is( $node->safe_psql('postgres',
+		"SELECT (SELECT finished_at FROM hx_task WHERE id = $free) < max(finished_at) FROM hx_task WHERE task_type = 'rl'"),
+	't', 'before the rate-limited ones were');
+cmp_ok(start_spread('rl'), '>=', 1.8, 'they started over at least two seconds (10 at once, then 10 a second)');
+cmp_ok(most_started_within('rl', '0.9 seconds'), '<=', 19, 'never more than 19 within 0.9 seconds');
+is( $node->safe_psql('postgres', q{SELECT max(attempts) || ' ' || (count(*) FILTER (WHERE run_after > submitted_at) > 0) FROM hx_task WHERE task_type = 'rl'}),
+	'1 true', 'tasks beyond the bucket were given back to wait for a token, none with an attempt counted');
+
+# --- 2. max_running, stream workers -----------------------------------------------
+$node->safe_psql('postgres', q{
+	SELECT count(hx_submit('mr', jsonb_build_object('i', g), origin => 'user')) FROM generate_series(1, 4) g});
+all_done('mr', 4, 'the four one-at-a-time tasks are done');
+is(most_at_once('mr'), '1', 'never two at once, though two workers were free');
+
+# --- 3. four hx_worker processes --------------------------------------------------
+my $dsn = $node->connstr('postgres') . ' user=executor';
+my @workers;
+END { $_->kill_kill for grep { $_->pumpable } @workers; }
+for my $i (1 .. 4)
+{
+	my ($out, $err) = ('', '');
+	push @workers, IPC::Run::start(
+		[ $hxw, '--dsn', $dsn, '--name', "w$i", '--type', 'ext_mr', '--type', 'ext_rl',
+		  '--concurrency', '2', '--poll', '1', '--', 'sh', '-c', 'sleep 0.2; echo {}' ],
+		'<', \undef, '>', \$out, '2>', \$err);
+}
+$node->safe_psql('postgres', q{
+	SELECT count(hx_submit('ext_mr', jsonb_build_object('i', g), origin => 'user')) FROM generate_series(1, 12) g;
+	SELECT count(hx_submit('ext_rl', jsonb_build_object('i', g), origin => 'user')) FROM generate_series(1, 15) g});
+all_done('ext_mr', 12, 'four hx_worker processes ran the 12 tasks of max_running 2');
+all_done('ext_rl', 15, 'and the 15 tasks of 5 a second');
+cmp_ok(most_at_once('ext_mr'), '<=', 2, 'never more than two at once, of up to eight commands');
+cmp_ok(start_spread('ext_rl'), '>=', 1.8, 'the rate-limited ones started over at least two seconds');
+cmp_ok(most_started_within('ext_rl', '0.9 seconds'), '<=', 9, 'never more than 9 within 0.9 seconds');
+$_->kill_kill for @workers;
+
+# --- 4. bad limits, and lifting one -----------------------------------------------
+my ($rc, $out, $err) = $node->psql('postgres', q{SELECT hx_register('rl2', 'quick(jsonb)', rate_limit => 5)});
+like($err, qr/rate_limit .* and rate_period .* go together/, 'a rate_limit without a period: an error');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM hx_type WHERE task_type = 'rl2'}), '0', 'nothing registered');
+($rc, $out, $err) = $node->psql('postgres', q{SELECT hx_register('mr', max_running => 0)});
+like($err, qr/max_running must be between 1 and 100000/, 'max_running 0: an error');
+$node->safe_psql('postgres', q{SELECT hx_register('rl', clear => ARRAY['rate_limit'])});
+is($node->safe_psql('postgres', q{SELECT rate_limit IS NULL AND rate_period IS NULL FROM hx_type WHERE task_type = 'rl'}),
+	't', 'clear lifts the limit');
+$node->safe_psql('postgres', q{DELETE FROM hx_task WHERE task_type = 'rl'});
+$node->safe_psql('postgres', q{
+	SELECT count(hx_submit('rl', jsonb_build_object('i', g), origin => 'user')) FROM generate_series(1, 30) g});
+all_done('rl', 30, 'then 30 tasks of the type run');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM hx_task WHERE task_type = 'rl' AND run_after > submitted_at}),
+	'0', 'none of them given back to wait for a token');
+
+$node->stop;
+done_testing();
