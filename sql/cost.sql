@@ -273,6 +273,15 @@ SELECT hx_worth_streaming('acct', '{"latency_value": 4}', '2026-03-15 12:15+00')
 	   4.0 * 45 / 60 > 3.0 - 0.4 AS expected;
 SELECT route, rule_name FROM hx_classify('acct', '{"latency_value": 4}', at => '2026-03-15 12:15+00');
 SELECT route, rule_name FROM hx_classify('acct', '{"latency_value": 3}', at => '2026-03-15 12:15+00');
+-- streaming is weighed against the task's own window: with a rule sending
+-- acct to a window that opens at 02:00 (13 h 45 min away), 3 per hour of
+-- latency is worth streaming, though the hourly window opens in 45 minutes
+INSERT INTO hx_window (name, schedule) VALUES ('at-two', '0 2 * * *');
+INSERT INTO hx_rule (name, position, task_type, route, window_name) VALUES ('acct-at-two', 7, 'acct', 'batch', 'at-two');
+SELECT route, rule_name, reason LIKE '%latency saved (window at-two) is worth the extra cost of streaming%' AS says_which_window
+  FROM hx_classify('acct', '{"latency_value": 3}', at => '2026-03-15 12:15+00');
+SELECT hx_worth_streaming('acct', '{"latency_value": 3}', '2026-03-15 12:15+00', 'at-two') AS against_at_two,
+	   3.0 * (13 * 60 + 45) / 60 > 3.0 - 0.4 AS expected;
 SELECT hx_worth_streaming('acct', '{"latency_value": "lots"}', '2026-03-15 12:15+00');
 ROLLBACK;
 

@@ -50,14 +50,19 @@ typedef struct HxLocalTime
 } HxLocalTime;
 
 static Interval *hx_effective_sla(const HxTaskArgs *args, bool *from_deadline);
+static const char *hx_own_window(const HxRule *rules, int nrules, int after,
+								 const HxTaskArgs *args, Interval *sla,
+								 bool from_deadline, HxLocalTime *lt);
 static bool hx_rule_matches(const HxRule *r, const HxTaskArgs *args,
 							Interval *sla, bool from_deadline,
-							HxLocalTime *lt, StringInfo why);
+							HxLocalTime *lt, StringInfo why,
+							const char *own_window);
 static void hx_local_time(TimestampTz at, const char *zone, HxLocalTime *lt);
 static int	hx_interval_cmp(Interval *a, Interval *b);
 static char *hx_interval_text(Interval *i);
 static char *hx_time_text(TimeADT t);
-static bool hx_sql_condition(const HxTaskArgs *args, bool by_department);
+static bool hx_sql_condition(const HxTaskArgs *args, bool by_department,
+							 const char *own_window);
 
 PG_FUNCTION_INFO_V1(hx_decide);
 PG_FUNCTION_INFO_V1(hx_check_key_length_sql);
@@ -264,8 +269,13 @@ hx_classify_task(const HxTaskArgs *args, HxDecision *decision)
 
 	for (i = 0; i < n; i++)
 	{
+		const char *own = NULL;
+
+		/* streaming is weighed against the window the task would get */
+		if (r[i].worth_streaming >= 0)
+			own = hx_own_window(r, n, i, args, sla, from_deadline, &lt);
 		resetStringInfo(&why);
-		if (hx_rule_matches(&r[i], args, sla, from_deadline, &lt, &why))
+		if (hx_rule_matches(&r[i], args, sla, from_deadline, &lt, &why, own))
 		{
 			decision->stream = r[i].stream;
 			decision->window_name = r[i].stream ? NULL : r[i].window_name;
@@ -320,13 +330,43 @@ hx_effective_sla(const HxTaskArgs *args, bool *from_deadline)
 	} while (0)
 
 /*
+ * hx_own_window
+ *		The window a task would get if rule "after" did not match it: that
+ *		of the first later rule that matches on its own conditions and asks
+ *		no cost function, when it routes to batch; NULL when that rule
+ *		streams or none matches (streaming is then weighed against the
+ *		soonest window).  Costs no query.
+ */
+static const char *
+hx_own_window(const HxRule *rules, int nrules, int after, const HxTaskArgs *args,
+			  Interval *sla, bool from_deadline, HxLocalTime *lt)
+{
+	StringInfoData scratch;
+	int			j;
+
+	initStringInfo(&scratch);
+	for (j = after + 1; j < nrules; j++)
+	{
+		const HxRule *r = &rules[j];
+
+		if (r->budget_exhausted >= 0 || r->worth_streaming >= 0)
+			continue;
+		resetStringInfo(&scratch);
+		if (hx_rule_matches(r, args, sla, from_deadline, lt, &scratch, NULL))
+			return r->stream ? NULL : r->window_name;
+	}
+	return NULL;
+}
+
+/*
  * hx_rule_matches
  *		True when every condition of the rule holds for the task; the held
  *		conditions are described in "why".
  */
 static bool
 hx_rule_matches(const HxRule *r, const HxTaskArgs *args, Interval *sla,
-				bool from_deadline, HxLocalTime *lt, StringInfo why)
+				bool from_deadline, HxLocalTime *lt, StringInfo why,
+				const char *own_window)
 {
 	const char *sla_src = from_deadline ? " (from deadline)" : "";
 
@@ -406,7 +446,7 @@ hx_rule_matches(const HxRule *r, const HxTaskArgs *args, Interval *sla,
 	if (r->budget_exhausted >= 0)
 	{
 		bool		exhausted = args->department != NULL &&
-			hx_sql_condition(args, true);
+			hx_sql_condition(args, true, NULL);
 
 		if (exhausted != (bool) r->budget_exhausted)
 			return false;
@@ -415,12 +455,13 @@ hx_rule_matches(const HxRule *r, const HxTaskArgs *args, Interval *sla,
 	}
 	if (r->worth_streaming >= 0)
 	{
-		bool		worth = hx_sql_condition(args, false);
+		bool		worth = hx_sql_condition(args, false, own_window);
 
 		if (worth != (bool) r->worth_streaming)
 			return false;
-		WHY("%s", worth ? "latency saved is worth the extra cost of streaming"
-			: "latency saved is not worth the extra cost of streaming");
+		WHY("latency saved%s %s the extra cost of streaming",
+			own_window ? psprintf(" (window %s)", own_window) : "",
+			worth ? "is worth" : "is not worth");
 	}
 	return true;
 }
@@ -429,21 +470,22 @@ hx_rule_matches(const HxRule *r, const HxTaskArgs *args, Interval *sla,
  * hx_sql_condition
  *		Asks one of the cost functions about the task, as the extension's
  *		owner: hx_budget_exhausted(department, at) when by_department, else
- *		hx_worth_streaming(task_type, payload, at).  Runs its own SPI
- *		connection; needs a transaction and the loaded rule cache.
+ *		hx_worth_streaming(task_type, payload, at, own_window).  Runs its
+ *		own SPI connection; needs a transaction and the loaded rule cache.
  */
 static bool
-hx_sql_condition(const HxTaskArgs *args, bool by_department)
+hx_sql_condition(const HxTaskArgs *args, bool by_department, const char *own_window)
 {
 	static HxStmt budget = {
 		"SELECT @extschema@.hx_budget_exhausted($1, $2)",
 		2, {TEXTOID, TIMESTAMPTZOID}
 	};
 	static HxStmt worth = {
-		"SELECT @extschema@.hx_worth_streaming($1, $2, $3)",
-		3, {TEXTOID, JSONBOID, TIMESTAMPTZOID}
+		"SELECT @extschema@.hx_worth_streaming($1, $2, $3, $4)",
+		4, {TEXTOID, JSONBOID, TIMESTAMPTZOID, TEXTOID}
 	};
-	Datum		values[3];
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', own_window ? ' ' : 'n'};
 	HxUserSave	save;
 	bool		isnull;
 	bool		result;
@@ -458,13 +500,14 @@ hx_sql_condition(const HxTaskArgs *args, bool by_department)
 		values[0] = CStringGetTextDatum(args->task_type);
 		values[1] = JsonbPGetDatum(args->payload);
 		values[2] = TimestampTzGetDatum(args->at);
+		values[3] = own_window ? CStringGetTextDatum(own_window) : (Datum) 0;
 	}
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	hx_become_owner(&save);
 	result = DatumGetBool(hx_stmt_value(by_department ? &budget : &worth,
-										values, NULL, &isnull));
+										values, by_department ? NULL : nulls, &isnull));
 	if (isnull)
 		result = false;
 	hx_restore_user(&save);

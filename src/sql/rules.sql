@@ -188,28 +188,31 @@ $$;
 COMMENT ON FUNCTION _hybridexec.hx_latency_value(text, jsonb) IS
 'Value of an hour of latency for a task: the payload''s "latency_value" if given, else hx_type.latency_value (NULL = unknown)';
 
-CREATE FUNCTION _hybridexec.hx_batch_wait(at timestamptz DEFAULT now()) RETURNS interval
+CREATE FUNCTION _hybridexec.hx_batch_wait(at timestamptz DEFAULT now(), window_name text DEFAULT NULL)
+RETURNS interval
 LANGUAGE sql STABLE SET search_path = @extschema@, _hybridexec, pg_temp AS $$
-	SELECT min(hx_cron_next(w.schedule, at, hx_cron_time_zone())) - at
-	  FROM hx_window w WHERE w.enabled
+	SELECT coalesce((SELECT hx_cron_next(w.schedule, at, hx_cron_time_zone()) - at
+					   FROM hx_window w WHERE w.enabled AND w.name = hx_batch_wait.window_name),
+					(SELECT min(hx_cron_next(w.schedule, at, hx_cron_time_zone())) - at
+					   FROM hx_window w WHERE w.enabled))
 $$;
 
-COMMENT ON FUNCTION _hybridexec.hx_batch_wait(timestamptz) IS
-'How long a task submitted at "at" waits at least on the batch path: until the soonest scheduled start of an enabled window (NULL without windows)';
+COMMENT ON FUNCTION _hybridexec.hx_batch_wait(timestamptz, text) IS
+'How long a task submitted at "at" waits at least on the batch path: until the next scheduled start of its window (window_name), or, without one that is enabled, of the soonest enabled window (NULL without windows)';
 
 CREATE FUNCTION hx_worth_streaming(task_type text, payload jsonb DEFAULT '{}',
-								   at timestamptz DEFAULT now())
+								   at timestamptz DEFAULT now(), window_name text DEFAULT NULL)
 RETURNS boolean
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 	SELECT coalesce(hx_latency_value(task_type, payload)
-					* extract(epoch FROM hx_batch_wait(at))::numeric / 3600
+					* extract(epoch FROM hx_batch_wait(at, window_name))::numeric / 3600
 					> coalesce(hx_price_at(task_type, 'stream', at), 0)
 					  - coalesce(hx_price_at(task_type, 'batch', at), 0),
 					false)
 $$;
 
-COMMENT ON FUNCTION hx_worth_streaming(text, jsonb, timestamptz) IS
-'True when the latency streaming saves (hx_batch_wait) is worth more (hx_latency_value per hour) than the extra unit cost of streaming at that moment; false when no latency value is known: what a rule with worth_streaming tests';
+COMMENT ON FUNCTION hx_worth_streaming(text, jsonb, timestamptz, text) IS
+'True when the latency streaming saves (hx_batch_wait: until window_name opens, the window the task would otherwise get; NULL: the soonest window) is worth more (hx_latency_value per hour) than the extra unit cost of streaming at that moment; false when no latency value is known: what a rule with worth_streaming tests';
 
 -- [storage]
 INSERT INTO hx_rule (name, position, origin, max_sla, route, window_name, description) VALUES
