@@ -67,6 +67,23 @@ SELECT hx_wait(:u1, '60 seconds');
 SELECT route, window_name, result, reason LIKE '%; upgraded by a duplicate submission: stream (rule "user-initiated"%' AS says_so
   FROM hx_task WHERE id = :u1;
 
+-- reuse_within: a done task with the key that finished within it is the
+-- answer (no new task), booked as a reuse at no cost and counted in
+-- hx_stats; an older one is not
+SELECT hx_submit('echo', '{"key": "ru1"}', origin => 'user', dedupe_key => 'reuse-me') AS ru1 \gset
+SELECT hx_wait(:ru1, '60 seconds');
+SELECT hx_submit('echo', '{"key": "ru1-again"}', origin => 'user', dedupe_key => 'reuse-me',
+				 reuse_within => '1 hour') = :ru1 AS reused;
+SELECT count(*) AS tasks_with_the_key FROM hx_task WHERE dedupe_key = 'reuse-me';
+SELECT outcome, attempt, cost, baseline_cost >= cost AS saved_something FROM hx_cost
+ WHERE task_id = :ru1 ORDER BY id;
+SELECT reused FROM hx_stats WHERE task_type = 'echo' AND route = 'stream';
+UPDATE hx_task SET finished_at = now() - interval '2 hours' WHERE id = :ru1;
+SELECT hx_submit('echo', '{"key": "ru1-late"}', origin => 'user', dedupe_key => 'reuse-me',
+				 reuse_within => '1 hour') <> :ru1 AS new_task;
+SELECT hx_submit('echo', '{"key": "ru2"}', reuse_within => '1 hour');
+SELECT hx_submit('echo', '{"key": "ru3"}', dedupe_key => 'x', reuse_within => '-1 hour');
+
 -- cancel
 SELECT hx_cancel(:b1);
 SELECT status, finished_at IS NOT NULL AS finished FROM hx_task WHERE id = :b1;

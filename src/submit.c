@@ -32,8 +32,9 @@
 #include "hybridexec.h"
 #include "task_state.h"
 
-/* where run_at is among the arguments of hx_submit and hx_submit_batch */
+/* where run_at and reuse_within are among the arguments of hx_submit and hx_submit_batch */
 #define ARG_RUN_AT			8
+#define ARG_REUSE_WITHIN	9
 #define BATCH_ARG_RUN_AT	7
 
 /*
@@ -85,6 +86,42 @@ static HxStmt insert_uniform = {
 	"SELECT $1, u.p, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, coalesce($13, now()) "
 	"FROM unnest($2) AS u (p) RETURNING id",
 	13, {TEXTOID, JSONBARRAYOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, HX_COMMON_TYPES}
+};
+
+/*
+ * reuse_within: the latest done task of the type and dedupe key ($1, $2)
+ * that finished within $3 and that the caller ($4) may see.
+ */
+static HxStmt reuse_lookup = {
+	"SELECT h.id, h.route FROM ONLY @extschema@.hx_task_history h "
+	"WHERE h.task_type = $1 AND h.dedupe_key = $2 AND h.dedupe_key IS NOT NULL "
+	"AND h.status = 'done' AND h.finished_at >= now() - $3 "
+	"AND _hybridexec.hx_visible_to($4, h.submitted_by, h.department) "
+	"ORDER BY h.finished_at DESC LIMIT 1",
+	4, {TEXTOID, TEXTOID, INTERVALOID, OIDOID}
+};
+
+/*
+ * A reuse is booked as an attempt of the reused task ($1) that cost
+ * nothing, with what streaming and batch would have cost at catalog
+ * prices (hx_savings counts what it saved), for the new submission
+ * ($2 type, $3 route, $4 department, $5 origin, $6 submitter, $7 sla,
+ * $8 deadline); and counted in hx_stat_minute.
+ */
+static HxStmt reuse_book = {
+	"WITH p AS (SELECT coalesce(@extschema@.hx_price_at($2, 'stream', now()), 0) AS stream_cost, "
+	"coalesce(@extschema@.hx_price_at($2, 'batch', now()), 0) AS batch_cost, "
+	"coalesce((SELECT r.currency FROM _hybridexec.hx_price_rule($2, 'stream', now()) r), "
+	"current_setting('hybridexec.currency')) AS currency), "
+	"b AS (INSERT INTO @extschema@.hx_cost_attempt (at, task_id, attempt, outcome, task_type, route, "
+	"department, origin, submitted_by, submitted_at, sla, deadline, wait_seconds, wall_seconds, "
+	"latency_seconds, currency, cost, baseline_cost, batch_cost) "
+	"SELECT now(), $1, 0, 'reused', $2, $3, $4, $5, $6, now(), $7, $8, 0, 0, 0, p.currency, 0, "
+	"p.stream_cost, p.batch_cost FROM p) "
+	"INSERT INTO @extschema@.hx_stat_minute AS s (minute, task_type, route, shard, reused, wait_hist, run_hist) "
+	"VALUES (date_trunc('minute', now()), $2, $3, (pg_backend_pid() % 16)::smallint, 1, '{}', '{}') "
+	"ON CONFLICT (minute, task_type, route, shard) DO UPDATE SET reused = s.reused + 1",
+	8, {INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, REGROLEOID, INTERVALOID, TIMESTAMPTZOID}
 };
 
 static HxStmt may_submit_for = {
@@ -157,6 +194,7 @@ hx_submit_one(FunctionCallInfo fcinfo, Oid submitted_by)
 	HxUserSave	save;
 	Datum		values[14];
 	char		nulls[14];
+	Interval   *reuse_within = NULL;
 	int64		id = 0;
 	bool		isnull;
 	int			rc;
@@ -166,6 +204,24 @@ hx_submit_one(FunctionCallInfo fcinfo, Oid submitted_by)
 	hx_check_task_args(fcinfo, &args, false);
 	if (PG_NARGS() > ARG_RUN_AT)
 		hx_check_run_at(fcinfo, ARG_RUN_AT, &args);
+	if (PG_NARGS() > ARG_REUSE_WITHIN && !PG_ARGISNULL(ARG_REUSE_WITHIN))
+	{
+		Interval	zero;
+
+		memset(&zero, 0, sizeof(zero));
+		reuse_within = PG_GETARG_INTERVAL_P(ARG_REUSE_WITHIN);
+		if (args.dedupe_key == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("reuse_within needs a dedupe_key"),
+					 errhint("The dedupe key says which earlier task's result may serve, e.g. dedupe_key => 'report:2026-W48'.")));
+		if (DatumGetInt32(DirectFunctionCall2(interval_cmp, IntervalPGetDatum(reuse_within),
+											  IntervalPGetDatum(&zero))) <= 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("reuse_within must be positive"),
+					 errhint("How old a done task's result may be, e.g. '1 day'; leave it out to reuse nothing.")));
+	}
 	hx_classify_task(&args, &d);
 	if (d.stream)
 		hx_warn_other_database();
@@ -190,6 +246,36 @@ hx_submit_one(FunctionCallInfo fcinfo, Oid submitted_by)
 		elog(ERROR, "SPI_connect failed");
 	hx_become_owner(&save);
 	hx_check_department(submitted_by, args.department);
+
+	if (reuse_within != NULL)
+	{
+		Datum		lv[4] = {values[0], values[13], IntervalPGetDatum(reuse_within),
+		ObjectIdGetDatum(submitted_by)};
+
+		if (hx_stmt_exec(&reuse_lookup, lv, NULL, true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not look for a task to reuse");
+		if (SPI_processed == 1)
+		{
+			Datum		bv[8];
+			char		bn[8] = {' ', ' ', ' ', args.department ? ' ' : 'n', ' ', ' ',
+			args.sla ? ' ' : 'n', args.has_deadline ? ' ' : 'n'};
+
+			id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+			bv[0] = Int64GetDatum(id);
+			bv[1] = values[0];
+			bv[2] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+			bv[3] = values[10];
+			bv[4] = values[6];
+			bv[5] = ObjectIdGetDatum(submitted_by);
+			bv[6] = values[8];
+			bv[7] = values[9];
+			if (hx_stmt_exec(&reuse_book, bv, bn, false, 0) != SPI_OK_INSERT)
+				elog(ERROR, "could not book the reuse of task %lld", (long long) id);
+			hx_restore_user(&save);
+			SPI_finish();
+			return id;
+		}
+	}
 
 	rc = hx_stmt_exec(args.dedupe_key ? &insert_dedupe : &insert_plain,
 					  values, nulls, false, 1);

@@ -80,7 +80,7 @@ CREATE TABLE hx_cost_attempt (
 	correction_of	bigint,
 	note			text,
 	submitted_by	regrole,
-	CONSTRAINT hx_cost_outcome_check CHECK (outcome IN ('done', 'failed', 'dead', 'correction'))
+	CONSTRAINT hx_cost_outcome_check CHECK (outcome IN ('done', 'failed', 'dead', 'correction', 'reused'))
 );
 
 /* bookings arrive in time order: a BRIN index costs the ledger trigger next to nothing */
@@ -338,7 +338,7 @@ CREATE TABLE hx_cost_day (
 	wait_hist		bigint[],
 	latency_hist	bigint[],
 	rolled_at		timestamptz NOT NULL DEFAULT now(),
-	CONSTRAINT hx_cost_day_outcome_check CHECK (outcome IN ('done', 'failed', 'dead', 'correction'))
+	CONSTRAINT hx_cost_day_outcome_check CHECK (outcome IN ('done', 'failed', 'dead', 'correction', 'reused'))
 );
 
 CREATE INDEX hx_cost_day_day_idx ON hx_cost_day (day);
@@ -438,8 +438,9 @@ COMMENT ON FUNCTION _hybridexec.hx_ledger_rollup_step() IS
 /*
  * Every booking of [from, to) still in the ledger, and the rolled-up days
  * that start in it, in one shape for the reports: a rolled-up row stands
- * for "bookings" rows of hx_cost (attempts counts those that are not
- * corrections) and "tasks" tasks, dated at the start of its local day.
+ * for "bookings" rows of hx_cost (attempts counts those that are neither
+ * corrections nor reuses) and "tasks" tasks, dated at the start of its
+ * local day.
  */
 CREATE FUNCTION _hybridexec.hx_books("from" timestamptz, "to" timestamptz)
 RETURNS TABLE (at timestamptz, rolled boolean, task_id bigint, task_type text, route text,
@@ -448,15 +449,16 @@ RETURNS TABLE (at timestamptz, rolled boolean, task_id bigint, task_type text, r
 			   cost numeric, baseline_cost numeric, batch_cost numeric)
 LANGUAGE sql STABLE SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 	SELECT c.at, false, c.task_id, c.task_type, c.route, c.window_name, c.rule_name, c.department,
-		   c.origin, c.executor, c.currency, c.outcome, (c.correction_of IS NULL)::integer::bigint, 0::bigint,
+		   c.origin, c.executor, c.currency, c.outcome,
+		   (c.correction_of IS NULL AND c.outcome <> 'reused')::integer::bigint, 0::bigint,
 		   c.wall_seconds, c.cost, c.baseline_cost, c.batch_cost
 	  FROM hx_cost c
 	 WHERE c.at >= "from" AND c.at < "to"
 	UNION ALL
 	SELECT s.at, true, NULL, d.task_type, d.route, d.window_name, d.rule_name, d.department,
 		   d.origin, d.executor, d.currency, d.outcome,
-		   CASE WHEN d.outcome = 'correction' THEN 0 ELSE d.bookings END,
-		   CASE WHEN d.outcome = 'correction' THEN 0 ELSE d.tasks END,
+		   CASE WHEN d.outcome IN ('correction', 'reused') THEN 0 ELSE d.bookings END,
+		   CASE WHEN d.outcome IN ('correction', 'reused') THEN 0 ELSE d.tasks END,
 		   d.wall_seconds, d.cost, d.baseline_cost, d.batch_cost
 	  FROM hx_cost_day d
 	 CROSS JOIN LATERAL (SELECT d.day::timestamp AT TIME ZONE hx_local_zone() AS at) s
@@ -486,6 +488,7 @@ CREATE TABLE hx_stat_minute (
 	cost			numeric NOT NULL DEFAULT 0,
 	wait_hist		bigint[] NOT NULL,
 	run_hist		bigint[] NOT NULL,
+	reused			bigint NOT NULL DEFAULT 0,
 	PRIMARY KEY (minute, task_type, route, shard)
 );
 -- [/storage]
@@ -503,6 +506,7 @@ COMMENT ON COLUMN hx_stat_minute.wall_seconds IS 'Run time of the attempts';
 COMMENT ON COLUMN hx_stat_minute.cost IS 'Their cost';
 COMMENT ON COLUMN hx_stat_minute.wait_hist IS 'Histogram of queue wait (submission to start of the attempt), milliseconds';
 COMMENT ON COLUMN hx_stat_minute.run_hist IS 'Histogram of run time, milliseconds';
+COMMENT ON COLUMN hx_stat_minute.reused IS 'Submissions answered with a done task''s result (hx_submit''s reuse_within)';
 
 -- [storage]
 CREATE TABLE hx_cost_daily (

@@ -73,7 +73,7 @@ GRANT USAGE ON SCHEMA @extschema@ TO hybridexec_submitter, hybridexec_executor, 
  * ------------------------------------------------------------------------ */
 
 GRANT EXECUTE ON FUNCTION
-	hx_submit(text, jsonb, interval, text, integer, text, text, timestamptz, timestamptz),
+	hx_submit(text, jsonb, interval, text, integer, text, text, timestamptz, timestamptz, interval),
 	hx_submit_batch(text, jsonb[], interval, text, integer, text, timestamptz, timestamptz),
 	hx_classify(text, jsonb, interval, text, integer, text, text, timestamptz, timestamptz),
 	hx_decide(text, jsonb, interval, text, integer, text, text, timestamptz, timestamptz),

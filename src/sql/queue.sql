@@ -203,6 +203,9 @@ CREATE TABLE hx_task_history (
 ) INHERITS (hx_task);
 ALTER TABLE hx_task_history ADD CONSTRAINT hx_task_history_pkey PRIMARY KEY (id);
 CREATE INDEX hx_task_history_finished_idx ON hx_task_history (finished_at);
+/* what hx_submit's reuse_within looks for: only tasks with a dedupe key pay for it */
+CREATE INDEX hx_task_history_reuse_idx ON hx_task_history (task_type, dedupe_key, finished_at)
+	WHERE dedupe_key IS NOT NULL;
 -- [/storage]
 
 COMMENT ON TABLE hx_task_history IS
@@ -752,12 +755,13 @@ CREATE FUNCTION hx_submit(task_type text,
 						  department text DEFAULT NULL,
 						  dedupe_key text DEFAULT NULL,
 						  deadline timestamptz DEFAULT NULL,
-						  run_at timestamptz DEFAULT NULL)
+						  run_at timestamptz DEFAULT NULL,
+						  reuse_within interval DEFAULT NULL)
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'hx_submit' LANGUAGE C VOLATILE;
 
-COMMENT ON FUNCTION hx_submit(text, jsonb, interval, text, integer, text, text, timestamptz, timestamptz) IS
-'Classifies a task with hx_rule and queues it, not due before run_at (NULL = at once); returns the task id (an unfinished task with the same type and dedupe_key is returned instead)';
+COMMENT ON FUNCTION hx_submit(text, jsonb, interval, text, integer, text, text, timestamptz, timestamptz, interval) IS
+'Classifies a task with hx_rule and queues it, not due before run_at (NULL = at once); returns the task id (an unfinished task with the same type and dedupe_key is returned instead; with reuse_within, so is a done one the caller may see that finished within it, booked as reused)';
 
 CREATE FUNCTION hx_submit_batch(task_type text,
 								payloads jsonb[],

@@ -62,7 +62,7 @@ RETURNS TABLE (task_type text, route text, queued bigint, running bigint, failed
 			   per_min_1 numeric, per_min_5 numeric, per_min_15 numeric,
 			   error_rate numeric,
 			   wait_p50_ms numeric, wait_p95_ms numeric, wait_p99_ms numeric,
-			   run_p50_ms numeric, run_p95_ms numeric, run_p99_ms numeric)
+			   run_p50_ms numeric, run_p95_ms numeric, run_p99_ms numeric, reused bigint)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 	/*
 	 * Live counts from the partial indexes of unfinished tasks; everything
@@ -92,6 +92,7 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = @extschema@, _hybridexec,
 	), m AS (
 		SELECT s.task_type, s.route,
 			   sum(s.done) AS done, sum(s.dead) AS dead, sum(s.failed) AS failed_attempts,
+			   sum(s.reused) AS reused,
 			   sum(s.done) FILTER (WHERE s.minute >= date_trunc('minute', now()) - interval '1 minute') AS d1,
 			   sum(s.done) FILTER (WHERE s.minute >= date_trunc('minute', now()) - interval '5 minutes') AS d5,
 			   sum(s.done) FILTER (WHERE s.minute >= date_trunc('minute', now()) - interval '15 minutes') AS d15,
@@ -120,13 +121,14 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = @extschema@, _hybridexec,
 		   round(hx_hist_percentile(m.wait_hist, 0.99)::numeric, 1),
 		   round(hx_hist_percentile(m.run_hist, 0.5)::numeric, 1),
 		   round(hx_hist_percentile(m.run_hist, 0.95)::numeric, 1),
-		   round(hx_hist_percentile(m.run_hist, 0.99)::numeric, 1)
+		   round(hx_hist_percentile(m.run_hist, 0.99)::numeric, 1),
+		   coalesce(m.reused, 0)::bigint
 	  FROM l FULL JOIN m ON m.task_type = l.task_type AND m.route = l.route
 	 ORDER BY 1, 2
 $$;
 
 COMMENT ON FUNCTION hx_stats(interval) IS
-'Per task type and route: unfinished tasks now (queued, running, failed = waiting for a retry) and the age of the oldest queued one; over the last span from hx_stat_minute: done and dead attempts, error rate, percentiles of queue wait and run time; done per minute over the last 1, 5 and 15 minutes';
+'Per task type and route: unfinished tasks now (queued, running, failed = waiting for a retry) and the age of the oldest queued one; over the last span from hx_stat_minute: done and dead attempts, error rate, percentiles of queue wait and run time, submissions that reused a done task''s result; done per minute over the last 1, 5 and 15 minutes';
 
 CREATE VIEW hx_stats AS SELECT * FROM hx_stats('1 hour');
 
@@ -149,6 +151,7 @@ COMMENT ON COLUMN hx_stats.wait_p99_ms IS '99th percentile of the queue wait in 
 COMMENT ON COLUMN hx_stats.run_p50_ms IS 'Median run time of an attempt in the last hour, milliseconds (histogram: within a factor of two)';
 COMMENT ON COLUMN hx_stats.run_p95_ms IS '95th percentile of the run time in the last hour, milliseconds (histogram: within a factor of two)';
 COMMENT ON COLUMN hx_stats.run_p99_ms IS '99th percentile of the run time in the last hour, milliseconds (histogram: within a factor of two)';
+COMMENT ON COLUMN hx_stats.reused IS 'Submissions answered with a done task''s result over the last hour (hx_submit''s reuse_within)';
 
 CREATE FUNCTION hx_rule_stats("from" timestamptz DEFAULT now() - interval '1 day',
 							  "to" timestamptz DEFAULT now(), bucket text DEFAULT 'hour')

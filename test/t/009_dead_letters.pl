@@ -6,7 +6,8 @@
 # old errors stay in hx_error; hx_retry(type, since) retries only those
 # that died since then; a dead task whose dedupe key a live task has taken
 # stays dead; a submitter sees, and retries, only its own dead tasks (the
-# others' are not there for it); bad input is a clear error; retention
+# others' are not there for it); reuse_within serves a done task's result
+# only to a role that may see it; bad input is a clear error; retention
 # deletes done tasks after hybridexec.retention but keeps dead ones until
 # hybridexec.retention_dead.
 use strict;
@@ -107,6 +108,20 @@ ok($node->poll_query_until('postgres', q{SELECT count(*) = 2 FROM hx_task WHERE 
 	'and they are done');
 is($node->safe_psql('postgres', q{SELECT string_agg(payload->>'k', ' ' ORDER BY id) FROM hx_dead}), 'dk-old e1 e2',
 	'the older ones are still dead');
+
+# --- reuse_within serves only results the caller may see --------------------------
+my $shared = $node->safe_psql('postgres', q{
+	SET ROLE alice; SELECT hx_submit('flaky', '{"k": "shared"}', origin => 'user', dedupe_key => 'shared')});
+is($node->safe_psql('postgres', "SELECT hx_wait($shared, '60 seconds')"), 'done', 'alice\'s task with key "shared" is done');
+my $bobs = $node->safe_psql('postgres', q{
+	SET ROLE bob; SELECT hx_submit('flaky', '{"k": "shared-bob"}', origin => 'user', dedupe_key => 'shared',
+								   reuse_within => '1 hour')});
+isnt($bobs, $shared, 'bob does not get alice\'s result: a task of his own');
+is($node->safe_psql('postgres', "SELECT hx_wait($bobs, '60 seconds')"), 'done', 'which runs');
+is( $node->safe_psql('postgres', q{
+		SET ROLE alice; SELECT hx_submit('flaky', '{"k": "shared-again"}', origin => 'user', dedupe_key => 'shared',
+										 reuse_within => '1 hour')}),
+	$shared, 'alice does');
 
 # --- bad input ------------------------------------------------------------------------
 my ($rc, $out, $err) = $node->psql('postgres', 'SELECT hx_retry(NULL::bigint[])');

@@ -55,3 +55,8 @@ ALTER TABLE hx_type ADD COLUMN max_running integer, ADD COLUMN rate_limit intege
 			   AND (rate_limit IS NULL) = (rate_period IS NULL)
 			   AND rate_limit BETWEEN 1 AND 1000000
 			   AND rate_period BETWEEN interval '1 millisecond' AND interval '1 day');
+
+/* a submission may reuse a done task's result (hx_submit's reuse_within): booked as "reused" */
+ALTER TABLE hx_cost_attempt DROP CONSTRAINT hx_cost_outcome_check,
+	ADD CONSTRAINT hx_cost_outcome_check CHECK (outcome IN ('done', 'failed', 'dead', 'correction', 'reused'));
+ALTER TABLE hx_stat_minute ADD COLUMN reused bigint NOT NULL DEFAULT 0;
