@@ -388,8 +388,6 @@ hx_submit_batch(PG_FUNCTION_ARGS)
 		one->args[1].value = payloads[i];
 		one->args[1].isnull = pnulls[i];
 		hx_check_task_args(one, &args, false);
-		if (i == 0)				/* bad run_at: before any classification */
-			hx_check_run_at(fcinfo, BATCH_ARG_RUN_AT, &args);
 		payloads[i] = JsonbPGetDatum(args.payload);
 
 		/*
@@ -419,7 +417,7 @@ hx_submit_batch(PG_FUNCTION_ARGS)
 		}
 	}
 
-	/* the same for every payload (only the payload differs) */
+	/* the same for every payload (only the payload differs): checked once */
 	hx_check_run_at(fcinfo, BATCH_ARG_RUN_AT, &args);
 
 	dims[0] = n;

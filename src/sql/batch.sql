@@ -410,7 +410,7 @@ BEGIN
 	 * the type done so far, ever longer as a run went on.
 	 */
 	RETURN QUERY
-	SELECT t.id, t.task_type, t.payload, t.attempts + 1, y.max_attempts, y.handler,
+	SELECT t.id, t.task_type, t.payload, t.attempts + 1, y.max_attempts + t.throttled, y.handler,
 		   y.batch_handler, y.run_as, extract(epoch FROM y.timeout)::float8 * 1000,
 		   coalesce(y.micro_batch_size, 0), true, t.run_id, t.lease_token, t.lease_expires_at,
 		   t.window_name, t.priority, t.deadline, t.submitted_at

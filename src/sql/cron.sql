@@ -72,6 +72,25 @@ COMMENT ON FUNCTION _hybridexec.hx_cron_unschedule(text, text[]) IS
 'Removes the pg_cron jobs named prefix plus anything but the names in keep (keep NULL: the job named prefix)';
 
 /*
+ * Puts the job of a window or schedule in line with its row: schedule NULL
+ * (no row, or not enabled) removes it; else cron.schedule, which replaces
+ * the job of that name.  pg_cron must be installed.
+ */
+CREATE FUNCTION _hybridexec.hx_cron_put(job_name text, schedule text, command text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
+BEGIN
+	IF schedule IS NULL THEN
+		PERFORM hx_cron_unschedule(job_name, NULL);
+	ELSE
+		PERFORM cron.schedule(job_name, schedule, command);
+	END IF;
+END
+$$;
+
+COMMENT ON FUNCTION _hybridexec.hx_cron_put(text, text, text) IS
+'Creates or replaces the pg_cron job named job_name, or removes it when schedule is NULL';
+
+/*
  * Keeps the job of one window in line with its row; SECURITY DEFINER so
  * that the jobs belong to the extension's owner whoever edits hx_window.
  */
@@ -101,17 +120,13 @@ BEGIN
 	IF new_name IS NULL THEN
 		RETURN;
 	END IF;
+	/* no row (all fields NULL) or a disabled one: no job */
 	SELECT * INTO w FROM hx_window WHERE name = new_name;
-	IF NOT FOUND OR NOT w.enabled THEN
-		PERFORM hx_cron_unschedule(hx_cron_job_name(new_name), NULL);
-		RETURN;
-	END IF;
-	/* cron.schedule with a job name replaces the job of that name */
-	PERFORM cron.schedule(hx_cron_job_name(w.name), w.schedule,
-						  format('SELECT %I.hx_run_window(%L, %L)',
-								 (SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
-								   WHERE e.extname = 'hybridexec'),
-								 w.name, 'cron'));
+	PERFORM hx_cron_put(hx_cron_job_name(new_name), CASE WHEN w.enabled THEN w.schedule END,
+						format('SELECT %I.hx_run_window(%L, %L)',
+							   (SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+								 WHERE e.extname = 'hybridexec'),
+							   new_name, 'cron'));
 END
 $$;
 

@@ -63,13 +63,10 @@ BEGIN
 	IF NOT hx_cron_available() THEN
 		RETURN;
 	END IF;
+	/* no row (all fields NULL) or a disabled one: no job */
 	SELECT * INTO s FROM hx_schedule WHERE name = schedule_name;
-	IF NOT FOUND OR NOT s.enabled THEN
-		PERFORM hx_cron_unschedule(hx_schedule_job_name(schedule_name), NULL);
-		RETURN;
-	END IF;
-	PERFORM cron.schedule(hx_schedule_job_name(s.name), s.schedule,
-						  format('SELECT %I.hx_schedule_fire(%L)', '_hybridexec', s.name));
+	PERFORM hx_cron_put(hx_schedule_job_name(schedule_name), CASE WHEN s.enabled THEN s.schedule END,
+						format('SELECT %I.hx_schedule_fire(%L)', '_hybridexec', schedule_name));
 END
 $$;
 
