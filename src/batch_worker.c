@@ -85,7 +85,16 @@ typedef struct HxRun
 	int			slot;			/* our batch worker slot */
 	int			part;			/* we take the tasks with id % parts = part */
 	int			parts;
+	double		limit_wait_ms;	/* > 0: the last pick found only types at
+								 * their limits, due again in that long */
+	char	   *cut_type;		/* the last chunk was cut to this type's
+								 * limits: other types go first */
 } HxRun;
+
+/* the longest a run waits for a limited type before it looks again */
+#define HX_LIMIT_WAIT_MAX_MS	1000
+/* the most types at their limits one pick passes over */
+#define HX_LIMIT_SKIP_MAX	64
 
 /* a chunk: its tasks as the pick read them, and their ids in run order */
 typedef struct HxChunk
@@ -420,29 +429,71 @@ hx_batch_count_alone(void *arg, int done, int failed)
 
 /*
  * hx_batch_pick
- *		Picks the next chunk - its tasks read by the scan that finds them -
- *		and records it as a started checkpoint; returns it (in cxt), or
- *		NULL when the window has nothing left for us.  In a transaction,
- *		SPI connected.
+ *		Picks the next chunk - its tasks read by the scan that finds them,
+ *		as many as their type's limits allow (hx_limit_chunk) - and records
+ *		it as a started checkpoint; returns it (in cxt), or NULL when the
+ *		window has nothing left for us now.  A type at its limit is passed
+ *		over for the next one, and so is, once, the type whose last chunk
+ *		was cut to its limits: a limited type takes its share and lets the
+ *		others run meanwhile.  When only types at their limits are left,
+ *		NULL with run->limit_wait_ms set to when the first may go on.  In a
+ *		transaction, SPI connected.
  */
 static HxChunk *
 hx_batch_pick(HxRun *run, MemoryContext cxt)
 {
-	Datum		args[5] = {Int64GetDatum(run->id),
+	Datum		args[6] = {Int64GetDatum(run->id),
 		CStringGetTextDatum(run->window_name),
 		Int32GetDatum(run->chunk_size),
 		Int32GetDatum(run->part),
 	Int32GetDatum(run->parts)};
 	HxChunk    *chunk = MemoryContextAllocZero(cxt, sizeof(HxChunk));
+	Datum	   *skip = palloc(sizeof(Datum) * HX_LIMIT_SKIP_MAX);
+	int			nskip = 0;
 	Datum	   *ids;
 	Datum		start[4];
 	MemoryContext old;
 	int			rc;
 	int			i;
 
-	chunk->n = hx_pick_chunk(args, &chunk->tasks, cxt);
-	if (chunk->n == 0)
-		return NULL;
+	bool		cut_skipped = false;
+	int			picked;
+
+	run->limit_wait_ms = 0;
+	if (run->cut_type != NULL)
+	{
+		skip[nskip++] = CStringGetTextDatum(run->cut_type);
+		cut_skipped = true;
+	}
+	for (;;)
+	{
+		double		wait_ms;
+
+		args[5] = PointerGetDatum(construct_array(skip, nskip, TEXTOID, -1, false,
+												  TYPALIGN_INT));
+		picked = hx_pick_chunk(args, &chunk->tasks, cxt);
+		if (picked == 0 && cut_skipped)
+		{
+			/* nothing else to do: the type cut last time, after all */
+			skip[0] = skip[--nskip];
+			cut_skipped = false;
+			continue;
+		}
+		if (picked == 0)
+			return NULL;
+		chunk->n = hx_limit_chunk(chunk->tasks, picked, run->id, run->part, &wait_ms);
+		if (chunk->n > 0)
+			break;
+		/* the type is at its limit: the next one, and back to it later */
+		run->limit_wait_ms = run->limit_wait_ms == 0 ? wait_ms : Min(run->limit_wait_ms, wait_ms);
+		if (nskip == HX_LIMIT_SKIP_MAX)
+			return NULL;
+		skip[nskip++] = CStringGetTextDatum(chunk->tasks[0].task_type);
+	}
+	run->limit_wait_ms = 0;
+	if (run->cut_type != NULL)
+		pfree(run->cut_type);
+	run->cut_type = chunk->n < picked ? MemoryContextStrdup(run_cxt, chunk->tasks[0].task_type) : NULL;
 
 	old = MemoryContextSwitchTo(cxt);
 	ids = palloc(sizeof(Datum) * chunk->n);
@@ -467,8 +518,10 @@ hx_batch_pick(HxRun *run, MemoryContext cxt)
  *		must stop; returns why it stopped ("overran", "yielded") or NULL.
  *
  *		Each chunk's transaction also picks the next chunk and writes its
- *		started checkpoint, so a busy run commits once per chunk.  No
- *		transaction open.
+ *		started checkpoint, so a busy run commits once per chunk.  When
+ *		what is left waits for its types' limits, the run waits with it
+ *		(a second at most between looks) rather than end with tasks left.
+ *		No transaction open.
  */
 static const char *
 hx_batch_chunks(HxRun *run)
@@ -486,61 +539,81 @@ hx_batch_chunks(HxRun *run)
 	chunk = hx_batch_pick(run, cur);
 	hx_worker_end_xact();
 
-	while (chunk != NULL)
+	for (;;)
 	{
-		MemoryContext swap;
-		HxChunk    *volatile next_chunk = NULL;
-		ErrorData  *volatile edata = NULL;
-		int			ndone;
-		int			nfailed;
+		while (chunk != NULL)
+		{
+			MemoryContext swap;
+			HxChunk    *volatile next_chunk = NULL;
+			ErrorData  *volatile edata = NULL;
+			int			ndone;
+			int			nfailed;
 
-		MemoryContextReset(chunk_cxt);
-		MemoryContextReset(next);
-		PG_TRY();
-		{
-			hx_worker_begin_xact("running a chunk");
-			hx_batch_run_chunk(run, chunk, &ndone, &nfailed);
-			stop = hx_batch_should_stop(run, true);
-			if (stop == NULL)
-				next_chunk = hx_batch_pick(run, next);
-			/* last: it locks the run row, which the run's other workers update too */
-			hx_batch_count(run, ndone, nfailed, false);
-			hx_worker_end_xact();
-		}
-		PG_CATCH();
-		{
-			/* a shutdown or a kill: the run resumes when we are back */
-			if (ProcDiePending)
-				PG_RE_THROW();
-			edata = hx_worker_catch(run_cxt);
-		}
-		PG_END_TRY();
-
-		if (edata != NULL)
-		{
-			/* a chunk picked in the failed transaction was rolled back with it */
-			next_chunk = NULL;
-			/* as after a crash: its tasks one by one, then the next chunk */
-			ereport(LOG,
-					(errmsg("hybridexec batch worker: a chunk of run %lld failed as a whole (%s)",
-							(long long) run->id, edata->message)));
-			hx_batch_isolate(run, hx_batch_recover(run));
-			stop = hx_batch_should_stop(run, false);
-			if (stop == NULL)
+			MemoryContextReset(chunk_cxt);
+			MemoryContextReset(next);
+			PG_TRY();
 			{
-				hx_worker_begin_xact("picking a chunk");
-				next_chunk = hx_batch_pick(run, next);
+				hx_worker_begin_xact("running a chunk");
+				hx_batch_run_chunk(run, chunk, &ndone, &nfailed);
+				stop = hx_batch_should_stop(run, true);
+				if (stop == NULL)
+					next_chunk = hx_batch_pick(run, next);
+				/* last: it locks the run row, which the run's other workers update too */
+				hx_batch_count(run, ndone, nfailed, false);
 				hx_worker_end_xact();
 			}
-		}
+			PG_CATCH();
+			{
+				/* a shutdown or a kill: the run resumes when we are back */
+				if (ProcDiePending)
+					PG_RE_THROW();
+				edata = hx_worker_catch(run_cxt);
+			}
+			PG_END_TRY();
 
-		chunk = next_chunk;
-		swap = cur;
-		cur = next;
-		next = swap;
+			if (edata != NULL)
+			{
+				/* a chunk picked in the failed transaction was rolled back with it */
+				next_chunk = NULL;
+				run->limit_wait_ms = 0;
+				/* as after a crash: its tasks one by one, then the next chunk */
+				ereport(LOG,
+						(errmsg("hybridexec batch worker: a chunk of run %lld failed as a whole (%s)",
+								(long long) run->id, edata->message)));
+				hx_batch_isolate(run, hx_batch_recover(run));
+				stop = hx_batch_should_stop(run, false);
+				if (stop == NULL)
+				{
+					hx_worker_begin_xact("picking a chunk");
+					next_chunk = hx_batch_pick(run, next);
+					hx_worker_end_xact();
+				}
+			}
+
+			chunk = next_chunk;
+			swap = cur;
+			cur = next;
+			next = swap;
+			CHECK_FOR_INTERRUPTS();
+		}
+		if (stop != NULL || run->limit_wait_ms <= 0)
+			return stop;
+
+		/* only types at their limits are left: wait for the first to go on */
+		pgstat_report_activity(STATE_IDLE, "waiting for a task type's limits");
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 (long) Max(Min(run->limit_wait_ms, HX_LIMIT_WAIT_MAX_MS), 1),
+						 PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
+		stop = hx_batch_should_stop(run, false);
+		if (stop != NULL)
+			return stop;
+		MemoryContextReset(cur);
+		hx_worker_begin_xact("picking a chunk");
+		chunk = hx_batch_pick(run, cur);
+		hx_worker_end_xact();
 	}
-	return stop;
 }
 
 /*

@@ -162,8 +162,8 @@ static HxStmt read_waiting = {
  * the attempt about to run, in run order.
  */
 static HxStmt pick_chunk = {
-	"SELECT * FROM _hybridexec.hx_batch_next_chunk($1, $2, $3, $4, $5)",
-	5, {INT8OID, TEXTOID, INT4OID, INT4OID, INT4OID}, false
+	"SELECT * FROM _hybridexec.hx_batch_next_chunk($1, $2, $3, $4, $5, $6)",
+	6, {INT8OID, TEXTOID, INT4OID, INT4OID, INT4OID, TEXTARRAYOID}, false
 };
 
 /* the external executors' claim, one per route argument (NULL = both) */
@@ -413,9 +413,10 @@ static HxStmt retry_type = {
 };
 
 /*
- * Claimed stream tasks ($1) beyond their type's limit go back as they
- * were before the claim (but for a failed task's status, which becomes
- * queued: a claim does not say it), due again after $2 ms; isolated ($3)
+ * Claimed tasks ($1) beyond their type's limit go back as they were
+ * before the claim (but for a failed task's status, which becomes queued:
+ * a claim does not say it, and a batch task's run, which it leaves, so
+ * that the run may still take it), due again after $2 ms; isolated ($3)
  * when they were claimed as such.  In the claim's transaction, so nothing
  * of the claim is ever seen; the ledger books nothing for it.
  */
@@ -423,14 +424,15 @@ static HxStmt unclaim = {
 	"UPDATE ONLY @extschema@.hx_task t SET status = 'queued', attempts = t.attempts - 1, "
 	"started_at = NULL, worker_pid = NULL, executor = NULL, lease_token = NULL, "
 	"lease_expires_at = NULL, isolated = $3, "
+	"run_id = CASE WHEN t.route = 'batch' THEN NULL ELSE t.run_id END, "
 	"run_after = greatest(t.run_after, clock_timestamp() + $2 * interval '1 millisecond') "
 	"WHERE t.id = ANY ($1) AND t.status = 'running'",
 	3, {INT8ARRAYOID, FLOAT8OID, BOOLOID}, true
 };
 
 static HxStmt limit_take = {
-	"SELECT allowed, wait_ms FROM _hybridexec.hx_limit_take($1, $2)",
-	2, {TEXTOID, INT8ARRAYOID}, true
+	"SELECT allowed, wait_ms FROM _hybridexec.hx_limit_take($1, $2, $3, $4)",
+	4, {TEXTOID, INT8ARRAYOID, INT8OID, INT4OID}, true
 };
 
 /*
@@ -724,17 +726,45 @@ hx_type_name_cmp(const void *a, const void *b)
 }
 
 /*
+ * hx_limit_ask
+ *		hx_limit_take for nids tasks (ids) of a limited type: how many may
+ *		start, and in *wait_ms how long the others should wait.  run_id and
+ *		part name the window run's part that picks them as its next chunk
+ *		(0 and -1 for a claim).  Locks the type's bucket until the
+ *		transaction ends.  In SPI, as the owner.
+ */
+static int
+hx_limit_ask(const char *task_type, Datum *ids, int nids, int64 run_id, int part,
+			 double *wait_ms)
+{
+	Datum		args[4];
+	char		nulls[4] = {' ', ' ', part < 0 ? 'n' : ' ', part < 0 ? 'n' : ' '};
+	bool		isnull;
+	int			allowed;
+
+	args[0] = CStringGetTextDatum(task_type);
+	args[1] = PointerGetDatum(construct_array(ids, nids, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[2] = Int64GetDatum(run_id);
+	args[3] = Int32GetDatum(part);
+	if (hx_stmt_exec(&limit_take, args, nulls, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not apply the limits of task type \"%s\"", task_type);
+	allowed = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	*wait_ms = DatumGetFloat8(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	return allowed;
+}
+
+/*
  * hx_limit_claimed
  *		A claim took tasks[0..n-1] (running, in claim order, not yet
- *		committed).  Per stream task type with a limit (max_running,
- *		rate_limit), keeps the first ones hx_limit_take allows - it locks
- *		the type's bucket until the claim commits, so that claims of the
- *		type count and take one after the other - and gives the others
- *		back (unclaim), due again when a retry could succeed.  Returns how
- *		many are left, compacted in claim order.  Tasks of batch windows
- *		are not limited.  Costs nothing while no type has a limit.  In SPI,
- *		as the owner, in the claim's transaction, with the rule cache
- *		loaded.
+ *		committed).  Per task type with a limit (max_running, rate_limit),
+ *		keeps the first ones hx_limit_take allows - it locks the type's
+ *		bucket until the claim commits, so that claims of the type count
+ *		and take one after the other - and gives the others back
+ *		(unclaim), due again when a retry could succeed.  Returns how many
+ *		are left, compacted in claim order.  A window run's chunks are
+ *		limited when they are picked (hx_limit_chunk).  Costs nothing while
+ *		no type has a limit.  In SPI, as the owner, in the claim's
+ *		transaction, with the rule cache loaded.
  */
 static int
 hx_limit_claimed(HxTask *tasks, int n, bool isolated)
@@ -754,12 +784,9 @@ hx_limit_claimed(HxTask *tasks, int n, bool isolated)
 	types = palloc(sizeof(char *) * n);
 	for (i = 0; i < n; i++)
 	{
-		HxTypeInfo *info;
+		HxTypeInfo *info = hx_type_lookup(tasks[i].task_type);
 		bool		seen = false;
 
-		if (tasks[i].batch)
-			continue;
-		info = hx_type_lookup(tasks[i].task_type);
 		if (info == NULL || !info->limited)
 			continue;
 		for (k = 0; k < ntypes && !seen; k++)
@@ -777,23 +804,16 @@ hx_limit_claimed(HxTask *tasks, int n, bool isolated)
 		keep[i] = true;
 	for (k = 0; k < ntypes; k++)
 	{
-		Datum		args[2];
 		char		back_nulls[3] = {' ', ' ', ' '};
 		Datum		back[3];
 		int			nids = 0;
 		int			allowed;
 		double		wait_ms;
-		bool		isnull;
 
 		for (i = 0; i < n; i++)
-			if (!tasks[i].batch && strcmp(tasks[i].task_type, types[k]) == 0)
+			if (strcmp(tasks[i].task_type, types[k]) == 0)
 				ids[nids++] = Int64GetDatum(tasks[i].id);
-		args[0] = CStringGetTextDatum(types[k]);
-		args[1] = PointerGetDatum(construct_array(ids, nids, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-		if (hx_stmt_exec(&limit_take, args, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
-			elog(ERROR, "could not apply the limits of task type \"%s\"", types[k]);
-		allowed = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		wait_ms = DatumGetFloat8(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+		allowed = hx_limit_ask(types[k], ids, nids, 0, -1, &wait_ms);
 		if (allowed >= nids)
 			continue;
 
@@ -801,7 +821,7 @@ hx_limit_claimed(HxTask *tasks, int n, bool isolated)
 		nids = 0;
 		for (i = 0; i < n; i++)
 		{
-			if (tasks[i].batch || strcmp(tasks[i].task_type, types[k]) != 0)
+			if (strcmp(tasks[i].task_type, types[k]) != 0)
 				continue;
 			if (allowed > 0)
 				allowed--;
@@ -822,6 +842,52 @@ hx_limit_claimed(HxTask *tasks, int n, bool isolated)
 		if (keep[i])
 			tasks[kept++] = tasks[i];
 	return kept;
+}
+
+/*
+ * hx_limit_chunk
+ *		A window run's part (run_id, part) picked tasks[0..n-1], all of one
+ *		type, as its next chunk (still waiting, not yet recorded as its
+ *		started checkpoint).  Returns how many of them, in run order, may
+ *		run as the chunk within the type's limits, and when that is none,
+ *		in *wait_ms how long until some may.  A chunk that may run takes
+ *		its tokens and keeps the type's bucket locked until its checkpoint
+ *		commits; a type at its limit is asked in a subtransaction that is
+ *		rolled back, so a pick holds at most one bucket (the one of the
+ *		type it takes) and never waits for a second while holding it.  In
+ *		SPI, as the owner, in the picking transaction, with the rule cache
+ *		loaded.
+ */
+int
+hx_limit_chunk(HxTask *tasks, int n, int64 run_id, int part, double *wait_ms)
+{
+	HxTypeInfo *info;
+	MemoryContext oldcontext = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	Datum	   *ids;
+	int			allowed;
+	int			i;
+
+	*wait_ms = 0;
+	if (n == 0 || !hx_types_limited())
+		return n;
+	info = hx_type_lookup(tasks[0].task_type);
+	if (info == NULL || !info->limited)
+		return n;
+
+	ids = palloc(sizeof(Datum) * n);
+	for (i = 0; i < n; i++)
+		ids[i] = Int64GetDatum(tasks[i].id);
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcontext);
+	allowed = hx_limit_ask(tasks[0].task_type, ids, n, run_id, part, wait_ms);
+	if (allowed > 0)
+		ReleaseCurrentSubTransaction();
+	else
+		RollbackAndReleaseCurrentSubTransaction();
+	MemoryContextSwitchTo(oldcontext);
+	CurrentResourceOwner = oldowner;
+	return Min(allowed, n);
 }
 
 /*
@@ -960,9 +1026,10 @@ hx_read_waiting(ArrayType *ids, HxTask **tasks, MemoryContext cxt)
 /*
  * hx_pick_chunk
  *		The next chunk of a window run's part (run id, window, chunk size,
- *		part, parts: hx_batch_next_chunk's arguments): its waiting tasks in
- *		run order, read without locks, with the attempt they are about to
- *		make, decoded into cxt; returns how many (0: nothing is left).
+ *		part, parts, types to pass over: hx_batch_next_chunk's arguments):
+ *		its waiting tasks in run order, read without locks, with the
+ *		attempt they are about to make, decoded into cxt; returns how many
+ *		(0: nothing is left).
  */
 int
 hx_pick_chunk(Datum *args, HxTask **tasks, MemoryContext cxt)

@@ -72,6 +72,8 @@ extern int	hx_claim_ids(ArrayType *ids, int worker_pid, int64 run_id,
 						 HxTask **tasks, MemoryContext cxt);
 extern int	hx_read_waiting(ArrayType *ids, HxTask **tasks, MemoryContext cxt);
 extern int	hx_pick_chunk(Datum *args, HxTask **tasks, MemoryContext cxt);
+extern int	hx_limit_chunk(HxTask *tasks, int n, int64 run_id, int part,
+						   double *wait_ms);
 
 /* outcomes */
 extern int	hx_book_done(HxTask *tasks, HxOutcome *outs, int n);

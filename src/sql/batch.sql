@@ -83,6 +83,9 @@ CREATE TABLE hx_checkpoint (
 
 CREATE INDEX hx_checkpoint_type_idx ON hx_checkpoint (task_type, committed_at)
 	WHERE state = 'committed';
+/* the chunks in flight, which a limited type's claims count (hx_limit_take) */
+CREATE INDEX hx_checkpoint_started_idx ON hx_checkpoint (task_type)
+	WHERE state = 'started';
 -- [/storage]
 
 COMMENT ON TABLE hx_checkpoint IS
@@ -324,11 +327,61 @@ COMMENT ON FUNCTION _hybridexec.hx_batch_begin(bigint, integer, integer, integer
 'Batch worker side: takes a run (resuming it if it was interrupted), puts back tasks its window''s lost worker left running, and returns the window''s settings and the tasks to retry one by one';
 
 /*
+ * The type of the first due task a run's part would take after the key
+ * (type, -priority, deadline, id) of its last one (NULL: from the start),
+ * passing over the types in skip (at their limits, hx_limit_chunk in
+ * task_state.c) by starting the scan again after every key of a skipped
+ * type; NULL when none is left.  Planned as hx_batch_next_chunk is.
+ */
+CREATE FUNCTION _hybridexec.hx_batch_next_type(window_name text, run_id bigint, part integer,
+									parts integer, after_type text, after_prio integer,
+									after_deadline timestamptz, after_id bigint, skip text[])
+RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = @extschema@, _hybridexec, pg_temp
+SET enable_seqscan = off SET enable_bitmapscan = off SET enable_sort = off SET jit = off AS $$
+DECLARE
+	typ text;
+BEGIN
+	IF after_type IS NULL THEN
+		/* below every key: a type is never empty */
+		after_type := '';
+		after_prio := -2147483648;
+		after_deadline := '-infinity';
+		after_id := -9223372036854775808;
+	END IF;
+	LOOP
+		SELECT t.task_type INTO typ FROM ONLY hx_task t
+		 WHERE t.window_name = hx_batch_next_type.window_name AND t.route = 'batch'
+		   AND t.status IN ('queued', 'failed')
+		   AND (t.task_type, -t.priority, coalesce(t.deadline, 'infinity'::timestamptz), t.id)
+			   > (after_type, after_prio, after_deadline, after_id)
+		   AND t.run_after <= now() AND t.run_id IS DISTINCT FROM hx_batch_next_type.run_id
+		   AND t.id % parts = hx_batch_next_type.part
+		   AND hx_type_in_database(t.task_type)
+		 ORDER BY t.task_type, -t.priority, coalesce(t.deadline, 'infinity'::timestamptz), t.id
+		 LIMIT 1;
+		IF NOT FOUND OR typ <> ALL (skip) THEN
+			RETURN typ;
+		END IF;
+		/* after every key of the type: the next type's first */
+		after_type := typ;
+		after_prio := 2147483647;
+		after_deadline := 'infinity';
+		after_id := 9223372036854775807;
+	END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION _hybridexec.hx_batch_next_type(text, bigint, integer, integer, text, integer, timestamptz, bigint, text[]) IS
+'Batch worker side: the type of the first due task a run''s part would take after a key, passing over the types skipped at their limits';
+
+/*
  * Planned like the workers' own statements (hx_execute_plan in
  * src/stmt.c): in index order whatever the statistics say.
  */
 CREATE FUNCTION _hybridexec.hx_batch_next_chunk(run_id bigint, window_name text, chunk_size integer,
-									part integer DEFAULT 0, parts integer DEFAULT 1)
+									part integer DEFAULT 0, parts integer DEFAULT 1,
+									skip text[] DEFAULT '{}')
 RETURNS TABLE (c_id bigint, c_task_type text, c_payload jsonb, c_attempt integer,
 			   c_max_attempts integer, c_handler regprocedure, c_batch_handler regprocedure,
 			   c_run_as regrole, c_timeout_ms double precision, c_micro_batch_size integer,
@@ -365,30 +418,15 @@ BEGIN
 		   t.id INTO k
 	  FROM hx_task t
 	 WHERE t.id = last.last_task_id;
-	have_key := FOUND;
-	IF have_key THEN
-		SELECT t.task_type INTO typ FROM ONLY hx_task t
-		 WHERE t.window_name = hx_batch_next_chunk.window_name AND t.route = 'batch'
-		   AND t.status IN ('queued', 'failed')
-		   AND (t.task_type, -t.priority, coalesce(t.deadline, 'infinity'::timestamptz), t.id)
-			   > (k.task_type, k.prio, k.dl, k.id)
-		   AND t.run_after <= now() AND t.run_id IS DISTINCT FROM hx_batch_next_chunk.run_id
-		   AND t.id % parts = hx_batch_next_chunk.part
-		   AND hx_type_in_database(t.task_type)
-		 ORDER BY t.task_type, -t.priority, coalesce(t.deadline, 'infinity'::timestamptz), t.id
-		 LIMIT 1;
-		have_key := FOUND AND typ = k.task_type;
+	IF FOUND THEN
+		typ := hx_batch_next_type(hx_batch_next_chunk.window_name, run_id, part, parts,
+								  k.task_type, k.prio, k.dl, k.id, skip);
 	END IF;
+	have_key := typ = k.task_type;
 	IF typ IS NULL THEN
-		SELECT t.task_type INTO typ FROM ONLY hx_task t
-		 WHERE t.window_name = hx_batch_next_chunk.window_name AND t.route = 'batch'
-		   AND t.status IN ('queued', 'failed')
-		   AND t.run_after <= now() AND t.run_id IS DISTINCT FROM hx_batch_next_chunk.run_id
-		   AND t.id % parts = hx_batch_next_chunk.part
-		   AND hx_type_in_database(t.task_type)
-		 ORDER BY t.task_type, -t.priority, coalesce(t.deadline, 'infinity'::timestamptz), t.id
-		 LIMIT 1;
-		IF NOT FOUND THEN
+		typ := hx_batch_next_type(hx_batch_next_chunk.window_name, run_id, part, parts,
+								  NULL, NULL, NULL, NULL, skip);
+		IF typ IS NULL THEN
 			RETURN;
 		END IF;
 		have_key := false;
@@ -427,8 +465,8 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION _hybridexec.hx_batch_next_chunk(bigint, text, integer, integer, integer) IS
-'Batch worker side: the next chunk of a run''s part (due tasks of one type whose id modulo parts is part, by priority and deadline), read as the worker runs them; no rows when nothing is left';
+COMMENT ON FUNCTION _hybridexec.hx_batch_next_chunk(bigint, text, integer, integer, integer, text[]) IS
+'Batch worker side: the next chunk of a run''s part (due tasks of one type whose id modulo parts is part, by priority and deadline, passing over the types in skip), read as the worker runs them; no rows when nothing is left';
 
 CREATE FUNCTION _hybridexec.hx_batch_start_chunk(run_id bigint, part integer, task_type text, ids bigint[])
 RETURNS void

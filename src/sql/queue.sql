@@ -63,8 +63,8 @@ COMMENT ON COLUMN hx_type.description IS 'Free text for humans';
 COMMENT ON COLUMN hx_type.latency_value IS 'Value of an hour of latency of one task, in the price currency (a payload key "latency_value" overrides it); rules with worth_streaming compare it with the extra cost of streaming; NULL = unknown';
 COMMENT ON COLUMN hx_type.retry_backoff IS 'Delay before the first retry of a failed stream task of the type, doubling per attempt; NULL = hybridexec.retry_backoff';
 COMMENT ON COLUMN hx_type.max_backoff IS 'Longest delay between retries of the type; NULL = one minute';
-COMMENT ON COLUMN hx_type.max_running IS 'Most tasks of the type running at once for stream workers and external executors together; NULL = no limit';
-COMMENT ON COLUMN hx_type.rate_limit IS 'Most attempts of the type started per rate_period (a token bucket of rate_limit tokens, refilled evenly over rate_period) by stream workers and external executors together; NULL = no limit';
+COMMENT ON COLUMN hx_type.max_running IS 'Most tasks of the type running at once for stream workers, external executors and window runs'' chunks together; NULL = no limit';
+COMMENT ON COLUMN hx_type.rate_limit IS 'Most attempts of the type started per rate_period (a token bucket of rate_limit tokens, refilled evenly over rate_period) by stream workers, external executors and window runs'' chunks together; NULL = no limit';
 COMMENT ON COLUMN hx_type.rate_period IS 'The period of rate_limit';
 COMMENT ON COLUMN hx_type.registered_at IS 'When hx_register() created the type or last changed it (a call that changes nothing leaves it)';
 
@@ -328,14 +328,18 @@ COMMENT ON TABLE _hybridexec.hx_type_bucket IS
 'Per limited type: the tokens of its rate limit as of refilled_at; a claim of the type locks its row until it commits, so that claims of the type count running tasks and take tokens one after the other';
 
 /*
- * A claim took "ids" of a limited type (running, not yet committed): how
- * many of them, in claim order, may start - within max_running, counting
- * the type's other running tasks, and within the tokens of its rate limit,
- * which they take - and, for the others, how long until a retry could
- * succeed (the next token; a tenth of a second at max_running).  Locks the
- * type's bucket until the claim commits.  In the claim's transaction.
+ * A claim took "ids" of a limited type (running, not yet committed), or a
+ * window run's part picked them as its next chunk: how many of them, in
+ * claim order, may start - within max_running, counting the type's other
+ * running tasks and the tasks of chunks in flight (started checkpoints of
+ * runs under way, but for the one of the picking part, run_id and part,
+ * which commits with the pick) - and within the tokens of its rate limit,
+ * which they take; for the others, how long until a retry could succeed
+ * (the next token; a tenth of a second at max_running).  Locks the type's
+ * bucket until the claim commits.  In the claim's transaction.
  */
 CREATE FUNCTION _hybridexec.hx_limit_take(task_type text, ids bigint[],
+										  run_id bigint DEFAULT NULL, part integer DEFAULT NULL,
 										  OUT allowed integer, OUT wait_ms double precision)
 LANGUAGE plpgsql SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 DECLARE
@@ -358,6 +362,13 @@ BEGIN
 	IF y.max_running IS NOT NULL THEN
 		SELECT count(*) INTO running FROM ONLY hx_task t
 		 WHERE t.status = 'running' AND t.task_type = y.task_type AND t.id <> ALL (ids);
+		/* a chunk's tasks wait (queued) while it runs: its checkpoint counts them */
+		running := running + coalesce((
+			SELECT sum(cardinality(c.task_ids)) FROM hx_checkpoint c
+			  JOIN hx_window_run r ON r.id = c.run_id
+			 WHERE c.state = 'started' AND c.task_type = y.task_type
+			   AND r.status IN ('starting', 'running')
+			   AND (c.run_id, c.part) IS DISTINCT FROM (hx_limit_take.run_id, hx_limit_take.part)), 0);
 		IF running + allowed > y.max_running THEN
 			allowed := greatest(y.max_running - running, 0);
 			wait_ms := 100;
@@ -376,8 +387,8 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION _hybridexec.hx_limit_take(text, bigint[]) IS
-'For a claim of a limited type: how many of the claimed tasks may start (max_running, the rate limit''s tokens, which they take) and how long the others should wait; locks the type''s bucket until the claim commits';
+COMMENT ON FUNCTION _hybridexec.hx_limit_take(text, bigint[], bigint, integer) IS
+'For a claim of a limited type, or a window run''s next chunk: how many of the tasks may start (max_running, counting running tasks and chunks in flight; the rate limit''s tokens, which they take) and how long the others should wait; locks the type''s bucket until the claim commits';
 
 /* ------------------------------------------------------------------------
  * Registering task types

@@ -13,7 +13,15 @@
 #      commands each: never more than two running at once, and 15 tasks
 #      allowed 5 a second take at least two seconds;
 #   4. bad limits are clear errors, and clearing a limit lifts it (no task
-#      is given back to wait any more).
+#      is given back to wait any more);
+#   5. max_running across a window run of two batch workers, the stream
+#      workers and an external executor at once: never more than three
+#      tasks of the type in flight (a chunk counts all its tasks from the
+#      handler's start to its commit), no chunk larger than the limit,
+#      and the run waits for the limit rather than end with tasks left;
+#   6. rate_limit in a window run: chunks are cut to the tokens there are
+#      (the first to the bucket's 10, then 10 a second), the run passes over
+#      the limited type to a free one meanwhile, and ends done.
 use strict;
 use warnings;
 
@@ -137,6 +145,93 @@ $node->safe_psql('postgres', q{
 all_done('rl', 30, 'then 30 tasks of the type run');
 is($node->safe_psql('postgres', q{SELECT count(*) FROM hx_task WHERE task_type = 'rl' AND run_after > submitted_at}),
 	'0', 'none of them given back to wait for a token');
+
+# --- 5. max_running: window chunks, stream workers and an executor at once -------
+$node->safe_psql('postgres', q{
+	CREATE TABLE flight (task_type text, n integer, began timestamptz, ended timestamptz);
+	-- a chunk's tasks are in flight from the handler's start to the chunk's commit
+	CREATE FUNCTION slow_batch(ps jsonb[]) RETURNS jsonb[] LANGUAGE plpgsql AS $$
+	DECLARE
+		b timestamptz := clock_timestamp();
+	BEGIN
+		PERFORM pg_sleep(0.2);
+		INSERT INTO flight VALUES (ps[1]->>'t', cardinality(ps), b, clock_timestamp());
+		RETURN ps;
+	END $$;
+	SELECT hx_register('bmr', 'slow(jsonb)', batch_handler => 'slow_batch(jsonb[])', max_running => 3);
+	SELECT hx_register('brl', 'quick(jsonb)', batch_handler => 'slow_batch(jsonb[])',
+					   rate_limit => 10, rate_period => '1 second');
+	SELECT hx_register('bzfree', 'quick(jsonb)', batch_handler => 'slow_batch(jsonb[])');
+	SELECT hx_register('ext_bmr', max_running => 3);
+	INSERT INTO hx_window (name, schedule, chunk_size, parallel) VALUES ('lim', '0 0 1 1 *', 100, 2);
+	INSERT INTO hx_rule (name, position, origin, route, window_name)
+	VALUES ('nightly work', 1, 'nightly', 'batch', 'lim');
+	SELECT count(hx_submit('bmr', jsonb_build_object('t', 'bmr', 'i', g), origin => 'nightly'))
+	  FROM generate_series(1, 24) g;
+});
+$node->safe_psql('postgres', q{
+	SELECT count(hx_submit('bmr', jsonb_build_object('t', 'bmr', 'i', g), origin => 'user')) FROM generate_series(1, 6) g});
+# an executor of each kind for ext_bmr: commands of 4 tasks at once, batches of 4
+my $batch_cmd = q{select undef, undef, undef, 0.2; open I, '<', $ENV{HX_BATCH_INPUT} or die;
+	open O, '>', $ENV{HX_BATCH_OUTPUT} or die;
+	print O encode_json({ custom_id => decode_json($_)->{custom_id}, result => {} }), "\n" while <I>;
+	close O or die};
+for my $mode ([ '--concurrency', '4', '--', 'sh', '-c', 'sleep 0.2; echo {}' ],
+	[ '--batch', '--batch-size', '4', '--', 'perl', '-MJSON::PP', '-e', $batch_cmd ])
+{
+	my ($out, $err) = ('', '');
+	push @workers, IPC::Run::start(
+		[ $hxw, '--dsn', $dsn, '--type', 'ext_bmr', '--poll', '0.2', @$mode ],
+		'<', \undef, '>', \$out, '2>', \$err);
+}
+# the executor's type, half of it in the window (claimed while it is open)
+$node->safe_psql('postgres', q{
+	SELECT count(hx_submit('ext_bmr', jsonb_build_object('i', g), origin => CASE WHEN g % 2 = 0 THEN 'user' ELSE 'nightly' END))
+	  FROM generate_series(1, 8) g});
+my $run = $node->safe_psql('postgres', q{SELECT hx_run_window('lim')});
+ok($node->poll_query_until('postgres', "SELECT status = 'done' FROM hx_window_run WHERE id = $run"),
+	'the window run ends done');
+all_done('bmr', 30, 'every task of the limited type is done, by the window and the stream workers');
+all_done('ext_bmr', 8, 'and the executor ran its own, in the window and streamed');
+is( $node->safe_psql('postgres', q{
+		SELECT count(*) FILTER (WHERE route = 'batch') || ' ' || count(*) FILTER (WHERE route = 'stream')
+		  FROM hx_task WHERE task_type = 'bmr'}),
+	'24 6', 'the window took 24 of them, the stream workers 6');
+is($node->safe_psql('postgres', "SELECT max(processed + failed) <= 3 FROM hx_checkpoint WHERE run_id = $run"),
+	't', 'no chunk was larger than max_running');
+is($node->safe_psql('postgres', "SELECT count(DISTINCT part) FROM hx_checkpoint WHERE run_id = $run AND state = 'committed'"),
+	'2', 'both batch workers took chunks');
+# the most of the type in flight at a chunk's start or a stream task's claim
+is( $node->safe_psql('postgres', q{
+		WITH f AS (SELECT n, began, ended FROM flight WHERE task_type = 'bmr'
+				   UNION ALL
+				   SELECT 1, started_at, finished_at FROM hx_task
+					WHERE task_type = 'bmr' AND route = 'stream')
+		SELECT max((SELECT sum(o.n) FROM f o WHERE o.began <= f.began AND o.ended > f.began)) <= 3 FROM f}),
+	't', 'never more than three in flight across chunks and stream workers');
+cmp_ok(most_at_once('ext_bmr'), '<=', 3, 'nor of the executors\' type, whose two executors could take eight');
+$_->kill_kill for @workers;
+
+# --- 6. rate_limit in a window run, a free type meanwhile ---------------------------
+$node->safe_psql('postgres', q{
+	SELECT count(hx_submit('brl', jsonb_build_object('t', 'brl', 'i', g), origin => 'nightly')) FROM generate_series(1, 30) g;
+	SELECT count(hx_submit('bzfree', jsonb_build_object('t', 'bzfree', 'i', g), origin => 'nightly')) FROM generate_series(1, 30) g;
+	UPDATE hx_window SET parallel = 1 WHERE name = 'lim';
+});
+$run = $node->safe_psql('postgres', q{SELECT hx_run_window('lim')});
+ok($node->poll_query_until('postgres', "SELECT status = 'done' FROM hx_window_run WHERE id = $run"),
+	'the rate-limited run ends done');
+all_done('brl', 30, 'with every rate-limited task done');
+all_done('bzfree', 30, 'and every free one');
+is($node->safe_psql('postgres', "SELECT max(n) <= 10 FROM flight WHERE task_type = 'brl'"),
+	't', 'no chunk of the rate-limited type had more than the bucket\'s 10');
+cmp_ok( $node->safe_psql('postgres',
+		"SELECT extract(epoch FROM max(began) - min(began)) FROM flight WHERE task_type = 'brl'"),
+	'>=', 1.5, 'its chunks started over at least 1.5 seconds (10 at once, then 10 a second)');
+is( $node->safe_psql('postgres', q{
+		SELECT (SELECT min(began) FROM flight WHERE task_type = 'bzfree')
+			   < (SELECT max(began) FROM flight WHERE task_type = 'brl')}),
+	't', 'the free type ran while the limited one waited for tokens');
 
 $node->stop;
 done_testing();

@@ -47,7 +47,12 @@ ALTER TABLE hx_type ADD COLUMN retry_backoff interval, ADD COLUMN max_backoff in
 			   AND max_backoff BETWEEN interval '0' AND interval '1 day');
 ALTER TABLE hx_task ADD COLUMN throttled integer NOT NULL DEFAULT 0;
 
-/* per-type limits (the buckets are a [storage 0.4] block of queue.sql) */
+/*
+ * Per-type limits (the buckets are a [storage 0.4] block of queue.sql);
+ * their claims count the chunks in flight through a partial index.
+ */
+CREATE INDEX hx_checkpoint_started_idx ON hx_checkpoint (task_type)
+	WHERE state = 'started';
 ALTER TABLE hx_type ADD COLUMN max_running integer, ADD COLUMN rate_limit integer,
 	ADD COLUMN rate_period interval,
 	ADD CONSTRAINT hx_type_limits_check
