@@ -58,3 +58,39 @@ SELECT key FROM _hybridexec.hx_state WHERE key LIKE 'removed %';
 INSERT INTO hx_rule (name, position, route, window_name) VALUES ('slow-batch', 1000, 'batch', 'nightly');
 SELECT key FROM _hybridexec.hx_state WHERE key LIKE 'removed %';
 ROLLBACK;
+
+-- percentage rollout: a sampled rule takes only its share of the tasks its
+-- other conditions match, by a stable hash of the dedupe key (or the id)
+INSERT INTO hx_rule (name, position, task_type, route, sample) VALUES ('r0', 0, 'rollout', 'stream', 0);
+INSERT INTO hx_rule (name, position, task_type, route, sample) VALUES ('r0', 0, 'rollout', 'stream', 1.5);
+BEGIN;
+SELECT hx_register('rollout', description => 'rollout test type');
+INSERT INTO hx_rule (name, position, task_type, route, sample)
+VALUES ('rollout-30', 0, 'rollout', 'stream', 0.3);
+-- the decision follows hx_sample_point exactly, key by key, and twice the same
+SELECT count(*) AS keys,
+	   count(*) FILTER (WHERE (c.rule_name = 'rollout-30') <> (hx_sample_point('rollout-30', 'k' || g) < 0.3)) AS disagree,
+	   count(*) FILTER (WHERE c.rule_name = 'rollout-30') BETWEEN 250 AND 350 AS near_30_pct,
+	   count(*) FILTER (WHERE c.rule_name <> d.rule_name) AS changed_on_second_look
+  FROM generate_series(1, 1000) g,
+	   hx_classify('rollout', dedupe_key => 'k' || g) c,
+	   hx_classify('rollout', dedupe_key => 'k' || g) d;
+-- the reason says how the sample took a task; a dry run without a key says it has no id
+SELECT rule_name, reason FROM hx_classify('rollout', dedupe_key => 'k1') WHERE rule_name = 'rollout-30'
+UNION ALL
+SELECT rule_name, reason FROM hx_classify('rollout', dedupe_key => 'k2') WHERE rule_name = 'rollout-30';
+SELECT rule_name, reason FROM hx_classify('rollout');
+-- submitted tasks without a key are sampled by their id, and say which sampled rule saw them
+SELECT count(hx_submit('rollout', jsonb_build_object('i', g))) FROM generate_series(1, 300) g;
+SELECT count(*) FROM hx_submit_batch('rollout', array_fill('{}'::jsonb, ARRAY[300]));
+SELECT count(*) AS tasks,
+	   count(*) FILTER (WHERE sample_rule = 'rollout-30') AS seen_by_rule,
+	   count(*) FILTER (WHERE (rule_name = 'rollout-30') <> (hx_sample_point('rollout-30', id::text) < 0.3)) AS disagree,
+	   count(*) FILTER (WHERE rule_name = 'rollout-30') BETWEEN 120 AND 240 AS near_30_pct
+  FROM hx_task WHERE task_type = 'rollout';
+SELECT rule_name, sample, arm, tasks > 0 AS some, share BETWEEN 0.2 AND 0.4 OR arm = 'fell through' AS share_ok
+  FROM hx_rollout_report(now() - interval '1 hour', now() + interval '1 hour');
+SELECT * FROM hx_rollout_report(now(), now() - interval '1 day');
+ROLLBACK;
+-- the ids the rolled-back tasks took are given back, for the tests that follow
+SELECT setval('hx_task_id_seq', coalesce((SELECT max(id) FROM hx_task), 0) + 1, false) > 0 AS ids_given_back;

@@ -7,6 +7,8 @@
  *	  hx_classify() wraps with a cost estimate.
  *
  *	  Matching needs no query: rules and types come from rules.c's cache.
+ *	  A sampled rule (hx_rule.sample, a percentage rollout) takes the tasks
+ *	  whose hx_sample_point falls below its sample.
  *
  *-------------------------------------------------------------------------
  */
@@ -15,6 +17,7 @@
 #include "access/htup_details.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "common/hashfn.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -58,6 +61,9 @@ static bool hx_rule_matches(const HxRule *r, const HxTaskArgs *args,
 							HxLocalTime *lt, StringInfo why,
 							const char *own_window);
 static void hx_local_time(TimestampTz at, const char *zone, HxLocalTime *lt);
+static bool hx_sample_takes(const HxRule *r, const HxTaskArgs *args, StringInfo why);
+
+PG_FUNCTION_INFO_V1(hx_sample_point);
 static int	hx_interval_cmp(Interval *a, Interval *b);
 static char *hx_interval_text(Interval *i);
 static char *hx_time_text(TimeADT t);
@@ -266,6 +272,7 @@ hx_classify_task(const HxTaskArgs *args, HxDecision *decision)
 
 	memset(&lt, 0, sizeof(lt));
 	initStringInfo(&why);
+	decision->sample_rule = NULL;
 
 	for (i = 0; i < n; i++)
 	{
@@ -277,6 +284,14 @@ hx_classify_task(const HxTaskArgs *args, HxDecision *decision)
 		resetStringInfo(&why);
 		if (hx_rule_matches(&r[i], args, sla, from_deadline, &lt, &why, own))
 		{
+			/* a rollout: the first sampled rule that saw the task is kept */
+			if (r[i].sample > 0)
+			{
+				if (decision->sample_rule == NULL)
+					decision->sample_rule = r[i].name;
+				if (!hx_sample_takes(&r[i], args, &why))
+					continue;
+			}
 			decision->stream = r[i].stream;
 			decision->window_name = r[i].stream ? NULL : r[i].window_name;
 			decision->rule_name = r[i].name;
@@ -352,7 +367,8 @@ hx_own_window(const HxRule *rules, int nrules, int after, const HxTaskArgs *args
 		if (r->budget_exhausted >= 0 || r->worth_streaming >= 0)
 			continue;
 		resetStringInfo(&scratch);
-		if (hx_rule_matches(r, args, sla, from_deadline, lt, &scratch, NULL))
+		if (hx_rule_matches(r, args, sla, from_deadline, lt, &scratch, NULL) &&
+			(r->sample <= 0 || hx_sample_takes(r, args, &scratch)))
 			return r->stream ? NULL : r->window_name;
 	}
 	return NULL;
@@ -463,6 +479,77 @@ hx_rule_matches(const HxRule *r, const HxTaskArgs *args, Interval *sla,
 			own_window ? psprintf(" (window %s)", own_window) : "",
 			worth ? "is worth" : "is not worth");
 	}
+	return true;
+}
+
+/*
+ * hx_sample_point_of
+ *		Where a key falls in a rule's rollout, in [0, 1): 53 bits of a
+ *		64-bit hash of the key seeded with a hash of the rule's name, so
+ *		that two sampled rules choose independently.
+ */
+static double
+hx_sample_point_of(const char *rule_name, const char *key, int keylen)
+{
+	uint64		seed = hash_bytes_extended((const unsigned char *) rule_name,
+										   (int) strlen(rule_name), 0);
+	uint64		h = hash_bytes_extended((const unsigned char *) key, keylen, seed);
+
+	return (double) (h >> 11) / (double) (UINT64CONST(1) << 53);
+}
+
+/*
+ * hx_sample_point
+ *		SQL: hx_sample_point(rule_name, key), the point hx_sample_takes
+ *		compares with a rule's sample.
+ */
+Datum
+hx_sample_point(PG_FUNCTION_ARGS)
+{
+	text	   *rule = PG_GETARG_TEXT_PP(0);
+	text	   *key = PG_GETARG_TEXT_PP(1);
+
+	PG_RETURN_FLOAT8(hx_sample_point_of(text_to_cstring(rule), VARDATA_ANY(key),
+										VARSIZE_ANY_EXHDR(key)));
+}
+
+/*
+ * hx_sample_takes
+ *		Whether sampled rule r, whose other conditions hold, takes the
+ *		task: its dedupe key, else its id, falls below the rule's sample;
+ *		"why" says so.  A dry run (hx_classify) of a task without a key has
+ *		no id yet: the rule is reported as the one that would take the
+ *		task's share.
+ */
+static bool
+hx_sample_takes(const HxRule *r, const HxTaskArgs *args, StringInfo why)
+{
+	char		idbuf[32];
+	const char *key;
+	const char *by;
+	double		point;
+
+	if (args->dedupe_key != NULL)
+	{
+		key = args->dedupe_key;
+		by = "dedupe key";
+	}
+	else if (args->id != 0)
+	{
+		snprintf(idbuf, sizeof(idbuf), INT64_FORMAT, args->id);
+		key = idbuf;
+		by = "id";
+	}
+	else
+	{
+		WHY("sample %g (a task without a dedupe key is sampled by its id, which a dry run does not have)",
+			r->sample);
+		return true;
+	}
+	point = hx_sample_point_of(r->name, key, (int) strlen(key));
+	if (point >= r->sample)
+		return false;
+	WHY("sampled by %s: %.4f < sample %g", by, point, r->sample);
 	return true;
 }
 

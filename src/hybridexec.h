@@ -301,6 +301,7 @@ typedef struct HxRule
 	int8		worth_streaming;	/* -1 = any, else the wanted answer */
 	bool		stream;			/* route */
 	char	   *window_name;
+	double		sample;			/* share of matching tasks taken; 0 = all */
 } HxRule;
 
 extern Oid	hx_schema_for_function(Oid fn_oid);
@@ -309,6 +310,7 @@ extern HxTypeInfo *hx_type_lookup(const char *task_type);
 extern bool hx_types_limited(void);
 extern HxRule *hx_rules_get(int *nrules);
 extern bool hx_rules_read_payload(void);
+extern bool hx_rules_sampled(void);
 extern Oid	hx_cached_schema(void);
 extern const char *hx_cached_schema_quoted(void);
 extern Oid	hx_cached_owner(void);
@@ -330,6 +332,8 @@ typedef struct HxTaskArgs
 	TimestampTz at;
 	bool		has_run_at;		/* hx_submit's run_at: not due before */
 	TimestampTz run_at;
+	int64		id;				/* the task's id when taken before it is
+								 * classified (sampled rules), else 0 */
 } HxTaskArgs;
 
 typedef struct HxDecision
@@ -338,6 +342,8 @@ typedef struct HxDecision
 	const char *window_name;	/* NULL for stream */
 	const char *rule_name;
 	char	   *reason;
+	const char *sample_rule;	/* the first sampled rule whose other
+								 * conditions held, or NULL */
 } HxDecision;
 
 extern void hx_check_task_args(FunctionCallInfo fcinfo, HxTaskArgs *args,

@@ -42,6 +42,7 @@ static int	nrules = 0;
 static HTAB *types = NULL;
 static bool any_limited = false;	/* a type has max_running or rate_limit */
 static bool rules_read_payload = false;	/* some rule has payload_match */
+static bool rules_sampled = false;	/* some rule has a sample */
 
 static void hx_cache_callback(Datum arg, Oid relid);
 static void hx_cache_load(Oid schema);
@@ -213,6 +214,17 @@ hx_rules_read_payload(void)
 }
 
 /*
+ * hx_rules_sampled
+ *		True when some enabled rule takes a sample of its tasks: a task
+ *		without a dedupe key then needs its id before it is classified.
+ */
+bool
+hx_rules_sampled(void)
+{
+	return rules_sampled;
+}
+
+/*
  * hx_cache_load
  *		Throws the old cache away and reads rules and types again, as the
  *		extension's owner (the caller may have no right to read them).
@@ -319,7 +331,7 @@ hx_load_rules(void)
 	static HxStmt read_rules = {
 		"SELECT name, position, task_type, origin, department, "
 		"min_sla, max_sla, payload_match, local_from, local_until, "
-		"days, time_zone, route, window_name, budget_exhausted, worth_streaming "
+		"days, time_zone, route, window_name, budget_exhausted, worth_streaming, sample::float8 "
 		"FROM @extschema@.hx_rule WHERE enabled ORDER BY position, name"
 	};
 	uint64		i;
@@ -331,6 +343,7 @@ hx_load_rules(void)
 								   sizeof(HxRule) * Max(SPI_processed, 1));
 	nrules = (int) SPI_processed;
 	rules_read_payload = false;
+	rules_sampled = false;
 
 	for (i = 0; i < SPI_processed; i++)
 	{
@@ -402,6 +415,9 @@ hx_load_rules(void)
 		r->worth_streaming = isnull ? -1 : (int8) DatumGetBool(d);
 		if (r->worth_streaming >= 0)
 			rules_read_payload = true;	/* a latency_value in the payload counts */
+		d = SPI_getbinval(tup, desc, 17, &isnull);
+		r->sample = isnull ? 0 : DatumGetFloat8(d);
+		rules_sampled |= !isnull;
 		MemoryContextSwitchTo(old);
 	}
 }

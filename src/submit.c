@@ -26,6 +26,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
+#include "utils/lsyscache.h"
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
@@ -49,13 +50,14 @@
 #define HX_COMMON_TYPES \
 	TEXTOID, INT4OID, INTERVALOID, TIMESTAMPTZOID, TEXTOID, OIDOID, TIMESTAMPTZOID
 
+/* $14 the dedupe key, $15 the sampled rule that saw the task */
 static HxStmt insert_dedupe = {
-	"INSERT INTO @extschema@.hx_task (" HX_TASK_COLUMNS ", dedupe_key) "
-	"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, coalesce($13, now()), $14) "
+	"INSERT INTO @extschema@.hx_task (" HX_TASK_COLUMNS ", dedupe_key, sample_rule) "
+	"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, coalesce($13, now()), $14, $15) "
 	"ON CONFLICT (task_type, dedupe_key) "
 	"WHERE dedupe_key IS NOT NULL AND status IN ('queued', 'running', 'failed') "
 	"DO NOTHING RETURNING id",
-	14, {TEXTOID, JSONBOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, HX_COMMON_TYPES, TEXTOID}
+	15, {TEXTOID, JSONBOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, HX_COMMON_TYPES, TEXTOID, TEXTOID}
 };
 
 /* without a dedupe key: no arbiter index to check */
@@ -63,6 +65,25 @@ static HxStmt insert_plain = {
 	"INSERT INTO @extschema@.hx_task (" HX_TASK_COLUMNS ") "
 	"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, coalesce($13, now())) RETURNING id",
 	13, {TEXTOID, JSONBOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, HX_COMMON_TYPES}
+};
+
+/*
+ * While a rule is sampled, a task without a dedupe key is sampled by its
+ * id, taken before it is classified (hx_take_ids): $14 is left NULL
+ * (the dedupe key), $15 the sampled rule that saw the task, $16 the id.
+ */
+static HxStmt insert_plain_id = {
+	"INSERT INTO @extschema@.hx_task (" HX_TASK_COLUMNS ", sample_rule, id) "
+	"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, coalesce($13, now()), $15, $16) "
+	"RETURNING id",
+	16, {TEXTOID, JSONBOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, HX_COMMON_TYPES, TEXTOID, TEXTOID,
+	INT8OID}
+};
+
+/* the next $2 values of hx_task's id sequence ($1) */
+static HxStmt take_ids = {
+	"SELECT nextval($1) FROM generate_series(1, $2)",
+	2, {REGCLASSOID, INT4OID}
 };
 
 static HxStmt dedupe_lookup = {
@@ -78,6 +99,15 @@ static HxStmt insert_bulk = {
 	"FROM unnest($2, $3, $4, $5, $6) AS u (p, r, w, n, why) RETURNING id",
 	13, {TEXTOID, JSONBARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
 	TEXTARRAYOID, HX_COMMON_TYPES}
+};
+
+/* a decision per payload, with the ids taken for sampled rules ($15) and the rules that saw them ($14) */
+static HxStmt insert_bulk_ids = {
+	"INSERT INTO @extschema@.hx_task (" HX_TASK_COLUMNS ", sample_rule, id) "
+	"SELECT $1, u.p, u.r, u.w, u.n, u.why, $7, $8, $9, $10, $11, $12, coalesce($13, now()), u.s, u.i "
+	"FROM unnest($2, $3, $4, $5, $6, $14, $15) AS u (p, r, w, n, why, s, i) RETURNING id",
+	15, {TEXTOID, JSONBARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+	TEXTARRAYOID, HX_COMMON_TYPES, TEXTARRAYOID, INT8ARRAYOID}
 };
 
 /* one decision for all: unnest of one array only */
@@ -130,6 +160,7 @@ static HxStmt may_submit_for = {
 };
 
 static int64 hx_submit_one(FunctionCallInfo fcinfo, Oid submitted_by);
+static int64 *hx_take_ids(int n);
 static void hx_check_department(Oid submitter, const char *department);
 static void hx_warn_other_database(void);
 static void hx_check_run_at(FunctionCallInfo fcinfo, int argno, HxTaskArgs *args);
@@ -192,8 +223,8 @@ hx_submit_one(FunctionCallInfo fcinfo, Oid submitted_by)
 	HxTaskArgs	args;
 	HxDecision	d;
 	HxUserSave	save;
-	Datum		values[14];
-	char		nulls[14];
+	Datum		values[16];
+	char		nulls[16];
 	Interval   *reuse_within = NULL;
 	int64		id = 0;
 	bool		isnull;
@@ -222,6 +253,9 @@ hx_submit_one(FunctionCallInfo fcinfo, Oid submitted_by)
 					 errmsg("reuse_within must be positive"),
 					 errhint("How old a done task's result may be, e.g. '1 day'; leave it out to reuse nothing.")));
 	}
+	/* a sampled rule samples a task without a dedupe key by its id */
+	if (args.dedupe_key == NULL && hx_rules_sampled())
+		args.id = hx_take_ids(1)[0];
 	hx_classify_task(&args, &d);
 	if (d.stream)
 		hx_warn_other_database();
@@ -241,6 +275,11 @@ hx_submit_one(FunctionCallInfo fcinfo, Oid submitted_by)
 		values[13] = CStringGetTextDatum(args.dedupe_key);
 	else
 		nulls[13] = 'n';
+	if (d.sample_rule)
+		values[14] = CStringGetTextDatum(d.sample_rule);
+	else
+		nulls[14] = 'n';
+	values[15] = Int64GetDatum(args.id);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -277,7 +316,8 @@ hx_submit_one(FunctionCallInfo fcinfo, Oid submitted_by)
 		}
 	}
 
-	rc = hx_stmt_exec(args.dedupe_key ? &insert_dedupe : &insert_plain,
+	rc = hx_stmt_exec(args.dedupe_key ? &insert_dedupe :
+					  args.id != 0 ? &insert_plain_id : &insert_plain,
 					  values, nulls, false, 1);
 	if (rc != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "could not insert into hx_task: %s", SPI_result_code_string(rc));
@@ -338,8 +378,11 @@ hx_submit_batch(PG_FUNCTION_ARGS)
 	bool	   *wnulls;
 	int			dims[1];
 	int			lbs[1] = {1};
-	Datum		values[13];
-	char		nulls[13];
+	Datum	   *samples;
+	bool	   *snulls;
+	int64	   *ids = NULL;
+	Datum		values[15];
+	char		nulls[15];
 	int			rc;
 	uint64		k;
 	HxTaskArgs	args;
@@ -377,7 +420,12 @@ hx_submit_batch(PG_FUNCTION_ARGS)
 	one->args[6].isnull = true;
 	one->args[7] = fcinfo->args[6];
 
-	uniform = !hx_rules_read_payload();
+	/* sampled rules sample each task by its id: each is classified */
+	uniform = !hx_rules_read_payload() && !hx_rules_sampled();
+	if (hx_rules_sampled())
+		ids = hx_take_ids(n);
+	samples = palloc(sizeof(Datum) * n);
+	snulls = palloc(sizeof(bool) * n);
 	routes = palloc(sizeof(Datum) * n);
 	windows = palloc(sizeof(Datum) * n);
 	wnulls = palloc(sizeof(bool) * n);
@@ -389,6 +437,8 @@ hx_submit_batch(PG_FUNCTION_ARGS)
 		one->args[1].isnull = pnulls[i];
 		hx_check_task_args(one, &args, false);
 		payloads[i] = JsonbPGetDatum(args.payload);
+		if (ids != NULL)
+			args.id = ids[i];
 
 		/*
 		 * Tasks that differ only in their payload get the same decision
@@ -406,6 +456,8 @@ hx_submit_batch(PG_FUNCTION_ARGS)
 			windows[i] = wnulls[i] ? (Datum) 0 : CStringGetTextDatum(d.window_name);
 			rules[i] = CStringGetTextDatum(d.rule_name);
 			reasons[i] = CStringGetTextDatum(d.reason);
+			snulls[i] = (d.sample_rule == NULL);
+			samples[i] = snulls[i] ? (Datum) 0 : CStringGetTextDatum(d.sample_rule);
 		}
 		else
 		{
@@ -441,12 +493,24 @@ hx_submit_batch(PG_FUNCTION_ARGS)
 		values[5] = PointerGetDatum(construct_array(reasons, n, TEXTOID, -1, false, TYPALIGN_INT));
 	}
 	hx_common_values(&args, submitted_by, values, nulls);
+	if (ids != NULL)
+	{
+		Datum	   *idd = palloc(sizeof(Datum) * n);
+
+		for (i = 0; i < n; i++)
+			idd[i] = Int64GetDatum(ids[i]);
+		values[13] = PointerGetDatum(construct_md_array(samples, snulls, 1, dims, lbs,
+														TEXTOID, -1, false, TYPALIGN_INT));
+		values[14] = PointerGetDatum(construct_array(idd, n, INT8OID, 8, FLOAT8PASSBYVAL,
+													 TYPALIGN_DOUBLE));
+	}
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	hx_become_owner(&save);
 	hx_check_department(submitted_by, args.department);
-	rc = hx_stmt_exec(uniform ? &insert_uniform : &insert_bulk, values, nulls, false, 0);
+	rc = hx_stmt_exec(uniform ? &insert_uniform : ids != NULL ? &insert_bulk_ids : &insert_bulk,
+					  values, nulls, false, 0);
 	if (rc != SPI_OK_INSERT_RETURNING || SPI_processed != (uint64) n)
 		elog(ERROR, "could not insert %d tasks into hx_task: %s", n,
 			 SPI_result_code_string(rc));
@@ -500,6 +564,41 @@ hx_check_run_at(FunctionCallInfo fcinfo, int argno, HxTaskArgs *args)
 				 errhint("A task not due before its deadline could never be on time: move run_at earlier, or the deadline (or SLA) later.")));
 	args->has_run_at = true;
 	args->run_at = run_at;
+}
+
+/*
+ * hx_take_ids
+ *		The next n ids of hx_task's sequence, for tasks that sampled rules
+ *		sample by their id before they are inserted.  Own SPI connection,
+ *		as the owner; the rule cache loaded.
+ */
+static int64 *
+hx_take_ids(int n)
+{
+	Oid			seq = get_relname_relid("hx_task_id_seq", hx_cached_schema());
+	int64	   *ids = palloc(sizeof(int64) * n);
+	Datum		args[2] = {ObjectIdGetDatum(seq), Int32GetDatum(n)};
+	HxUserSave	save;
+	uint64		k;
+
+	if (!OidIsValid(seq))
+		elog(ERROR, "hybridexec: sequence hx_task_id_seq not found");
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	hx_become_owner(&save);
+	if (hx_stmt_exec(&take_ids, args, NULL, false, 0) != SPI_OK_SELECT ||
+		SPI_processed != (uint64) n)
+		elog(ERROR, "could not take %d task ids", n);
+	for (k = 0; k < SPI_processed; k++)
+	{
+		bool		isnull;
+
+		ids[k] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[k],
+											 SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	hx_restore_user(&save);
+	SPI_finish();
+	return ids;
 }
 
 /*

@@ -217,11 +217,12 @@ static HxStmt claim_external_any = {
 	"INSERT INTO @extschema@.hx_task_history (id, task_type, payload, status, route, window_name, " \
 	"rule_name, reason, origin, priority, sla, deadline, department, dedupe_key, attempts, result, " \
 	"last_error, submitted_at, run_after, started_at, finished_at, worker_pid, run_id, escalated_at, " \
-	"executor, lease_token, lease_expires_at, reported_cost, submitted_by, isolated, throttled) " \
+	"executor, lease_token, lease_expires_at, reported_cost, submitted_by, isolated, throttled, " \
+	"sample_rule) " \
 	"SELECT id, task_type, payload, 'done', route, window_name, rule_name, reason, origin, priority, " \
 	"sla, deadline, department, dedupe_key, " attempts ", new_result, last_error, submitted_at, " \
 	"run_after, " started ", " finished ", " pid ", " run ", escalated_at, executor, " lease ", NULL, " \
-	cost ", submitted_by, isolated, throttled FROM m"
+	cost ", submitted_by, isolated, throttled, sample_rule FROM m"
 
 /* the in-database workers' moves: $1 the tasks, $2 their results */
 #define HX_MOVE_DONE(which, attempts, started, finished, pid, run) \

@@ -76,6 +76,8 @@ GRANT EXECUTE ON FUNCTION
 	hx_submit(text, jsonb, interval, text, integer, text, text, timestamptz, timestamptz, interval),
 	hx_submit_batch(text, jsonb[], interval, text, integer, text, timestamptz, timestamptz),
 	hx_classify(text, jsonb, interval, text, integer, text, text, timestamptz, timestamptz),
+	hx_sample_point(text, text),
+	hx_rollout_report(timestamptz, timestamptz),
 	hx_decide(text, jsonb, interval, text, integer, text, text, timestamptz, timestamptz),
 	hx_wait(bigint, interval),
 	hx_await(bigint[], interval),

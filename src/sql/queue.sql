@@ -106,6 +106,7 @@ CREATE TABLE hx_task (
 	submitted_by	regrole NOT NULL DEFAULT current_user::regrole,
 	isolated		boolean NOT NULL DEFAULT false,
 	throttled		integer NOT NULL DEFAULT 0,
+	sample_rule		text,
 	CONSTRAINT hx_task_status_check
 		CHECK (status IN ('queued', 'running', 'done', 'failed', 'dead', 'cancelled')),
 	CONSTRAINT hx_task_route_check CHECK (route IN ('stream', 'batch')),
@@ -168,6 +169,7 @@ COMMENT ON COLUMN hx_task.lease_token IS 'Token of the current external lease (h
 COMMENT ON COLUMN hx_task.lease_expires_at IS 'When the current external lease expires and the task is reclaimed';
 COMMENT ON COLUMN hx_task.submitted_by IS 'The role that submitted the task (for a watched table: the role that attached it); it and its members see the task';
 COMMENT ON COLUMN hx_task.isolated IS 'Its last attempt was lost with its worker (crash, kill), or its window run''s chunk failed as a whole: it runs alone next time, so that a task that crashes its worker costs no other task an attempt';
+COMMENT ON COLUMN hx_task.sample_rule IS 'The sampled rule (hx_rule.sample) whose other conditions the task matched: it took the task when rule_name is the same, else the task fell through it (hx_rollout_report compares the two); NULL = none';
 COMMENT ON COLUMN hx_task.throttled IS 'Failed attempts after which the executor said when to try again (hx_fail''s retry_after): they do not count against max_attempts';
 COMMENT ON COLUMN hx_task.reported_cost IS 'Cost of the latest attempt as reported by its executor (hx_complete/hx_fail); when set, the ledger books it instead of the catalog price';
 

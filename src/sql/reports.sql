@@ -680,3 +680,69 @@ $$;
 
 COMMENT ON FUNCTION hx_advise(timestamptz, timestamptz, interval) IS
 'Per task type and currency, from the tasks finished in [from, to): share streamed, share that needed it (user origin or SLA/deadline under "urgent"), share of SLAs met, p95 latency (seconds, to the millisecond), cost against all-batch, what moving the streamed tasks nobody needed at once would save per day (in that currency), the break-even share of real-time work (= the urgent share: streaming more pays for latency nobody needed) and a plain recommendation naming the currency';
+
+/* ------------------------------------------------------------------------
+ * Percentage rollouts
+ * ------------------------------------------------------------------------ */
+
+/*
+ * Per sampled rule (hx_rule.sample), the tasks submitted in the period
+ * that it took against those that fell through it (its other conditions
+ * held, the sample did not take them: hx_task.sample_rule names it, and
+ * rule_name another rule).  Read as the caller: its own tasks and
+ * bookings, under their row security.
+ */
+CREATE FUNCTION hx_rollout_report("from" timestamptz DEFAULT now() - interval '7 days',
+								  "to" timestamptz DEFAULT now())
+RETURNS TABLE (rule_name text, sample numeric, arm text, routes text, tasks bigint, done bigint,
+			   share numeric, currency text, cost numeric, cost_per_done numeric,
+			   latency_p50 interval, latency_p95 interval, failure_rate numeric)
+LANGUAGE plpgsql STABLE SET search_path = @extschema@, _hybridexec, pg_temp AS $$
+BEGIN
+	IF "from" IS NULL OR "to" IS NULL OR "from" > "to" THEN
+		RAISE EXCEPTION 'the period must have a start not after its end'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'For example hx_rollout_report(now() - interval ''1 day'', now()).';
+	END IF;
+	RETURN QUERY
+	WITH t AS (
+		SELECT x.id, x.sample_rule, x.rule_name = x.sample_rule AS took, x.route, x.status,
+			   x.finished_at - x.submitted_at AS latency
+		  FROM hx_task x
+		 WHERE x.sample_rule IS NOT NULL AND x.submitted_at >= "from" AND x.submitted_at < "to"
+	), b AS (
+		SELECT c.task_id, min(c.currency) AS currency, max(c.currency) AS currency_max,
+			   sum(c.cost) AS cost,
+			   count(*) FILTER (WHERE c.outcome IN ('done', 'failed', 'dead')) AS attempts,
+			   count(*) FILTER (WHERE c.outcome IN ('failed', 'dead')) AS failed
+		  FROM hx_cost c
+		 WHERE c.task_id IN (SELECT t.id FROM t) AND c.at >= "from"
+		 GROUP BY c.task_id
+	), arms AS (
+		SELECT t.sample_rule, t.took,
+			   string_agg(DISTINCT t.route, ', ') AS routes,
+			   count(*) AS tasks, count(*) FILTER (WHERE t.status = 'done') AS done,
+			   CASE WHEN count(DISTINCT b.currency) > 1 OR bool_or(b.currency <> b.currency_max)
+					THEN 'mixed' ELSE min(b.currency) END AS currency,
+			   coalesce(sum(b.cost), 0) AS cost,
+			   percentile_cont(0.5) WITHIN GROUP (ORDER BY t.latency) FILTER (WHERE t.status = 'done') AS p50,
+			   percentile_cont(0.95) WITHIN GROUP (ORDER BY t.latency) FILTER (WHERE t.status = 'done') AS p95,
+			   sum(b.attempts) AS attempts, sum(b.failed) AS failed
+		  FROM t LEFT JOIN b ON b.task_id = t.id
+		 GROUP BY t.sample_rule, t.took
+	)
+	SELECT a.sample_rule, r.sample, CASE WHEN a.took THEN 'sampled' ELSE 'fell through' END,
+		   a.routes, a.tasks, a.done,
+		   round(a.tasks::numeric / sum(a.tasks) OVER (PARTITION BY a.sample_rule), 4),
+		   a.currency, a.cost,
+		   CASE WHEN a.done > 0 THEN round(a.cost / a.done, 6) END,
+		   a.p50, a.p95,
+		   CASE WHEN a.attempts > 0 THEN round(a.failed::numeric / a.attempts, 4) END
+	  FROM arms a LEFT JOIN hx_rule r ON r.name = a.sample_rule
+	 ORDER BY a.sample_rule, a.took DESC;
+END
+$$;
+
+COMMENT ON FUNCTION hx_rollout_report(timestamptz, timestamptz) IS
+'Per sampled rule, tasks submitted in [from, to) that it took (arm sampled) against those that fell through it (its other conditions held, the sample did not take them): routes, tasks, done, share of the rule''s tasks, cost booked, cost per done task, latency p50/p95 of done tasks (submit to finish), failed attempts per attempt; the caller''s own tasks and bookings';
+

@@ -31,7 +31,9 @@ CREATE TABLE hx_rule (
 	route			text NOT NULL,
 	window_name		text REFERENCES hx_window (name) ON UPDATE CASCADE,
 	description		text,
+	sample			numeric,
 	CONSTRAINT hx_rule_name_check CHECK (length(name) <= 200),
+	CONSTRAINT hx_rule_sample_check CHECK (sample > 0 AND sample <= 1),
 	CONSTRAINT hx_rule_sla_check CHECK (min_sla <= interval '100 years' AND max_sla <= interval '100 years')
 );
 
@@ -58,6 +60,7 @@ COMMENT ON COLUMN hx_rule.worth_streaming IS 'Condition: true = the latency stre
 COMMENT ON COLUMN hx_rule.route IS 'Decision: stream (run now) or batch (wait for window_name)';
 COMMENT ON COLUMN hx_rule.window_name IS 'Decision for route batch: the hx_window the task waits for';
 COMMENT ON COLUMN hx_rule.description IS 'Free text for humans';
+COMMENT ON COLUMN hx_rule.sample IS 'Condition for a percentage rollout: the rule takes only this share (0 < sample <= 1) of the tasks its other conditions match, chosen by hx_sample_point(name, dedupe key, or the id when there is none) < sample, so a key always takes the same path; NULL = all';
 
 CREATE FUNCTION _hybridexec.hx_rule_check() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
@@ -164,6 +167,12 @@ $$;
 
 COMMENT ON FUNCTION hx_classify(text, jsonb, interval, text, integer, text, text, timestamptz, timestamptz) IS
 'The decision hx_submit() would make for this task at that moment, with its estimated cost; queues nothing';
+
+CREATE FUNCTION hx_sample_point(rule_name text, key text) RETURNS double precision
+AS 'MODULE_PATHNAME', 'hx_sample_point' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+COMMENT ON FUNCTION hx_sample_point(text, text) IS
+'Where a task falls in a sampled rule''s rollout, in [0, 1): a hash of the key (the task''s dedupe key, or its id as text) salted with the rule''s name; the rule takes the task when this is below its sample';
 
 /* ------------------------------------------------------------------------
  * Cost-benefit routing

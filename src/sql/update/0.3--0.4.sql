@@ -65,3 +65,8 @@ ALTER TABLE hx_type ADD COLUMN max_running integer, ADD COLUMN rate_limit intege
 ALTER TABLE hx_cost_attempt DROP CONSTRAINT hx_cost_outcome_check,
 	ADD CONSTRAINT hx_cost_outcome_check CHECK (outcome IN ('done', 'failed', 'dead', 'correction', 'reused'));
 ALTER TABLE hx_stat_minute ADD COLUMN reused bigint NOT NULL DEFAULT 0;
+
+/* percentage rollouts: a rule may take a share of its tasks, and a task says which sampled rule saw it */
+ALTER TABLE hx_rule ADD COLUMN sample numeric,
+	ADD CONSTRAINT hx_rule_sample_check CHECK (sample > 0 AND sample <= 1);
+ALTER TABLE hx_task ADD COLUMN sample_rule text;
