@@ -327,6 +327,41 @@ SELECT a.task_type, a.currency, a.tasks, a.cost, a.cost_if_all_batch, a.movable_
 ROLLBACK;
 
 -- ------------------------------------------------------------------------
+-- fixed costs and the break-even share
+-- ------------------------------------------------------------------------
+INSERT INTO hx_fixed_cost (route, amount, period) VALUES ('streaming', 1, '1 day');
+INSERT INTO hx_fixed_cost (route, amount, period) VALUES ('stream', -1, '1 day');
+INSERT INTO hx_fixed_cost (route, amount, period) VALUES ('stream', 1, '1 minute');
+INSERT INTO hx_fixed_cost (route, amount, period, valid_from, valid_until)
+VALUES ('stream', 1, '1 day', '2026-03-02+00', '2026-03-01+00');
+SELECT count(*) AS fixed_costs_kept FROM hx_fixed_cost;
+BEGIN;
+-- a warm GPU node all month, a batch cluster from the 16th: 310 + 16 x 2
+INSERT INTO hx_fixed_cost (route, amount, period, valid_from, description) VALUES
+	('stream', 310, '31 days', '2026-03-01+00', 'GPU node kept warm'),
+	('batch', 2, '1 day', '2026-03-16+00', 'batch cluster'),
+	('batch', 1000, '1 day', '2026-04-01+00', 'after the period: not counted');
+SELECT * FROM hx_fixed_costs('2026-03-01+00', '2026-04-01+00');
+SELECT s.fixed_stream_cost, s.fixed_batch_cost,
+	   s.total_cost = s.actual_cost + 342 AND s.all_stream_total = s.all_stream_cost + 310
+	   AND s.all_batch_total = s.all_batch_cost + 32
+	   AND s.saved_with_fixed = s.all_stream_total - s.total_cost AS ok
+  FROM hx_savings('2026-03-01+00', '2026-04-01+00') s;
+-- the overall row: a third of March's work needed real time, over the
+-- default break-even share of 20%: stream more; at 50%, batch-first
+SELECT a.task_type, a.urgent_share, a.break_even_share, a.fixed_cost,
+	   a.all_stream_total = 310 + (SELECT sum(c.baseline_cost) FROM hx_cost c
+									WHERE c.at >= '2026-03-01+00' AND c.at < '2026-04-01+00'
+									  AND c.outcome IN ('done', 'dead')) AS all_stream_ok,
+	   a.batch_first_total > a.fixed_cost AS batch_first_counts_work,
+	   a.recommendation
+  FROM hx_advise('2026-03-01+00', '2026-04-01+00') a WHERE a.task_type = '(all)';
+SET LOCAL hybridexec.break_even_share = 0.5;
+SELECT a.task_type, a.break_even_share, a.recommendation
+  FROM hx_advise('2026-03-01+00', '2026-04-01+00') a WHERE a.task_type = '(all)';
+ROLLBACK;
+
+-- ------------------------------------------------------------------------
 -- histograms and the observability functions run
 -- ------------------------------------------------------------------------
 SELECT _hybridexec.hx_hist_bucket(0.5) AS b0, _hybridexec.hx_hist_bucket(1) AS b1, _hybridexec.hx_hist_bucket(3) AS b2,

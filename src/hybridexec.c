@@ -37,6 +37,7 @@ int			hx_retention_batch = 10000;
 int			hx_ledger_retention_s = 400 * 24 * 3600;
 int			hx_alert_backlog_age_s = 300;
 double		hx_alert_failure_rate = 0.1;
+static double hx_break_even_share = 0.2;	/* read by hx_advise (SQL) */
 
 void		_PG_init(void);
 
@@ -222,6 +223,14 @@ hx_define_settings(void)
 							300, 1, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_S,
 							NULL, NULL, NULL);
+
+	DefineCustomRealVariable("hybridexec.break_even_share",
+							 "hx_advise() recommends batch-first below this share of work that needs real time, and streaming more above it.",
+							 NULL,
+							 &hx_break_even_share,
+							 0.2, 0.0, 1.0,
+							 PGC_USERSET, 0,
+							 NULL, NULL, NULL);
 
 	DefineCustomRealVariable("hybridexec.alert_failure_rate",
 							 "hx_health() reports task types whose share of failed attempts over the last 15 minutes is above this.",

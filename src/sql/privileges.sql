@@ -137,7 +137,7 @@ END
 $$;
 
 GRANT INSERT, UPDATE, DELETE ON hx_rule, hx_window, hx_price, hx_price_period, hx_budget,
-	hx_department_member TO hybridexec_admin;
+	hx_department_member, hx_fixed_cost TO hybridexec_admin;
 GRANT UPDATE (latency_value, description) ON hx_type TO hybridexec_admin;
 
 /* ------------------------------------------------------------------------

@@ -553,7 +553,9 @@ RETURNS TABLE (currency text, attempts bigint, actual_cost numeric, all_stream_c
 			   background_saved_pct numeric,
 			   interactive_tasks bigint, interactive_p50_s numeric,
 			   interactive_p95_s numeric, all_batch_p50_s numeric,
-			   all_batch_p95_s numeric, latency_cut_pct numeric)
+			   all_batch_p95_s numeric, latency_cut_pct numeric,
+			   fixed_stream_cost numeric, fixed_batch_cost numeric, total_cost numeric,
+			   all_stream_total numeric, all_batch_total numeric, saved_with_fixed numeric)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 DECLARE
 	w text := coalesce(batch_window, hx_catch_all_window());
@@ -600,14 +602,22 @@ BEGIN
 		   /* seconds to the millisecond, not as float arithmetic leaves them */
 		   lat.n, round(lat.p50::numeric, 3), round(lat.p95::numeric, 3),
 		   round(lat.b50::numeric, 3), round(lat.b95::numeric, 3),
-		   CASE WHEN lat.b50 > 0 THEN round((100 * (lat.b50 - lat.p50) / lat.b50)::numeric, 1) END
+		   CASE WHEN lat.b50 > 0 THEN round((100 * (lat.b50 - lat.p50) / lat.b50)::numeric, 1) END,
+		   /* the hybrid pays for both paths' capacity, each single-path policy for its own */
+		   coalesce(fs.amount, 0), coalesce(fb.amount, 0),
+		   m.actual + coalesce(fs.amount, 0) + coalesce(fb.amount, 0),
+		   m.stream + coalesce(fs.amount, 0),
+		   m.batch + coalesce(fb.amount, 0),
+		   m.stream + coalesce(fs.amount, 0) - (m.actual + coalesce(fs.amount, 0) + coalesce(fb.amount, 0))
 	  FROM money m CROSS JOIN lat
+	  LEFT JOIN hx_fixed_costs("from", "to") fs ON fs.route = 'stream' AND fs.currency = m.currency
+	  LEFT JOIN hx_fixed_costs("from", "to") fb ON fb.route = 'batch' AND fb.currency = m.currency
 	 ORDER BY m.currency;
 END
 $$;
 
 COMMENT ON FUNCTION hx_savings(timestamptz, timestamptz, text) IS
-'For bookings in [from, to) (rolled-up days included when they start in it): actual cost against all-stream (the baselines) and all-batch (batch_cost), saved and saved % (overall and for non-user tasks); and, from the bookings still in hx_cost, the latency interactive (origin user) tasks saw, p50/p95 in seconds (to the millisecond), against all-batch: waiting for the next start of batch_window (NULL = the catch-all rule''s window) after submission, plus their run time';
+'For bookings in [from, to) (rolled-up days included when they start in it): actual cost against all-stream (the baselines) and all-batch (batch_cost), saved and saved % (overall and for non-user tasks); and, from the bookings still in hx_cost, the latency interactive (origin user) tasks saw, p50/p95 in seconds (to the millisecond), against all-batch: waiting for the next start of batch_window (NULL = the catch-all rule''s window) after submission, plus their run time; and with the fixed costs of the period (hx_fixed_costs): the hybrid''s total (bookings and both routes'' capacity), all-stream''s (stream capacity only), all-batch''s (batch capacity only) and what the hybrid saved against all-stream counting them';
 
 CREATE FUNCTION hx_advise("from" timestamptz DEFAULT now() - interval '7 days',
 						  "to" timestamptz DEFAULT now(),
@@ -615,10 +625,12 @@ CREATE FUNCTION hx_advise("from" timestamptz DEFAULT now() - interval '7 days',
 RETURNS TABLE (task_type text, currency text, tasks bigint, streamed_share numeric, urgent_share numeric,
 			   sla_met_share numeric, p95_latency_s numeric, cost numeric,
 			   cost_if_all_batch numeric, movable_per_day numeric,
-			   break_even_share numeric, recommendation text)
+			   break_even_share numeric, recommendation text,
+			   fixed_cost numeric, batch_first_total numeric, all_stream_total numeric)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 DECLARE
 	days numeric;
+	share numeric := coalesce(nullif(current_setting('hybridexec.break_even_share', true), '')::numeric, 0.2);
 BEGIN
 	IF "from" IS NULL OR "to" IS NULL OR "from" >= "to" THEN
 		RAISE EXCEPTION 'the period must have a start before its end'
@@ -641,6 +653,7 @@ BEGIN
 		 GROUP BY f.task_type, f.window_name
 		 ORDER BY f.task_type, count(*) DESC, f.window_name
 	), agg AS (
+		/* per type, and overall (task_type NULL) */
 		SELECT f.task_type, f.currency, count(*) AS n,
 			   count(*) FILTER (WHERE f.route = 'stream') AS streamed,
 			   count(*) FILTER (WHERE f.needs_now) AS urgent_n,
@@ -650,17 +663,44 @@ BEGIN
 			   percentile_cont(0.95) WITHIN GROUP (ORDER BY f.latency_seconds) AS p95,
 			   sum(f.cost) AS cost,
 			   sum(f.batch_cost) AS all_batch,
+			   sum(f.baseline_cost) AS all_stream,
+			   /* batch-first: what needs it streams, the rest takes the batch price */
+			   sum(CASE WHEN f.needs_now THEN f.baseline_cost ELSE f.batch_cost END) AS batch_first,
 			   sum(f.cost - f.batch_cost) FILTER (WHERE f.route = 'stream' AND NOT f.needs_now) AS movable_cost
-		  FROM f GROUP BY f.task_type, f.currency
+		  FROM f GROUP BY GROUPING SETS ((f.task_type, f.currency), (f.currency))
+	), fixed AS (
+		SELECT x.currency,
+			   sum(x.amount) FILTER (WHERE x.route = 'stream') AS fs,
+			   sum(x.amount) FILTER (WHERE x.route = 'batch') AS fb
+		  FROM hx_fixed_costs("from", "to") x GROUP BY x.currency
 	)
-	SELECT a.task_type, a.currency, a.n,
+	SELECT coalesce(a.task_type, '(all)'), a.currency, a.n,
 		   round(a.streamed::numeric / a.n, 3),
 		   round(a.urgent_n::numeric / a.n, 3),
 		   CASE WHEN a.with_sla > 0 THEN round(a.met::numeric / a.with_sla, 3) END,
 		   round(a.p95::numeric, 3), a.cost, a.all_batch,
 		   round(coalesce(a.movable_cost, 0) / days, 4),
-		   round(a.urgent_n::numeric / a.n, 3),
+		   share,
 		   CASE
+			 WHEN a.task_type IS NULL THEN
+				/* the policy for the whole: the real-time share against the break-even share, with the capacity */
+				format('overall: %s%% of the work needed real time, %s the break-even share of %s%%: %s; counting fixed costs of %s, batch-first would have cost %s %s against %s for all-stream%s',
+					   round(100.0 * a.urgent_n / a.n, 1),
+					   CASE WHEN a.urgent_n::numeric / a.n < share THEN 'under' ELSE 'over' END,
+					   round(100 * share, 1),
+					   CASE WHEN a.urgent_n::numeric / a.n < share
+							THEN 'run batch-first (stream only what needs it)'
+							ELSE 'stream more (keep batch for what can wait)' END,
+					   round(coalesce(fx.fs, 0) + coalesce(fx.fb, 0), 2),
+					   round(a.batch_first + coalesce(fx.fs, 0) + coalesce(fx.fb, 0), 2), a.currency,
+					   round(a.all_stream + coalesce(fx.fs, 0), 2),
+					   CASE WHEN a.urgent_n::numeric / a.n < share
+								 AND a.batch_first + coalesce(fx.fb, 0) > a.all_stream
+							THEN ' - at this volume the batch capacity costs more than the batch price saves'
+							WHEN a.urgent_n::numeric / a.n >= share
+								 AND a.batch_first + coalesce(fx.fb, 0) < a.all_stream
+							THEN ' - batch-first still costs less: stream more only where the latency is worth it'
+							ELSE '' END)
 			 WHEN a.movable > 0 AND coalesce(a.movable_cost, 0) > 0 THEN
 				format('type %s: %s%% of streamed tasks (%s of %s) had SLAs of %s or more, or none, and no user waiting; routing them to window %s would save %s %s per day',
 					   a.task_type, round(100.0 * a.movable / a.streamed), a.movable, a.streamed, urgent,
@@ -669,17 +709,25 @@ BEGIN
 			 WHEN a.with_sla > 0 AND a.met::numeric / a.with_sla < 0.95 THEN
 				format('type %s: only %s%% of tasks with an SLA met it; route more of them to stream, or add workers',
 					   a.task_type, round(100.0 * a.met / a.with_sla))
+			 WHEN a.urgent_n::numeric / a.n >= share AND a.streamed < a.urgent_n THEN
+				format('type %s: %s%% of tasks needed real time, over the break-even share of %s%%, but %s%% streamed; stream more of them',
+					   a.task_type, round(100.0 * a.urgent_n / a.n), round(100 * share),
+					   round(100.0 * a.streamed / a.n))
 			 ELSE
 				format('type %s: routing matches what was needed (%s%% streamed, %s%% urgent); nothing to change',
 					   a.task_type, round(100.0 * a.streamed / a.n), round(100.0 * a.urgent_n / a.n))
-		   END
+		   END,
+		   CASE WHEN a.task_type IS NULL THEN coalesce(fx.fs, 0) + coalesce(fx.fb, 0) END,
+		   CASE WHEN a.task_type IS NULL THEN a.batch_first + coalesce(fx.fs, 0) + coalesce(fx.fb, 0) END,
+		   CASE WHEN a.task_type IS NULL THEN a.all_stream + coalesce(fx.fs, 0) END
 	  FROM agg a LEFT JOIN win ON win.task_type = a.task_type
-	 ORDER BY a.task_type, a.currency;
+	  LEFT JOIN fixed fx ON fx.currency = a.currency
+	 ORDER BY a.task_type IS NULL, a.task_type, a.currency;
 END
 $$;
 
 COMMENT ON FUNCTION hx_advise(timestamptz, timestamptz, interval) IS
-'Per task type and currency, from the tasks finished in [from, to): share streamed, share that needed it (user origin or SLA/deadline under "urgent"), share of SLAs met, p95 latency (seconds, to the millisecond), cost against all-batch, what moving the streamed tasks nobody needed at once would save per day (in that currency), the break-even share of real-time work (= the urgent share: streaming more pays for latency nobody needed) and a plain recommendation naming the currency';
+'Per task type and currency, and overall ((all)), from the tasks finished in [from, to): share streamed, share that needed real time (user origin or SLA/deadline under "urgent"), share of SLAs met, p95 latency (seconds, to the millisecond), cost against all-batch, what moving the streamed tasks nobody needed at once would save per day, hybridexec.break_even_share and a plain recommendation: overall, batch-first when the real-time share is under the break-even share and streaming more when over, with the fixed costs of the period (hx_fixed_costs) and the totals of batch-first (what needed it streamed, the rest at the batch price, both routes'' capacity) and of all-stream (stream capacity only)';
 
 /* ------------------------------------------------------------------------
  * Percentage rollouts
