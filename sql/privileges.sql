@@ -175,7 +175,7 @@ SELECT count(*) = :all_costs AS sees_every_cost FROM hx_cost;
 RESET ROLE;
 -- a type another role registered is its: a submitter given hx_register
 -- (as a DBA may do for a team) changes its own types, not the admin's
-GRANT EXECUTE ON FUNCTION hx_register(text, regprocedure, regprocedure, integer, interval, text, integer, interval, text[], interval, interval, integer, integer, interval) TO regress_hx_sub;
+GRANT EXECUTE ON FUNCTION hx_register(text, regprocedure, regprocedure, integer, interval, text, integer, interval, text[], interval, interval, integer, integer, interval, text) TO regress_hx_sub;
 GRANT EXECUTE ON FUNCTION private_handler(jsonb) TO regress_hx_sub;
 SET ROLE regress_hx_sub;
 SELECT hx_register('admin_type');
@@ -195,7 +195,7 @@ SELECT hx_register('team_private', timeout => '20 seconds');
 SELECT hx_register('team_private', timeout => '20 seconds', clear => ARRAY['handler']);
 RESET ROLE;
 SELECT task_type, handler, timeout, run_as FROM hx_type WHERE task_type = 'team_private';
-REVOKE EXECUTE ON FUNCTION hx_register(text, regprocedure, regprocedure, integer, interval, text, integer, interval, text[], interval, interval, integer, integer, interval) FROM regress_hx_sub;
+REVOKE EXECUTE ON FUNCTION hx_register(text, regprocedure, regprocedure, integer, interval, text, integer, interval, text[], interval, interval, integer, integer, interval, text) FROM regress_hx_sub;
 
 -- clean up
 SELECT hx_unregister('admin_type'), hx_unregister('team_type'), hx_unregister('team_private');

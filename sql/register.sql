@@ -103,3 +103,16 @@ SELECT hx_register('temporary', 'echo_handler(jsonb)');
 SELECT hx_unregister('temporary');
 SELECT hx_unregister('temporary');
 SELECT count(*) AS temporary_left FROM hx_type WHERE task_type = 'temporary';
+
+-- tiered results: refine_with names a registered type, never back into itself
+SELECT hx_register('quick_answer', 'echo_handler(jsonb)');
+SELECT hx_register('full_answer', 'echo_handler(jsonb)');
+SELECT hx_register('quick_answer', refine_with => 'no_such_type');
+SELECT hx_register('quick_answer', refine_with => 'full_answer');
+SELECT hx_register('full_answer', refine_with => 'quick_answer');
+SELECT hx_register('full_answer', refine_with => 'full_answer');
+SELECT task_type, refine_with FROM hx_type WHERE task_type LIKE '%_answer' ORDER BY 1;
+SELECT hx_unregister('full_answer');
+SELECT hx_register('quick_answer', clear => ARRAY['refine_with']);
+SELECT hx_unregister('full_answer');
+SELECT hx_unregister('quick_answer');

@@ -381,6 +381,26 @@ hx_cost_book(PG_FUNCTION_ARGS)
 			hx_book_insert(a, single);
 		hx_book_sums(a, n);
 		SPI_finish();
+
+		/* tiered results: a done task of a refined type gets its next tier */
+		if (hx_types_refined())
+		{
+			int64	   *done = palloc(sizeof(int64) * n);
+			int			ndone = 0;
+
+			for (i = 0; i < n; i++)
+			{
+				HxTypeInfo *info;
+
+				if (strcmp(a[i].status, "done") != 0)
+					continue;
+				info = hx_type_lookup(TextDatumGetCString(a[i].v[F_TASK_TYPE]));
+				if (info != NULL && info->refined)
+					done[ndone++] = DatumGetInt64(a[i].v[F_ID]);
+			}
+			if (ndone > 0)
+				hx_refine_done(done, ndone);
+		}
 	}
 
 	MemoryContextSwitchTo(old);

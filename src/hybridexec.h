@@ -268,6 +268,10 @@ extern void hx_wakeup_init(void);
 extern void hx_finished_init(void);
 extern void hx_finish_note(int64 id, Datum task_type, const char *status);
 
+/* ---- tiered results (submit.c) ---- */
+
+extern void hx_refine_done(int64 *ids, int n);
+
 /* ---- DROP EXTENSION (drop.c) ---- */
 extern void hx_drop_init(void);
 
@@ -279,6 +283,7 @@ typedef struct HxTypeInfo
 	char		task_type[NAMEDATALEN * 4];	/* hash key */
 	bool		has_handler;
 	bool		limited;		/* max_running or rate_limit set */
+	bool		refined;		/* refine_with set: done tasks get a next tier */
 } HxTypeInfo;
 
 /* One enabled rule, decoded once per cache load. */
@@ -308,6 +313,7 @@ extern Oid	hx_schema_for_function(Oid fn_oid);
 extern void hx_rules_ensure(Oid schema);
 extern HxTypeInfo *hx_type_lookup(const char *task_type);
 extern bool hx_types_limited(void);
+extern bool hx_types_refined(void);
 extern HxRule *hx_rules_get(int *nrules);
 extern bool hx_rules_read_payload(void);
 extern bool hx_rules_sampled(void);

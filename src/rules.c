@@ -41,6 +41,7 @@ static HxRule *rules = NULL;
 static int	nrules = 0;
 static HTAB *types = NULL;
 static bool any_limited = false;	/* a type has max_running or rate_limit */
+static bool any_refined = false;	/* a type has refine_with */
 static bool rules_read_payload = false;	/* some rule has payload_match */
 static bool rules_sampled = false;	/* some rule has a sample */
 
@@ -192,6 +193,17 @@ hx_types_limited(void)
 }
 
 /*
+ * hx_types_refined
+ *		Whether any cached type has refine_with: the bookings of done tasks
+ *		look for refinements to submit only then.
+ */
+bool
+hx_types_refined(void)
+{
+	return any_refined;
+}
+
+/*
  * hx_rules_get
  *		The cached enabled rules in evaluation order.
  */
@@ -283,13 +295,14 @@ static void
 hx_load_types(void)
 {
 	static HxStmt read_types = {
-		"SELECT task_type, handler IS NOT NULL, max_running IS NOT NULL OR rate_limit IS NOT NULL "
-		"FROM @extschema@.hx_type"
+		"SELECT task_type, handler IS NOT NULL, max_running IS NOT NULL OR rate_limit IS NOT NULL, "
+		"refine_with IS NOT NULL FROM @extschema@.hx_type"
 	};
 	HASHCTL		ctl;
 	uint64		i;
 
 	any_limited = false;
+	any_refined = false;
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = sizeof(((HxTypeInfo *) 0)->task_type);
 	ctl.entrysize = sizeof(HxTypeInfo);
@@ -317,6 +330,8 @@ hx_load_types(void)
 		info->has_handler = DatumGetBool(SPI_getbinval(tup, desc, 2, &isnull));
 		info->limited = DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull));
 		any_limited |= info->limited;
+		info->refined = DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull));
+		any_refined |= info->refined;
 	}
 }
 

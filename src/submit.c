@@ -80,6 +80,33 @@ static HxStmt insert_plain_id = {
 	INT8OID}
 };
 
+/*
+ * Tiered results: the done tasks ($1) of types with refine_with, with
+ * what their next tier is submitted with.  Through hx_task: a done task
+ * may have moved to hx_task_history.
+ */
+static HxStmt refine_read = {
+	"SELECT t.id, y.refine_with, t.payload, t.priority, t.department, t.submitted_by, t.tier "
+	"FROM @extschema@.hx_task t JOIN @extschema@.hx_type y ON y.task_type = t.task_type "
+	"WHERE t.id = ANY ($1) AND t.status = 'done' AND y.refine_with IS NOT NULL ORDER BY t.id",
+	1, {INT8ARRAYOID}
+};
+
+/* a next tier: the columns of insert_plain_id ($1..$16), its parent ($17) and tier ($18) */
+static HxStmt insert_refinement = {
+	"INSERT INTO @extschema@.hx_task (" HX_TASK_COLUMNS ", sample_rule, id, parent_id, tier) "
+	"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, coalesce($13, now()), $15, $16, $17, $18)",
+	18, {TEXTOID, JSONBOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, HX_COMMON_TYPES, TEXTOID, TEXTOID,
+	INT8OID, INT8OID, INT4OID}
+};
+
+/* a watched table's row is the next tier's too: its result is written back again */
+static HxStmt refine_source = {
+	"INSERT INTO @extschema@.hx_task_source (task_id, source, source_key) "
+	"SELECT $1, s.source, s.source_key FROM @extschema@.hx_task_source s WHERE s.task_id = $2",
+	2, {INT8OID, INT8OID}
+};
+
 /* the next $2 values of hx_task's id sequence ($1) */
 static HxStmt take_ids = {
 	"SELECT nextval($1) FROM generate_series(1, $2)",
@@ -564,6 +591,135 @@ hx_check_run_at(FunctionCallInfo fcinfo, int argno, HxTaskArgs *args)
 				 errhint("A task not due before its deadline could never be on time: move run_at earlier, or the deadline (or SLA) later.")));
 	args->has_run_at = true;
 	args->run_at = run_at;
+}
+
+/*
+ * hx_refine_done
+ *		Tiered results: submits the next tier of each of the n done tasks
+ *		(ids) whose type has refine_with - a task of that type with the same
+ *		payload, priority, department and submitter, parent_id pointing at
+ *		the done task, tier one higher, origin "refine", classified by the
+ *		rules like any task - and makes a watched table's row its source
+ *		too.  A refinement that cannot be submitted (no rule matches it, a
+ *		bad rule) is a warning, not a failure: the done task stays done.
+ *		Called by the ledger trigger in the transaction that finished them,
+ *		with the rule cache loaded; own SPI connection, as the owner.
+ */
+void
+hx_refine_done(int64 *ids, int n)
+{
+	MemoryContext oldcontext = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	Datum	   *idd = palloc(sizeof(Datum) * n);
+	Datum		arg;
+	SPITupleTable *parents;
+	uint64		nparents;
+	int64	   *new_ids;
+	HxUserSave	save;
+	uint64		k;
+	int			i;
+
+	for (i = 0; i < n; i++)
+		idd[i] = Int64GetDatum(ids[i]);
+	arg = PointerGetDatum(construct_array(idd, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	hx_become_owner(&save);
+	if (hx_stmt_exec(&refine_read, &arg, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the tasks to refine");
+	parents = SPI_tuptable;
+	nparents = SPI_processed;
+	if (nparents == 0)
+	{
+		hx_restore_user(&save);
+		SPI_finish();
+		return;
+	}
+	new_ids = hx_take_ids((int) nparents);
+
+	for (k = 0; k < nparents; k++)
+	{
+		HeapTuple	tup = parents->vals[k];
+		TupleDesc	desc = parents->tupdesc;
+		int64		parent = DatumGetInt64(SPI_getbinval(tup, desc, 1, &(bool) {false}));
+
+		BeginInternalSubTransaction(NULL);
+		MemoryContextSwitchTo(oldcontext);
+		PG_TRY();
+		{
+			HxTaskArgs	args;
+			HxDecision	d;
+			Datum		values[18];
+			char		nulls[18];
+			bool		isnull;
+			Datum		src[2];
+
+			memset(&args, 0, sizeof(args));
+			args.task_type = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
+			args.payload = DatumGetJsonbP(SPI_getbinval(tup, desc, 3, &isnull));
+			args.origin = "refine";
+			args.priority = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
+			values[10] = SPI_getbinval(tup, desc, 5, &isnull);
+			args.department = isnull ? NULL : TextDatumGetCString(values[10]);
+			args.at = GetCurrentTimestamp();
+			args.id = new_ids[k];
+			hx_classify_task(&args, &d);
+
+			memset(nulls, ' ', sizeof(nulls));
+			values[0] = CStringGetTextDatum(args.task_type);
+			values[1] = JsonbPGetDatum(args.payload);
+			values[2] = CStringGetTextDatum(d.stream ? "stream" : "batch");
+			if (d.window_name)
+				values[3] = CStringGetTextDatum(d.window_name);
+			else
+				nulls[3] = 'n';
+			values[4] = CStringGetTextDatum(d.rule_name);
+			values[5] = CStringGetTextDatum(psprintf("tier %d of task %lld: %s",
+													 DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull)) + 1,
+													 (long long) parent, d.reason));
+			hx_common_values(&args, DatumGetObjectId(SPI_getbinval(tup, desc, 6, &isnull)),
+							 values, nulls);
+			nulls[13] = 'n';
+			if (d.sample_rule)
+				values[14] = CStringGetTextDatum(d.sample_rule);
+			else
+				nulls[14] = 'n';
+			values[15] = Int64GetDatum(new_ids[k]);
+			values[16] = Int64GetDatum(parent);
+			values[17] = Int32GetDatum(DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull)) + 1);
+			if (hx_stmt_exec(&insert_refinement, values, nulls, false, 0) != SPI_OK_INSERT)
+				elog(ERROR, "could not insert the next tier of task %lld", (long long) parent);
+			src[0] = values[15];
+			src[1] = values[16];
+			if (hx_stmt_exec(&refine_source, src, NULL, false, 0) != SPI_OK_INSERT)
+				elog(ERROR, "could not record the source of the next tier of task %lld",
+					 (long long) parent);
+			ReleaseCurrentSubTransaction();
+		}
+		PG_CATCH();
+		{
+			ErrorData  *edata;
+
+			MemoryContextSwitchTo(oldcontext);
+			edata = CopyErrorData();
+			FlushErrorState();
+			RollbackAndReleaseCurrentSubTransaction();
+			ereport(WARNING,
+					(errmsg("could not submit the next tier of task %lld: %s",
+							(long long) parent, edata->message),
+					 errdetail("Task %lld is done all the same; its result stays the best of its chain.",
+							   (long long) parent),
+					 errhint("Check hx_classify('%s', origin => 'refine'): a rule must match the refining type.",
+							 TextDatumGetCString(SPI_getbinval(tup, desc, 2, &(bool) {false})))));
+			FreeErrorData(edata);
+		}
+		PG_END_TRY();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+	}
+	hx_restore_user(&save);
+	SPI_finish();
 }
 
 /*

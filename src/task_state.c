@@ -218,11 +218,11 @@ static HxStmt claim_external_any = {
 	"rule_name, reason, origin, priority, sla, deadline, department, dedupe_key, attempts, result, " \
 	"last_error, submitted_at, run_after, started_at, finished_at, worker_pid, run_id, escalated_at, " \
 	"executor, lease_token, lease_expires_at, reported_cost, submitted_by, isolated, throttled, " \
-	"sample_rule) " \
+	"sample_rule, parent_id, tier) " \
 	"SELECT id, task_type, payload, 'done', route, window_name, rule_name, reason, origin, priority, " \
 	"sla, deadline, department, dedupe_key, " attempts ", new_result, last_error, submitted_at, " \
 	"run_after, " started ", " finished ", " pid ", " run ", escalated_at, executor, " lease ", NULL, " \
-	cost ", submitted_by, isolated, throttled, sample_rule FROM m"
+	cost ", submitted_by, isolated, throttled, sample_rule, parent_id, tier FROM m"
 
 /* the in-database workers' moves: $1 the tasks, $2 their results */
 #define HX_MOVE_DONE(which, attempts, started, finished, pid, run) \

@@ -80,6 +80,7 @@ GRANT EXECUTE ON FUNCTION
 	hx_rollout_report(timestamptz, timestamptz),
 	hx_decide(text, jsonb, interval, text, integer, text, text, timestamptz, timestamptz),
 	hx_wait(bigint, interval),
+	hx_result(bigint),
 	hx_await(bigint[], interval),
 	hx_cancel(bigint),
 	hx_retry(bigint[]),

@@ -29,6 +29,7 @@ CREATE TABLE hx_type (
 	max_running		integer,
 	rate_limit		integer,
 	rate_period		interval,
+	refine_with		text REFERENCES hx_type (task_type),
 	CONSTRAINT hx_type_name_check CHECK (task_type <> '' AND length(task_type) <= 200),
 	CONSTRAINT hx_type_max_attempts_check CHECK (max_attempts BETWEEN 1 AND 1000),
 	CONSTRAINT hx_type_timeout_check CHECK (timeout > interval '0'),
@@ -66,6 +67,7 @@ COMMENT ON COLUMN hx_type.max_backoff IS 'Longest delay between retries of the t
 COMMENT ON COLUMN hx_type.max_running IS 'Most tasks of the type running at once for stream workers, external executors and window runs'' chunks together; NULL = no limit';
 COMMENT ON COLUMN hx_type.rate_limit IS 'Most attempts of the type started per rate_period (a token bucket of rate_limit tokens, refilled evenly over rate_period) by stream workers, external executors and window runs'' chunks together; NULL = no limit';
 COMMENT ON COLUMN hx_type.rate_period IS 'The period of rate_limit';
+COMMENT ON COLUMN hx_type.refine_with IS 'Tiered results: when a task of the type is done, a task of this type is submitted with the same payload, parent_id pointing at it and tier one higher, routed by the rules (origin refine); NULL = the last tier';
 COMMENT ON COLUMN hx_type.registered_at IS 'When hx_register() created the type or last changed it (a call that changes nothing leaves it)';
 
 /* ------------------------------------------------------------------------
@@ -107,6 +109,8 @@ CREATE TABLE hx_task (
 	isolated		boolean NOT NULL DEFAULT false,
 	throttled		integer NOT NULL DEFAULT 0,
 	sample_rule		text,
+	parent_id		bigint,
+	tier			integer NOT NULL DEFAULT 1,
 	CONSTRAINT hx_task_status_check
 		CHECK (status IN ('queued', 'running', 'done', 'failed', 'dead', 'cancelled')),
 	CONSTRAINT hx_task_route_check CHECK (route IN ('stream', 'batch')),
@@ -128,6 +132,8 @@ CREATE INDEX hx_task_stream_claim_idx ON hx_task ((-priority), id)
 CREATE INDEX hx_task_batch_idx ON hx_task (window_name, task_type, (-priority),
 										   (coalesce(deadline, 'infinity'::timestamptz)), id)
 	WHERE status IN ('queued', 'failed') AND route = 'batch';
+/* the refinements of a task (hx_result walks a chain of tiers) */
+CREATE INDEX hx_task_parent_idx ON hx_task (parent_id) WHERE parent_id IS NOT NULL;
 /* tasks put back after their worker was lost (or of a failed chunk): each runs alone */
 CREATE INDEX hx_task_isolated_idx ON hx_task (priority DESC, id)
 	WHERE isolated AND status IN ('queued', 'failed');
@@ -169,6 +175,8 @@ COMMENT ON COLUMN hx_task.lease_token IS 'Token of the current external lease (h
 COMMENT ON COLUMN hx_task.lease_expires_at IS 'When the current external lease expires and the task is reclaimed';
 COMMENT ON COLUMN hx_task.submitted_by IS 'The role that submitted the task (for a watched table: the role that attached it); it and its members see the task';
 COMMENT ON COLUMN hx_task.isolated IS 'Its last attempt was lost with its worker (crash, kill), or its window run''s chunk failed as a whole: it runs alone next time, so that a task that crashes its worker costs no other task an attempt';
+COMMENT ON COLUMN hx_task.parent_id IS 'Tiered results: the done task this one refines (its type''s refine_with is this task''s type); NULL for a first tier';
+COMMENT ON COLUMN hx_task.tier IS 'Tiered results: 1 for a submitted task, one more than its parent''s for a refinement';
 COMMENT ON COLUMN hx_task.sample_rule IS 'The sampled rule (hx_rule.sample) whose other conditions the task matched: it took the task when rule_name is the same, else the task fell through it (hx_rollout_report compares the two); NULL = none';
 COMMENT ON COLUMN hx_task.throttled IS 'Failed attempts after which the executor said when to try again (hx_fail''s retry_after): they do not count against max_attempts';
 COMMENT ON COLUMN hx_task.reported_cost IS 'Cost of the latest attempt as reported by its executor (hx_complete/hx_fail); when set, the ledger books it instead of the catalog price';
@@ -208,6 +216,7 @@ CREATE INDEX hx_task_history_finished_idx ON hx_task_history (finished_at);
 /* what hx_submit's reuse_within looks for: only tasks with a dedupe key pay for it */
 CREATE INDEX hx_task_history_reuse_idx ON hx_task_history (task_type, dedupe_key, finished_at)
 	WHERE dedupe_key IS NOT NULL;
+CREATE INDEX hx_task_history_parent_idx ON hx_task_history (parent_id) WHERE parent_id IS NOT NULL;
 -- [/storage]
 
 COMMENT ON TABLE hx_task_history IS
@@ -469,12 +478,13 @@ CREATE FUNCTION _hybridexec.hx_register(task_type text, handler regprocedure,
 										timeout interval, description text,
 										micro_batch_size integer, micro_batch_wait interval,
 										clear text[], retry_backoff interval, max_backoff interval,
-										max_running integer, rate_limit integer, rate_period interval)
+										max_running integer, rate_limit integer, rate_period interval,
+										refine_with text)
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 DECLARE
 	clearable CONSTANT text[] := ARRAY['handler', 'batch_handler', 'description', 'micro_batch', 'backoff',
-									   'max_running', 'rate_limit'];
+									   'max_running', 'rate_limit', 'refine_with'];
 	caller regrole := hx_caller();
 	cur hx_type;
 	found_cur boolean;
@@ -490,6 +500,8 @@ DECLARE
 	new_max_running integer;
 	new_rate_limit integer;
 	new_rate_period interval;
+	new_refine_with text;
+	tiers text[];
 	changes text[];
 	bad text;
 	kept text;
@@ -507,7 +519,7 @@ BEGIN
 	IF bad IS NOT NULL THEN
 		RAISE EXCEPTION 'hx_register cannot clear %', bad
 			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'clear may name handler, batch_handler, description, micro_batch (micro_batch_size and micro_batch_wait together), backoff (retry_backoff and max_backoff together), max_running and rate_limit (rate_limit and rate_period together); change max_attempts or timeout by passing the new value.';
+				  HINT = 'clear may name handler, batch_handler, description, micro_batch (micro_batch_size and micro_batch_wait together), backoff (retry_backoff and max_backoff together), max_running, rate_limit (rate_limit and rate_period together) and refine_with; change max_attempts or timeout by passing the new value.';
 	END IF;
 	SELECT string_agg(DISTINCT c, ', ') INTO bad
 	  FROM unnest(clear) c
@@ -517,7 +529,8 @@ BEGIN
 		OR (c = 'micro_batch' AND (micro_batch_size IS NOT NULL OR micro_batch_wait IS NOT NULL))
 		OR (c = 'backoff' AND (retry_backoff IS NOT NULL OR max_backoff IS NOT NULL))
 		OR (c = 'max_running' AND max_running IS NOT NULL)
-		OR (c = 'rate_limit' AND (rate_limit IS NOT NULL OR rate_period IS NOT NULL));
+		OR (c = 'rate_limit' AND (rate_limit IS NOT NULL OR rate_period IS NOT NULL))
+		OR (c = 'refine_with' AND refine_with IS NOT NULL);
 	IF bad IS NOT NULL THEN
 		RAISE EXCEPTION 'hx_register cannot both set and clear %', bad
 			USING ERRCODE = 'invalid_parameter_value',
@@ -569,6 +582,29 @@ BEGIN
 						   ELSE coalesce(rate_limit, cur.rate_limit) END;
 	new_rate_period := CASE WHEN 'rate_limit' = ANY (clear) THEN NULL
 							ELSE coalesce(rate_period, cur.rate_period) END;
+	new_refine_with := CASE WHEN 'refine_with' = ANY (clear) THEN NULL
+							ELSE coalesce(refine_with, cur.refine_with) END;
+	IF refine_with IS NOT NULL THEN
+		IF NOT EXISTS (SELECT 1 FROM hx_type y WHERE y.task_type = hx_register.refine_with) THEN
+			RAISE EXCEPTION 'refine_with names unknown task type "%"', hx_register.refine_with
+				USING ERRCODE = 'undefined_object',
+					  HINT = 'Register the refining type first, e.g. hx_register(''summarize_full'', ''summarize_full(jsonb)''), then name it here.';
+		END IF;
+		/* the chain of tiers it starts: it must not come back to this type */
+		WITH RECURSIVE chain (t, depth) AS (
+			SELECT hx_register.refine_with, 1
+			UNION ALL
+			SELECT y.refine_with, c.depth + 1 FROM chain c JOIN hx_type y ON y.task_type = c.t
+			 WHERE y.refine_with IS NOT NULL AND c.t <> hx_register.task_type AND c.depth < 100)
+		SELECT array_agg(c.t ORDER BY c.depth) INTO tiers FROM chain c;
+		IF task_type = ANY (tiers) OR cardinality(tiers) >= 10 THEN
+			RAISE EXCEPTION 'refine_with "%" would make task type "%" a tier of itself or a chain of more than 10 tiers',
+					hx_register.refine_with, task_type
+				USING ERRCODE = 'invalid_parameter_value',
+					  DETAIL = format('The tiers after "%s" would be: %s.', task_type, array_to_string(tiers, ' -> ')),
+					  HINT = 'A refinement chain goes from a quick answer to a better one and ends: name a type that is not refined back into this one.';
+		END IF;
+	END IF;
 	IF new_max_running NOT BETWEEN 1 AND 100000 THEN
 		RAISE EXCEPTION 'max_running must be between 1 and 100000, not %', new_max_running
 			USING ERRCODE = 'invalid_parameter_value',
@@ -657,10 +693,10 @@ BEGIN
 	IF NOT found_cur THEN
 		INSERT INTO hx_type (task_type, handler, batch_handler, max_attempts, timeout, run_as,
 							 description, micro_batch_size, micro_batch_wait, retry_backoff, max_backoff,
-							 max_running, rate_limit, rate_period)
+							 max_running, rate_limit, rate_period, refine_with)
 		VALUES (task_type, new_handler, new_batch_handler, new_max_attempts, new_timeout, caller,
 				new_description, new_size, new_wait, new_backoff, new_max_backoff,
-				new_max_running, new_rate_limit, new_rate_period);
+				new_max_running, new_rate_limit, new_rate_period, new_refine_with);
 		RETURN;
 	END IF;
 
@@ -693,6 +729,9 @@ BEGIN
 		CASE WHEN new_rate_limit IS DISTINCT FROM cur.rate_limit OR new_rate_period IS DISTINCT FROM cur.rate_period
 			 THEN format('rate_limit %s -> %s', coalesce(cur.rate_limit || ' per ' || cur.rate_period, 'none'),
 						 coalesce(new_rate_limit || ' per ' || new_rate_period, 'none')) END,
+		CASE WHEN new_refine_with IS DISTINCT FROM cur.refine_with
+			 THEN format('refine_with %s -> %s', coalesce(cur.refine_with, 'none'),
+						 coalesce(new_refine_with, 'none')) END,
 		CASE WHEN new_description IS DISTINCT FROM cur.description
 			 THEN format('description %s -> %s', coalesce(quote_literal(cur.description), 'none'),
 						 coalesce(quote_literal(new_description), 'none')) END,
@@ -708,14 +747,14 @@ BEGIN
 		   description = new_description, micro_batch_size = new_size,
 		   micro_batch_wait = new_wait, retry_backoff = new_backoff, max_backoff = new_max_backoff,
 		   max_running = new_max_running, rate_limit = new_rate_limit, rate_period = new_rate_period,
-		   registered_at = now()
+		   refine_with = new_refine_with, registered_at = now()
 	 WHERE y.task_type = hx_register.task_type;
 	RAISE NOTICE 'task type "%": %', task_type, array_to_string(changes, ', ');
 END
 $$;
 
-COMMENT ON FUNCTION _hybridexec.hx_register(text, regprocedure, regprocedure, integer, interval, text, integer, interval, text[], interval, interval, integer, integer, interval) IS
-'Implementation of hx_register(): changes only the fields given (NULL keeps them; clear resets handler, batch_handler, description, micro_batch, backoff, max_running or rate_limit) and says what changed; the type runs as the calling role (hx_caller()), which must be allowed to execute the handlers it ends up with; only a member of the role a type runs as, or an administrator, may change it';
+COMMENT ON FUNCTION _hybridexec.hx_register(text, regprocedure, regprocedure, integer, interval, text, integer, interval, text[], interval, interval, integer, integer, interval, text) IS
+'Implementation of hx_register(): changes only the fields given (NULL keeps them; clear resets handler, batch_handler, description, micro_batch, backoff, max_running, rate_limit or refine_with) and says what changed; the type runs as the calling role (hx_caller()), which must be allowed to execute the handlers it ends up with; only a member of the role a type runs as, or an administrator, may change it';
 
 CREATE FUNCTION hx_register(task_type text,
 							handler regprocedure DEFAULT NULL,
@@ -730,11 +769,12 @@ CREATE FUNCTION hx_register(task_type text,
 							max_backoff interval DEFAULT NULL,
 							max_running integer DEFAULT NULL,
 							rate_limit integer DEFAULT NULL,
-							rate_period interval DEFAULT NULL)
+							rate_period interval DEFAULT NULL,
+							refine_with text DEFAULT NULL)
 RETURNS void
 AS 'MODULE_PATHNAME', 'hx_api' LANGUAGE C VOLATILE;
 
-COMMENT ON FUNCTION hx_register(text, regprocedure, regprocedure, integer, interval, text, integer, interval, text[], interval, interval, integer, integer, interval) IS
+COMMENT ON FUNCTION hx_register(text, regprocedure, regprocedure, integer, interval, text, integer, interval, text[], interval, interval, integer, integer, interval, text) IS
 'Registers or changes a task type, e.g. hx_register(''summarize'', ''summarize(jsonb)'', timeout => ''30 seconds''). Handlers are named with their argument types: handler ''f(jsonb)'' (f(payload jsonb) RETURNS jsonb), batch_handler ''f(jsonb[])'' (f(payloads jsonb[]) RETURNS jsonb[]); without either the type is left to external executors. An argument left NULL keeps the type''s value (a new type: max_attempts 3, timeout 1 minute); clear => ARRAY[''handler'', ''batch_handler'', ''description'', ''micro_batch''] resets those fields. A notice says what changed. The handlers then run as the calling role, which becomes the type''s run_as';
 
 CREATE FUNCTION hx_unregister(task_type text) RETURNS void
@@ -750,11 +790,63 @@ BEGIN
 			USING ERRCODE = 'object_in_use',
 				  HINT = 'Let them finish or cancel them with hx_cancel() first.';
 	END IF;
+	IF EXISTS (SELECT 1 FROM hx_type y WHERE y.refine_with = hx_unregister.task_type) THEN
+		RAISE EXCEPTION 'task type "%" refines the results of %', task_type,
+				(SELECT string_agg(format('"%s"', y.task_type), ', ' ORDER BY y.task_type)
+				   FROM hx_type y WHERE y.refine_with = hx_unregister.task_type)
+			USING ERRCODE = 'object_in_use',
+				  HINT = 'Clear it there first: hx_register(<that type>, clear => ARRAY[''refine_with'']).';
+	END IF;
 	DELETE FROM hx_type y WHERE y.task_type = hx_unregister.task_type;
 END
 $$;
 
 COMMENT ON FUNCTION hx_unregister(text) IS 'Removes a task type that has no unfinished tasks';
+
+/*
+ * Tiered results: the best result so far of the chain of tiers task "id"
+ * belongs to (the done task of the highest tier), read as the caller.  A
+ * chain is a line: each done task of a refined type has one refinement.
+ */
+CREATE FUNCTION hx_result(id bigint)
+RETURNS TABLE (task_id bigint, tier integer, final boolean, result jsonb)
+LANGUAGE plpgsql STABLE SET search_path = @extschema@, _hybridexec, pg_temp AS $$
+DECLARE
+	root bigint;
+BEGIN
+	IF id IS NULL THEN
+		RAISE EXCEPTION 'hx_result needs a task id'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	WITH RECURSIVE up AS (
+		SELECT t.id, t.parent_id, 0 AS depth FROM hx_task t WHERE t.id = hx_result.id
+		UNION ALL
+		SELECT p.id, p.parent_id, u.depth + 1
+		  FROM up u JOIN hx_task p ON p.id = u.parent_id WHERE u.depth < 100)
+	SELECT u.id INTO root FROM up u ORDER BY u.depth DESC LIMIT 1;
+	IF root IS NULL THEN
+		RAISE EXCEPTION 'task % does not exist or is not yours', id
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'A task is visible to the role that submitted it, its department and administrators; retention deletes old ones.';
+	END IF;
+	RETURN QUERY
+	WITH RECURSIVE down AS (
+		SELECT t.id, t.task_type, t.status, t.tier, t.result, 0 AS depth FROM hx_task t WHERE t.id = root
+		UNION ALL
+		SELECT c.id, c.task_type, c.status, c.tier, c.result, d.depth + 1
+		  FROM down d JOIN hx_task c ON c.parent_id = d.id WHERE d.depth < 100)
+	SELECT d.id, d.tier,
+		   NOT EXISTS (SELECT 1 FROM hx_type y WHERE y.task_type = d.task_type AND y.refine_with IS NOT NULL),
+		   d.result
+	  FROM down d
+	 WHERE d.status = 'done'
+	 ORDER BY d.tier DESC, d.id DESC
+	 LIMIT 1;
+END
+$$;
+
+COMMENT ON FUNCTION hx_result(bigint) IS
+'Tiered results: the best result so far of the chain of tiers the task belongs to - the done task of the highest tier, its tier, whether it is final (its type refines no further) and its result; no row while no tier is done (a dead or cancelled tier leaves the best earlier one); 42704 for a task the caller may not see';
 
 /* ------------------------------------------------------------------------
  * Submitting and classifying

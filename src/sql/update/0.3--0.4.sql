@@ -70,3 +70,8 @@ ALTER TABLE hx_stat_minute ADD COLUMN reused bigint NOT NULL DEFAULT 0;
 ALTER TABLE hx_rule ADD COLUMN sample numeric,
 	ADD CONSTRAINT hx_rule_sample_check CHECK (sample > 0 AND sample <= 1);
 ALTER TABLE hx_task ADD COLUMN sample_rule text;
+
+/* tiered results: a type may name the type that refines its results, and a refinement its parent */
+ALTER TABLE hx_type ADD COLUMN refine_with text REFERENCES hx_type (task_type);
+ALTER TABLE hx_task ADD COLUMN parent_id bigint, ADD COLUMN tier integer NOT NULL DEFAULT 1;
+CREATE INDEX hx_task_parent_idx ON hx_task (parent_id) WHERE parent_id IS NOT NULL;
