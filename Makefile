@@ -48,6 +48,7 @@ SQL_PARTS = \
 	src/sql/rules.sql \
 	src/sql/batch.sql \
 	src/sql/ledger.sql \
+	src/sql/quality.sql \
 	src/sql/reports.sql \
 	src/sql/executors.sql \
 	src/sql/attach.sql \

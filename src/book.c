@@ -382,24 +382,29 @@ hx_cost_book(PG_FUNCTION_ARGS)
 		hx_book_sums(a, n);
 		SPI_finish();
 
-		/* tiered results: a done task of a refined type gets its next tier */
-		if (hx_types_refined())
+		/* next tiers of done tasks, dead letters of dead ones */
+		if (hx_types_followed())
 		{
 			int64	   *done = palloc(sizeof(int64) * n);
+			int64	   *dead = palloc(sizeof(int64) * n);
 			int			ndone = 0;
+			int			ndead = 0;
 
 			for (i = 0; i < n; i++)
 			{
-				HxTypeInfo *info;
+				HxTypeInfo *info = hx_type_lookup(TextDatumGetCString(a[i].v[F_TASK_TYPE]));
 
-				if (strcmp(a[i].status, "done") != 0)
+				if (info == NULL)
 					continue;
-				info = hx_type_lookup(TextDatumGetCString(a[i].v[F_TASK_TYPE]));
-				if (info != NULL && info->refined)
+				if (info->refined && strcmp(a[i].status, "done") == 0)
 					done[ndone++] = DatumGetInt64(a[i].v[F_ID]);
+				else if (info->dead_letter && strcmp(a[i].status, "dead") == 0)
+					dead[ndead++] = DatumGetInt64(a[i].v[F_ID]);
 			}
 			if (ndone > 0)
-				hx_refine_done(done, ndone);
+				hx_submit_follow_ups(done, ndone, false);
+			if (ndead > 0)
+				hx_submit_follow_ups(dead, ndead, true);
 		}
 	}
 

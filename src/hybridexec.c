@@ -38,6 +38,7 @@ int			hx_ledger_retention_s = 400 * 24 * 3600;
 int			hx_alert_backlog_age_s = 300;
 double		hx_alert_failure_rate = 0.1;
 static double hx_break_even_share = 0.2;	/* read by hx_advise (SQL) */
+static double hx_alert_quality_drop = 0.1;	/* read by hx_health (SQL) */
 
 void		_PG_init(void);
 
@@ -230,6 +231,14 @@ hx_define_settings(void)
 							 &hx_break_even_share,
 							 0.2, 0.0, 1.0,
 							 PGC_USERSET, 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomRealVariable("hybridexec.alert_quality_drop",
+							 "hx_health() reports task types whose average evaluation over the last hour fell by more than this against their 7-day average.",
+							 NULL,
+							 &hx_alert_quality_drop,
+							 0.1, 0.0, 1000000.0,
+							 PGC_SIGHUP, 0,
 							 NULL, NULL, NULL);
 
 	DefineCustomRealVariable("hybridexec.alert_failure_rate",

@@ -268,9 +268,9 @@ extern void hx_wakeup_init(void);
 extern void hx_finished_init(void);
 extern void hx_finish_note(int64 id, Datum task_type, const char *status);
 
-/* ---- tiered results (submit.c) ---- */
+/* ---- follow-up tasks: next tiers, dead letters (submit.c) ---- */
 
-extern void hx_refine_done(int64 *ids, int n);
+extern void hx_submit_follow_ups(int64 *ids, int n, bool dead);
 
 /* ---- DROP EXTENSION (drop.c) ---- */
 extern void hx_drop_init(void);
@@ -284,6 +284,7 @@ typedef struct HxTypeInfo
 	bool		has_handler;
 	bool		limited;		/* max_running or rate_limit set */
 	bool		refined;		/* refine_with set: done tasks get a next tier */
+	bool		dead_letter;	/* dead_letter_type set: dead tasks go to it */
 } HxTypeInfo;
 
 /* One enabled rule, decoded once per cache load. */
@@ -313,7 +314,7 @@ extern Oid	hx_schema_for_function(Oid fn_oid);
 extern void hx_rules_ensure(Oid schema);
 extern HxTypeInfo *hx_type_lookup(const char *task_type);
 extern bool hx_types_limited(void);
-extern bool hx_types_refined(void);
+extern bool hx_types_followed(void);
 extern HxRule *hx_rules_get(int *nrules);
 extern bool hx_rules_read_payload(void);
 extern bool hx_rules_sampled(void);

@@ -41,7 +41,7 @@ static HxRule *rules = NULL;
 static int	nrules = 0;
 static HTAB *types = NULL;
 static bool any_limited = false;	/* a type has max_running or rate_limit */
-static bool any_refined = false;	/* a type has refine_with */
+static bool any_followed = false;	/* a type has refine_with or dead_letter_type */
 static bool rules_read_payload = false;	/* some rule has payload_match */
 static bool rules_sampled = false;	/* some rule has a sample */
 
@@ -193,14 +193,14 @@ hx_types_limited(void)
 }
 
 /*
- * hx_types_refined
- *		Whether any cached type has refine_with: the bookings of done tasks
- *		look for refinements to submit only then.
+ * hx_types_followed
+ *		Whether any cached type has refine_with or dead_letter_type: the
+ *		bookings of finished tasks look for tasks to follow them only then.
  */
 bool
-hx_types_refined(void)
+hx_types_followed(void)
 {
-	return any_refined;
+	return any_followed;
 }
 
 /*
@@ -296,13 +296,13 @@ hx_load_types(void)
 {
 	static HxStmt read_types = {
 		"SELECT task_type, handler IS NOT NULL, max_running IS NOT NULL OR rate_limit IS NOT NULL, "
-		"refine_with IS NOT NULL FROM @extschema@.hx_type"
+		"refine_with IS NOT NULL, dead_letter_type IS NOT NULL FROM @extschema@.hx_type"
 	};
 	HASHCTL		ctl;
 	uint64		i;
 
 	any_limited = false;
-	any_refined = false;
+	any_followed = false;
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = sizeof(((HxTypeInfo *) 0)->task_type);
 	ctl.entrysize = sizeof(HxTypeInfo);
@@ -331,7 +331,8 @@ hx_load_types(void)
 		info->limited = DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull));
 		any_limited |= info->limited;
 		info->refined = DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull));
-		any_refined |= info->refined;
+		info->dead_letter = DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull));
+		any_followed |= info->refined || info->dead_letter;
 	}
 }
 

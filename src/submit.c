@@ -92,8 +92,28 @@ static HxStmt refine_read = {
 	1, {INT8ARRAYOID}
 };
 
-/* a next tier: the columns of insert_plain_id ($1..$16), its parent ($17) and tier ($18) */
-static HxStmt insert_refinement = {
+/*
+ * Dead letters for people: the dead tasks ($1) of types with
+ * dead_letter_type, read as refine_read reads tasks to refine, with the
+ * dead task, its attempts and errors as the payload.
+ */
+static HxStmt dead_letter_read = {
+	"SELECT t.id, y.dead_letter_type, jsonb_build_object('task_id', t.id, 'task_type', t.task_type, "
+	"'payload', t.payload, 'attempts', t.attempts, 'last_error', t.last_error, 'errors', "
+	"coalesce((SELECT jsonb_agg(jsonb_build_object('attempt', e.attempt, 'at', e.at, 'sqlstate', e.sqlstate, "
+	"'message', e.message) ORDER BY e.id) FROM @extschema@.hx_error e WHERE e.task_id = t.id), '[]')), "
+	"t.priority, t.department, t.submitted_by, 0 "
+	"FROM @extschema@.hx_task t JOIN @extschema@.hx_type y ON y.task_type = t.task_type "
+	"WHERE t.id = ANY ($1) AND t.status = 'dead' AND y.dead_letter_type IS NOT NULL ORDER BY t.id",
+	1, {INT8ARRAYOID}
+};
+
+/*
+ * A follow-up task (a next tier, a dead letter): the columns of
+ * insert_plain_id ($1..$16), its parent ($17, NULL for a dead letter) and
+ * tier ($18)
+ */
+static HxStmt insert_follow_up = {
 	"INSERT INTO @extschema@.hx_task (" HX_TASK_COLUMNS ", sample_rule, id, parent_id, tier) "
 	"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, coalesce($13, now()), $15, $16, $17, $18)",
 	18, {TEXTOID, JSONBOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, HX_COMMON_TYPES, TEXTOID, TEXTOID,
@@ -193,6 +213,9 @@ static void hx_warn_other_database(void);
 static void hx_check_run_at(FunctionCallInfo fcinfo, int argno, HxTaskArgs *args);
 static void hx_common_values(const HxTaskArgs *args, Oid submitted_by,
 							 Datum *values, char *nulls);
+static void hx_decision_values(const HxTaskArgs *args, const HxDecision *d,
+							   const char *reason, Oid submitted_by,
+							   Datum *values, char *nulls);
 
 PG_FUNCTION_INFO_V1(hx_submit);
 PG_FUNCTION_INFO_V1(hx_submit_as);
@@ -288,24 +311,11 @@ hx_submit_one(FunctionCallInfo fcinfo, Oid submitted_by)
 		hx_warn_other_database();
 
 	memset(nulls, ' ', sizeof(nulls));
-	values[0] = CStringGetTextDatum(args.task_type);
-	values[1] = JsonbPGetDatum(args.payload);
-	values[2] = CStringGetTextDatum(d.stream ? "stream" : "batch");
-	if (d.window_name)
-		values[3] = CStringGetTextDatum(d.window_name);
-	else
-		nulls[3] = 'n';
-	values[4] = CStringGetTextDatum(d.rule_name);
-	values[5] = CStringGetTextDatum(d.reason);
-	hx_common_values(&args, submitted_by, values, nulls);
+	hx_decision_values(&args, &d, d.reason, submitted_by, values, nulls);
 	if (args.dedupe_key)
 		values[13] = CStringGetTextDatum(args.dedupe_key);
 	else
 		nulls[13] = 'n';
-	if (d.sample_rule)
-		values[14] = CStringGetTextDatum(d.sample_rule);
-	else
-		nulls[14] = 'n';
 	values[15] = Int64GetDatum(args.id);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -594,26 +604,31 @@ hx_check_run_at(FunctionCallInfo fcinfo, int argno, HxTaskArgs *args)
 }
 
 /*
- * hx_refine_done
- *		Tiered results: submits the next tier of each of the n done tasks
- *		(ids) whose type has refine_with - a task of that type with the same
- *		payload, priority, department and submitter, parent_id pointing at
- *		the done task, tier one higher, origin "refine", classified by the
- *		rules like any task - and makes a watched table's row its source
- *		too.  A refinement that cannot be submitted (no rule matches it, a
- *		bad rule) is a warning, not a failure: the done task stays done.
- *		Called by the ledger trigger in the transaction that finished them,
- *		with the rule cache loaded; own SPI connection, as the owner.
+ * hx_submit_follow_ups
+ *		Submits the tasks that follow the n tasks (ids) the ledger trigger
+ *		just saw finish.  Without "dead": the next tier of each done task
+ *		whose type has refine_with - a task of that type with the same
+ *		payload, parent_id pointing at the done task, tier one higher,
+ *		origin "refine" - which also takes over the watched table's row it
+ *		came from, so that each tier writes its result back.  With "dead":
+ *		a task of the dead_letter_type of each dead task whose type has
+ *		one, origin "dead_letter", whose payload is the dead task (id,
+ *		type, payload, attempts, errors).  Either keeps the priority,
+ *		department and submitter of the task it follows and is classified
+ *		by the rules like any task.  One that cannot be submitted (no rule
+ *		matches it) is a warning: the finished task stays as it is.  In the
+ *		transaction that finished them, with the rule cache loaded; own SPI
+ *		connection, as the owner.
  */
 void
-hx_refine_done(int64 *ids, int n)
+hx_submit_follow_ups(int64 *ids, int n, bool dead)
 {
 	MemoryContext oldcontext = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
 	Datum	   *idd = palloc(sizeof(Datum) * n);
 	Datum		arg;
-	SPITupleTable *parents;
-	uint64		nparents;
+	SPITupleTable *found;
+	uint64		nfound;
 	int64	   *new_ids;
 	HxUserSave	save;
 	uint64		k;
@@ -626,23 +641,20 @@ hx_refine_done(int64 *ids, int n)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	hx_become_owner(&save);
-	if (hx_stmt_exec(&refine_read, &arg, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not read the tasks to refine");
-	parents = SPI_tuptable;
-	nparents = SPI_processed;
-	if (nparents == 0)
-	{
-		hx_restore_user(&save);
-		SPI_finish();
-		return;
-	}
-	new_ids = hx_take_ids((int) nparents);
+	if (hx_stmt_exec(dead ? &dead_letter_read : &refine_read, &arg, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the tasks to follow up");
+	found = SPI_tuptable;
+	nfound = SPI_processed;
+	new_ids = nfound > 0 ? hx_take_ids((int) nfound) : NULL;
 
-	for (k = 0; k < nparents; k++)
+	for (k = 0; k < nfound; k++)
 	{
-		HeapTuple	tup = parents->vals[k];
-		TupleDesc	desc = parents->tupdesc;
-		int64		parent = DatumGetInt64(SPI_getbinval(tup, desc, 1, &(bool) {false}));
+		HeapTuple	tup = found->vals[k];
+		TupleDesc	desc = found->tupdesc;
+		bool		isnull;
+		int64		prior = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		char	   *follow_type = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
+		int32		tier = DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull)) + 1;
 
 		BeginInternalSubTransaction(NULL);
 		MemoryContextSwitchTo(oldcontext);
@@ -652,13 +664,12 @@ hx_refine_done(int64 *ids, int n)
 			HxDecision	d;
 			Datum		values[18];
 			char		nulls[18];
-			bool		isnull;
 			Datum		src[2];
 
 			memset(&args, 0, sizeof(args));
-			args.task_type = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
+			args.task_type = follow_type;
 			args.payload = DatumGetJsonbP(SPI_getbinval(tup, desc, 3, &isnull));
-			args.origin = "refine";
+			args.origin = dead ? "dead_letter" : "refine";
 			args.priority = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
 			values[10] = SPI_getbinval(tup, desc, 5, &isnull);
 			args.department = isnull ? NULL : TextDatumGetCString(values[10]);
@@ -667,34 +678,23 @@ hx_refine_done(int64 *ids, int n)
 			hx_classify_task(&args, &d);
 
 			memset(nulls, ' ', sizeof(nulls));
-			values[0] = CStringGetTextDatum(args.task_type);
-			values[1] = JsonbPGetDatum(args.payload);
-			values[2] = CStringGetTextDatum(d.stream ? "stream" : "batch");
-			if (d.window_name)
-				values[3] = CStringGetTextDatum(d.window_name);
-			else
-				nulls[3] = 'n';
-			values[4] = CStringGetTextDatum(d.rule_name);
-			values[5] = CStringGetTextDatum(psprintf("tier %d of task %lld: %s",
-													 DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull)) + 1,
-													 (long long) parent, d.reason));
-			hx_common_values(&args, DatumGetObjectId(SPI_getbinval(tup, desc, 6, &isnull)),
-							 values, nulls);
+			hx_decision_values(&args, &d,
+							   dead ? psprintf("dead letter of task %lld: %s", (long long) prior, d.reason)
+							   : psprintf("tier %d of task %lld: %s", tier, (long long) prior, d.reason),
+							   DatumGetObjectId(SPI_getbinval(tup, desc, 6, &isnull)),
+							   values, nulls);
 			nulls[13] = 'n';
-			if (d.sample_rule)
-				values[14] = CStringGetTextDatum(d.sample_rule);
-			else
-				nulls[14] = 'n';
 			values[15] = Int64GetDatum(new_ids[k]);
-			values[16] = Int64GetDatum(parent);
-			values[17] = Int32GetDatum(DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull)) + 1);
-			if (hx_stmt_exec(&insert_refinement, values, nulls, false, 0) != SPI_OK_INSERT)
-				elog(ERROR, "could not insert the next tier of task %lld", (long long) parent);
+			values[16] = Int64GetDatum(prior);
+			nulls[16] = dead ? 'n' : ' ';
+			values[17] = Int32GetDatum(dead ? 1 : tier);
+			if (hx_stmt_exec(&insert_follow_up, values, nulls, false, 0) != SPI_OK_INSERT)
+				elog(ERROR, "could not insert the task that follows task %lld", (long long) prior);
 			src[0] = values[15];
 			src[1] = values[16];
-			if (hx_stmt_exec(&refine_source, src, NULL, false, 0) != SPI_OK_INSERT)
+			if (!dead && hx_stmt_exec(&refine_source, src, NULL, false, 0) != SPI_OK_INSERT)
 				elog(ERROR, "could not record the source of the next tier of task %lld",
-					 (long long) parent);
+					 (long long) prior);
 			ReleaseCurrentSubTransaction();
 		}
 		PG_CATCH();
@@ -706,12 +706,13 @@ hx_refine_done(int64 *ids, int n)
 			FlushErrorState();
 			RollbackAndReleaseCurrentSubTransaction();
 			ereport(WARNING,
-					(errmsg("could not submit the next tier of task %lld: %s",
-							(long long) parent, edata->message),
-					 errdetail("Task %lld is done all the same; its result stays the best of its chain.",
-							   (long long) parent),
-					 errhint("Check hx_classify('%s', origin => 'refine'): a rule must match the refining type.",
-							 TextDatumGetCString(SPI_getbinval(tup, desc, 2, &(bool) {false})))));
+					(errmsg("could not submit the %s of task %lld: %s",
+							dead ? "dead letter" : "next tier", (long long) prior, edata->message),
+					 errdetail(dead ? "Task %lld stays dead, in hx_dead." :
+							   "Task %lld is done all the same; its result stays the best of its chain.",
+							   (long long) prior),
+					 errhint("Check hx_classify('%s', origin => '%s'): a rule must match it.",
+							 follow_type, dead ? "dead_letter" : "refine")));
 			FreeErrorData(edata);
 		}
 		PG_END_TRY();
@@ -755,6 +756,33 @@ hx_take_ids(int n)
 	hx_restore_user(&save);
 	SPI_finish();
 	return ids;
+}
+
+/*
+ * hx_decision_values
+ *		Fills the parameters of a single insert that say what the task is
+ *		and where it goes - $1..$6 (type, payload, route, window, rule,
+ *		reason), $7..$13 (hx_common_values) and $15 (the sampled rule that
+ *		saw it) - from its arguments and its decision, with "reason".
+ */
+static void
+hx_decision_values(const HxTaskArgs *args, const HxDecision *d, const char *reason,
+				   Oid submitted_by, Datum *values, char *nulls)
+{
+	values[0] = CStringGetTextDatum(args->task_type);
+	values[1] = JsonbPGetDatum(args->payload);
+	values[2] = CStringGetTextDatum(d->stream ? "stream" : "batch");
+	if (d->window_name)
+		values[3] = CStringGetTextDatum(d->window_name);
+	else
+		nulls[3] = 'n';
+	values[4] = CStringGetTextDatum(d->rule_name);
+	values[5] = CStringGetTextDatum(reason);
+	hx_common_values(args, submitted_by, values, nulls);
+	if (d->sample_rule)
+		values[14] = CStringGetTextDatum(d->sample_rule);
+	else
+		nulls[14] = 'n';
 }
 
 /*

@@ -38,7 +38,9 @@ CREATE TABLE hx_attachment (
 	backfill_after	jsonb,
 	backfill_done	boolean NOT NULL DEFAULT false,
 	attached_at		timestamptz NOT NULL DEFAULT now(),
-	attached_by		regrole NOT NULL
+	attached_by		regrole NOT NULL,
+	max_lag			interval,
+	CONSTRAINT hx_attachment_max_lag_check CHECK (max_lag > interval '0')
 );
 -- [/storage]
 
@@ -55,6 +57,7 @@ COMMENT ON COLUMN hx_attachment.origin IS 'Origin passed to hx_submit for each r
 COMMENT ON COLUMN hx_attachment.backfill_after IS 'Primary key of the last row hx_backfill turned into a task (it resumes after it)';
 COMMENT ON COLUMN hx_attachment.backfill_done IS 'Whether hx_backfill went through the whole table';
 COMMENT ON COLUMN hx_attachment.attached_by IS 'The role that attached the table: its rows'' tasks are submitted by it';
+COMMENT ON COLUMN hx_attachment.max_lag IS 'Freshness: hx_health() alerts when rows of the table have waited longer than this for their result (their tasks unfinished); NULL = no alert';
 COMMENT ON COLUMN hx_attachment.attached_at IS 'When hx_attach was called';
 
 -- [storage]

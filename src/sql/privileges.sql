@@ -81,6 +81,7 @@ GRANT EXECUTE ON FUNCTION
 	hx_decide(text, jsonb, interval, text, integer, text, text, timestamptz, timestamptz),
 	hx_wait(bigint, interval),
 	hx_result(bigint),
+	hx_quality(bigint, text, numeric),
 	hx_await(bigint[], interval),
 	hx_cancel(bigint),
 	hx_retry(bigint[]),
@@ -139,7 +140,8 @@ $$;
 
 GRANT INSERT, UPDATE, DELETE ON hx_rule, hx_window, hx_price, hx_price_period, hx_budget,
 	hx_department_member, hx_fixed_cost TO hybridexec_admin;
-GRANT UPDATE (latency_value, description) ON hx_type TO hybridexec_admin;
+GRANT UPDATE (latency_value, description, min_quality, dead_letter_type) ON hx_type TO hybridexec_admin;
+GRANT UPDATE (max_lag) ON hx_attachment TO hybridexec_admin;
 
 /* ------------------------------------------------------------------------
  * Row security: a role that is not an administrator reads the tasks,

@@ -30,6 +30,9 @@ CREATE TABLE hx_type (
 	rate_limit		integer,
 	rate_period		interval,
 	refine_with		text REFERENCES hx_type (task_type),
+	min_quality		numeric,
+	dead_letter_type text REFERENCES hx_type (task_type) ON DELETE SET NULL,
+	CONSTRAINT hx_type_dead_letter_check CHECK (dead_letter_type <> task_type),
 	CONSTRAINT hx_type_name_check CHECK (task_type <> '' AND length(task_type) <= 200),
 	CONSTRAINT hx_type_max_attempts_check CHECK (max_attempts BETWEEN 1 AND 1000),
 	CONSTRAINT hx_type_timeout_check CHECK (timeout > interval '0'),
@@ -68,6 +71,8 @@ COMMENT ON COLUMN hx_type.max_running IS 'Most tasks of the type running at once
 COMMENT ON COLUMN hx_type.rate_limit IS 'Most attempts of the type started per rate_period (a token bucket of rate_limit tokens, refilled evenly over rate_period) by stream workers, external executors and window runs'' chunks together; NULL = no limit';
 COMMENT ON COLUMN hx_type.rate_period IS 'The period of rate_limit';
 COMMENT ON COLUMN hx_type.refine_with IS 'Tiered results: when a task of the type is done, a task of this type is submitted with the same payload, parent_id pointing at it and tier one higher, routed by the rules (origin refine); NULL = the last tier';
+COMMENT ON COLUMN hx_type.min_quality IS 'Quality: hx_health() alerts when a metric''s average evaluation (hx_quality) of the type over the last hour is below this; NULL = no minimum';
+COMMENT ON COLUMN hx_type.dead_letter_type IS 'Dead letters for people: when a task of the type dies, a task of this type (a human review queue) is submitted with the dead task''s id, type, payload, attempts and errors as its payload; NULL = none';
 COMMENT ON COLUMN hx_type.registered_at IS 'When hx_register() created the type or last changed it (a call that changes nothing leaves it)';
 
 /* ------------------------------------------------------------------------

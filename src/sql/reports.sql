@@ -62,7 +62,8 @@ RETURNS TABLE (task_type text, route text, queued bigint, running bigint, failed
 			   per_min_1 numeric, per_min_5 numeric, per_min_15 numeric,
 			   error_rate numeric,
 			   wait_p50_ms numeric, wait_p95_ms numeric, wait_p99_ms numeric,
-			   run_p50_ms numeric, run_p95_ms numeric, run_p99_ms numeric, reused bigint)
+			   run_p50_ms numeric, run_p95_ms numeric, run_p99_ms numeric, reused bigint,
+			   quality numeric, evaluations bigint)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 	/*
 	 * Live counts from the partial indexes of unfinished tasks; everything
@@ -100,6 +101,10 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = @extschema@, _hybridexec,
 		  FROM hx_stat_minute s
 		 WHERE s.minute >= date_trunc('minute', now() - span)
 		 GROUP BY 1, 2
+	), q AS (
+		SELECT e.task_type, e.route, avg(e.value) AS quality, count(*) AS n
+		  FROM hx_quality e WHERE e.at >= now() - span
+		 GROUP BY 1, 2
 	)
 	SELECT coalesce(l.task_type, m.task_type), coalesce(l.route, m.route),
 		   coalesce(l.queued, 0)::bigint, coalesce(l.running, 0)::bigint, coalesce(l.failed, 0)::bigint,
@@ -122,19 +127,23 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = @extschema@, _hybridexec,
 		   round(hx_hist_percentile(m.run_hist, 0.5)::numeric, 1),
 		   round(hx_hist_percentile(m.run_hist, 0.95)::numeric, 1),
 		   round(hx_hist_percentile(m.run_hist, 0.99)::numeric, 1),
-		   coalesce(m.reused, 0)::bigint
+		   coalesce(m.reused, 0)::bigint,
+		   round(q.quality, 3), coalesce(q.n, 0)::bigint
 	  FROM l FULL JOIN m ON m.task_type = l.task_type AND m.route = l.route
+	  LEFT JOIN q ON q.task_type = coalesce(l.task_type, m.task_type) AND q.route = coalesce(l.route, m.route)
 	 ORDER BY 1, 2
 $$;
 
 COMMENT ON FUNCTION hx_stats(interval) IS
-'Per task type and route: unfinished tasks now (queued, running, failed = waiting for a retry) and the age of the oldest queued one; over the last span from hx_stat_minute: done and dead attempts, error rate, percentiles of queue wait and run time, submissions that reused a done task''s result; done per minute over the last 1, 5 and 15 minutes';
+'Per task type and route: unfinished tasks now (queued, running, failed = waiting for a retry) and the age of the oldest queued one; over the last span from hx_stat_minute: done and dead attempts, error rate, percentiles of queue wait and run time, submissions that reused a done task''s result; done per minute over the last 1, 5 and 15 minutes; the average of the evaluations recorded in the span (hx_quality, all metrics) and their count';
 
 CREATE VIEW hx_stats AS SELECT * FROM hx_stats('1 hour');
 
 COMMENT ON VIEW hx_stats IS 'hx_stats() over the last hour';
 COMMENT ON COLUMN hx_stats.task_type IS 'Task type';
 COMMENT ON COLUMN hx_stats.route IS 'stream or batch';
+COMMENT ON COLUMN hx_stats.quality IS 'Average evaluation (hx_quality, all metrics) recorded in the last hour for results of this type and route, to 0.001';
+COMMENT ON COLUMN hx_stats.evaluations IS 'Evaluations recorded in the last hour';
 COMMENT ON COLUMN hx_stats.queued IS 'Tasks queued now';
 COMMENT ON COLUMN hx_stats.running IS 'Tasks running now';
 COMMENT ON COLUMN hx_stats.failed IS 'Tasks waiting for a retry now (status failed)';
@@ -324,6 +333,7 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = @extschema@, _hybride
 DECLARE
 	backlog_age double precision := hx_setting_seconds('hybridexec.alert_backlog_age', 300);
 	max_rate double precision := coalesce(current_setting('hybridexec.alert_failure_rate', true)::double precision, 0.1);
+	quality_drop numeric := coalesce(nullif(current_setting('hybridexec.alert_quality_drop', true), '')::numeric, 0.1);
 	want integer;
 	have integer;
 	tz text := hx_cron_time_zone();
@@ -493,11 +503,45 @@ BEGIN
 		hint := 'Rules with budget_exhausted = true route its tasks now; raise hx_budget.amount to lift the limit.';
 		RETURN NEXT;
 	END LOOP;
+
+	/* quality: the last hour's evaluations below the type's minimum, or fallen from the week's */
+	FOR r IN SELECT q.*, y.min_quality
+			   FROM hx_quality_levels(now()) q JOIN hx_type y ON y.task_type = q.task_type
+			  WHERE q.hour_n > 0 LOOP
+		IF r.hour_avg < r.min_quality THEN
+			problem := 'quality below minimum'; severity := 'warning'; subject := r.task_type;
+			detail := format('type %s: %s averaged %s over the last hour (%s evaluations), under its min_quality of %s',
+							 r.task_type, r.metric, round(r.hour_avg, 3), r.hour_n, r.min_quality);
+			hint := 'Compare routes and handlers in hx_stats (quality per type and route) and hx_rollout_report; hx_type.min_quality sets the bar.';
+			RETURN NEXT;
+		ELSIF r.week_n > r.hour_n AND r.hour_avg < r.week_avg - quality_drop THEN
+			problem := 'quality drop'; severity := 'warning'; subject := r.task_type;
+			detail := format('type %s: %s averaged %s over the last hour (%s evaluations) against %s over 7 days',
+							 r.task_type, r.metric, round(r.hour_avg, 3), r.hour_n, round(r.week_avg, 3));
+			hint := 'A change of handler, model or route in the last hour is the likely cause; the threshold is hybridexec.alert_quality_drop.';
+			RETURN NEXT;
+		END IF;
+	END LOOP;
+
+	/* freshness: rows of watched tables waiting longer than max_lag for their result */
+	FOR r IN SELECT a.source, a.max_lag, count(*) AS n, now() - min(t.submitted_at) AS age
+			   FROM hx_attachment a
+			   JOIN hx_task_source s ON s.source = a.source
+			   JOIN ONLY hx_task t ON t.id = s.task_id
+			  WHERE a.max_lag IS NOT NULL AND t.status IN ('queued', 'running', 'failed')
+				AND t.submitted_at < now() - a.max_lag
+			  GROUP BY a.source, a.max_lag LOOP
+		problem := 'watched rows waiting'; severity := 'warning'; subject := r.source::text;
+		detail := format('%s rows of %s wait for their result longer than its max_lag of %s, the oldest for %s',
+						 r.n, r.source, r.max_lag, date_trunc('second', r.age));
+		hint := 'Their tasks wait for a window or for workers: see hx_stats; route the table''s type to stream, or raise hx_attachment.max_lag.';
+		RETURN NEXT;
+	END LOOP;
 END
 $$;
 
 COMMENT ON FUNCTION hx_health() IS
-'One row per current problem with severity and hint: stream backlog older than hybridexec.alert_backlog_age, window overran or missed its schedule (the hint names the likely cause from pg_cron''s records), a window''s pg_cron job failing or missing, tasks waiting for a window that does not exist, failure rate above hybridexec.alert_failure_rate, dead tasks, workers not running (the library not preloaded, stream workers or scheduler down), scheduler steps failing, pg_cron missing, budget exhausted';
+'One row per current problem with severity and hint: stream backlog older than hybridexec.alert_backlog_age, window overran or missed its schedule (the hint names the likely cause from pg_cron''s records), a window''s pg_cron job failing or missing, tasks waiting for a window that does not exist, failure rate above hybridexec.alert_failure_rate, dead tasks, workers not running (the library not preloaded, stream workers or scheduler down), scheduler steps failing, pg_cron missing, budget exhausted, a type''s quality over the last hour below hx_type.min_quality or fallen by more than hybridexec.alert_quality_drop from its 7-day average, rows of watched tables waiting longer than hx_attachment.max_lag';
 
 CREATE FUNCTION _hybridexec.hx_alert() RETURNS integer
 LANGUAGE plpgsql SET search_path = @extschema@, _hybridexec, pg_temp AS $$

@@ -75,3 +75,11 @@ ALTER TABLE hx_task ADD COLUMN sample_rule text;
 ALTER TABLE hx_type ADD COLUMN refine_with text REFERENCES hx_type (task_type);
 ALTER TABLE hx_task ADD COLUMN parent_id bigint, ADD COLUMN tier integer NOT NULL DEFAULT 1;
 CREATE INDEX hx_task_parent_idx ON hx_task (parent_id) WHERE parent_id IS NOT NULL;
+
+/* quality and dead letters for people (hx_quality is a [storage 0.4] block of quality.sql) */
+ALTER TABLE hx_type ADD COLUMN min_quality numeric,
+	ADD COLUMN dead_letter_type text REFERENCES hx_type (task_type) ON DELETE SET NULL,
+	ADD CONSTRAINT hx_type_dead_letter_check CHECK (dead_letter_type <> task_type);
+/* freshness of watched tables */
+ALTER TABLE hx_attachment ADD COLUMN max_lag interval,
+	ADD CONSTRAINT hx_attachment_max_lag_check CHECK (max_lag > interval '0');
