@@ -50,6 +50,7 @@ SQL_PARTS = \
 	src/sql/ledger.sql \
 	src/sql/quality.sql \
 	src/sql/reports.sql \
+	src/sql/precompute.sql \
 	src/sql/executors.sql \
 	src/sql/attach.sql \
 	src/sql/restore.sql \

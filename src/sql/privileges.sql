@@ -82,6 +82,7 @@ GRANT EXECUTE ON FUNCTION
 	hx_wait(bigint, interval),
 	hx_result(bigint),
 	hx_quality(bigint, text, numeric),
+	hx_precompute(text, jsonb, text, timestamptz, interval, text),
 	hx_await(bigint[], interval),
 	hx_cancel(bigint),
 	hx_retry(bigint[]),

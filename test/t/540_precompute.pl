@@ -1,0 +1,99 @@
+# 540_precompute.pl - predictive pre-execution end to end, with a real
+# window run and real reuse.
+#
+# Proves:
+#   1. hx_precompute sends the task to the window that finishes before
+#      ready_by (whatever the rules would have done), with ready_by as its
+#      deadline; a ready_by no window can meet is a clear error that
+#      queues nothing;
+#   2. after the window ran, a user's hx_submit with the dedupe key and
+#      reuse_within gets the precomputed result at once, booked as a reuse
+#      at zero cost, and hx_precompute_stats counts it used, with what it
+#      saved; a precomputation nobody used within its ttl counts as wasted;
+#   3. hx_predict finds a key users asked for at the same weekday and hour
+#      in three weeks, with the next such moment as ready_by, and
+#      hx_predict_apply precomputes it once however often it runs.
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use HxTest;
+
+my $node = HxTest::new_node('precompute', 'hybridexec.scheduler_naptime' => '100ms');
+ok(HxTest::wait_workers($node, 2), 'two stream workers');
+$node->safe_psql('postgres', q{
+	CREATE FUNCTION report(p jsonb) RETURNS jsonb LANGUAGE sql AS $$SELECT jsonb_build_object('report', p->'week')$$;
+	SELECT hx_register('report', 'report(jsonb)');
+	-- two windows: one in a year (too late), one tomorrow at 03:00 (in time for a ready_by two days ahead)
+	INSERT INTO hx_window (name, schedule) VALUES ('yearly', '0 3 1 1 *');
+	INSERT INTO hx_window (name, schedule) VALUES ('nightly-reports', '0 3 * * *');
+	UPDATE hx_window SET enabled = false WHERE name IN ('fast', 'nightly');
+});
+
+# --- 1. the window that finishes in time -------------------------------------------
+my $t1 = $node->safe_psql('postgres', q{
+	SELECT hx_precompute('report', '{"week": 48}', 'report:w48', now() + interval '2 days', '1 day')});
+is( $node->safe_psql('postgres', qq{
+		SELECT route || ' ' || window_name || ' ' || origin || ' ' || (deadline > now() + interval '47 hours')
+			   || ' ' || (reason LIKE 'precomputed for % in window nightly-reports%')
+		  FROM hx_task WHERE id = $t1}),
+	'batch nightly-reports precompute true true', 'queued for the window that finishes before ready_by, ready_by its deadline');
+my ($rc, $out, $err) = $node->psql('postgres',
+	q{SELECT hx_precompute('report', '{"week": 49}', 'report:w49', now() + interval '1 minute', '1 day')});
+like($err, qr/no enabled window finishes before/, 'a ready_by no window meets: a clear error');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM hx_task WHERE dedupe_key = 'report:w49'}), '0', 'that queued nothing');
+
+# --- 2. served from the precomputation ----------------------------------------------
+my $run = $node->safe_psql('postgres', q{SELECT hx_run_window('nightly-reports')});
+ok($node->poll_query_until('postgres', "SELECT status = 'done' FROM hx_window_run WHERE id = $run"), 'the window ran');
+is($node->safe_psql('postgres', "SELECT status FROM hx_task WHERE id = $t1"), 'done', 'the report was computed at the batch price');
+my $got = $node->safe_psql('postgres', q{
+	SELECT hx_submit('report', '{"week": 48}', origin => 'user', dedupe_key => 'report:w48', reuse_within => '1 day')});
+is($got, $t1, 'a user asking for it gets the precomputed task at once');
+is( $node->safe_psql('postgres', qq{SELECT count(*) || ' ' || (sum(cost) = 0) FROM hx_cost WHERE task_id = $t1 AND outcome = 'reused'}),
+	'1 true', 'booked as a reuse at zero cost');
+$node->safe_psql('postgres', q{
+	SELECT hx_precompute('report', '{"week": 50}', 'report:w50', now() + interval '2 days', '1 second')});
+$run = $node->safe_psql('postgres', q{SELECT hx_run_window('nightly-reports')});
+ok($node->poll_query_until('postgres', "SELECT status = 'done' FROM hx_window_run WHERE id = $run"), 'a second precomputation ran');
+ok( $node->poll_query_until('postgres', q{
+		SELECT precomputed = 2 AND used = 1 AND wasted = 1 AND pending = 0 AND uses = 1
+		   AND saved > 0 AND wasted_cost > 0 AND cost > wasted_cost
+		  FROM hx_precompute_stats() WHERE task_type = 'report'}),
+	'hx_precompute_stats: two precomputed, one used (saving more than it cost), one wasted past its ttl');
+
+# --- 3. predictions -----------------------------------------------------------------
+# a user asked for the Monday report at 09:xx local (hybridexec.time_zone: UTC) in three past weeks
+$node->safe_psql('postgres', q{
+	INSERT INTO hx_task (task_type, payload, status, route, origin, dedupe_key, submitted_at, finished_at)
+	SELECT 'report', '{"week": "current"}', 'done', 'stream', 'user', 'report:monday',
+		   date_trunc('week', now()) - w * interval '7 days' + interval '9 hours 12 minutes',
+		   date_trunc('week', now()) - w * interval '7 days' + interval '9 hours 13 minutes'
+	  FROM generate_series(1, 3) w;
+	-- and another key only twice
+	INSERT INTO hx_task (task_type, payload, status, route, origin, dedupe_key, submitted_at, finished_at)
+	SELECT 'report', '{}', 'done', 'stream', 'user', 'report:rare',
+		   date_trunc('week', now()) - w * interval '7 days' + interval '10 hours',
+		   date_trunc('week', now()) - w * interval '7 days' + interval '10 hours 1 minute'
+	  FROM generate_series(1, 2) w;
+});
+is( $node->safe_psql('postgres', q{
+		SELECT dedupe_key || ' ' || weekday || ' ' || hour || ' ' || weeks || ' '
+			   || (ready_by = date_trunc('week', now()) + interval '9 hours'
+							  + CASE WHEN date_trunc('week', now()) + interval '9 hours' <= now()
+									 THEN interval '7 days' ELSE interval '0' END)
+		  FROM hx_predict('28 days', 3)}),
+	'report:monday 1 9 3 true', 'hx_predict finds the Monday 09:00 report (three weeks), not the one asked twice');
+is($node->safe_psql('postgres', q{SELECT hx_predict_apply('1 day')}), '1', 'hx_predict_apply precomputes it');
+is($node->safe_psql('postgres', q{SELECT hx_predict_apply('1 day')}), '0', 'and not twice');
+is( $node->safe_psql('postgres', q{
+		SELECT p.predicted || ' ' || t.window_name || ' ' || t.status FROM hx_precompute p JOIN hx_task t ON t.id = p.task_id
+		 WHERE p.dedupe_key = 'report:monday'}),
+	'true nightly-reports queued', 'for the night before, in the window');
+
+$node->stop;
+done_testing();
