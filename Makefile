@@ -51,6 +51,7 @@ SQL_PARTS = \
 	src/sql/quality.sql \
 	src/sql/reports.sql \
 	src/sql/precompute.sql \
+	src/sql/replay.sql \
 	src/sql/executors.sql \
 	src/sql/attach.sql \
 	src/sql/restore.sql \

@@ -39,6 +39,7 @@ int			hx_alert_backlog_age_s = 300;
 double		hx_alert_failure_rate = 0.1;
 static double hx_break_even_share = 0.2;	/* read by hx_advise (SQL) */
 static double hx_alert_quality_drop = 0.1;	/* read by hx_health (SQL) */
+static int	hx_archive_retention_s = 90 * 24 * 3600;	/* read by hx_retention_step (SQL) */
 
 void		_PG_init(void);
 
@@ -198,6 +199,14 @@ hx_define_settings(void)
 							"Never sooner than hybridexec.retention; when that keeps every task, dead ones are kept too.",
 							&hx_retention_dead_s,
 							30 * 24 * 3600, -1, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("hybridexec.archive_retention",
+							"Payloads and results of done tasks that retention deletes are kept this long in hx_archive, for hx_replay; 0 or -1 keeps none.",
+							NULL,
+							&hx_archive_retention_s,
+							90 * 24 * 3600, -1, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_S,
 							NULL, NULL, NULL);
 

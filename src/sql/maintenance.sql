@@ -15,6 +15,7 @@ LANGUAGE plpgsql SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 DECLARE
 	keep double precision := hx_setting_seconds('hybridexec.retention', 7 * 86400);
 	keep_dead double precision := hx_setting_seconds('hybridexec.retention_dead', 30 * 86400);
+	keep_archive double precision := hx_setting_seconds('hybridexec.archive_retention', 90 * 86400);
 	batch integer := coalesce(current_setting('hybridexec.retention_batch', true)::integer, 10000);
 	n integer;
 BEGIN
@@ -49,11 +50,24 @@ BEGIN
 									  ORDER BY x.finished_at
 									  LIMIT batch
 										FOR UPDATE SKIP LOCKED))
-		RETURNING t.id
+		RETURNING t.*
 	), sources AS (
 		DELETE FROM hx_task_source s WHERE s.task_id = ANY (ARRAY (SELECT gone.id FROM gone))
+	), archived AS (
+		/* done tasks' payloads and results outlive them, for hx_replay */
+		INSERT INTO hx_archive (task_id, task_type, payload, result, route, department, dedupe_key,
+								submitted_by, submitted_at, finished_at)
+		SELECT gone.id, gone.task_type, gone.payload, gone.result, gone.route, gone.department,
+			   gone.dedupe_key, gone.submitted_by, gone.submitted_at, gone.finished_at
+		  FROM gone WHERE gone.status = 'done' AND keep_archive > 0
 	)
 	SELECT count(*) INTO n FROM gone;
+	DELETE FROM hx_archive a
+	 WHERE a.task_id = ANY (ARRAY (SELECT x.task_id FROM hx_archive x
+									WHERE keep_archive <= 0
+									   OR x.finished_at < now() - make_interval(secs => keep_archive)
+									ORDER BY x.finished_at
+									LIMIT batch));
 	DELETE FROM hx_error e
 	 WHERE e.id = ANY (ARRAY (SELECT x.id FROM hx_error x
 							   WHERE x.at < now() - make_interval(secs => keep)
@@ -64,7 +78,7 @@ END
 $$;
 
 COMMENT ON FUNCTION _hybridexec.hx_retention_step() IS
-'Deletes up to hybridexec.retention_batch done and cancelled tasks older than hybridexec.retention, and as many dead ones older than hybridexec.retention_dead, with their hx_task_source rows and old hx_error rows; the ledger and statistics stay; returns how many tasks';
+'Deletes up to hybridexec.retention_batch done and cancelled tasks older than hybridexec.retention, and as many dead ones older than hybridexec.retention_dead, with their hx_task_source rows and old hx_error rows, keeping the done ones'' payloads and results in hx_archive for hybridexec.archive_retention (and retiring archived ones older than that); the ledger and statistics stay; returns how many tasks';
 
 CREATE FUNCTION hx_scheduler_status()
 RETURNS TABLE (step text, every text, last_ok timestamptz, last_failed timestamptz,
