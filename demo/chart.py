@@ -6,22 +6,27 @@ on standard input and writes an SVG document to standard output:
 
   left:  cost of the workload: all on the stream path, hybridexec (its
          stream and batch parts stacked), all batch
-  right: latency of the interactive tasks (p50 and p95), hybridexec (which
+  middle: latency of the interactive tasks (p50 and p95), hybridexec (which
          streams them) against all batch, on a log scale (milliseconds
          against hours)
+  right: a percentage rollout (when the input has one): the cost per task
+         of the tasks the sampled rule streamed against those that fell
+         through it to the window, with their median latency
 
 A colour means a path, in both panels: every bar is drawn in the colour of
 the path its cost or latency comes from, and the legend is made from the
 paths the bars used (SERIES), so that it cannot name a colour no bar has.
 
 Keys: all_stream, all_batch, stream_cost, batch_cost, currency,
-p50_s, p95_s, batch_p50_s, batch_p95_s.  Python 3 standard library only.
+p50_s, p95_s, batch_p50_s, batch_p95_s; optionally rollout_rule,
+rollout_sample, rollout_sampled_cost, rollout_fell_cost, rollout_sampled_p50_s,
+rollout_fell_p50_s (the rollout panel).  Python 3 standard library only.
 """
 import math
 import sys
 from xml.sax.saxutils import escape
 
-W, H = 760, 400
+W, H = 1140, 400
 PANEL_W, TOP, BOTTOM = 330, 60, 320
 # the paths, each with its legend label and its colour: bars and legend both
 # take their colour from here
@@ -119,6 +124,30 @@ def latency_panel(v, x0, used):
     return out
 
 
+def rollout_panel(v, x0, used):
+    """Bars: cost per task of the sampled arm (streamed) and of the tasks
+    that fell through to the window, each with its median latency; adds
+    the series drawn to used."""
+    out = [text(x0 + PANEL_W / 2, 30, "Rollout: %s (sample %s)" % (v["rollout_rule"], v["rollout_sample"]),
+                14, weight="bold")]
+    arms = [("sampled", v["rollout_sampled_cost"], v["rollout_sampled_p50_s"], "stream"),
+            ("fell through", v["rollout_fell_cost"], v["rollout_fell_p50_s"], "batch")]
+    top = max(a[1] for a in arms) or 1.0
+    scale = (BOTTOM - TOP) / top
+    bw = 70
+    for i, (label, cost, p50, series) in enumerate(arms):
+        x = x0 + 70 + i * 130
+        h = cost * scale
+        out.append(rect(x, BOTTOM - h, bw, h, SERIES[series][1]))
+        used.append(series)
+        out.append(text(x + bw / 2, BOTTOM - h - 6, f"{cost:.4f} a task"))
+        out.append(text(x + bw / 2, BOTTOM + 18, label))
+        latency = f"{p50 * 1000:.1f} ms" if p50 < 1 else (f"{p50:.1f} s" if p50 < 120 else f"{p50 / 3600:.1f} h")
+        out.append(text(x + bw / 2, BOTTOM + 34, f"p50 {latency}", 11))
+    out.append(f'<line x1="{x0 + 40}" y1="{BOTTOM}" x2="{x0 + PANEL_W}" y2="{BOTTOM}" stroke="black"/>')
+    return out
+
+
 def main():
     v = read_values(sys.stdin)
     needed = ["all_stream", "all_batch", "stream_cost", "batch_cost", "p50_s", "p95_s", "batch_p50_s", "batch_p95_s"]
@@ -130,6 +159,9 @@ def main():
     used = []
     parts += cost_panel(v, 20, used)
     parts += latency_panel(v, 400, used)
+    rollout = ["rollout_sampled_cost", "rollout_fell_cost", "rollout_sampled_p50_s", "rollout_fell_p50_s"]
+    if "rollout_rule" in v and all(isinstance(v.get(k), float) for k in rollout):
+        parts += rollout_panel(v, 780, used)
     # the legend: one entry per series the bars used, in the order first used
     legend = [SERIES[series] for series in dict.fromkeys(used)]
     x = (W - 130 * len(legend)) / 2

@@ -81,3 +81,34 @@ SELECT task_type, route, queued, running, done, dead, round(per_min_1::numeric) 
   FROM hx_stats;
 SELECT task_type, tasks, streamed_share, urgent_share, recommendation FROM hx_advise();
 SELECT problem, severity, subject, detail FROM hx_health();
+
+-- 7. A percentage rollout: stream 30% of the background re-scoring (chosen
+--    by a stable hash of each task's id) to see what real time would cost
+--    and give, against the 70% that keep waiting for the window.
+INSERT INTO hx_rule (name, position, task_type, origin, route, sample, description)
+VALUES ('summarize-canary', 1, 'summarize', 'background', 'stream', 0.3, 'demo: stream 30% to compare');
+SELECT count(*) AS canary_round
+  FROM (SELECT hx_submit('summarize', jsonb_build_object('ticket', 9000 + i, 'text', 'Lead ' || i || ' rescore'),
+                         department => 'sales')
+          FROM generate_series(1, 300) i) s;
+DO $$
+BEGIN
+	FOR i IN 1 .. 600 LOOP
+		EXIT WHEN NOT EXISTS (SELECT 1 FROM hx_task WHERE route = 'stream' AND status IN ('queued', 'running', 'failed')
+							   AND task_type = 'summarize');
+		PERFORM pg_sleep(0.05);
+	END LOOP;
+END
+$$;
+SELECT hx_run_window('nightly') AS run \gset
+DO $$
+BEGIN
+	FOR i IN 1 .. 1200 LOOP
+		EXIT WHEN NOT EXISTS (SELECT 1 FROM hx_window_run WHERE status IN ('starting', 'running'));
+		PERFORM pg_sleep(0.05);
+	END LOOP;
+END
+$$;
+SELECT rule_name, sample, arm, routes, tasks, done, share, cost_per_done, latency_p50, latency_p95, failure_rate
+  FROM hx_rollout_report(now() - interval '1 hour', now() + interval '1 minute');
+

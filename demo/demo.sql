@@ -116,3 +116,21 @@ SELECT id, status, route, window_name, result FROM hx_task WHERE id = :backgroun
 -- The run's chunks are the history adaptive windows plan with: the next
 -- plan for 'nightly' will use this measured throughput.
 SELECT round(hx_type_throughput('rescore')) AS measured_rescore_tasks_per_s;
+
+-- 9b. Tiered results: a quick draft streams now for the customer; the
+--     authoritative answer is computed by the next window at the batch
+--     price, and hx_result() moves from one to the other.
+CREATE FUNCTION reply_draft(p jsonb) RETURNS jsonb LANGUAGE sql
+	AS $$SELECT jsonb_build_object('reply', 'We are looking into: ' || (p->>'text'))$$;
+CREATE FUNCTION reply_final(ps jsonb[]) RETURNS jsonb[] LANGUAGE sql
+	AS $$SELECT array_agg(jsonb_build_object('reply', 'Here is the full answer to: ' || (p->>'text')) ORDER BY o)
+		   FROM unnest(ps) WITH ORDINALITY AS u (p, o)$$;
+SELECT hx_register('reply_final', batch_handler => 'reply_final(jsonb[])');
+SELECT hx_register('reply_draft', 'reply_draft(jsonb)', refine_with => 'reply_final');
+SELECT hx_submit('reply_draft', '{"text": "Why was I charged twice?"}', origin => 'user') AS draft \gset
+SELECT hx_wait(:draft) AS draft_status;
+SELECT * FROM hx_result(:draft);
+SELECT id, task_type, tier, parent_id, origin, route, window_name, status FROM hx_task WHERE parent_id = :draft;
+SELECT hx_run_window('nightly') AS run2 \gset
+SELECT hx_wait_run(:run2) AS run2_status;
+SELECT * FROM hx_result(:draft);

@@ -98,9 +98,22 @@ SELECT x.k || '|' || x.v
                              ('currency', s.currency), ('p50_s', s.interactive_p50_s::text),
                              ('p95_s', s.interactive_p95_s::text), ('batch_p50_s', s.all_batch_p50_s::text),
                              ('batch_p95_s', s.all_batch_p95_s::text)) x (k, v);
+-- the rollout of section 7 of the books: cost per task and median latency of both arms
+SELECT x.k || '|' || x.v
+  FROM (SELECT rule_name, sample,
+               max(cost_per_done) FILTER (WHERE arm = 'sampled') AS sc,
+               max(cost_per_done) FILTER (WHERE arm = 'fell through') AS fc,
+               max(extract(epoch FROM latency_p50)) FILTER (WHERE arm = 'sampled') AS sp,
+               max(extract(epoch FROM latency_p50)) FILTER (WHERE arm = 'fell through') AS fp
+          FROM hx_rollout_report(now() - interval '1 hour', now() + interval '1 minute')
+         GROUP BY rule_name, sample LIMIT 1) o,
+       LATERAL (VALUES ('rollout_rule', o.rule_name), ('rollout_sample', o.sample::text),
+                       ('rollout_sampled_cost', o.sc::text), ('rollout_fell_cost', o.fc::text),
+                       ('rollout_sampled_p50_s', o.sp::text), ('rollout_fell_p50_s', o.fp::text)) x (k, v)
+ WHERE x.v IS NOT NULL;
 SQL
 echo
-echo "hybridexec demo: chart of cost and latency per path written to $chart"
+echo "hybridexec demo: chart of cost and latency per path, and of the rollout, written to $chart"
 echo "  open it in a web browser (copy it to a machine with a desktop first if this one has none)"
 
 # pg_cron opens windows on their schedules: a window that opens every
