@@ -56,9 +56,9 @@ BEGIN
 	), archived AS (
 		/* done tasks' payloads and results outlive them, for hx_replay */
 		INSERT INTO hx_archive (task_id, task_type, payload, result, route, department, dedupe_key,
-								submitted_by, submitted_at, finished_at)
+								origin, submitted_by, submitted_at, finished_at)
 		SELECT gone.id, gone.task_type, gone.payload, gone.result, gone.route, gone.department,
-			   gone.dedupe_key, gone.submitted_by, gone.submitted_at, gone.finished_at
+			   gone.dedupe_key, gone.origin, gone.submitted_by, gone.submitted_at, gone.finished_at
 		  FROM gone WHERE gone.status = 'done' AND keep_archive > 0
 	)
 	SELECT count(*) INTO n FROM gone;

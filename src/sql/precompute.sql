@@ -142,6 +142,12 @@ BEGIN
 		  FROM hx_task t
 		 WHERE t.origin = 'user' AND t.dedupe_key IS NOT NULL AND t.submitted_at >= now() - since
 		UNION ALL
+		/* and those retention retired since (hx_archive keeps done ones) */
+		SELECT a.task_type, a.dedupe_key, a.submitted_at AT TIME ZONE tz, a.payload, a.department
+		  FROM hx_archive a
+		 WHERE a.origin = 'user' AND a.dedupe_key IS NOT NULL AND a.submitted_at >= now() - since
+		   AND NOT EXISTS (SELECT 1 FROM hx_task t WHERE t.id = a.task_id)
+		UNION ALL
 		/* asks a reuse answered leave no task of their own: their booking names the task reused */
 		SELECT c.task_type, t.dedupe_key, c.at AT TIME ZONE tz, t.payload, c.department
 		  FROM hx_cost c JOIN hx_task t ON t.id = c.task_id
@@ -170,7 +176,7 @@ END
 $$;
 
 COMMENT ON FUNCTION hx_predict(interval, integer) IS
-'The (task type, dedupe key) pairs users asked for (origin user, as tasks or answered by a reuse) at the same local weekday and hour (hybridexec.time_zone) in at least min_repeats distinct weeks of the last "since", with the next such moment as the suggested ready_by and the latest payload and department';
+'The (task type, dedupe key) pairs users asked for (origin user: as tasks, in the queue or archived after retention, or answered by a reuse) at the same local weekday and hour (hybridexec.time_zone) in at least min_repeats distinct weeks of the last "since", with the next such moment as the suggested ready_by and the latest payload and department';
 
 /*
  * Precomputes every prediction that is not precomputed yet for its

@@ -18,6 +18,7 @@ CREATE TABLE hx_archive (
 	route			text NOT NULL,
 	department		text,
 	dedupe_key		text,
+	origin			text NOT NULL,
 	submitted_by	regrole NOT NULL,
 	submitted_at	timestamptz NOT NULL,
 	finished_at		timestamptz NOT NULL
@@ -57,6 +58,7 @@ COMMENT ON COLUMN hx_archive.result IS 'Its result';
 COMMENT ON COLUMN hx_archive.route IS 'The path it ran on';
 COMMENT ON COLUMN hx_archive.department IS 'Its department';
 COMMENT ON COLUMN hx_archive.dedupe_key IS 'Its dedupe key';
+COMMENT ON COLUMN hx_archive.origin IS 'Its origin (hx_predict counts the archived asks of users)';
 COMMENT ON COLUMN hx_archive.submitted_by IS 'The role that submitted it';
 COMMENT ON COLUMN hx_archive.submitted_at IS 'When it was submitted';
 COMMENT ON COLUMN hx_archive.finished_at IS 'When it was done';
