@@ -11,8 +11,9 @@
 #      at zero cost, and hx_precompute_stats counts it used, with what it
 #      saved; a precomputation nobody used within its ttl counts as wasted;
 #   3. hx_predict finds a key users asked for at the same weekday and hour
-#      in three weeks, with the next such moment as ready_by, and
-#      hx_predict_apply precomputes it once however often it runs.
+#      in three weeks, with the next such moment as ready_by, also once
+#      retention moved those tasks to the archive, and hx_predict_apply
+#      precomputes it once however often it runs.
 use strict;
 use warnings;
 
@@ -94,6 +95,14 @@ is( $node->safe_psql('postgres', q{
 		SELECT p.predicted || ' ' || t.window_name || ' ' || t.status FROM hx_precompute p JOIN hx_task t ON t.id = p.task_id
 		 WHERE p.dedupe_key = 'report:monday'}),
 	'true nightly-reports queued', 'for the night before, in the window');
+
+# the asks outlive retention: archived, they are still counted
+$node->safe_psql('postgres', q{ALTER SYSTEM SET hybridexec.retention = '1h'; SELECT pg_reload_conf();});
+ok( $node->poll_query_until('postgres',
+		q{SELECT count(*) = 0 FROM hx_task WHERE dedupe_key = 'report:monday' AND origin = 'user'}),
+	'retention retired the users\' Monday tasks');
+is( $node->safe_psql('postgres', q{SELECT dedupe_key || ' ' || weeks FROM hx_predict('28 days', 3)}),
+	'report:monday 3', 'hx_predict still finds the rhythm, from hx_archive');
 
 $node->stop;
 done_testing();
