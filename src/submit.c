@@ -208,6 +208,7 @@ static HxStmt may_submit_for = {
 
 static int64 hx_submit_one(FunctionCallInfo fcinfo, Oid submitted_by);
 static int64 *hx_take_ids(int n);
+static void hx_follow_up_one(SPITupleTable *found, uint64 k, int64 new_id, bool dead);
 static void hx_check_department(Oid submitter, const char *department);
 static void hx_warn_other_database(void);
 static void hx_check_run_at(FunctionCallInfo fcinfo, int argno, HxTaskArgs *args);
@@ -631,8 +632,9 @@ hx_submit_follow_ups(int64 *ids, int n, bool dead)
 	uint64		nfound;
 	int64	   *new_ids;
 	HxUserSave	save;
-	uint64		k;
+	volatile uint64 k;
 	int			i;
+	volatile bool all_ok = false;
 
 	for (i = 0; i < n; i++)
 		idd[i] = Int64GetDatum(ids[i]);
@@ -647,59 +649,49 @@ hx_submit_follow_ups(int64 *ids, int n, bool dead)
 	nfound = SPI_processed;
 	new_ids = nfound > 0 ? hx_take_ids((int) nfound) : NULL;
 
-	for (k = 0; k < nfound; k++)
+	/*
+	 * All of them in one subtransaction: a chunk of 5,000 done tasks must
+	 * not open 5,000 subtransactions (past 64 a backend's subtransactions
+	 * overflow its PGPROC cache, and every snapshot in the server gets
+	 * slower).  Only when one fails are they submitted one by one, each
+	 * in its own, so that the failing one is a warning.
+	 */
+	if (nfound > 0)
 	{
-		HeapTuple	tup = found->vals[k];
-		TupleDesc	desc = found->tupdesc;
-		bool		isnull;
-		int64		prior = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-		char	   *follow_type = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
-		int32		tier = DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull)) + 1;
-
 		BeginInternalSubTransaction(NULL);
 		MemoryContextSwitchTo(oldcontext);
 		PG_TRY();
 		{
-			HxTaskArgs	args;
-			HxDecision	d;
-			Datum		values[18];
-			char		nulls[18];
-			Datum		src[2];
+			for (k = 0; k < nfound; k++)
+				hx_follow_up_one(found, k, new_ids[k], dead);
+			ReleaseCurrentSubTransaction();
+			all_ok = true;
+		}
+		PG_CATCH();
+		{
+			MemoryContextSwitchTo(oldcontext);
+			FlushErrorState();
+			RollbackAndReleaseCurrentSubTransaction();
+		}
+		PG_END_TRY();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+	}
 
-			memset(&args, 0, sizeof(args));
-			args.task_type = follow_type;
-			args.payload = DatumGetJsonbP(SPI_getbinval(tup, desc, 3, &isnull));
-			args.origin = dead ? "dead_letter" : "refine";
-			args.priority = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
-			values[10] = SPI_getbinval(tup, desc, 5, &isnull);
-			args.department = isnull ? NULL : TextDatumGetCString(values[10]);
-			args.at = GetCurrentTimestamp();
-			args.id = new_ids[k];
-			hx_classify_task(&args, &d);
-
-			memset(nulls, ' ', sizeof(nulls));
-			hx_decision_values(&args, &d,
-							   dead ? psprintf("dead letter of task %lld: %s", (long long) prior, d.reason)
-							   : psprintf("tier %d of task %lld: %s", tier, (long long) prior, d.reason),
-							   DatumGetObjectId(SPI_getbinval(tup, desc, 6, &isnull)),
-							   values, nulls);
-			nulls[13] = 'n';
-			values[15] = Int64GetDatum(new_ids[k]);
-			values[16] = Int64GetDatum(prior);
-			nulls[16] = dead ? 'n' : ' ';
-			values[17] = Int32GetDatum(dead ? 1 : tier);
-			if (hx_stmt_exec(&insert_follow_up, values, nulls, false, 0) != SPI_OK_INSERT)
-				elog(ERROR, "could not insert the task that follows task %lld", (long long) prior);
-			src[0] = values[15];
-			src[1] = values[16];
-			if (!dead && hx_stmt_exec(&refine_source, src, NULL, false, 0) != SPI_OK_INSERT)
-				elog(ERROR, "could not record the source of the next tier of task %lld",
-					 (long long) prior);
+	for (k = 0; !all_ok && k < nfound; k++)
+	{
+		BeginInternalSubTransaction(NULL);
+		MemoryContextSwitchTo(oldcontext);
+		PG_TRY();
+		{
+			hx_follow_up_one(found, k, new_ids[k], dead);
 			ReleaseCurrentSubTransaction();
 		}
 		PG_CATCH();
 		{
 			ErrorData  *edata;
+			bool		isnull;
+			int64		prior = DatumGetInt64(SPI_getbinval(found->vals[k], found->tupdesc, 1, &isnull));
 
 			MemoryContextSwitchTo(oldcontext);
 			edata = CopyErrorData();
@@ -712,7 +704,8 @@ hx_submit_follow_ups(int64 *ids, int n, bool dead)
 							   "Task %lld is done all the same; its result stays the best of its chain.",
 							   (long long) prior),
 					 errhint("Check hx_classify('%s', origin => '%s'): a rule must match it.",
-							 follow_type, dead ? "dead_letter" : "refine")));
+							 TextDatumGetCString(SPI_getbinval(found->vals[k], found->tupdesc, 2, &isnull)),
+							 dead ? "dead_letter" : "refine")));
 			FreeErrorData(edata);
 		}
 		PG_END_TRY();
@@ -721,6 +714,57 @@ hx_submit_follow_ups(int64 *ids, int n, bool dead)
 	}
 	hx_restore_user(&save);
 	SPI_finish();
+}
+
+/*
+ * hx_follow_up_one
+ *		Classifies and inserts the task that follows row k of "found" (a row
+ *		of refine_read or dead_letter_read), with id new_id; for a next tier,
+ *		the watched row it came from becomes its source too.  Raises on
+ *		failure.  In SPI, as the owner.
+ */
+static void
+hx_follow_up_one(SPITupleTable *found, uint64 k, int64 new_id, bool dead)
+{
+	HeapTuple	tup = found->vals[k];
+	TupleDesc	desc = found->tupdesc;
+	bool		isnull;
+	int64		prior = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+	int32		tier = DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull)) + 1;
+	HxTaskArgs	args;
+	HxDecision	d;
+	Datum		values[18];
+	char		nulls[18];
+	Datum		src[2];
+
+	memset(&args, 0, sizeof(args));
+	args.task_type = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
+	args.payload = DatumGetJsonbP(SPI_getbinval(tup, desc, 3, &isnull));
+	args.origin = dead ? "dead_letter" : "refine";
+	args.priority = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
+	values[10] = SPI_getbinval(tup, desc, 5, &isnull);
+	args.department = isnull ? NULL : TextDatumGetCString(values[10]);
+	args.at = GetCurrentTimestamp();
+	args.id = new_id;
+	hx_classify_task(&args, &d);
+
+	memset(nulls, ' ', sizeof(nulls));
+	hx_decision_values(&args, &d,
+					   dead ? psprintf("dead letter of task %lld: %s", (long long) prior, d.reason)
+					   : psprintf("tier %d of task %lld: %s", tier, (long long) prior, d.reason),
+					   DatumGetObjectId(SPI_getbinval(tup, desc, 6, &isnull)),
+					   values, nulls);
+	nulls[13] = 'n';
+	values[15] = Int64GetDatum(new_id);
+	values[16] = Int64GetDatum(prior);
+	nulls[16] = dead ? 'n' : ' ';
+	values[17] = Int32GetDatum(dead ? 1 : tier);
+	if (hx_stmt_exec(&insert_follow_up, values, nulls, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not insert the task that follows task %lld", (long long) prior);
+	src[0] = values[15];
+	src[1] = values[16];
+	if (!dead && hx_stmt_exec(&refine_source, src, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not record the source of the next tier of task %lld", (long long) prior);
 }
 
 /*

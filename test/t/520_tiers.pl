@@ -10,7 +10,8 @@
 #      answer (tier 2, final) once the window has run, whichever task of
 #      the chain it is asked about;
 #   3. a watched table's result column is rewritten by each tier;
-#   4. a tier that dies leaves the best earlier result in place;
+#   4. a tier that dies leaves the best earlier result in place; a window's
+#      chunk of drafts gets all its next tiers in the chunk's transaction;
 #   5. a refinement that no rule takes is a warning: the draft stays done.
 use strict;
 use warnings;
@@ -92,6 +93,17 @@ ok( $node->poll_query_until('postgres', "SELECT status = 'dead' FROM hx_task WHE
 	'its next tier died');
 is($node->safe_psql('postgres', "SELECT task_id || ' ' || final || ' ' || (result->>'answer') FROM hx_result($d3)"),
 	"$d3 false draft of what", 'hx_result still gives the draft');
+
+# --- 4b. a window's chunk of drafts gets its next tiers together ---------------------
+$node->safe_psql('postgres', q{
+	SELECT count(*) FROM hx_submit_batch('draft', ARRAY(SELECT jsonb_build_object('q', 'bulk ' || g)
+														  FROM generate_series(1, 30) g))});
+$run = $node->safe_psql('postgres', q{SELECT hx_run_window('nightly')});
+ok($node->poll_query_until('postgres', "SELECT status = 'done' FROM hx_window_run WHERE id = $run"), 'a chunk of 30 drafts ran');
+is( $node->safe_psql('postgres', q{
+		SELECT count(*) FROM hx_task c JOIN hx_task p ON p.id = c.parent_id
+		 WHERE p.payload->>'q' LIKE 'bulk %' AND c.tier = 2 AND c.payload = p.payload AND c.status = 'queued'}),
+	'30', 'each of them has its next tier, committed with the chunk');
 
 # --- 5. a refinement no rule takes: a warning, the draft stays done ---------------
 $node->safe_psql('postgres', q{
