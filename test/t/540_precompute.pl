@@ -10,6 +10,8 @@
 #      reuse_within gets the precomputed result at once, booked as a reuse
 #      at zero cost, and hx_precompute_stats counts it used, with what it
 #      saved; a precomputation nobody used within its ttl counts as wasted;
+#      only roles that may see the precomputed task (its department) are
+#      served from it, and only a member may precompute for a department;
 #   3. hx_predict finds a key users asked for at the same weekday and hour
 #      in three weeks, with the next such moment as ready_by, also once
 #      retention moved those tasks to the archive, and hx_predict_apply
@@ -66,6 +68,34 @@ ok( $node->poll_query_until('postgres', q{
 		   AND saved > 0 AND wasted_cost > 0 AND cost > wasted_cost
 		  FROM hx_precompute_stats() WHERE task_type = 'report'}),
 	'hx_precompute_stats: two precomputed, one used (saving more than it cost), one wasted past its ttl');
+
+# --- 2b. who may use a precomputation ----------------------------------------------
+$node->safe_psql('postgres', q{
+	CREATE ROLE analyst LOGIN;  GRANT hybridexec_submitter TO analyst;
+	CREATE ROLE seller LOGIN;   GRANT hybridexec_submitter TO seller;
+	CREATE ROLE outsider LOGIN; GRANT hybridexec_submitter TO outsider;
+	INSERT INTO hx_department_member (role, department) VALUES ('analyst', 'sales'), ('seller', 'sales');
+});
+sub as_role
+{
+	my ($role, $sql) = @_;
+	my ($rc, $out, $err) = $node->psql('postgres', $sql, extra_params => [ '-U', $role ]);
+	return ($out, $err);
+}
+my (undef, $perr) = as_role('outsider',
+	q{SELECT hx_precompute('report', '{"week": 51}', 'report:w51', now() + interval '2 days', '1 day', department => 'sales')});
+like($perr, qr/department/, 'a role outside a department may not precompute for it');
+my ($t51) = as_role('analyst',
+	q{SELECT hx_precompute('report', '{"week": 51}', 'report:w51', now() + interval '2 days', '1 day', department => 'sales')});
+like($t51, qr/^\d+$/, 'a member of sales precomputes for sales');
+$run = $node->safe_psql('postgres', q{SELECT hx_run_window('nightly-reports')});
+ok($node->poll_query_until('postgres', "SELECT status = 'done' FROM hx_window_run WHERE id = $run"), 'it ran');
+my ($got_seller) = as_role('seller', q{
+	SELECT hx_submit('report', '{"week": 51}', origin => 'user', department => 'sales', dedupe_key => 'report:w51', reuse_within => '1 day')});
+is($got_seller, $t51, 'another member of sales is served the precomputed result');
+my ($got_outsider) = as_role('outsider', q{
+	SELECT hx_submit('report', '{"week": 51}', origin => 'user', dedupe_key => 'report:w51', reuse_within => '1 day')});
+isnt($got_outsider, $t51, 'a role outside sales is not: its own task is queued, the result is not leaked');
 
 # --- 3. predictions -----------------------------------------------------------------
 # a user asked for the Monday report at 09:xx local (hybridexec.time_zone: UTC) in three past weeks
