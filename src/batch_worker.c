@@ -23,7 +23,10 @@
  *				  counters, then pick the next chunk - its waiting tasks,
  *				  one task type, by priority and deadline, read by the
  *				  scan that finds them - and write its "started"
- *				  checkpoint with its task ids
+ *				  checkpoint with its task ids (a chunk of a type with
+ *				  max_running or rate_limit cut to what the limits allow,
+ *				  task_state.c's hx_limit_chunk; the run waits when only
+ *				  such types are left)
  *		finish	done, overran, yielded or failed
  *
  *	  The chunk's effects, its tasks' results and its checkpoint commit in

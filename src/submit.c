@@ -9,7 +9,13 @@
  *	  They run as their caller, who needs no right on hx_task: the caller
  *	  is recorded as the task's submitted_by, the checks are made for it
  *	  (may it submit for that department?), and the statements run as the
- *	  extension's owner.
+ *	  extension's owner.  While a rule is sampled (a percentage rollout), a
+ *	  task without a dedupe key takes its id before it is classified.
+ *
+ *	  Also the tasks that follow finished ones, submitted by the ledger
+ *	  trigger (book.c) in the finishing transaction: the next tier of a
+ *	  done task whose type has refine_with, the dead letter of a dead task
+ *	  whose type has dead_letter_type (hx_submit_follow_ups).
  *
  *-------------------------------------------------------------------------
  */
