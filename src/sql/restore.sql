@@ -161,7 +161,7 @@ BEGIN
 							 'hx_window', 'hx_window_run', 'hx_checkpoint', 'hx_rule',
 							 'hx_price', 'hx_price_period', 'hx_cost_attempt', 'hx_cost_chunk', 'hx_cost_day', 'hx_stat_minute', 'hx_cost_daily',
 							 'hx_budget', 'hx_alert_state', 'hx_attachment', 'hx_task_source', 'hx_schedule',
-							 'hx_fixed_cost', 'hx_quality', 'hx_precompute', 'hx_archive', 'hx_replay',
+							 'hx_fixed_cost', 'hx_quality', 'hx_precompute', 'hx_archive', 'hx_replay_run',
 							 'hx_replay_item']::regclass[] LOOP
 		PERFORM pg_catalog.pg_extension_config_dump(t, '');
 		/* and where its ids are */

@@ -84,6 +84,8 @@ is( $node->safe_psql('postgres', qq{
 	'5,6,7,8,9', 'exactly the payloads between the two lines');
 is($node->safe_psql('postgres', "SELECT tasks || ' ' || done || ' ' || same || ' ' || different || ' ' || failed || ' ' || pending || ' ' || status FROM hx_replay_summary($rid)"),
 	'20 20 15 5 0 0 finished', 'hx_replay_summary: 15 the same, 5 different, finished');
+is($node->safe_psql('postgres', "SELECT task_type || ' ' || as_type || ' ' || same || ' ' || different || ' ' || status FROM hx_replay WHERE id = $rid"),
+	'classify classify_v2 15 5 finished', 'and the view hx_replay shows the replay with its counts and status');
 
 # --- 4. bad arguments ----------------------------------------------------------------
 my ($rc, $out, $err) = $node->psql('postgres', q{SELECT hx_replay('classify', now(), now() - interval '1 day', 'classify_v2')});
