@@ -239,6 +239,12 @@ INSERT INTO hx_checkpoint (run_id, chunk, state, task_type, processed, failed, s
 VALUES (:hist_run, 5, 'committed', 'plan_b', 10, 0, '2024-03-01 02:01:00+00', '2024-03-01 02:01:10+00');
 SELECT window_name, next_start, start_reason, expected_duration, expected_finish, on_time
   FROM hx_window_plan(at => '2024-03-10 12:00+00') WHERE window_name = 'plan_late';
+-- A rate limit slower than the measured rate bounds the plan: plan_a at
+-- 60 a minute takes (1200 - 60 in the full bucket) s = 00:19:00, not 10 s;
+-- with plan_b's 300 at 0.667/s (450 s), plan_calm takes 00:26:30.
+SELECT hx_register('plan_a', rate_limit => 60, rate_period => '1 minute');
+SELECT window_name, backlog, expected_duration
+  FROM hx_window_plan(at => '2024-03-10 12:00+00') WHERE window_name = 'plan_calm';
 ROLLBACK;
 
 --

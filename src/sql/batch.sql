@@ -612,15 +612,21 @@ BEGIN
 	SELECT r.id INTO running_run FROM hx_window_run r
 	 WHERE r.window_name = w.name AND r.status IN ('starting', 'running');
 
-	/* backlog per type, and how long it takes at the measured rates */
+	/*
+	 * Backlog per type, and how long it takes at the measured rates - or at
+	 * its rate limit, when that is slower: a full bucket, then rate_limit
+	 * starts per rate_period.
+	 */
 	SELECT coalesce(sum(b.n), 0),
-		   sum(b.n / hx_type_throughput(b.task_type)),
+		   sum(greatest(b.n / hx_type_throughput(b.task_type),
+						greatest(b.n - y.rate_limit, 0) * extract(epoch FROM y.rate_period) / y.rate_limit)),
 		   array_agg(b.task_type) FILTER (WHERE hx_type_throughput(b.task_type) IS NULL)
 	  INTO backlog, dur, unknown
 	  FROM (SELECT t.task_type, count(*) AS n FROM ONLY hx_task t
 			 WHERE t.window_name = w.name AND t.route = 'batch'
 			   AND t.status IN ('queued', 'failed')
-			 GROUP BY t.task_type) b;
+			 GROUP BY t.task_type) b
+	  LEFT JOIN hx_type y ON y.task_type = b.task_type;
 	expected_duration := CASE WHEN backlog = 0 THEN interval '0'
 							  WHEN unknown IS NULL THEN make_interval(secs => dur) END;
 
