@@ -389,7 +389,9 @@ hx_batch_should_stop(HxRun *run, bool in_xact)
  *		each claimed in a committed transaction of its own before it runs,
  *		so that a task that crashes the server costs only its own attempts,
  *		and one whose outcome cannot be booked ends failed or set aside
- *		without failing the run.  No transaction open.
+ *		without failing the run.  A task of a type at its limits waits for
+ *		them (the run stops waiting when it must stop: the task stays
+ *		isolated for the next run).  No transaction open.
  */
 static void
 hx_batch_isolate(HxRun *run, ArrayType *suspects)
@@ -410,10 +412,26 @@ hx_batch_isolate(HxRun *run, ArrayType *suspects)
 		HxTask	   *tasks = NULL;
 		int			got;
 
-		MemoryContextReset(chunk_cxt);
-		hx_worker_begin_xact("claiming a task of an interrupted chunk");
-		got = hx_claim_ids(one, MyProcPid, run->id, &tasks, chunk_cxt);
-		hx_worker_end_xact();
+		for (;;)
+		{
+			double		wait_ms;
+
+			MemoryContextReset(chunk_cxt);
+			hx_worker_begin_xact("claiming a task of an interrupted chunk");
+			got = hx_claim_isolated_ids(one, MyProcPid, run->id, run->part, &tasks,
+										chunk_cxt, &wait_ms);
+			hx_worker_end_xact();
+			if (got > 0 || wait_ms <= 0)
+				break;
+			if (hx_batch_should_stop(run, false) != NULL)
+				return;
+			pgstat_report_activity(STATE_IDLE, "waiting for a task type's limits");
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 (long) Max(Min(wait_ms, HX_LIMIT_WAIT_MAX_MS), 1),
+							 PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+		}
 		if (got == 1)
 			(void) hx_exec_alone(&tasks[0], chunk_cxt, hx_batch_count_alone, run);
 		CHECK_FOR_INTERRUPTS();

@@ -1010,6 +1010,53 @@ hx_claim_ids(ArrayType *ids, int worker_pid, int64 run_id, HxTask **tasks,
 }
 
 /*
+ * hx_claim_isolated_ids
+ *		hx_claim_ids for the tasks of an interrupted chunk that a window
+ *		run's part (run_id, part) retries one by one: those of a type with
+ *		limits are kept only as far as hx_limit_take allows (their chunk's
+ *		tokens went with the chunk's failure), the others are given back,
+ *		still isolated, with *wait_ms saying when to try again (0 when
+ *		none was given back).  Returns how many were kept.  In SPI, as the
+ *		owner, the rule cache loaded.
+ */
+int
+hx_claim_isolated_ids(ArrayType *ids, int worker_pid, int64 run_id, int part,
+					  HxTask **tasks, MemoryContext cxt, double *wait_ms)
+{
+	int			n = hx_claim_ids(ids, worker_pid, run_id, tasks, cxt);
+	HxTypeInfo *info;
+	Datum	   *claimed;
+	Datum		back[3];
+	char		back_nulls[3] = {' ', ' ', ' '};
+	int			allowed;
+	int			i;
+
+	*wait_ms = 0;
+	if (n == 0 || !hx_types_limited())
+		return n;
+	info = hx_type_lookup((*tasks)[0].task_type);
+	if (info == NULL || !info->limited)
+		return n;
+	claimed = palloc(sizeof(Datum) * n);
+	for (i = 0; i < n; i++)
+		claimed[i] = Int64GetDatum((*tasks)[i].id);
+	allowed = hx_limit_ask((*tasks)[0].task_type, claimed, n, run_id, part, wait_ms);
+	if (allowed >= n)
+	{
+		*wait_ms = 0;
+		return n;
+	}
+	back[0] = PointerGetDatum(construct_array(claimed + allowed, n - allowed, INT8OID, 8,
+											  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	back[1] = Float8GetDatum(*wait_ms);
+	back[2] = BoolGetDatum(true);
+	if (hx_stmt_exec(&unclaim, back, back_nulls, false, 0) != SPI_OK_UPDATE ||
+		SPI_processed != (uint64) (n - allowed))
+		elog(ERROR, "could not give back %d isolated tasks", n - allowed);
+	return allowed;
+}
+
+/*
  * hx_read_waiting
  *		Reads the tasks among ids that still wait, in run order, with the
  *		attempt they are about to make (a chunk books them in one go).

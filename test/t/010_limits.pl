@@ -21,7 +21,9 @@
 #      and the run waits for the limit rather than end with tasks left;
 #   6. rate_limit in a window run: chunks are cut to the tokens there are
 #      (the first to the bucket's 10, then 10 a second), the run passes over
-#      the limited type to a free one meanwhile, and ends done.
+#      the limited type to a free one meanwhile, and ends done;
+#   7. the tasks of a chunk a crash interrupted, retried one by one after
+#      the restart, wait for the rate limit too.
 use strict;
 use warnings;
 
@@ -232,6 +234,37 @@ is( $node->safe_psql('postgres', q{
 		SELECT (SELECT min(began) FROM flight WHERE task_type = 'bzfree')
 			   < (SELECT max(began) FROM flight WHERE task_type = 'brl')}),
 	't', 'the free type ran while the limited one waited for tokens');
+
+# --- 7. the tasks of a chunk a crash interrupted, retried one by one, keep to the rate
+$node->safe_psql('postgres', q{
+	CREATE TABLE iso_calls (n integer, at timestamptz);
+	-- a chunk of more than one sleeps: the crash comes while it runs
+	CREATE FUNCTION iso_batch(ps jsonb[]) RETURNS jsonb[] LANGUAGE plpgsql AS $$
+	BEGIN
+		INSERT INTO iso_calls VALUES (cardinality(ps), clock_timestamp());
+		IF cardinality(ps) > 1 THEN
+			PERFORM pg_sleep(60);
+		END IF;
+		RETURN ps;
+	END $$;
+	SELECT hx_register('biso', batch_handler => 'iso_batch(jsonb[])',
+					   rate_limit => 4, rate_period => '4 seconds');
+	SELECT count(hx_submit('biso', jsonb_build_object('i', g), origin => 'nightly')) FROM generate_series(1, 4) g;
+});
+$run = $node->safe_psql('postgres', q{SELECT hx_run_window('lim')});
+ok( $node->poll_query_until('postgres', qq{
+		SELECT count(*) = 1 FROM hx_checkpoint WHERE run_id = $run AND task_type = 'biso' AND state = 'started'
+		   AND cardinality(task_ids) = 4}),
+	'the four tasks (the whole bucket) are in flight as one chunk');
+$node->stop('immediate');
+$node->start;
+ok($node->poll_query_until('postgres', "SELECT status = 'done' FROM hx_window_run WHERE id = $run"),
+	'the run resumed after the crash and ended done');
+all_done('biso', 4, 'with the four tasks done, one by one');
+is( $node->safe_psql('postgres', q{
+		SELECT count(*) || ' ' || max(n) || ' ' || (max(at) - min(at) >= interval '1.5 seconds') FROM iso_calls}),
+	'4 1 true',
+	'retried alone, they waited for tokens (1 a second) rather than start at once: their calls spread over 1.5 s and more');
 
 $node->stop;
 done_testing();
