@@ -418,8 +418,8 @@ hx_batch_isolate(HxRun *run, ArrayType *suspects)
 
 			MemoryContextReset(chunk_cxt);
 			hx_worker_begin_xact("claiming a task of an interrupted chunk");
-			got = hx_claim_isolated_ids(one, MyProcPid, run->id, run->part, &tasks,
-										chunk_cxt, &wait_ms);
+			got = hx_claim_isolated_ids(one, MyProcPid, run->id, &tasks, chunk_cxt,
+										&wait_ms);
 			hx_worker_end_xact();
 			if (got > 0 || wait_ms <= 0)
 				break;

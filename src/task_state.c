@@ -557,7 +557,7 @@ PG_FUNCTION_INFO_V1(hx_stream_claim);
 PG_FUNCTION_INFO_V1(hx_check_lease_sql);
 
 static int	hx_tasks_decode(HxTask **tasks, MemoryContext cxt);
-static int	hx_limit_claimed(HxTask *tasks, int n, bool isolated);
+static int	hx_limit_claimed(HxTask *tasks, int n, bool isolated, double *wait_ms);
 static int	hx_type_name_cmp(const void *a, const void *b);
 static int	hx_move_done(HxStmt *stmt, Datum *values, int expect);
 static int	hx_fail_exec(HxFailure *f, int n, const HxFailKind *kind,
@@ -761,14 +761,15 @@ hx_limit_ask(const char *task_type, Datum *ids, int nids, int64 run_id, int part
  *		keeps the first ones hx_limit_take allows - it locks the type's
  *		bucket until the claim commits, so that claims of the type count
  *		and take one after the other - and gives the others back
- *		(unclaim), due again when a retry could succeed.  Returns how many
- *		are left, compacted in claim order.  A window run's chunks are
+ *		(unclaim), due again when a retry could succeed; *wait_ms (when
+ *		given) says how soon that is for the first of them, 0 when none was
+ *		given back.  Returns how many are left, compacted in claim order.  A window run's chunks are
  *		limited when they are picked (hx_limit_chunk).  Costs nothing while
  *		no type has a limit.  In SPI, as the owner, in the claim's
  *		transaction, with the rule cache loaded.
  */
 static int
-hx_limit_claimed(HxTask *tasks, int n, bool isolated)
+hx_limit_claimed(HxTask *tasks, int n, bool isolated, double *wait_ms)
 {
 	const char **types;
 	bool	   *keep;
@@ -778,6 +779,8 @@ hx_limit_claimed(HxTask *tasks, int n, bool isolated)
 	int			i;
 	int			k;
 
+	if (wait_ms != NULL)
+		*wait_ms = 0;
 	if (n == 0 || !hx_types_limited())
 		return n;
 
@@ -809,14 +812,16 @@ hx_limit_claimed(HxTask *tasks, int n, bool isolated)
 		Datum		back[3];
 		int			nids = 0;
 		int			allowed;
-		double		wait_ms;
+		double		type_wait_ms;
 
 		for (i = 0; i < n; i++)
 			if (strcmp(tasks[i].task_type, types[k]) == 0)
 				ids[nids++] = Int64GetDatum(tasks[i].id);
-		allowed = hx_limit_ask(types[k], ids, nids, 0, -1, &wait_ms);
+		allowed = hx_limit_ask(types[k], ids, nids, 0, -1, &type_wait_ms);
 		if (allowed >= nids)
 			continue;
+		if (wait_ms != NULL && (*wait_ms == 0 || type_wait_ms < *wait_ms))
+			*wait_ms = type_wait_ms;
 
 		/* the first "allowed" of the type go ahead, in claim order */
 		nids = 0;
@@ -833,7 +838,7 @@ hx_limit_claimed(HxTask *tasks, int n, bool isolated)
 			}
 		}
 		back[0] = PointerGetDatum(construct_array(ids, nids, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-		back[1] = Float8GetDatum(wait_ms);
+		back[1] = Float8GetDatum(type_wait_ms);
 		back[2] = BoolGetDatum(isolated);
 		if (hx_stmt_exec(&unclaim, back, back_nulls, false, 0) != SPI_OK_UPDATE ||
 			SPI_processed != (uint64) nids)
@@ -906,7 +911,7 @@ hx_claim_stream(int worker_pid, int max, HxTask **tasks, MemoryContext cxt)
 
 	if (hx_stmt_exec(&claim_stream, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "stream claim failed");
-	return hx_limit_claimed(*tasks, hx_tasks_decode(tasks, cxt), false);
+	return hx_limit_claimed(*tasks, hx_tasks_decode(tasks, cxt), false, NULL);
 }
 
 /*
@@ -941,7 +946,7 @@ hx_claim_stream_next(int worker_pid, int max, HxTask **tasks, MemoryContext cxt)
 
 		if (hx_stmt_exec(&claim_stream_after, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 			elog(ERROR, "stream claim failed");
-		n = hx_limit_claimed(*tasks, hx_tasks_decode(tasks, cxt), false);
+		n = hx_limit_claimed(*tasks, hx_tasks_decode(tasks, cxt), false, NULL);
 		if (n == 0)
 		{
 			/*
@@ -990,7 +995,7 @@ hx_claim_isolated(int worker_pid, HxTask **tasks, MemoryContext cxt)
 
 	if (hx_stmt_exec(&claim_isolated, &arg, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "claim of an isolated task failed");
-	return hx_limit_claimed(*tasks, hx_tasks_decode(tasks, cxt), true);
+	return hx_limit_claimed(*tasks, hx_tasks_decode(tasks, cxt), true, NULL);
 }
 
 /*
@@ -1012,48 +1017,18 @@ hx_claim_ids(ArrayType *ids, int worker_pid, int64 run_id, HxTask **tasks,
 /*
  * hx_claim_isolated_ids
  *		hx_claim_ids for the tasks of an interrupted chunk that a window
- *		run's part (run_id, part) retries one by one: those of a type with
- *		limits are kept only as far as hx_limit_take allows (their chunk's
- *		tokens went with the chunk's failure), the others are given back,
- *		still isolated, with *wait_ms saying when to try again (0 when
- *		none was given back).  Returns how many were kept.  In SPI, as the
- *		owner, the rule cache loaded.
+ *		run retries one by one, within their types' limits like any claim
+ *		(hx_limit_claimed: their chunk's tokens went with the chunk): those
+ *		beyond them are given back, still isolated, with *wait_ms saying
+ *		when to try again (0 when none was given back).  Returns how many
+ *		were kept.  In SPI, as the owner, the rule cache loaded.
  */
 int
-hx_claim_isolated_ids(ArrayType *ids, int worker_pid, int64 run_id, int part,
+hx_claim_isolated_ids(ArrayType *ids, int worker_pid, int64 run_id,
 					  HxTask **tasks, MemoryContext cxt, double *wait_ms)
 {
-	int			n = hx_claim_ids(ids, worker_pid, run_id, tasks, cxt);
-	HxTypeInfo *info;
-	Datum	   *claimed;
-	Datum		back[3];
-	char		back_nulls[3] = {' ', ' ', ' '};
-	int			allowed;
-	int			i;
-
-	*wait_ms = 0;
-	if (n == 0 || !hx_types_limited())
-		return n;
-	info = hx_type_lookup((*tasks)[0].task_type);
-	if (info == NULL || !info->limited)
-		return n;
-	claimed = palloc(sizeof(Datum) * n);
-	for (i = 0; i < n; i++)
-		claimed[i] = Int64GetDatum((*tasks)[i].id);
-	allowed = hx_limit_ask((*tasks)[0].task_type, claimed, n, run_id, part, wait_ms);
-	if (allowed >= n)
-	{
-		*wait_ms = 0;
-		return n;
-	}
-	back[0] = PointerGetDatum(construct_array(claimed + allowed, n - allowed, INT8OID, 8,
-											  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	back[1] = Float8GetDatum(*wait_ms);
-	back[2] = BoolGetDatum(true);
-	if (hx_stmt_exec(&unclaim, back, back_nulls, false, 0) != SPI_OK_UPDATE ||
-		SPI_processed != (uint64) (n - allowed))
-		elog(ERROR, "could not give back %d isolated tasks", n - allowed);
-	return allowed;
+	return hx_limit_claimed(*tasks, hx_claim_ids(ids, worker_pid, run_id, tasks, cxt),
+							true, wait_ms);
 }
 
 /*
@@ -1950,7 +1925,7 @@ hx_claim(PG_FUNCTION_ARGS)
 	args[3] = PG_GETARG_DATUM(4);
 	if (hx_stmt_exec(stmt, args, nulls, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "claim failed");
-	n = hx_limit_claimed(tasks, hx_tasks_decode(&tasks, callcxt), false);
+	n = hx_limit_claimed(tasks, hx_tasks_decode(&tasks, callcxt), false, NULL);
 	hx_leave(&save);
 
 	for (i = 0; i < n; i++)

@@ -71,7 +71,7 @@ extern int	hx_claim_isolated(int worker_pid, HxTask **tasks,
 extern int	hx_claim_ids(ArrayType *ids, int worker_pid, int64 run_id,
 						 HxTask **tasks, MemoryContext cxt);
 extern int	hx_claim_isolated_ids(ArrayType *ids, int worker_pid, int64 run_id,
-								  int part, HxTask **tasks, MemoryContext cxt,
+								  HxTask **tasks, MemoryContext cxt,
 								  double *wait_ms);
 extern int	hx_read_waiting(ArrayType *ids, HxTask **tasks, MemoryContext cxt);
 extern int	hx_pick_chunk(Datum *args, HxTask **tasks, MemoryContext cxt);
