@@ -234,16 +234,23 @@ BEGIN
 				  HINT = 'For example hx_precompute_stats(now() - interval ''30 days'', now()).';
 	END IF;
 	RETURN QUERY
-	WITH p AS (
-		SELECT c.*, t.status, t.finished_at,
-			   (SELECT sum(b.cost) FROM hx_cost b WHERE b.task_id = c.task_id AND b.outcome <> 'reused') AS spent,
-			   (SELECT min(b.currency) FROM hx_cost b WHERE b.task_id = c.task_id) AS cur,
-			   (SELECT count(*) FROM hx_cost b WHERE b.task_id = c.task_id AND b.outcome = 'reused'
-				   AND b.at <= t.finished_at + c.ttl) AS n_uses,
-			   (SELECT sum(b.baseline_cost) FROM hx_cost b WHERE b.task_id = c.task_id AND b.outcome = 'reused'
-				   AND b.at <= t.finished_at + c.ttl) AS avoided
+	WITH c AS (
+		SELECT c.*, t.status, t.finished_at
 		  FROM hx_precompute c LEFT JOIN hx_task t ON t.id = c.task_id
 		 WHERE c.created_at >= "from" AND c.created_at < "to"
+	), b AS (
+		/* their bookings, read once (a window's are unfolded from its chunks) */
+		SELECT b.task_id, min(b.currency) AS cur,
+			   sum(b.cost) FILTER (WHERE b.outcome <> 'reused') AS spent,
+			   count(*) FILTER (WHERE b.outcome = 'reused' AND b.at <= c.finished_at + c.ttl) AS n_uses,
+			   sum(b.baseline_cost) FILTER (WHERE b.outcome = 'reused' AND b.at <= c.finished_at + c.ttl) AS avoided
+		  FROM hx_cost b JOIN c ON c.task_id = b.task_id
+		 WHERE b.at >= "from"
+		 GROUP BY b.task_id
+	), p AS (
+		SELECT c.task_type, c.ttl, c.status, c.finished_at, b.cur, b.spent,
+			   coalesce(b.n_uses, 0) AS n_uses, b.avoided
+		  FROM c LEFT JOIN b ON b.task_id = c.task_id
 	)
 	SELECT p.task_type, coalesce(p.cur, '(none yet)'), count(*),
 		   count(*) FILTER (WHERE p.n_uses > 0),
