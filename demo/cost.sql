@@ -31,8 +31,9 @@ SELECT count(*) AS interactive_tasks
           FROM generate_series(1, 60) i) s;
 
 -- the interactive ones stream at once; the nightly window is opened now
--- instead of waiting for 02:00
-DO $$
+-- instead of waiting for 02:00 (each wait a statement of its own: a window
+-- run starts once the statement that opened it has committed)
+CREATE FUNCTION demo_wait_stream() RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
 	FOR i IN 1 .. 600 LOOP
 		EXIT WHEN NOT EXISTS (SELECT 1 FROM hx_task WHERE route = 'stream' AND status IN ('queued', 'running', 'failed')
@@ -41,8 +42,7 @@ BEGIN
 	END LOOP;
 END
 $$;
-SELECT hx_run_window('nightly') AS run \gset
-DO $$
+CREATE FUNCTION demo_wait_runs() RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
 	FOR i IN 1 .. 1200 LOOP
 		EXIT WHEN NOT EXISTS (SELECT 1 FROM hx_window_run WHERE status IN ('starting', 'running'));
@@ -50,6 +50,9 @@ BEGIN
 	END LOOP;
 END
 $$;
+SELECT demo_wait_stream();
+SELECT hx_run_window('nightly') AS run \gset
+SELECT demo_wait_runs();
 SELECT route, status, count(*) FROM hx_task WHERE task_type = 'summarize' GROUP BY 1, 2 ORDER BY 1, 2;
 
 -- 3. The ledger: one row per finished attempt, written by a trigger in the
@@ -91,24 +94,9 @@ SELECT count(*) AS canary_round
   FROM (SELECT hx_submit('summarize', jsonb_build_object('ticket', 9000 + i, 'text', 'Lead ' || i || ' rescore'),
                          department => 'sales')
           FROM generate_series(1, 300) i) s;
-DO $$
-BEGIN
-	FOR i IN 1 .. 600 LOOP
-		EXIT WHEN NOT EXISTS (SELECT 1 FROM hx_task WHERE route = 'stream' AND status IN ('queued', 'running', 'failed')
-							   AND task_type = 'summarize');
-		PERFORM pg_sleep(0.05);
-	END LOOP;
-END
-$$;
+SELECT demo_wait_stream();
 SELECT hx_run_window('nightly') AS run \gset
-DO $$
-BEGIN
-	FOR i IN 1 .. 1200 LOOP
-		EXIT WHEN NOT EXISTS (SELECT 1 FROM hx_window_run WHERE status IN ('starting', 'running'));
-		PERFORM pg_sleep(0.05);
-	END LOOP;
-END
-$$;
+SELECT demo_wait_runs();
 SELECT rule_name, sample, arm, routes, tasks, done, share, cost_per_done, latency_p50, latency_p95, failure_rate
   FROM hx_rollout_report(now() - interval '1 hour', now() + interval '1 minute');
 
