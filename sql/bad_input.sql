@@ -68,7 +68,20 @@ SELECT stmt, pg_temp.sqlstate_of(stmt) FROM (VALUES
 	('SELECT hx_submit(''echo'', ''{}'', department => repeat(''d'', 201))'),
 	('SELECT hx_submit(''echo'', ''{}'', sla => ''1000000 years'')'),
 	('SELECT hx_submit(''echo'', ''{}'', deadline => ''infinity'')'),
-	('INSERT INTO hx_rule (name, position, route) VALUES (''r'', 1, ''sometimes'')')
+	('INSERT INTO hx_rule (name, position, route) VALUES (''r'', 1, ''sometimes'')'),
+	('SELECT hx_quality(NULL, ''thumbs_up'', 1)'),
+	('SELECT hx_quality(1, ''thumbs_up'', ''NaN'')'),
+	('SELECT hx_quality(-1, ''thumbs_up'', 1)'),
+	('SELECT hx_precompute(''echo'', ''{}'', NULL, now() + interval ''1 day'')'),
+	('SELECT hx_precompute(''echo'', ''{}'', ''k'', now() - interval ''1 day'')'),
+	('SELECT hx_precompute(''echo'', ''{}'', ''k'', now() + interval ''1 day'', ttl => ''0 seconds'')'),
+	('SELECT hx_predict(''0 days'')'),
+	('SELECT hx_predict(''28 days'', 1)'),
+	('SELECT hx_result(NULL)'),
+	('SELECT hx_result(-1)'),
+	('SELECT hx_replay(''echo'', now(), now(), ''echo'')'),
+	('SELECT hx_precompute_stats(now(), now() - interval ''1 day'')'),
+	('SELECT hx_fixed_costs(now(), now() - interval ''1 day'')')
 ) AS t(stmt);
 
 -- nothing changed

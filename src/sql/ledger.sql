@@ -636,7 +636,14 @@ CREATE TRIGGER hx_fixed_cost_check BEFORE INSERT OR UPDATE ON hx_fixed_cost
 CREATE FUNCTION hx_fixed_costs("from" timestamptz DEFAULT now() - interval '30 days',
 							   "to" timestamptz DEFAULT now())
 RETURNS TABLE (route text, currency text, amount numeric)
-LANGUAGE sql STABLE SET search_path = @extschema@, _hybridexec, pg_temp AS $$
+LANGUAGE plpgsql STABLE SET search_path = @extschema@, _hybridexec, pg_temp AS $$
+BEGIN
+	IF "from" IS NULL OR "to" IS NULL OR "from" > "to" THEN
+		RAISE EXCEPTION 'the period must have a start not after its end'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'For example hx_fixed_costs(now() - interval ''30 days'', now()).';
+	END IF;
+	RETURN QUERY
 	SELECT f.route, f.currency,
 		   round(sum(f.amount * extract(epoch FROM least(coalesce(f.valid_until, 'infinity'), "to")
 											  - greatest(f.valid_from, "from"))
@@ -644,7 +651,8 @@ LANGUAGE sql STABLE SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 	  FROM hx_fixed_cost f
 	 WHERE f.valid_from < "to" AND coalesce(f.valid_until, 'infinity') > "from"
 	 GROUP BY f.route, f.currency
-	 ORDER BY f.route, f.currency
+	 ORDER BY f.route, f.currency;
+END
 $$;
 
 COMMENT ON FUNCTION hx_fixed_costs(timestamptz, timestamptz) IS
