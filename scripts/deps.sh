@@ -12,6 +12,7 @@ HX_PACKAGES=(
 	"postgresql-${HX_PG_MAJOR}"
 	"postgresql-server-dev-${HX_PG_MAJOR}"
 	"postgresql-${HX_PG_MAJOR}-cron"
+	"postgresql-${HX_PG_MAJOR}-plproxy"
 	"postgresql-client-${HX_PG_MAJOR}"
 	libpq-dev
 	libipc-run-perl
