@@ -56,6 +56,7 @@ SQL_PARTS = \
 	src/sql/attach.sql \
 	src/sql/restore.sql \
 	src/sql/maintenance.sql \
+	src/sql/policy.sql \
 	src/sql/privileges.sql
 # Scripts of released versions, kept as they shipped, and the updates
 # from each to the next: hybridexec--<from>--<to>.sql is the update's own
