@@ -125,6 +125,17 @@ uninstall-hx-worker:
 clean-hx-worker:
 	$(MAKE) -C $(srcdir)/tools/hx_worker clean
 
+# hybridexec_proxy, the PL/Proxy front of a cluster of hybridexec servers:
+# a second extension with its own Makefile (proxy/Makefile), installed
+# with this one.
+.PHONY: install-proxy uninstall-proxy
+install: install-proxy
+uninstall: uninstall-proxy
+install-proxy:
+	$(MAKE) -C $(srcdir)/proxy PG_CONFIG=$(PG_CONFIG) install
+uninstall-proxy:
+	$(MAKE) -C $(srcdir)/proxy PG_CONFIG=$(PG_CONFIG) uninstall
+
 .PHONY: bench
 bench:
 	bash $(srcdir)/test/bench/run.sh
