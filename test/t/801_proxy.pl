@@ -186,26 +186,26 @@ sub front_rows
 		  sort split /\n/, $front->safe_psql('postgres', $query));
 }
 
+# report, its columns (the key first: group, or type and route, ...), arguments
 my $cost = "\"group\" || '/' || currency || '|' || tasks || '|' || attempts || '|' || cost || '|' || baseline_cost || '|' || saved";
-my $combined = front_rows("SELECT $cost FROM hx_proxy.hx_cost_report('department', '$from', '$to')");
-is($combined, shard_sums("SELECT $cost FROM hx_cost_report('department', '$from', '$to')"),
-	'hx_cost_report by department: the front\'s is the sum of the shards\'');
-like($combined, qr{^d01/USD\|15\|15\|}, 'a department\'s 10 stream and 5 batch tasks are counted once');
-is( front_rows("SELECT $cost FROM hx_proxy.hx_cost_report('route', '$from', '$to')"),
-	shard_sums("SELECT $cost FROM hx_cost_report('route', '$from', '$to')"),
-	'hx_cost_report by route: the front\'s is the sum of the shards\'');
 my $stats = "task_type || '/' || route || '|' || queued || '|' || running || '|' || done || '|' || dead || '|' || reused";
-is(front_rows("SELECT $stats FROM hx_proxy.hx_stats()"), shard_sums("SELECT $stats FROM hx_stats()"),
-	'hx_stats: the front\'s counts are the sums of the shards\'');
-like(front_rows("SELECT $stats FROM hx_proxy.hx_stats()"), qr{^bk/batch\|0\|0\|60\|0\|0\nkeyed/stream\|0\|0\|120\|0\|0$},
-	'hx_stats: 60 batch and 120 stream tasks done over the cluster');
 my $savings = "currency || '|' || attempts || '|' || actual_cost || '|' || all_stream_cost || '|' || all_batch_cost || '|' || saved || '|' || interactive_tasks";
-is( front_rows("SELECT $savings FROM hx_proxy.hx_savings('$from', '$to')"),
-	shard_sums("SELECT $savings FROM hx_savings('$from', '$to')"),
-	'hx_savings: the front\'s sums are the sums of the shards\'');
-my $plan = "window_name || '|' || backlog";
-is(front_rows("SELECT $plan FROM hx_proxy.hx_window_plan()"), shard_sums("SELECT $plan FROM hx_window_plan()"),
-	'hx_window_plan: the front\'s backlog is the sum of the shards\'');
+my %combined;
+for my $report (
+	[ 'hx_cost_report', $cost, "'department', '$from', '$to'" ],
+	[ 'hx_cost_report', $cost, "'route', '$from', '$to'" ],
+	[ 'hx_stats', $stats, '' ],
+	[ 'hx_savings', $savings, "'$from', '$to'" ],
+	[ 'hx_window_plan', "window_name || '|' || backlog", '' ])
+{
+	my ($fn, $cols, $args) = @$report;
+	$combined{$fn} ||= front_rows("SELECT $cols FROM hx_proxy.$fn($args)");
+	is(front_rows("SELECT $cols FROM hx_proxy.$fn($args)"), shard_sums("SELECT $cols FROM $fn($args)"),
+		"$fn($args): the front's is the sum of the shards'");
+}
+like($combined{hx_cost_report}, qr{^d01/USD\|15\|15\|}, 'a department\'s 10 stream and 5 batch tasks are counted once');
+like($combined{hx_stats}, qr{^bk/batch\|0\|0\|60\|0\|0\nkeyed/stream\|0\|0\|120\|0\|0$},
+	'hx_stats: 60 batch and 120 stream tasks done over the cluster');
 is( $front->safe_psql('postgres',
 		"SELECT string_agg(DISTINCT shard::text, ',') FROM hx_proxy.hx_cost_report_by_shard('department', '$from', '$to')"),
 	'0,1,2', 'hx_cost_report_by_shard shows each shard\'s rows with its number');
