@@ -37,6 +37,9 @@ fi
 if [ "$BENCH" = flat ]; then
 	exec bash "$here/test/bench/flat/run.sh"
 fi
+if [ "$BENCH" = proxy ]; then
+	exec bash "$here/test/bench/proxy/run.sh"
+fi
 . "$here/scripts/deps.sh"
 . "$here/scripts/pgtmp.sh"
 
