@@ -22,7 +22,7 @@
 
 /* referenced tables before the tables that reference them */
 CREATE FUNCTION _hybridexec.hx_policy_tables() RETURNS text[]
-LANGUAGE sql IMMUTABLE AS $$
+LANGUAGE sql IMMUTABLE SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 	SELECT ARRAY['hx_type', 'hx_window', 'hx_rule', 'hx_price', 'hx_price_period',
 				 'hx_budget', 'hx_fixed_cost']
 $$;
@@ -79,8 +79,13 @@ COMMENT ON FUNCTION _hybridexec.hx_policy_rows(text) IS
  * Export, digest, import
  * ------------------------------------------------------------------------ */
 
+/*
+ * Export and digest run as the owner (the policy helpers are internal)
+ * for the roles allowed to run them: administrators, who may read every
+ * policy table anyway.
+ */
 CREATE FUNCTION hx_policy_export() RETURNS jsonb
-LANGUAGE plpgsql STABLE
+LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = @extschema@, _hybridexec, pg_temp
 SET TimeZone = 'UTC' SET IntervalStyle = 'postgres' SET DateStyle = 'ISO, YMD' SET extra_float_digits = 1
 AS $$
@@ -102,7 +107,7 @@ COMMENT ON FUNCTION hx_policy_export() IS
 
 CREATE FUNCTION hx_policy_digest()
 RETURNS TABLE (policy_table text, rows bigint, digest text)
-LANGUAGE sql STABLE SET search_path = @extschema@, _hybridexec, pg_temp AS $$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 	SELECT t.key, jsonb_array_length(t.value)::bigint, md5(t.value::text)
 	  FROM jsonb_each(hx_policy_export()->'tables') t
 	 ORDER BY array_position(hx_policy_tables(), t.key)
@@ -131,7 +136,7 @@ DECLARE
 	col text;
 	changes bigint[] := '{}';
 	deletes bigint[] := '{}';
-	tables text[] := hx_policy_tables();
+	tables text[];
 	missing text;
 BEGIN
 	SELECT e.extowner, e.extversion INTO ext FROM pg_extension e WHERE e.extname = 'hybridexec';
@@ -141,6 +146,7 @@ BEGIN
 				  HINT = format('Run it as %s or a superuser (hybridexec_proxy''s hx_push_policy() does, through its user mapping).',
 								ext.extowner::regrole);
 	END IF;
+	tables := hx_policy_tables();
 	IF policy IS NULL OR jsonb_typeof(policy) <> 'object' OR policy->>'format' IS DISTINCT FROM '1'
 	   OR jsonb_typeof(policy->'tables') IS DISTINCT FROM 'object' THEN
 		RAISE EXCEPTION 'the policy must be a document made by hx_policy_export()'
