@@ -85,7 +85,7 @@ CREATE TRIGGER hx_proxy_config_check BEFORE INSERT OR UPDATE ON hx_proxy_config
  * ------------------------------------------------------------------------ */
 
 CREATE FUNCTION _hx_proxy.hx_partitions() RETURNS integer
-LANGUAGE sql IMMUTABLE AS 'SELECT 64';
+LANGUAGE sql IMMUTABLE SET search_path = hx_proxy, _hx_proxy, pg_temp AS 'SELECT 64';
 
 COMMENT ON FUNCTION _hx_proxy.hx_partitions() IS
 'PL/Proxy partitions of the cluster (a power of two, at least the most shards, 32): partition p is on shard p % n';
@@ -123,7 +123,7 @@ COMMENT ON FUNCTION _hx_proxy.hx_shard_count() IS 'How many shards the cluster h
 
 /* is this PL/Proxy error one of reaching a shard (not one the shard raised)? */
 CREATE FUNCTION _hx_proxy.hx_connection_error(message text) RETURNS boolean
-LANGUAGE sql IMMUTABLE AS $$
+LANGUAGE sql IMMUTABLE SET search_path = hx_proxy, _hx_proxy, pg_temp AS $$
 	SELECT message ~ '\] PQ[A-Za-z]+: ' OR message ~ 'connect timeout to: '
 		   OR message ~ 'Lost result|Unfinished connection|server closed the connection'
 $$;
@@ -158,7 +158,7 @@ COMMENT ON FUNCTION _hx_proxy.hx_raise_unreachable(integer, text, text) IS
 
 /* the schema hybridexec is in here on the front (for its policy functions) */
 CREATE FUNCTION _hx_proxy.hx_front_schema() RETURNS text
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE SET search_path = hx_proxy, _hx_proxy, pg_temp AS $$
 	SELECT quote_ident(n.nspname)
 	  FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
 	 WHERE e.extname = 'hybridexec'
@@ -170,6 +170,7 @@ COMMENT ON FUNCTION _hx_proxy.hx_front_schema() IS 'The schema of extension hybr
  * Where a call runs
  * ------------------------------------------------------------------------ */
 
+/* inlinable (no SET): the shard of an id costs nothing in a query */
 CREATE FUNCTION hx_shard_of(id bigint) RETURNS integer
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
 	SELECT (id >> 48)::integer
@@ -179,7 +180,7 @@ COMMENT ON FUNCTION hx_shard_of(bigint) IS
 'The shard a task id belongs to: id >> 48 (shard s hands out ids from s * 2^48 on)';
 
 CREATE FUNCTION _hx_proxy.hx_id_hash(id bigint) RETURNS integer
-LANGUAGE plpgsql IMMUTABLE AS $$
+LANGUAGE plpgsql IMMUTABLE SET search_path = hx_proxy, _hx_proxy, pg_temp AS $$
 BEGIN
 	IF id IS NULL THEN
 		RAISE EXCEPTION 'a task id must not be NULL'
@@ -194,7 +195,7 @@ COMMENT ON FUNCTION _hx_proxy.hx_id_hash(bigint) IS
 'PL/Proxy''s RUN ON value for a task id: its shard number, which is the partition of that shard (partition p < n is shard p)';
 
 CREATE FUNCTION _hx_proxy.hx_route_hash(task_type text, department text) RETURNS integer
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE SET search_path = hx_proxy, _hx_proxy, pg_temp AS $$
 	SELECT hashtext(CASE WHEN c.route_by = 'department' AND department IS NOT NULL
 						 THEN 'department:' || department
 						 ELSE 'task_type:' || coalesce(task_type, '') END)
