@@ -3,8 +3,10 @@
 #
 #   1. Set-up as the README tells a DBA: hybridexec on three shards and a
 #      front, plproxy and hybridexec_proxy on the front, hx_add_shards()
-#      (each shard learns its number), the policy set on the front and
-#      pushed (drift before, none after); bad set-up input is refused.
+#      with two shards, then the third (each shard learns its number),
+#      the policy set on the front and pushed (drift before, none after);
+#      bad set-up input is refused, and so is a policy import by an
+#      administrator who is not the extension's owner.
 #   2. Submits through the front (hx_proxy first in search_path): stream
 #      tasks of twelve departments with an in-database handler created on
 #      every shard, and batch tasks (hx_submit_batch); every task is on the
@@ -17,7 +19,9 @@
 #   4. The combined reports (hx_cost_report, hx_stats, hx_savings,
 #      hx_window_plan) equal the sums of the shards' own reports.
 #   5. Drift: a rule changed on one shard shows in hx_policy_drift() and
-#      hx_health(); a push puts it right.
+#      hx_health(); a push puts it right.  An application role (a
+#      submitter on every server) submits and waits through the front,
+#      and is the task's submitter on its shard.
 #   6. A shard stopped: submits routed to it fail with 08006 naming it,
 #      hx_health() says so, the other shards keep taking and finishing
 #      work; its queued tasks (stream and batch) finish once it is back,
@@ -51,13 +55,16 @@ for my $s (0 .. 2)
 }
 
 # --- 1. set-up ------------------------------------------------------------
-my $conninfos = join(', ',
-	map { "'host=" . $_->host . ' port=' . $_->port . " dbname=postgres'" } @shards);
+sub conninfo { my ($node) = @_; return "'host=" . $node->host . ' port=' . $node->port . " dbname=postgres'"; }
+# two shards first, the third added later (as a growing cluster would)
 $front->safe_psql('postgres', qq{
 	CREATE EXTENSION plproxy;
 	CREATE EXTENSION hybridexec_proxy;
-	SELECT * FROM hx_proxy.hx_add_shards(ARRAY[$conninfos]);
+	SELECT * FROM hx_proxy.hx_add_shards(ARRAY[@{[ conninfo($shards[0]) ]}, @{[ conninfo($shards[1]) ]}]);
 });
+is($front->safe_psql('postgres', "SELECT string_agg(shard || ':' || partitions, ' ' ORDER BY shard) FROM hx_proxy.hx_shards()"),
+	'0:32 1:32', 'two shards, 32 partitions each');
+$front->safe_psql('postgres', "SELECT * FROM hx_proxy.hx_add_shards(ARRAY[@{[ conninfo($shards[2]) ]}])");
 is( $front->safe_psql('postgres',
 		"SELECT string_agg(shard || ':' || partitions || ':' || first_id, ' ' ORDER BY shard) FROM hx_proxy.hx_shards()"),
 	'0:22:1 1:21:281474976710656 2:21:562949953421312',
@@ -76,6 +83,13 @@ like($err, qr/needs one connection string per new shard/, 'no connection strings
 like($err, qr/this database is shard 2, not shard 1/, 'a shard keeps its number');
 ($ret, $out, $err) = $front->psql('postgres', "UPDATE hx_proxy.hx_proxy_config SET route_by = 'origin'");
 like($err, qr/cannot route by "origin"/, 'route_by other than department or task_type: refused');
+($ret, $out, $err) = $shards[0]->psql('postgres', "SELECT * FROM hx_policy_import('{\"format\": 1}')");
+like($err, qr/the policy must be a document made by hx_policy_export/, 'hx_policy_import of a bad document: refused');
+($ret, $out, $err) = $shards[0]->psql('postgres',
+	"CREATE ROLE dba_helper; GRANT hybridexec_admin TO dba_helper; SET ROLE dba_helper; "
+	  . "SELECT * FROM hx_policy_import(hx_policy_export())");
+like($err, qr/only the owner of extension hybridexec may import policy/,
+	'hx_policy_import is the owner\'s, not an administrator\'s (it sets the roles handlers run as)');
 
 # policy: one rule of the front's own, then pushed
 $front->safe_psql('postgres', q{
@@ -100,6 +114,8 @@ for my $row (split /\n/, $front->safe_psql('postgres',
 	my ($d, $s) = split / /, $row;
 	$per_shard{$s}++;
 }
+my ($d_on2) = split /\n/, $front->safe_psql('postgres',
+	"SELECT d FROM $depts WHERE hx_proxy.hx_shard_for('keyed', d) = 2 ORDER BY d");
 ok($per_shard{0} && $per_shard{1} && $per_shard{2},
 	"the twelve departments spread over all shards ($per_shard{0}/$per_shard{1}/$per_shard{2})");
 
@@ -228,6 +244,22 @@ is( $front->safe_psql('postgres',
 is($shards[1]->safe_psql('postgres', "SELECT description FROM hx_rule WHERE name = 'slow-batch'"),
 	$front->safe_psql('postgres', "SELECT description FROM hx_rule WHERE name = 'slow-batch'"),
 	'the shard has the front\'s rule again');
+
+# an application role: the same role on every server, a submitter; through
+# the front it reaches the shards as itself (the PUBLIC user mapping has no
+# user), so the shards see it as the tasks' submitter
+for my $node (@shards, $front)
+{
+	$node->safe_psql('postgres', 'CREATE ROLE app LOGIN; GRANT hybridexec_submitter TO app');
+}
+my $app_id = $front->safe_psql('postgres', qq{
+	SET ROLE app;
+	SET search_path = hx_proxy, public;
+	SELECT hx_submit('keyed', '{"k": "s2-app-1"}', origin => 'user', department => '$d_on2')});
+is( $front->safe_psql('postgres', "SET ROLE app; SELECT hx_proxy.hx_wait($app_id, '1 minute')"),
+	'done', 'a submitter role submits and waits through the front');
+is($shards[2]->safe_psql('postgres', "SELECT submitted_by FROM hx_task WHERE id = $app_id"),
+	'app', '... and the shard records it as the task\'s submitter');
 
 # --- 6. a shard down ------------------------------------------------------------
 my ($d_down) = split /\n/, $front->safe_psql('postgres',
