@@ -28,6 +28,7 @@ OBJS = \
 	src/batch_launch.o \
 	src/batch_worker.o \
 	src/scheduler.o \
+	src/launcher.o \
 	src/cost.o \
 	src/book.o \
 	src/stmt.o \

@@ -164,7 +164,7 @@ ROLLBACK;
 
 -- the stream workers are visible in pg_stat_activity
 SELECT backend_type, count(*) FROM pg_stat_activity
- WHERE backend_type LIKE 'hybridexec%' GROUP BY 1;
+ WHERE backend_type LIKE 'hybridexec%' GROUP BY 1 ORDER BY 1;
 
 -- hx_submit_batch: one task per payload, each classified on its own, ids in
 -- payload order

@@ -8,6 +8,10 @@
  *	  hx_batch_workers(), which shows the slots; hx_preloaded() tells SQL
  *	  whether there are slots at all.
  *
+ *	  The slots are shared by every database the launcher serves: while
+ *	  another database has work for them, one takes no more than its fair
+ *	  share (see hx_batch_slot_reserve).
+ *
  *	  A slot is reserved by the launcher before the worker exists, and
  *	  freed when the worker exits (or, should the postmaster never start
  *	  it, by the next launch after a minute).  A crash resets shared memory,
@@ -31,6 +35,9 @@
 /* a reserved slot whose worker has not started after this is stale */
 #define HX_LAUNCH_STALE_MS	60000
 
+/* a database that found no fair slot counts as wanting one for this long */
+#define HX_BATCH_ASK_MS		10000
+
 PG_FUNCTION_INFO_V1(hx_launch_run);
 PG_FUNCTION_INFO_V1(hx_batch_worker_slots);
 PG_FUNCTION_INFO_V1(hx_preloaded);
@@ -38,10 +45,60 @@ PG_FUNCTION_INFO_V1(hx_preloaded);
 static void hx_batch_slot_detach(int code, Datum arg);
 
 /*
+ * hx_batch_fair_share
+ *		How many more slots this database may take: the free ones, but
+ *		while another served database holds a slot or recently found none,
+ *		only up to its share (the slots divided among the served databases,
+ *		at least one).  Running workers are never stopped for it: a
+ *		database over its share gives slots back as its runs end.  Caller
+ *		holds hx_shared->mutex.
+ */
+static int
+hx_batch_fair_share(TimestampTz now)
+{
+	int			mine = 0;
+	int			used = 0;
+	int			served = 0;
+	bool		others = false;
+	int			share;
+	int			i;
+
+	for (i = 0; i < hx_shared->nbatch; i++)
+	{
+		HxBatchSlot *s = &hx_shared->batch[i];
+
+		if (s->run_id == 0)
+			continue;
+		used++;
+		if (s->dboid == MyDatabaseId)
+			mine++;
+		else
+			others = true;
+	}
+	for (i = 0; i < HX_MAX_DATABASES; i++)
+	{
+		HxDb	   *db = &hx_shared->dbs[i];
+
+		if (db->state != HX_DB_SERVED)
+			continue;
+		served++;
+		if (db->dboid != MyDatabaseId && db->batch_asked_at != 0 &&
+			!TimestampDifferenceExceeds(db->batch_asked_at, now, HX_BATCH_ASK_MS))
+			others = true;
+	}
+	if (!others)
+		return hx_shared->nbatch - used;
+	share = Max(1, hx_shared->nbatch / Max(served, 1));
+	return Max(0, Min(hx_shared->nbatch - used, share - mine));
+}
+
+/*
  * hx_batch_slot_reserve
- *		Reserves up to want free slots for run_id, storing their numbers in
- *		slots[]; returns how many (0 when the run already has a slot or
- *		none is free).
+ *		Reserves up to want free slots for run_id of this database, within
+ *		its fair share, storing their numbers in slots[]; returns how many
+ *		(0 when the run already has a slot or none is free for it, which
+ *		the database's entry remembers for a while so that others leave it
+ *		its share).
  */
 static int
 hx_batch_slot_reserve(int64 run_id, int want, int *slots)
@@ -49,6 +106,7 @@ hx_batch_slot_reserve(int64 run_id, int want, int *slots)
 	TimestampTz now = GetCurrentTimestamp();
 	int			n = 0;
 	int			i;
+	HxDb	   *db;
 
 	SpinLockAcquire(&hx_shared->mutex);
 	for (i = 0; i < hx_shared->nbatch; i++)
@@ -58,18 +116,23 @@ hx_batch_slot_reserve(int64 run_id, int want, int *slots)
 		if (s->run_id != 0 && s->pid == 0 &&
 			TimestampDifferenceExceeds(s->launched_at, now, HX_LAUNCH_STALE_MS))
 			s->run_id = 0;
-		if (s->run_id == run_id)
+		if (s->run_id == run_id && s->dboid == MyDatabaseId)
 		{
 			SpinLockRelease(&hx_shared->mutex);
 			return 0;
 		}
 	}
+	want = Min(want, hx_batch_fair_share(now));
+	db = hx_db_locked(MyDatabaseId);
+	if (db != NULL)
+		db->batch_asked_at = (want <= 0) ? now : 0;
 	for (i = 0; i < hx_shared->nbatch && n < want; i++)
 	{
 		HxBatchSlot *s = &hx_shared->batch[i];
 
 		if (s->run_id != 0)
 			continue;
+		s->dboid = MyDatabaseId;
 		s->run_id = run_id;
 		s->pid = 0;
 		s->finishing = false;
@@ -112,7 +175,9 @@ hx_batch_slot_attach(int slot, int64 run_id)
 	if (hx_shared == NULL || slot < 0 || slot >= hx_shared->nbatch)
 		elog(FATAL, "hybridexec batch worker slot %d does not exist", slot);
 	SpinLockAcquire(&hx_shared->mutex);
-	ok = (hx_shared->batch[slot].run_id == run_id && hx_shared->batch[slot].pid == 0);
+	ok = (hx_shared->batch[slot].run_id == run_id &&
+		  hx_shared->batch[slot].dboid == MyDatabaseId &&
+		  hx_shared->batch[slot].pid == 0);
 	if (ok)
 		hx_shared->batch[slot].pid = MyProcPid;
 	SpinLockRelease(&hx_shared->mutex);
@@ -163,6 +228,7 @@ hx_batch_slot_finish(int slot, int64 run_id)
 	hx_shared->batch[slot].finishing = true;
 	for (i = 0; i < hx_shared->nbatch; i++)
 		if (i != slot && hx_shared->batch[i].run_id == run_id &&
+			hx_shared->batch[i].dboid == MyDatabaseId &&
 			!hx_shared->batch[i].finishing)
 			last = false;
 	SpinLockRelease(&hx_shared->mutex);
@@ -250,7 +316,8 @@ hx_launch_run(PG_FUNCTION_ARGS)
 
 /*
  * hx_batch_worker_slots
- *		SQL: one row per batch worker slot.
+ *		SQL: one row per batch worker slot that is free or serves a run of
+ *		this database.
  */
 Datum
 hx_batch_worker_slots(PG_FUNCTION_ARGS)
@@ -274,6 +341,9 @@ hx_batch_worker_slots(PG_FUNCTION_ARGS)
 		bool		nulls[6] = {false, copy[i].pid == 0, free_slot, free_slot,
 		free_slot, free_slot};
 
+		/* another database's runs are not this one's business */
+		if (!free_slot && copy[i].dboid != MyDatabaseId)
+			continue;
 		values[0] = Int32GetDatum(i);
 		values[1] = Int32GetDatum(copy[i].pid);
 		values[2] = Int64GetDatum(copy[i].run_id);

@@ -6,7 +6,15 @@
  *	  table, not among the extension's objects, and would otherwise stay
  *	  behind calling functions that no longer exist.  A utility hook sees
  *	  the DROP before it runs and unschedules them in the same transaction,
- *	  so a DROP that fails (or is rolled back) keeps them.
+ *	  so a DROP that fails (or is rolled back) keeps them.  CREATE, ALTER
+ *	  and DROP EXTENSION hybridexec also tell the launcher to look at the
+ *	  database again when they commit (whatever version's script runs).
+ *
+ *	  The hook also makes way for statements that need a database to have
+ *	  no other connections (DROP DATABASE, ALTER DATABASE ... RENAME TO or
+ *	  SET TABLESPACE, CREATE DATABASE ... TEMPLATE): it stops the workers
+ *	  of that database first and keeps them out for a few seconds
+ *	  (hx_db_pause), as PostgreSQL does with autovacuum.
  *
  *	  The hook is installed in every process that loads the library; with
  *	  the library in shared_preload_libraries, as hybridexec requires,
@@ -16,6 +24,8 @@
  */
 #include "postgres.h"
 
+#include "commands/dbcommands.h"
+#include "commands/defrem.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "nodes/parsenodes.h"
@@ -26,6 +36,7 @@
 static ProcessUtility_hook_type prev_process_utility = NULL;
 
 static void hx_drop_cron_jobs(void);
+static void hx_make_way(Node *parsetree);
 
 /*
  * hx_process_utility
@@ -53,9 +64,18 @@ hx_process_utility(PlannedStmt *pstmt, const char *queryString,
 		{
 			if (strcmp(strVal(lfirst(lc)), HX_EXTENSION_NAME) == 0 &&
 				OidIsValid(get_extension_oid(HX_EXTENSION_NAME, true)))
+			{
 				hx_drop_cron_jobs();
+				hx_launcher_note_change();
+			}
 		}
 	}
+	if ((IsA(parsetree, CreateExtensionStmt) &&
+		 strcmp(((CreateExtensionStmt *) parsetree)->extname, HX_EXTENSION_NAME) == 0) ||
+		(IsA(parsetree, AlterExtensionStmt) &&
+		 strcmp(((AlterExtensionStmt *) parsetree)->extname, HX_EXTENSION_NAME) == 0))
+		hx_launcher_note_change();
+	hx_make_way(parsetree);
 
 	if (prev_process_utility)
 		prev_process_utility(pstmt, queryString,
@@ -90,6 +110,44 @@ hx_drop_cron_jobs(void)
 					false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not unschedule the pg_cron jobs of hybridexec's windows and schedules");
 	SPI_finish();
+}
+
+/*
+ * hx_make_way
+ *		Before a statement that needs a database without other connections,
+ *		stops our workers there (see hx_db_pause).  A database we do not
+ *		serve, or a name that does not exist, is left to the statement.
+ */
+static void
+hx_make_way(Node *parsetree)
+{
+	const char *dbname = NULL;
+	ListCell   *lc;
+
+	if (IsA(parsetree, DropdbStmt))
+		dbname = ((DropdbStmt *) parsetree)->dbname;
+	else if (IsA(parsetree, RenameStmt) &&
+			 ((RenameStmt *) parsetree)->renameType == OBJECT_DATABASE)
+		dbname = ((RenameStmt *) parsetree)->subname;
+	else if (IsA(parsetree, AlterDatabaseStmt))
+	{
+		foreach(lc, ((AlterDatabaseStmt *) parsetree)->options)
+			if (strcmp(((DefElem *) lfirst(lc))->defname, "tablespace") == 0)
+				dbname = ((AlterDatabaseStmt *) parsetree)->dbname;
+	}
+	else if (IsA(parsetree, CreatedbStmt))
+	{
+		foreach(lc, ((CreatedbStmt *) parsetree)->options)
+			if (strcmp(((DefElem *) lfirst(lc))->defname, "template") == 0)
+				dbname = defGetString((DefElem *) lfirst(lc));
+	}
+	if (dbname != NULL)
+	{
+		Oid			dboid = get_database_oid(dbname, true);
+
+		if (OidIsValid(dboid))
+			hx_db_pause(dboid, 0);
+	}
 }
 
 /*

@@ -288,8 +288,9 @@ hx_filter_bit(int64 id)
 
 /*
  * hx_wake_waiters
- *		Sets the latch of every waiter whose filter shares a bit with mask.
- *		After the commit is visible; must not fail.
+ *		Sets the latch of every waiter in this database whose filter shares
+ *		a bit with mask (task ids are per database).  After the commit is
+ *		visible; must not fail.
  */
 static void
 hx_wake_waiters(const uint64 *mask)
@@ -311,7 +312,7 @@ hx_wake_waiters(const uint64 *mask)
 	{
 		HxWaiter   *w = &hx_shared->waiters[i];
 
-		if (w->pid == 0)
+		if (w->pid == 0 || w->dboid != MyDatabaseId)
 			continue;
 		for (k = 0; k < HX_WAIT_MASK_WORDS; k++)
 		{
@@ -353,6 +354,7 @@ hx_waiter_register(const uint64 *mask)
 		if (w->pid == 0)
 		{
 			w->pid = MyProcPid;
+			w->dboid = MyDatabaseId;
 			w->latch = MyLatch;
 			memcpy(w->mask, mask, sizeof(w->mask));
 			hx_shared->nwaiters++;

@@ -2,8 +2,9 @@
  *
  * hybridexec.c
  *	  Module entry point: defines the hybridexec.* settings, asks for shared
- *	  memory, installs the commit-time wake-up and registers the stream
- *	  workers and the scheduler when the library is preloaded.
+ *	  memory, installs the commit-time wake-up and registers the launcher
+ *	  (which starts the schedulers and stream workers of every database
+ *	  with the extension) when the library is preloaded.
  *
  *-------------------------------------------------------------------------
  */
@@ -44,7 +45,6 @@ static int	hx_archive_retention_s = 90 * 24 * 3600;	/* read by hx_retention_step
 void		_PG_init(void);
 
 static void hx_define_settings(void);
-static void hx_register_stream_workers(void);
 
 /*
  * _PG_init
@@ -58,13 +58,13 @@ _PG_init(void)
 	hx_wakeup_init();
 	hx_finished_init();
 	hx_drop_init();
+	hx_launcher_init();
 
 	if (!process_shared_preload_libraries_in_progress)
 		return;
 
 	hx_shmem_init_hooks();
-	hx_register_stream_workers();
-	hx_register_scheduler();
+	hx_register_launcher();
 }
 
 /*
@@ -82,24 +82,24 @@ hx_define_settings(void)
 	if (process_shared_preload_libraries_in_progress)
 	{
 		DefineCustomIntVariable("hybridexec.stream_workers",
-								"Number of background workers that run stream tasks.",
-								"0 disables the in-database stream path; tasks then wait for external executors.",
+								"Number of background workers that run stream tasks, shared by the databases that have the extension.",
+								"Each database gets an equal share (the first ones by oid one more), at least one while there are as many workers as databases; 0 disables the in-database stream path: tasks then wait for external executors.",
 								&hx_stream_workers,
 								2, 0, HX_MAX_STREAM_WORKERS,
 								PGC_POSTMASTER, 0,
 								NULL, NULL, NULL);
 
 		DefineCustomStringVariable("hybridexec.database_name",
-								   "Database whose tasks the stream workers run.",
-								   "The extension must be created in this database.",
+								   "The only database whose tasks the workers run; empty for every database that has the extension.",
+								   "Template databases and those that do not allow connections are never served.",
 								   &hx_database_name,
-								   "postgres",
+								   "",
 								   PGC_POSTMASTER, 0,
 								   NULL, NULL, NULL);
 
 		DefineCustomIntVariable("hybridexec.batch_workers",
-								"Window runs that can be processed at once, each by its own batch worker.",
-								"Batch workers are started on demand and count against max_worker_processes; runs beyond this wait for a free worker.",
+								"Batch workers that can run at once, shared by the databases that have the extension.",
+								"Batch workers are started on demand and count against max_worker_processes; runs beyond this wait for a free worker, and while another database waits, one takes no more than its share.",
 								&hx_batch_workers,
 								2, 1, HX_MAX_BATCH_WORKERS,
 								PGC_POSTMASTER, 0,
@@ -263,33 +263,4 @@ hx_define_settings(void)
 #else
 	EmitWarningsOnPlaceholders("hybridexec");
 #endif
-}
-
-/*
- * hx_register_stream_workers
- *		Registers hybridexec.stream_workers static workers; the postmaster
- *		restarts them after a crash or an exit.
- */
-static void
-hx_register_stream_workers(void)
-{
-	int			i;
-
-	for (i = 0; i < hx_stream_workers; i++)
-	{
-		BackgroundWorker worker;
-
-		memset(&worker, 0, sizeof(worker));
-		worker.bgw_flags = BGWORKER_SHMEM_ACCESS |
-			BGWORKER_BACKEND_DATABASE_CONNECTION;
-		worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-		worker.bgw_restart_time = 5;
-		snprintf(worker.bgw_library_name, BGW_MAXLEN, "hybridexec");
-		snprintf(worker.bgw_function_name, BGW_MAXLEN, "hx_stream_worker_main");
-		snprintf(worker.bgw_name, BGW_MAXLEN, "hybridexec stream worker %d", i);
-		snprintf(worker.bgw_type, BGW_MAXLEN, "hybridexec stream worker");
-		worker.bgw_main_arg = Int32GetDatum(i);
-		worker.bgw_notify_pid = 0;
-		RegisterBackgroundWorker(&worker);
-	}
 }

@@ -24,6 +24,7 @@
 #define HX_INTERNAL_SCHEMA	"_hybridexec"
 #define HX_MAX_STREAM_WORKERS	64
 #define HX_MAX_BATCH_WORKERS	32
+#define HX_MAX_DATABASES	64
 
 /*
  * Text that becomes a key (task type, department, origin, dedupe key,
@@ -66,6 +67,10 @@ extern double hx_alert_failure_rate;
 /* One stream worker as seen by everyone else. */
 typedef struct HxWorkerSlot
 {
+	Oid			dboid;			/* database the launcher gave the slot to;
+								 * InvalidOid = unassigned */
+	bool		stop;			/* the launcher wants the slot back: exit
+								 * when idle */
 	pid_t		pid;			/* 0 when the slot is free */
 	Latch	   *latch;			/* the worker's process latch */
 	bool		idle;			/* waiting for work; cleared by the waker */
@@ -79,6 +84,8 @@ typedef struct HxWorkerSlot
 /* One batch worker slot: the run it serves. */
 typedef struct HxBatchSlot
 {
+	Oid			dboid;			/* database of the run (run ids are per
+								 * database) */
 	int64		run_id;			/* 0 when the slot is free */
 	pid_t		pid;			/* 0 until the worker has started */
 	int			part;			/* which share of the run's tasks */
@@ -118,14 +125,39 @@ hx_claim_key_before(int32 a_negprio, int64 a_id, int32 b_negprio, int64 b_id)
 /* A backend in hx_await() or hx_wait(), and the ids it waits for. */
 typedef struct HxWaiter
 {
+	Oid			dboid;			/* database of the ids */
 	pid_t		pid;			/* 0 when the slot is free */
 	Latch	   *latch;
 	uint64		mask[HX_WAIT_MASK_WORDS];	/* a bit per id hash */
 } HxWaiter;
 
-typedef struct HxShared
+/*
+ * What the launcher knows of one database (launcher.c): whether the
+ * extension is there, and the state its workers share, which is per
+ * database because task ids are.
+ */
+typedef enum HxDbState
 {
-	slock_t		mutex;			/* protects everything below */
+	HX_DB_FREE = 0,				/* entry unused */
+	HX_DB_PROBING,				/* a scheduler is looking for the extension */
+	HX_DB_SERVED,				/* the extension is there: workers run */
+	HX_DB_ABSENT,				/* no extension (at notice_gen absent_gen) */
+	HX_DB_PAUSED				/* workers kept out until paused_until (DROP
+								 * DATABASE and the like) */
+} HxDbState;
+
+typedef struct HxDb
+{
+	Oid			dboid;
+	HxDbState	state;
+	uint32		notice_gen;		/* commits that created, updated or dropped
+								 * the extension here */
+	uint32		absent_gen;		/* notice_gen when found absent */
+	TimestampTz paused_until;
+	pid_t		scheduler_pid;
+	Latch	   *scheduler_latch;
+	int			stream_target;	/* stream workers the launcher gives it */
+	TimestampTz batch_asked_at; /* last launch that found no fair slot */
 
 	/*
 	 * Stream tasks put back after their worker was lost run alone next
@@ -153,8 +185,16 @@ typedef struct HxShared
 	uint64		floor_gen;		/* lowerings so far */
 	HxClaimKey	floor_lowered[HX_FLOOR_RING];	/* the latest, at gen % ring */
 	TimestampTz floor_rescan_at;	/* last claim that ignored the floor */
-	int			nsteps;
 	HxStepStatus steps[HX_MAX_STEPS];
+} HxDb;
+
+typedef struct HxShared
+{
+	slock_t		mutex;			/* protects everything below */
+	pid_t		launcher_pid;
+	Latch	   *launcher_latch;
+	int			nsteps;
+	HxDb		dbs[HX_MAX_DATABASES];
 	int			nbatch;
 	HxBatchSlot batch[HX_MAX_BATCH_WORKERS];
 
@@ -170,7 +210,9 @@ extern HxShared *hx_shared;
 
 extern void hx_shmem_init_hooks(void);
 extern void hx_require_preload(const char *what);
+extern HxDb *hx_db_locked(Oid dboid);
 extern void hx_slot_attach(int slot);
+extern bool hx_slot_stop_wanted(int slot);
 extern void hx_slot_set_idle(int slot, bool idle);
 extern void hx_slot_wait_for_committer(int slot);
 extern void hx_slot_count(int slot, int done, int failed);
@@ -395,7 +437,16 @@ extern bool hx_stream_work_waiting(void);
 extern PGDLLEXPORT void hx_batch_worker_main(Datum main_arg);
 
 /* ---- the scheduler (scheduler.c) ---- */
-extern void hx_register_scheduler(void);
 extern PGDLLEXPORT void hx_scheduler_main(Datum main_arg);
+
+/* ---- the launcher: workers for every database (launcher.c) ---- */
+extern void hx_launcher_init(void);
+extern void hx_register_launcher(void);
+extern PGDLLEXPORT void hx_launcher_main(Datum main_arg);
+extern void hx_launcher_wake(void);
+extern bool hx_db_found(uint32 gen, bool found);
+extern uint32 hx_db_notice_gen(void);
+extern void hx_db_pause(Oid dboid, int seconds);
+extern void hx_launcher_note_change(void);
 
 #endif							/* HYBRIDEXEC_H */

@@ -1,7 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * scheduler.c
- *	  The scheduler: one static background worker that, every
+ *	  The scheduler: one background worker per database, started by the
+ *	  launcher (launcher.c), that first tells the launcher whether the
+ *	  extension is there (and exits if not), then, every
  *	  hybridexec.scheduler_naptime, runs the maintenance steps that are
  *	  due, each in a transaction of its own: it relaunches window runs left
  *	  without a batch worker (after a crash or a restart the runs resume by
@@ -14,13 +16,16 @@
  *	  A step that fails is logged, its error kept in shared memory (where
  *	  hx_scheduler_status() and hx_health() show it) and tried again when
  *	  next due; it never keeps the other steps from running.  The worker
- *	  itself only stops with the server.
+ *	  itself stops with the server, when the extension is dropped, and
+ *	  for DROP DATABASE and the like (drop.c); the launcher restarts it
+ *	  should it die.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "commands/dbcommands.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -68,50 +73,53 @@ PG_FUNCTION_INFO_V1(hx_scheduler_status);
 static void hx_scheduler_step(int i, MemoryContext cxt);
 static void hx_step_report(int i, const char *error);
 
-/*
- * hx_register_scheduler
- *		Registers the scheduler worker; from _PG_init while preloading.
- */
-void
-hx_register_scheduler(void)
-{
-	BackgroundWorker worker;
+static void hx_scheduler_detach(int code, Datum arg);
+static bool hx_scheduler_has_extension(void);
 
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = 5;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "hybridexec");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "hx_scheduler_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "hybridexec scheduler");
-	snprintf(worker.bgw_type, BGW_MAXLEN, "hybridexec scheduler");
-	RegisterBackgroundWorker(&worker);
-}
+/* our database's name, for messages out of a transaction */
+static char my_dbname[NAMEDATALEN];
 
 /*
  * hx_scheduler_main
- *		Entry point of the scheduler worker.
+ *		Entry point of the scheduler worker of the database whose oid is in
+ *		bgw_extra.
  */
 void
 hx_scheduler_main(Datum main_arg)
 {
 	MemoryContext tick_cxt;
+	Oid			dboid;
+	HxDb	   *db;
 
+	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnection(hx_database_name, NULL, 0);
+	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 	pgstat_report_appname("hybridexec scheduler");
+
+	SpinLockAcquire(&hx_shared->mutex);
+	hx_shared->nsteps = lengthof(steps);
+	db = hx_db_locked(MyDatabaseId);
+	if (db != NULL && db->state != HX_DB_PAUSED && db->scheduler_pid == 0)
+	{
+		db->scheduler_pid = MyProcPid;
+		db->scheduler_latch = MyLatch;
+	}
+	else
+		db = NULL;
+	SpinLockRelease(&hx_shared->mutex);
+	if (db == NULL)
+		proc_exit(0);			/* not wanted here (any more) */
+	on_shmem_exit(hx_scheduler_detach, (Datum) 0);
 
 	tick_cxt = AllocSetContextCreate(TopMemoryContext, "hybridexec scheduler tick",
 									 ALLOCSET_DEFAULT_SIZES);
-	SpinLockAcquire(&hx_shared->mutex);
-	hx_shared->nsteps = lengthof(steps);
-	SpinLockRelease(&hx_shared->mutex);
 
 	for (;;)
 	{
 		TimestampTz now;
+		uint32		gen;
 		int			i;
 
 		CHECK_FOR_INTERRUPTS();
@@ -119,6 +127,20 @@ hx_scheduler_main(Datum main_arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		/*
+		 * Read the generation of extension changes before looking: a
+		 * CREATE EXTENSION that commits after our look bumps it, so we do
+		 * not report the extension absent when it has just come.
+		 */
+		gen = hx_db_notice_gen();
+		if (!hx_db_found(gen, hx_scheduler_has_extension()))
+		{
+			ereport(LOG,
+					(errmsg("hybridexec scheduler: extension hybridexec %s is not in database \"%s\"; its workers stop until it is created or updated",
+							HX_VERSION, my_dbname)));
+			proc_exit(0);
 		}
 
 		now = GetCurrentTimestamp();
@@ -141,6 +163,47 @@ hx_scheduler_main(Datum main_arg)
 						 hx_scheduler_naptime_ms, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 	}
+}
+
+/*
+ * hx_scheduler_has_extension
+ *		Whether the extension (of this library's version) is in our
+ *		database, in a transaction of its own.  No transaction may be open.
+ */
+static bool
+hx_scheduler_has_extension(void)
+{
+	Oid			schema;
+	Oid			owner;
+	bool		found;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	found = hx_extension_lookup(&schema, &owner);
+	if (my_dbname[0] == '\0')
+		strlcpy(my_dbname, get_database_name(MyDatabaseId), sizeof(my_dbname));
+	CommitTransactionCommand();
+	return found;
+}
+
+/*
+ * hx_scheduler_detach
+ *		on_shmem_exit callback: the database has no scheduler any more.
+ */
+static void
+hx_scheduler_detach(int code, Datum arg)
+{
+	HxDb	   *db;
+
+	SpinLockAcquire(&hx_shared->mutex);
+	db = hx_db_locked(MyDatabaseId);
+	if (db != NULL && db->scheduler_pid == MyProcPid)
+	{
+		db->scheduler_pid = 0;
+		db->scheduler_latch = NULL;
+	}
+	SpinLockRelease(&hx_shared->mutex);
+	hx_launcher_wake();
 }
 
 /*
@@ -179,10 +242,18 @@ hx_scheduler_step(int i, MemoryContext cxt)
 static void
 hx_step_report(int i, const char *error)
 {
-	HxStepStatus *st = &hx_shared->steps[i];
 	TimestampTz now = GetCurrentTimestamp();
+	HxDb	   *db;
+	HxStepStatus *st;
 
 	SpinLockAcquire(&hx_shared->mutex);
+	db = hx_db_locked(MyDatabaseId);
+	if (db == NULL)
+	{
+		SpinLockRelease(&hx_shared->mutex);
+		return;
+	}
+	st = &db->steps[i];
 	if (error == NULL)
 	{
 		st->last_ok = now;
@@ -199,20 +270,25 @@ hx_step_report(int i, const char *error)
 
 /*
  * hx_scheduler_status
- *		SQL: one row per scheduler step: how often it runs, when it last
- *		succeeded, and when and why it last failed (if it has failed since).
+ *		SQL: one row per scheduler step of this database: how often it
+ *		runs, when it last succeeded, and when and why it last failed (if it
+ *		has failed since).
  */
 Datum
 hx_scheduler_status(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	HxStepStatus copy[HX_MAX_STEPS];
+	HxDb	   *db;
 	int			i;
 
 	hx_require_preload("hx_scheduler_status()");
 	InitMaterializedSRF(fcinfo, 0);
+	memset(copy, 0, sizeof(copy));
 	SpinLockAcquire(&hx_shared->mutex);
-	memcpy(copy, hx_shared->steps, sizeof(copy));
+	db = hx_db_locked(MyDatabaseId);
+	if (db != NULL)
+		memcpy(copy, db->steps, sizeof(copy));
 	SpinLockRelease(&hx_shared->mutex);
 
 	for (i = 0; i < lengthof(steps); i++)

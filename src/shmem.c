@@ -2,8 +2,10 @@
  *
  * shmem.c
  *	  The shared-memory state of hybridexec: one slot per stream worker
- *	  (pid, latch, idle flag, counters), the hooks that size and create it,
- *	  and hx_workers(), which shows it in SQL.
+ *	  (database, pid, latch, idle flag, counters), one entry per database
+ *	  the launcher watches (with the state its workers share: the claim
+ *	  floor, isolated tasks, the scheduler's steps), the hooks that size
+ *	  and create it, and hx_workers(), which shows it in SQL.
  *
  *	  Every field is protected by the spinlock in HxShared; holders only copy
  *	  a few words under it.
@@ -125,9 +127,35 @@ hx_require_preload(const char *what)
 }
 
 /*
+ * hx_db_locked
+ *		The entry of database dboid, or NULL when the launcher keeps none
+ *		(the database is not served).  Caller holds hx_shared->mutex.  The
+ *		entry of the caller's own database is remembered between calls.
+ */
+HxDb *
+hx_db_locked(Oid dboid)
+{
+	static int	cached = -1;
+	int			i;
+
+	if (cached >= 0 && hx_shared->dbs[cached].dboid == dboid &&
+		hx_shared->dbs[cached].state != HX_DB_FREE)
+		return &hx_shared->dbs[cached];
+	for (i = 0; i < HX_MAX_DATABASES; i++)
+		if (hx_shared->dbs[i].state != HX_DB_FREE && hx_shared->dbs[i].dboid == dboid)
+		{
+			if (dboid == MyDatabaseId)
+				cached = i;
+			return &hx_shared->dbs[i];
+		}
+	return NULL;
+}
+
+/*
  * hx_slot_attach
  *		Publishes the calling stream worker in its slot and arranges for the
- *		slot to be freed when the process exits.
+ *		slot to be freed when the process exits.  Exits if the launcher has
+ *		given the slot to another database meanwhile.
  */
 void
 hx_slot_attach(int slot)
@@ -139,6 +167,14 @@ hx_slot_attach(int slot)
 
 	s = &hx_shared->slots[slot];
 	SpinLockAcquire(&hx_shared->mutex);
+	if (s->dboid != MyDatabaseId || s->pid != 0)
+	{
+		SpinLockRelease(&hx_shared->mutex);
+		ereport(LOG,
+				(errmsg("hybridexec stream worker slot %d was given away before its worker started; exiting",
+						slot)));
+		proc_exit(0);
+	}
 	s->pid = MyProcPid;
 	s->latch = MyLatch;
 	s->idle = false;
@@ -166,6 +202,24 @@ hx_slot_detach(int code, Datum arg)
 	s->latch = NULL;
 	s->idle = false;
 	SpinLockRelease(&hx_shared->mutex);
+	hx_launcher_wake();
+}
+
+/*
+ * hx_slot_stop_wanted
+ *		Whether the launcher wants this worker's slot back (its database
+ *		has more than its share, or is no longer served): the worker then
+ *		exits at its next idle moment.
+ */
+bool
+hx_slot_stop_wanted(int slot)
+{
+	bool		stop;
+
+	SpinLockAcquire(&hx_shared->mutex);
+	stop = hx_shared->slots[slot].stop;
+	SpinLockRelease(&hx_shared->mutex);
+	return stop;
 }
 
 /*
@@ -251,10 +305,13 @@ hx_stream_worker_alive(PG_FUNCTION_ARGS)
 uint32
 hx_suspects_pending(void)
 {
-	uint32		gen;
+	uint32		gen = 0;
+	HxDb	   *db;
 
 	SpinLockAcquire(&hx_shared->mutex);
-	gen = (hx_shared->suspects_gen != hx_shared->suspects_seen) ? hx_shared->suspects_gen : 0;
+	db = hx_db_locked(MyDatabaseId);
+	if (db != NULL && db->suspects_gen != db->suspects_seen)
+		gen = db->suspects_gen;
 	SpinLockRelease(&hx_shared->mutex);
 	return gen;
 }
@@ -267,10 +324,16 @@ hx_suspects_pending(void)
 void
 hx_suspects_bump(void)
 {
+	HxDb	   *db;
+
 	SpinLockAcquire(&hx_shared->mutex);
-	hx_shared->suspects_gen++;
-	if (hx_shared->suspects_gen == 0)
-		hx_shared->suspects_gen = 1;
+	db = hx_db_locked(MyDatabaseId);
+	if (db != NULL)
+	{
+		db->suspects_gen++;
+		if (db->suspects_gen == 0)
+			db->suspects_gen = 1;
+	}
 	SpinLockRelease(&hx_shared->mutex);
 }
 
@@ -282,9 +345,12 @@ hx_suspects_bump(void)
 void
 hx_suspects_none(uint32 gen)
 {
+	HxDb	   *db;
+
 	SpinLockAcquire(&hx_shared->mutex);
-	if (hx_shared->suspects_gen == gen)
-		hx_shared->suspects_seen = gen;
+	db = hx_db_locked(MyDatabaseId);
+	if (db != NULL && db->suspects_gen == gen)
+		db->suspects_seen = gen;
 	SpinLockRelease(&hx_shared->mutex);
 }
 
@@ -309,20 +375,23 @@ bool
 hx_claim_floor_get(int32 *negprio, int64 *id, uint64 *gen)
 {
 	TimestampTz now = GetCurrentTimestamp();
-	bool		use;
+	bool		use = false;
+	HxDb	   *db;
 
+	*gen = 0;
 	if (hx_shared == NULL)
-	{
-		*gen = 0;
 		return false;
-	}
 	SpinLockAcquire(&hx_shared->mutex);
-	*negprio = hx_shared->floor_negprio;
-	*id = hx_shared->floor_id;
-	*gen = hx_shared->floor_gen;
-	use = hx_shared->floor_set &&
-		!TimestampDifferenceExceeds(hx_shared->floor_rescan_at, now,
-									HX_CLAIM_RESCAN_MS);
+	db = hx_db_locked(MyDatabaseId);
+	if (db != NULL)
+	{
+		*negprio = db->floor_negprio;
+		*id = db->floor_id;
+		*gen = db->floor_gen;
+		use = db->floor_set &&
+			!TimestampDifferenceExceeds(db->floor_rescan_at, now,
+										HX_CLAIM_RESCAN_MS);
+	}
 	SpinLockRelease(&hx_shared->mutex);
 	return use;
 }
@@ -350,21 +419,23 @@ void
 hx_claim_floor_advance(uint64 gen, bool full, int32 negprio, int64 id)
 {
 	uint64		g;
+	HxDb	   *db;
 
 	if (hx_shared == NULL)
 		return;
 	SpinLockAcquire(&hx_shared->mutex);
-	if (full)
-		hx_shared->floor_rescan_at = GetCurrentTimestamp();
-	if (hx_shared->floor_gen - gen > HX_FLOOR_RING)
+	db = hx_db_locked(MyDatabaseId);
+	if (db != NULL && full)
+		db->floor_rescan_at = GetCurrentTimestamp();
+	if (db == NULL || db->floor_gen - gen > HX_FLOOR_RING)
 	{
 		SpinLockRelease(&hx_shared->mutex);
 		return;
 	}
 	/* just before the lowest key queued since */
-	for (g = gen + 1; g <= hx_shared->floor_gen; g++)
+	for (g = gen + 1; g <= db->floor_gen; g++)
 	{
-		HxClaimKey *k = &hx_shared->floor_lowered[g % HX_FLOOR_RING];
+		HxClaimKey *k = &db->floor_lowered[g % HX_FLOOR_RING];
 
 		if (!hx_claim_key_before(negprio, id, k->negprio, k->id))
 		{
@@ -372,12 +443,12 @@ hx_claim_floor_advance(uint64 gen, bool full, int32 negprio, int64 id)
 			id = hx_id_before(k->id);
 		}
 	}
-	if (full || !hx_shared->floor_set ||
-		hx_claim_key_before(hx_shared->floor_negprio, hx_shared->floor_id, negprio, id))
+	if (full || !db->floor_set ||
+		hx_claim_key_before(db->floor_negprio, db->floor_id, negprio, id))
 	{
-		hx_shared->floor_set = true;
-		hx_shared->floor_negprio = negprio;
-		hx_shared->floor_id = id;
+		db->floor_set = true;
+		db->floor_negprio = negprio;
+		db->floor_id = id;
 	}
 	SpinLockRelease(&hx_shared->mutex);
 }
@@ -390,10 +461,14 @@ hx_claim_floor_advance(uint64 gen, bool full, int32 negprio, int64 id)
 void
 hx_claim_floor_clear(void)
 {
+	HxDb	   *db;
+
 	if (hx_shared == NULL)
 		return;
 	SpinLockAcquire(&hx_shared->mutex);
-	hx_shared->floor_set = false;
+	db = hx_db_locked(MyDatabaseId);
+	if (db != NULL)
+		db->floor_set = false;
 	SpinLockRelease(&hx_shared->mutex);
 }
 
@@ -409,19 +484,26 @@ void
 hx_claim_floor_lower(int32 negprio, int64 id)
 {
 	HxClaimKey *k;
+	HxDb	   *db;
 
 	if (hx_shared == NULL)
 		return;
 	SpinLockAcquire(&hx_shared->mutex);
-	if (hx_shared->floor_set &&
-		!hx_claim_key_before(hx_shared->floor_negprio, hx_shared->floor_id, negprio, id))
+	db = hx_db_locked(MyDatabaseId);
+	if (db == NULL)
+	{
+		SpinLockRelease(&hx_shared->mutex);
+		return;
+	}
+	if (db->floor_set &&
+		!hx_claim_key_before(db->floor_negprio, db->floor_id, negprio, id))
 	{
 		/* claims start after the floor: just before the task */
-		hx_shared->floor_negprio = negprio;
-		hx_shared->floor_id = hx_id_before(id);
+		db->floor_negprio = negprio;
+		db->floor_id = hx_id_before(id);
 	}
-	hx_shared->floor_gen++;
-	k = &hx_shared->floor_lowered[hx_shared->floor_gen % HX_FLOOR_RING];
+	db->floor_gen++;
+	k = &db->floor_lowered[db->floor_gen % HX_FLOOR_RING];
 	k->negprio = negprio;
 	k->id = id;
 	SpinLockRelease(&hx_shared->mutex);
@@ -449,8 +531,9 @@ hx_stream_work_waiting(void)
 
 /*
  * hx_workers
- *		SQL: one row per stream worker slot.  Copies the slots under the
- *		spinlock, then builds the rows without holding it.
+ *		SQL: one row per stream worker slot the launcher gave this
+ *		database.  Copies the slots under the spinlock, then builds the
+ *		rows without holding it.
  */
 Datum
 hx_workers(PG_FUNCTION_ARGS)
@@ -475,6 +558,8 @@ hx_workers(PG_FUNCTION_ARGS)
 		bool		nulls[8];
 		HxWorkerSlot *s = &copy[i];
 
+		if (s->dboid != MyDatabaseId)
+			continue;
 		memset(nulls, 0, sizeof(nulls));
 		values[0] = Int32GetDatum(i);
 		values[1] = Int32GetDatum(s->pid);

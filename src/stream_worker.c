@@ -39,6 +39,7 @@
 #include "access/htup_details.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -105,7 +106,8 @@ static int	hx_claim_size(void);
 
 /*
  * hx_stream_worker_main
- *		Entry point of a stream worker; main_arg is its slot number.
+ *		Entry point of a stream worker; main_arg is its slot number,
+ *		bgw_extra the oid of the database the launcher gave it.
  */
 void
 hx_stream_worker_main(Datum main_arg)
@@ -113,14 +115,16 @@ hx_stream_worker_main(Datum main_arg)
 	bool		swept = false;
 	TimestampTz next_retry = 0;
 	TimestampTz started_at = GetCurrentTimestamp();
+	Oid			dboid;
 
 	my_slot = DatumGetInt32(main_arg);
+	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 
-	BackgroundWorkerInitializeConnection(hx_database_name, NULL, 0);
+	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 	hx_slot_attach(my_slot);
 	pgstat_report_appname("hybridexec stream worker");
 
@@ -131,9 +135,11 @@ hx_stream_worker_main(Datum main_arg)
 									 "hybridexec stream next batch",
 									 ALLOCSET_DEFAULT_SIZES);
 
+	StartTransactionCommand();
 	ereport(LOG,
 			(errmsg("hybridexec stream worker %d started for database \"%s\"",
-					my_slot, hx_database_name)));
+					my_slot, get_database_name(MyDatabaseId))));
+	CommitTransactionCommand();
 
 	for (;;)
 	{
@@ -149,6 +155,9 @@ hx_stream_worker_main(Datum main_arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
+		/* the launcher gives our slot to another database: we hold nothing */
+		if (hx_slot_stop_wanted(my_slot))
+			proc_exit(0);
 
 		/*
 		 * Reset the latch and announce we are idle before looking for work:
@@ -393,7 +402,8 @@ hx_run_batch(HxTask *tasks, int ntasks, TimestampTz *next_retry, HxTask **next)
 	 * run) and the worker needs no separate claim transaction.
 	 */
 	nnext = 0;
-	if (ntasks >= claimed && hx_suspects_pending() == 0)
+	if (ntasks >= claimed && hx_suspects_pending() == 0 &&
+		!hx_slot_stop_wanted(my_slot))
 		nnext = hx_claim_stream_next(MyProcPid, hx_claim_size(), next, next_cxt);
 
 	hx_worker_end_xact();

@@ -897,8 +897,9 @@ hx_check_department(Oid submitter, const char *department)
 
 /*
  * hx_warn_other_database
- *		Stream tasks only run in hybridexec.database_name; warn once per
- *		session when they are queued elsewhere.
+ *		When hybridexec.database_name pins the workers to one database,
+ *		stream tasks only run there; warn once per session when they are
+ *		queued elsewhere.
  */
 static void
 hx_warn_other_database(void)
@@ -906,7 +907,7 @@ hx_warn_other_database(void)
 	static bool checked = false;
 	char	   *dbname;
 
-	if (checked || hx_database_name == NULL)
+	if (checked || hx_database_name == NULL || hx_database_name[0] == '\0')
 		return;
 	checked = true;
 	dbname = get_database_name(MyDatabaseId);
@@ -917,7 +918,7 @@ hx_warn_other_database(void)
 						dbname),
 				 errdetail("The hybridexec stream workers serve database \"%s\".",
 						   hx_database_name),
-				 errhint("Set hybridexec.database_name = '%s' and restart the server to run in-database handlers here.",
+				 errhint("Set hybridexec.database_name = '%s' (or empty, for every database) and restart the server to run in-database handlers here.",
 						 dbname)));
 }
 

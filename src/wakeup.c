@@ -28,6 +28,7 @@
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "storage/latch.h"
 #include "utils/timestamp.h"
 
@@ -211,7 +212,8 @@ hx_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 
 /*
  * hx_wake_idle_workers
- *		Sets the latch of up to "wanted" idle stream workers, clearing their
+ *		Sets the latch of up to "wanted" idle stream workers of this
+ *		database, clearing their
  *		idle flag so concurrent committers pick others, and tells each which
  *		transaction to wait for.  Always the lowest idle slots first, not
  *		round-robin: a worker that ran a moment ago is the quickest to wake
@@ -233,7 +235,8 @@ hx_wake_idle_workers(int wanted, TransactionId xid)
 	{
 		HxWorkerSlot *s = &hx_shared->slots[i];
 
-		if (s->pid != 0 && s->idle && s->latch != NULL)
+		if (s->pid != 0 && s->idle && s->latch != NULL &&
+			s->dboid == MyDatabaseId && !s->stop)
 		{
 			s->idle = false;
 			s->wait_xid = xid;

@@ -1080,7 +1080,39 @@ RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'hx_workers' LANGUAGE C VOLATILE;
 
 COMMENT ON FUNCTION hx_workers() IS
-'The stream workers of this server from shared memory: pid, idle or busy, tasks done and failed since start (needs shared_preload_libraries)';
+'The stream workers the launcher gave this database, from shared memory: pid, idle or busy, tasks done and failed since start (needs shared_preload_libraries)';
+
+CREATE FUNCTION _hybridexec.hx_launcher_status(OUT dboid oid, OUT state text,
+											   OUT scheduler_pid integer, OUT stream_share integer,
+											   OUT stream_workers integer, OUT batch_workers integer)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'hx_launcher_status' LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION _hybridexec.hx_launcher_status() IS
+'The launcher''s entries from shared memory, one per database it watches (read through hx_databases())';
+
+CREATE FUNCTION hx_databases(OUT database name, OUT state text, OUT scheduler_pid integer,
+							 OUT stream_share integer, OUT stream_workers integer,
+							 OUT batch_workers integer)
+RETURNS SETOF record
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp AS $$
+	SELECT d.datname, s.state, s.scheduler_pid, s.stream_share, s.stream_workers, s.batch_workers
+	  FROM _hybridexec.hx_launcher_status() s
+	  JOIN pg_catalog.pg_database d ON d.oid = s.dboid
+	 ORDER BY d.datname
+$$;
+
+COMMENT ON FUNCTION hx_databases() IS
+'The databases the launcher watches on this server: served (the extension is there), absent, probing or paused; the scheduler''s pid, the database''s share of hybridexec.stream_workers, and the stream and batch workers it has now (needs shared_preload_libraries)';
+
+/* the launcher looks at this database again when CREATE or ALTER EXTENSION commits */
+CREATE FUNCTION _hybridexec.hx_launcher_notice() RETURNS void
+AS 'MODULE_PATHNAME', 'hx_launcher_notice' LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION _hybridexec.hx_launcher_notice() IS
+'Install and update scripts: when the transaction commits, the launcher looks for the extension in this database again and starts its workers';
+
+SELECT _hybridexec.hx_launcher_notice();
 
 CREATE FUNCTION _hybridexec.hx_stream_worker_alive(pid integer) RETURNS boolean
 AS 'MODULE_PATHNAME', 'hx_stream_worker_alive' LANGUAGE C VOLATILE STRICT;

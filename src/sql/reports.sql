@@ -457,23 +457,38 @@ BEGIN
 	IF NOT hx_preloaded() THEN
 		problem := 'workers not running'; severity := 'critical'; subject := 'shared_preload_libraries';
 		detail := 'hybridexec is not loaded via shared_preload_libraries: no stream worker, batch worker or scheduler runs on this server, hx_submit() and hx_run_window() fail, and no alert is sent';
-		hint := format('Add hybridexec to shared_preload_libraries in postgresql.conf (keeping what is listed there, such as pg_cron), set hybridexec.database_name = %L, and restart the server.',
-					   current_database());
+		hint := 'Add hybridexec to shared_preload_libraries in postgresql.conf (keeping what is listed there, such as pg_cron) and restart the server.';
 		RETURN NEXT;
-	ELSIF current_database() = current_setting('hybridexec.database_name', true) THEN
+	ELSIF coalesce(current_setting('hybridexec.database_name', true), '') NOT IN ('', current_database()) THEN
+		problem := 'workers not running'; severity := 'warning'; subject := 'hybridexec.database_name';
+		detail := format('hybridexec.database_name = %L pins the workers to that database: here stream tasks wait for external executors (hx_worker) and no window runs, retention or alerts happen',
+						 current_setting('hybridexec.database_name'));
+		hint := 'Set hybridexec.database_name = '''' (every database with the extension) and restart the server.';
+		RETURN NEXT;
+	ELSE
 		want := coalesce(current_setting('hybridexec.stream_workers', true)::integer, 0);
-		SELECT count(*) INTO have FROM pg_stat_activity a
-		 WHERE a.backend_type = 'hybridexec stream worker' AND a.datname = current_database();
-		IF have < want THEN
+		IF want > 0 AND coalesce((SELECT d.stream_share FROM hx_databases() d WHERE d.database = current_database()), 0) = 0 THEN
 			problem := 'workers not running'; severity := 'critical'; subject := 'stream workers';
-			detail := format('%s of %s stream workers are running', have, want);
-			hint := 'Look in the server log for why they exit; check max_worker_processes.';
+			detail := format('the %s stream workers (hybridexec.stream_workers) are shared by %s databases with the extension, and this one has no share yet',
+							 want, (SELECT count(*) FROM hx_databases() d WHERE d.state = 'served'));
+			hint := 'Raise hybridexec.stream_workers to at least the number of served databases in hx_databases() and restart; meanwhile stream tasks here wait for external executors.';
 			RETURN NEXT;
+		ELSE
+			SELECT d.stream_share INTO want FROM hx_databases() d WHERE d.database = current_database();
+			SELECT count(*) INTO have FROM pg_stat_activity a
+			 WHERE a.backend_type = 'hybridexec stream worker' AND a.datname = current_database();
+			IF have < want THEN
+				problem := 'workers not running'; severity := 'critical'; subject := 'stream workers';
+				detail := format('%s of this database''s %s stream workers are running', have, want);
+				hint := 'Look in the server log for why they exit; check max_worker_processes.';
+				RETURN NEXT;
+			END IF;
 		END IF;
-		IF NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.backend_type = 'hybridexec scheduler') THEN
+		IF NOT EXISTS (SELECT 1 FROM pg_stat_activity a
+						WHERE a.backend_type = 'hybridexec scheduler' AND a.datname = current_database()) THEN
 			problem := 'workers not running'; severity := 'critical'; subject := 'scheduler';
-			detail := 'the hybridexec scheduler is not running: no window maintenance, retention or alerts';
-			hint := 'Put hybridexec in shared_preload_libraries and restart.';
+			detail := 'the hybridexec scheduler of this database is not running: no window maintenance, retention or alerts';
+			hint := 'Look in the server log and in hx_databases(); the launcher starts a scheduler in every database with the extension.';
 			RETURN NEXT;
 		END IF;
 		/* scheduler steps whose last run failed (the others keep running) */

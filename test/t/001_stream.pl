@@ -8,8 +8,8 @@
 # task in pg_stat_activity; NOTIFY hx_stream is sent once per transaction
 # that queues stream tasks, however many, and not at all with
 # hybridexec.notify off; a task no worker was woken for is found by the
-# timed poll; workers started before CREATE EXTENSION run tasks once it
-# exists; slow tasks are claimed a few at a time, so both workers share
+# timed poll; on a server started before CREATE EXTENSION, the workers
+# start with it and run tasks; slow tasks are claimed a few at a time, so both workers share
 # them.
 use strict;
 use warnings;
@@ -218,12 +218,19 @@ ok($node->poll_query_until('postgres', "SELECT status = 'done' FROM hx_task WHER
 	'a task no worker was woken for is found by the timed poll');
 is($node->safe_psql('postgres', "SELECT count(*) FROM seen WHERE k = 'polled'"), '1', 'and ran once');
 
-# --- workers started before the extension exists wait for it -----------------
+# --- a server started before the extension exists: CREATE EXTENSION starts
+# the workers, without a restart --------------------------------------------
 my $late = HxTest::new_node('late', create_extension => 0);
-ok(HxTest::wait_workers($late, 2), 'workers run before the extension exists');
-is( $late->safe_psql('postgres', "SELECT count(*) FROM pg_extension WHERE extname = 'hybridexec'"),
-	'0', 'the extension does not exist yet');
+ok( $late->poll_query_until('postgres',
+		"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'hybridexec launcher'"),
+	'the launcher runs before the extension exists');
+ok($late->wait_for_log(qr/extension hybridexec \S+ is not in database "postgres"/),
+	'its scheduler looked in postgres, found no extension and left');
+ok( $late->poll_query_until('postgres',
+		"SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type IN ('hybridexec stream worker', 'hybridexec scheduler')"),
+	'no stream worker or scheduler stays without the extension');
 $late->safe_psql('postgres', 'CREATE EXTENSION hybridexec');
+ok(HxTest::wait_workers($late, 2), 'CREATE EXTENSION: the two stream workers start');
 HxTest::setup_keyed($late);
 $id = $late->safe_psql('postgres', q{SELECT hx_submit('keyed', '{"k": "late"}', origin => 'user')});
 ok($late->poll_query_until('postgres', "SELECT status = 'done' FROM hx_task WHERE id = $id"),
