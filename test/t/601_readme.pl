@@ -4,6 +4,8 @@
 # Every ```sql block of README.md runs, in the README's order, on a fresh
 # server with the library preloaded (the first block creates the
 # extension), as a superuser would paste them into psql; none may fail.
+# A block whose fence says more than sql ("```sql (on the front; ...)")
+# runs elsewhere: on several servers, in the test the fence names.
 # A statement followed directly by comment lines that start with two
 # spaces ("--  a | b | c") shows its output: those lines must be what psql
 # prints for it, row by row, cells separated by "|" (spaces around cells
