@@ -55,9 +55,9 @@ SELECT hx_cancel(:d1);
 SELECT hx_submit('echo', '{"key": "d1-new"}', dedupe_key => 'lead-42') <> :d1 AS new_task;
 -- a duplicate that asks for more upgrades the waiting task: a higher
 -- priority and an earlier deadline; then an urgent one streams it at once
-SELECT hx_submit('echo', '{"key": "u1"}', sla => '12 hours', dedupe_key => 'upgrade-me') AS u1 \gset
-SELECT hx_submit('echo', '{"key": "u1-again"}', sla => '12 hours', dedupe_key => 'upgrade-me') = :u1 AS same_task;
-SELECT hx_submit('echo', '{"key": "u1-more"}', sla => '12 hours', priority => 5, deadline => '2100-01-01 00:00+00',
+SELECT hx_submit('echo', '{"key": "u1"}', sla => '2 days', dedupe_key => 'upgrade-me') AS u1 \gset
+SELECT hx_submit('echo', '{"key": "u1-again"}', sla => '2 days', dedupe_key => 'upgrade-me') = :u1 AS same_task;
+SELECT hx_submit('echo', '{"key": "u1-more"}', sla => '2 days', priority => 5, deadline => '2100-01-01 00:00+00',
 				 dedupe_key => 'upgrade-me') = :u1 AS same_task;
 SELECT route, window_name, priority, deadline = '2100-01-01 00:00+00' AS earlier_deadline,
 	   reason LIKE '%; upgraded by a duplicate submission: priority 5, deadline %' AS says_so

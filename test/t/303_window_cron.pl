@@ -4,7 +4,8 @@
 # (the job calls hx_run_window(name, 'cron')); pg_cron fires it at the next
 # minute; the run happens in a batch worker and is recorded as started by
 # cron; the job's own run succeeded quickly (the window runs in a batch
-# worker, not in pg_cron's session).  Disabling the window removes the job.
+# worker, not in pg_cron's session).  A disabled window has no job:
+# enabling it creates the job, disabling it removes it.
 use strict;
 use warnings;
 
@@ -24,18 +25,27 @@ my $node = HxTest::new_node('cron',
 $node->safe_psql('postgres', 'CREATE EXTENSION pg_cron; CREATE EXTENSION hybridexec');
 HxBatch::setup_batch_keyed($node);
 
-# every minute: the test waits at most a little over one
+# every minute: the test waits at most a little over one.  The window is
+# created disabled and enabled only once its 120 tasks are queued, so that
+# pg_cron cannot open it on a queue still empty, whatever the second.
 $node->safe_psql('postgres', q{
-	INSERT INTO hx_window (name, schedule, chunk_size) VALUES ('minutely', '* * * * *', 50);
+	INSERT INTO hx_window (name, schedule, chunk_size, enabled) VALUES ('minutely', '* * * * *', 50, false);
 	INSERT INTO hx_rule (name, position, task_type, route, window_name)
 	VALUES ('bk-minutely', 1, 'bk', 'batch', 'minutely');
 });
+is( $node->safe_psql('postgres',
+		q{SELECT count(*) FROM cron.job WHERE jobname = 'hybridexec window minutely'}),
+	'0', 'a disabled window has no pg_cron job');
+HxBatch::submit_keys($node, 'k', 120);
+is( $node->safe_psql('postgres',
+		q{SELECT count(*) FROM hx_task WHERE route = 'batch' AND window_name = 'minutely' AND status = 'queued'}),
+	'120', 'its 120 tasks wait for it');
+$node->safe_psql('postgres', q{UPDATE hx_window SET enabled = true WHERE name = 'minutely'});
 is( $node->safe_psql('postgres', q{
 		SELECT schedule || ' | ' || command || ' | ' || active FROM cron.job
 		 WHERE jobname = 'hybridexec window minutely'}),
 	q{* * * * * | SELECT public.hx_run_window('minutely', 'cron') | true},
-	'the window has its pg_cron job');
-HxBatch::submit_keys($node, 'k', 120);
+	'enabled, the window has its pg_cron job');
 
 ok( $node->poll_query_until('postgres', q{
 		SELECT EXISTS (SELECT 1 FROM hx_window_run

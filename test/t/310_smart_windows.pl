@@ -11,6 +11,9 @@
 #  - opportunistic windows start early while the stream path is idle;
 #  - adaptive windows start early when the measured throughput says the
 #    backlog would not be finished a margin before the deadline.
+#
+# Whatever the date it runs at: the far window opens about six months from
+# now, and the adaptive window's backlog needs years.
 use strict;
 use warnings;
 
@@ -20,6 +23,12 @@ use Test::More;
 use FindBin;
 use lib $FindBin::RealBin;
 use HxTest;
+
+# A yearly schedule about six months from now (a day of the month that
+# every month has): far too late for a deadline an hour ahead, in time for
+# one three years ahead.
+my @far = gmtime(time + 182 * 86400);
+my $far_schedule = sprintf('0 0 %d %d *', $far[3] > 28 ? 28 : $far[3], $far[4] + 1);
 
 my $node = HxTest::new_node('smart', 'hybridexec.scheduler_naptime' => '100ms');
 
@@ -31,8 +40,8 @@ $node->safe_psql('postgres', q{
 		SELECT ps[1]->>'t', cardinality(ps), array_agg(p->>'k') FROM unnest(ps) p;
 		RETURN ARRAY(SELECT jsonb_build_object('k', p->>'k') FROM unnest(ps) p);
 	END $$;
-	-- a window that opens on the 1st of January only: far away
-	INSERT INTO hx_window (name, schedule) VALUES ('far', '0 0 1 1 *');
+	-- a window that opens once a year, about six months from now: far away
+	INSERT INTO hx_window (name, schedule) VALUES ('far', '} . $far_schedule . q{');
 });
 
 # --- micro-batching -----------------------------------------------------------
@@ -115,9 +124,10 @@ is( $node->safe_psql('postgres',
 	'opportunistic', 'started by the scheduler as opportunistic');
 
 # --- adaptive -----------------------------------------------------------------
-# History says the type does one task per 10 days, so 10 queued tasks need
-# 100 days: more than the weeks left before the window opens on January 1st
-# and its deadline the same day, so it must start now.
+# History says the type does one task per 100 days, so 10 queued tasks need
+# 1000 days: more than the time left before the window opens on January 1st
+# (at most a year) and its deadline the same day, so it must start now,
+# whatever the date.
 $node->safe_psql('postgres', q{
 	INSERT INTO hx_window (name, schedule, deadline, margin, enabled)
 	VALUES ('adapt', '0 0 1 1 *', '06:00', '1 hour', true);
@@ -125,12 +135,12 @@ $node->safe_psql('postgres', q{
 	INSERT INTO hx_rule (name, position, task_type, route, window_name)
 	VALUES ('slow-adapt', 3, 'slow', 'batch', 'adapt');
 	INSERT INTO hx_window_run (id, window_name, status, requested_at, started_at, finished_at)
-	OVERRIDING SYSTEM VALUE VALUES (100000, 'adapt', 'done', '2020-01-01', '2020-01-01', '2020-01-31');
+	OVERRIDING SYSTEM VALUE VALUES (100000, 'adapt', 'done', '2020-01-01', '2020-01-01', '2020-10-27');
 	INSERT INTO hx_checkpoint (run_id, chunk, state, task_type, processed, started_at, committed_at)
-	VALUES (100000, 1, 'committed', 'slow', 3, '2020-01-01', '2020-01-31');
+	VALUES (100000, 1, 'committed', 'slow', 3, '2020-01-01', '2020-10-27');
 });
-is($node->safe_psql('postgres', "SELECT round(hx_type_throughput('slow') * 86400 * 10)"),
-	'1', 'the history gives one task per 10 days');
+is($node->safe_psql('postgres', "SELECT round(hx_type_throughput('slow') * 86400 * 100)"),
+	'1', 'the history gives one task per 100 days');
 $node->safe_psql('postgres', q{
 	SELECT hx_submit('slow', jsonb_build_object('t', 'slow', 'k', 's' || i)) FROM generate_series(1, 10) i;
 });

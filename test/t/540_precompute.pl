@@ -16,6 +16,9 @@
 #      in three weeks, with the next such moment as ready_by, also once
 #      retention moved those tasks to the archive, and hx_predict_apply
 #      precomputes it once however often it runs.
+#
+# Whatever the date and time it runs at: the windows, ready_by and the
+# asks are all placed relative to now.
 use strict;
 use warnings;
 
@@ -26,13 +29,19 @@ use FindBin;
 use lib $FindBin::RealBin;
 use HxTest;
 
+# A yearly schedule at 03:00 about six months from now (a day of the month
+# that every month has): always far too late for what this test asks.
+my @far = gmtime(time + 182 * 86400);
+my $far_schedule = sprintf('0 3 %d %d *', $far[3] > 28 ? 28 : $far[3], $far[4] + 1);
+
 my $node = HxTest::new_node('precompute', 'hybridexec.scheduler_naptime' => '100ms');
 ok(HxTest::wait_workers($node, 2), 'two stream workers');
 $node->safe_psql('postgres', q{
 	CREATE FUNCTION report(p jsonb) RETURNS jsonb LANGUAGE sql AS $$SELECT jsonb_build_object('report', p->'week')$$;
 	SELECT hx_register('report', 'report(jsonb)');
-	-- two windows: one in a year (too late), one tomorrow at 03:00 (in time for a ready_by two days ahead)
-	INSERT INTO hx_window (name, schedule) VALUES ('yearly', '0 3 1 1 *');
+	-- two windows: one once a year, about six months from now (too late), one
+	-- every day at 03:00 (within a day: in time for a ready_by two days ahead)
+	INSERT INTO hx_window (name, schedule) VALUES ('yearly', '} . $far_schedule . q{');
 	INSERT INTO hx_window (name, schedule) VALUES ('nightly-reports', '0 3 * * *');
 	UPDATE hx_window SET enabled = false WHERE name IN ('fast', 'nightly');
 });
@@ -45,8 +54,12 @@ is( $node->safe_psql('postgres', qq{
 			   || ' ' || (reason LIKE 'precomputed for % in window nightly-reports%')
 		  FROM hx_task WHERE id = $t1}),
 	'batch nightly-reports precompute true true', 'queued for the window that finishes before ready_by, ready_by its deadline');
-my ($rc, $out, $err) = $node->psql('postgres',
-	q{SELECT hx_precompute('report', '{"week": 49}', 'report:w49', now() + interval '1 minute', '1 day')});
+# a millisecond before the first window would finish (in the future: every
+# window's next start is)
+my ($rc, $out, $err) = $node->psql('postgres', q{
+	SELECT hx_precompute('report', '{"week": 49}', 'report:w49',
+						 (SELECT min(coalesce(expected_finish, next_start)) FROM hx_window_plan(now()))
+						 - interval '1 millisecond', '1 day')});
 like($err, qr/no enabled window finishes before/, 'a ready_by no window meets: a clear error');
 is($node->safe_psql('postgres', q{SELECT count(*) FROM hx_task WHERE dedupe_key = 'report:w49'}), '0', 'that queued nothing');
 
@@ -98,41 +111,49 @@ my ($got_outsider) = as_role('outsider', q{
 isnt($got_outsider, $t51, 'a role outside sales is not: its own task is queued, the result is not leaked');
 
 # --- 3. predictions -----------------------------------------------------------------
-# a user asked for the Monday report at 09:xx local (hybridexec.time_zone: UTC) in three past weeks
-$node->safe_psql('postgres', q{
+# The weekly slot: the local hour (hybridexec.time_zone) 35 to 36 hours from
+# now, so that the next run of nightly-reports (03:00, within a day) always
+# comes before it, whatever the weekday and hour the test runs at.
+my ($slot, $slot_dow, $slot_hour) = split /\|/, $node->safe_psql('postgres', q{
+	SELECT m, extract(isodow FROM m)::integer, extract(hour FROM m)::integer
+	  FROM (SELECT date_trunc('hour', (now() + interval '36 hours') AT TIME ZONE _hybridexec.hx_local_zone()) AS m) s});
+# a user asked for the weekly report at that weekday and hour (xx:12) in
+# three past weeks
+$node->safe_psql('postgres', qq{
 	INSERT INTO hx_task (task_type, payload, status, route, origin, dedupe_key, submitted_at, finished_at)
-	SELECT 'report', '{"week": "current"}', 'done', 'stream', 'user', 'report:monday',
-		   date_trunc('week', now()) - w * interval '7 days' + interval '9 hours 12 minutes',
-		   date_trunc('week', now()) - w * interval '7 days' + interval '9 hours 13 minutes'
+	SELECT 'report', '{"week": "current"}', 'done', 'stream', 'user', 'report:weekly',
+		   ('$slot'::timestamp - w * interval '7 days' + interval '12 minutes') AT TIME ZONE _hybridexec.hx_local_zone(),
+		   ('$slot'::timestamp - w * interval '7 days' + interval '13 minutes') AT TIME ZONE _hybridexec.hx_local_zone()
 	  FROM generate_series(1, 3) w;
-	-- and another key only twice
+	-- and another key, an hour later, only twice
 	INSERT INTO hx_task (task_type, payload, status, route, origin, dedupe_key, submitted_at, finished_at)
 	SELECT 'report', '{}', 'done', 'stream', 'user', 'report:rare',
-		   date_trunc('week', now()) - w * interval '7 days' + interval '10 hours',
-		   date_trunc('week', now()) - w * interval '7 days' + interval '10 hours 1 minute'
+		   ('$slot'::timestamp - w * interval '7 days' + interval '1 hour') AT TIME ZONE _hybridexec.hx_local_zone(),
+		   ('$slot'::timestamp - w * interval '7 days' + interval '1 hour 1 minute') AT TIME ZONE _hybridexec.hx_local_zone()
 	  FROM generate_series(1, 2) w;
 });
-is( $node->safe_psql('postgres', q{
+is( $node->safe_psql('postgres', qq{
 		SELECT dedupe_key || ' ' || weekday || ' ' || hour || ' ' || weeks || ' '
-			   || (ready_by = date_trunc('week', now()) + interval '9 hours'
-							  + CASE WHEN date_trunc('week', now()) + interval '9 hours' <= now()
-									 THEN interval '7 days' ELSE interval '0' END)
+			   || (ready_by = '$slot'::timestamp AT TIME ZONE _hybridexec.hx_local_zone())
 		  FROM hx_predict('28 days', 3)}),
-	'report:monday 1 9 3 true', 'hx_predict finds the Monday 09:00 report (three weeks), not the one asked twice');
+	"report:weekly $slot_dow $slot_hour 3 true",
+	"hx_predict finds the weekly report (three weeks, weekday $slot_dow, $slot_hour:00, next at $slot), not the one asked twice");
 is($node->safe_psql('postgres', q{SELECT hx_predict_apply('1 day')}), '1', 'hx_predict_apply precomputes it');
 is($node->safe_psql('postgres', q{SELECT hx_predict_apply('1 day')}), '0', 'and not twice');
-is( $node->safe_psql('postgres', q{
-		SELECT p.predicted || ' ' || t.window_name || ' ' || t.status FROM hx_precompute p JOIN hx_task t ON t.id = p.task_id
-		 WHERE p.dedupe_key = 'report:monday'}),
-	'true nightly-reports queued', 'for the night before, in the window');
+is( $node->safe_psql('postgres', qq{
+		SELECT p.predicted || ' ' || t.window_name || ' ' || t.status || ' '
+			   || (p.ready_by = '$slot'::timestamp AT TIME ZONE _hybridexec.hx_local_zone())
+		  FROM hx_precompute p JOIN hx_task t ON t.id = p.task_id
+		 WHERE p.dedupe_key = 'report:weekly'}),
+	'true nightly-reports queued true', 'for that moment, in the nightly window before it');
 
 # the asks outlive retention: archived, they are still counted
 $node->safe_psql('postgres', q{ALTER SYSTEM SET hybridexec.retention = '1h'; SELECT pg_reload_conf();});
 ok( $node->poll_query_until('postgres',
-		q{SELECT count(*) = 0 FROM hx_task WHERE dedupe_key = 'report:monday' AND origin = 'user'}),
-	'retention retired the users\' Monday tasks');
+		q{SELECT count(*) = 0 FROM hx_task WHERE dedupe_key = 'report:weekly' AND origin = 'user'}),
+	'retention retired the users\' weekly tasks');
 is( $node->safe_psql('postgres', q{SELECT dedupe_key || ' ' || weeks FROM hx_predict('28 days', 3)}),
-	'report:monday 3', 'hx_predict still finds the rhythm, from hx_archive');
+	'report:weekly 3', 'hx_predict still finds the rhythm, from hx_archive');
 
 $node->stop;
 done_testing();
