@@ -133,7 +133,7 @@ RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'hx_batch_worker_slots' LANGUAGE C VOLATILE;
 
 COMMENT ON FUNCTION hx_batch_workers() IS
-'The batch worker slots of this server from shared memory: which run each serves (needs shared_preload_libraries)';
+'The batch worker slots of this server from shared memory that are free or serve this database: which run each serves (needs shared_preload_libraries)';
 
 CREATE FUNCTION hx_run_window(name text, started_by text DEFAULT 'manual')
 RETURNS bigint

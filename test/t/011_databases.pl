@@ -14,7 +14,10 @@
 #      make way) and the launcher forgets it; DROP EXTENSION stops a
 #      database's workers and gives its share to the others; CREATE
 #      EXTENSION brings them back; hybridexec.database_name pins one.
-#   5. A flood of stream tasks in db_a does not hold back postgres's:
+#   5. Batch workers are shared fairly: a run of db_a alone takes all three
+#      it asks for; runs of db_b and postgres that asked meanwhile wait, and
+#      then get one each (their share), not every free worker.
+#   6. A flood of stream tasks in db_a does not hold back postgres's:
 #      its tasks finish while db_a's backlog is still there.  Their
 #      latency (submit -> finished_at), p50, with and without the flood, is
 #      printed (no threshold: timing is the benchmark's).
@@ -54,7 +57,12 @@ sub setup_db
 		END
 		$$;
 		CREATE OR REPLACE FUNCTION bkeyed(ps jsonb[]) RETURNS jsonb[] LANGUAGE plpgsql AS $$
+		DECLARE
+			g bigint := (SELECT max((x->>'gate')::bigint) FROM unnest(ps) x);
 		BEGIN
+			IF g IS NOT NULL THEN
+				PERFORM pg_advisory_xact_lock_shared(g);	-- held by the test
+			END IF;
 			INSERT INTO seen (k, task_id)
 			SELECT x->>'k', t.id FROM unnest(ps) x
 			  JOIN hx_task t ON t.payload->>'k' = x->>'k' AND t.status IN ('queued', 'failed');
@@ -167,7 +175,72 @@ wait_db('db_b', 'served 2 2', 'CREATE EXTENSION again: db_b is served again');
 $node->safe_psql('db_b', q{SELECT hx_submit('keyed', '{"k": "again"}', origin => 'user')});
 check_db('db_b', 'again', 1, 'db_b after CREATE EXTENSION');
 
-# --- 5. a flood in db_a, latency in postgres ----------------------------------
+# --- 5. batch workers shared fairly ---------------------------------------------
+# runs whose handler waits at a gate (an advisory lock of that database
+# the test holds) keep their batch workers until the test lets them go
+sub gated_run
+{
+	my ($db, $prefix, $n, $gate) = @_;
+	$node->safe_psql($db, qq{
+		SELECT count(hx_submit('bk', jsonb_build_object('k', '$prefix' || g, 'gate', $gate)))
+		  FROM generate_series(1, $n) g});
+	my $run = $node->safe_psql($db, "SELECT hx_run_window('nightly')");
+	ok( $node->poll_query_until($db,
+			"SELECT count(*) >= 1 FROM hx_batch_workers() WHERE run_id = $run AND pid IS NOT NULL"),
+		"$db: run $run has started its batch workers");
+	return $run;
+}
+sub finish_run
+{
+	my ($db, $run, $prefix, $n) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	ok( $node->poll_query_until($db,
+			"SELECT status = 'done' FROM hx_window_run WHERE id = $run"), "$db: run $run done");
+	check_db($db, $prefix, $n, "$db: gated run $run");
+	return;
+}
+$node->safe_psql($_, q{UPDATE hx_window SET parallel = 3, chunk_size = 10 WHERE name = 'nightly'})
+  for qw(postgres db_a db_b);
+my %gate;
+for my $db (qw(postgres db_a db_b))
+{
+	$gate{$db} = $node->background_psql($db);
+	$gate{$db}->query_safe('SELECT pg_advisory_lock(77)');
+}
+sub workers_of
+{
+	my ($db, $run) = @_;
+	return $node->safe_psql($db, "SELECT count(*) FROM hx_batch_workers() WHERE run_id = $run");
+}
+# db_a alone: its run takes all three, though it is one of three databases
+my %brun;
+$brun{db_a} = gated_run('db_a', 'g-', 60, 77);
+is(workers_of('db_a', $brun{db_a}), '3', 'with no other database waiting, a run takes every batch worker');
+# db_b and postgres ask while db_a holds them all: their runs wait
+for my $db (qw(db_b postgres))
+{
+	$node->safe_psql($db, q{
+		SELECT count(hx_submit('bk', jsonb_build_object('k', 'g-' || g, 'gate', 77))) FROM generate_series(1, 30) g});
+	$brun{$db} = $node->safe_psql($db, q{SELECT hx_run_window('nightly')});
+	is(workers_of($db, $brun{$db}), '0', "$db: its run waits while every batch worker is busy");
+}
+# db_a's run ends: its schedulers relaunch the waiting runs, and each of
+# the two takes its share (one of three), not every free worker
+$gate{db_a}->query_safe('SELECT pg_advisory_unlock(77)');
+finish_run('db_a', $brun{db_a}, 'g-', 60);
+ok( $node->poll_query_until('postgres', qq{
+		SELECT (SELECT count(*) FROM hx_databases() WHERE database IN ('db_b', 'postgres') AND batch_workers >= 1) = 2}),
+	'both waiting runs got batch workers');
+is(workers_of($_, $brun{$_}), '1', "$_: its run has one batch worker, its share, while the other database waits too")
+  for qw(db_b postgres);
+for my $db (qw(db_b postgres))
+{
+	$gate{$db}->query_safe('SELECT pg_advisory_unlock(77)');
+	finish_run($db, $brun{$db}, 'g-', 30);
+}
+$_->quit for values %gate;
+
+# --- 6. a flood in db_a, latency in postgres ----------------------------------
 # p50 of submit -> finished_at of n single tasks in postgres, one at a time
 sub latency_p50
 {
