@@ -17,7 +17,11 @@
 #   5. Batch workers are shared fairly: a run of db_a alone takes all three
 #      it asks for; runs of db_b and postgres that asked meanwhile wait, and
 #      then get one each (their share), not every free worker.
-#   6. A flood of stream tasks in db_a does not hold back postgres's:
+#   6. kill -9 of a stream worker of db_b in the middle of a task: after
+#      the server's crash restart the launcher serves all three databases
+#      again, the task ends done exactly once, and each database's new
+#      tasks run.
+#   7. A flood of stream tasks in db_a does not hold back postgres's:
 #      its tasks finish while db_a's backlog is still there.  Their
 #      latency (submit -> finished_at), p50, with and without the flood, is
 #      printed (no threshold: timing is the benchmark's).
@@ -34,7 +38,8 @@ use HxTest;
 my $node = HxTest::new_node('databases',
 	'hybridexec.stream_workers' => 6,
 	'hybridexec.batch_workers' => 3,
-	'max_worker_processes' => 24);
+	'max_worker_processes' => 24,
+	'restart_after_crash' => 'on');
 
 # the same handlers in every database: keyed(jsonb) for stream tasks,
 # bkeyed(jsonb[]) for window runs; both write their key and task id
@@ -52,6 +57,9 @@ sub setup_db
 			   AND t.payload->>'k' = p->>'k';
 			IF p ? 'sleep' THEN
 				PERFORM pg_sleep((p->>'sleep')::float8);
+			END IF;
+			IF p ? 'gate' THEN
+				PERFORM pg_advisory_xact_lock_shared((p->>'gate')::bigint);	-- held by the test
 			END IF;
 			RETURN jsonb_build_object('k', p->>'k', 'db', current_database());
 		END
@@ -240,7 +248,30 @@ for my $db (qw(db_b postgres))
 }
 $_->quit for values %gate;
 
-# --- 6. a flood in db_a, latency in postgres ----------------------------------
+# --- 6. a stream worker of db_b killed in the middle of a task ---------------
+my $gate = $node->background_psql('db_b', on_error_stop => 0);
+$gate->query_safe('SELECT pg_advisory_lock(91)');
+$node->safe_psql('db_b', q{SELECT hx_submit('keyed', '{"k": "kill-1", "gate": 91}', origin => 'user')});
+ok( $node->poll_query_until('db_b',
+		q{SELECT status = 'running' FROM hx_task WHERE payload->>'k' = 'kill-1'}),
+	"db_b's worker is running the gated task");
+my $victim = $node->safe_psql('db_b', q{SELECT worker_pid FROM hx_task WHERE payload->>'k' = 'kill-1'});
+kill 'KILL', $victim;
+eval { $gate->quit };	# the crash restart ended its session
+ok( $node->poll_query_until('postgres',
+		q{SELECT count(*) = 3 FROM hx_databases() WHERE state = 'served' AND stream_workers = 2}),
+	'after the crash restart the launcher serves the three databases again, two workers each')
+  or diag($node->safe_psql('postgres', 'SELECT * FROM hx_databases()'));
+check_db('db_b', 'kill-', 1, 'the task whose worker was killed');
+for my $db (qw(postgres db_a db_b))
+{
+	$node->safe_psql($db, q{
+		SELECT count(hx_submit('keyed', jsonb_build_object('k', 'after-' || g), origin => 'user'))
+		  FROM generate_series(1, 100) g});
+}
+check_db($_, 'after-', 100, "after the crash, $_") for qw(postgres db_a db_b);
+
+# --- 7. a flood in db_a, latency in postgres ----------------------------------
 # p50 of submit -> finished_at of n single tasks in postgres, one at a time
 sub latency_p50
 {
