@@ -116,6 +116,17 @@ hx_scheduler_main(Datum main_arg)
 	tick_cxt = AllocSetContextCreate(TopMemoryContext, "hybridexec scheduler tick",
 									 ALLOCSET_DEFAULT_SIZES);
 
+	/*
+	 * The steps that run less often than every tick wait one period first:
+	 * the scheduler starts as soon as CREATE EXTENSION commits, and a
+	 * pg_restore that created it is still restoring (the windows' pg_cron
+	 * jobs, say) - alerts or escalations on its half-restored state would
+	 * be false.
+	 */
+	for (int i = 0; i < lengthof(steps); i++)
+		if (steps[i].every != 0)
+			steps[i].last_run = GetCurrentTimestamp();
+
 	for (;;)
 	{
 		TimestampTz now;
