@@ -283,15 +283,10 @@ hx_launch_run(PG_FUNCTION_ARGS)
 		start.part = i;
 		start.parts = n;
 
-		memset(&worker, 0, sizeof(worker));
-		worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-		worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-		worker.bgw_restart_time = BGW_NEVER_RESTART;
-		snprintf(worker.bgw_library_name, BGW_MAXLEN, "hybridexec");
-		snprintf(worker.bgw_function_name, BGW_MAXLEN, "hx_batch_worker_main");
-		snprintf(worker.bgw_name, BGW_MAXLEN, "hybridexec batch worker for run %lld (%d/%d)",
-				 (long long) run_id, i + 1, n);
-		snprintf(worker.bgw_type, BGW_MAXLEN, "hybridexec batch worker");
+		hx_worker_describe(&worker, "hx_batch_worker_main", "hybridexec batch worker",
+						   psprintf("hybridexec batch worker for run %lld (%d/%d)",
+									(long long) run_id, i + 1, n),
+						   BGW_NEVER_RESTART);
 		worker.bgw_main_arg = Int32GetDatum(slots[i]);
 		memcpy(worker.bgw_extra, &start, sizeof(start));
 		worker.bgw_notify_pid = 0;

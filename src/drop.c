@@ -146,7 +146,7 @@ hx_make_way(Node *parsetree)
 		Oid			dboid = get_database_oid(dbname, true);
 
 		if (OidIsValid(dboid))
-			hx_db_pause(dboid, 0);
+			hx_db_pause(dboid);
 	}
 }
 

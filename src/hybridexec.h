@@ -191,7 +191,6 @@ typedef struct HxDb
 typedef struct HxShared
 {
 	slock_t		mutex;			/* protects everything below */
-	pid_t		launcher_pid;
 	Latch	   *launcher_latch;
 	int			nsteps;
 	HxDb		dbs[HX_MAX_DATABASES];
@@ -405,6 +404,9 @@ extern void hx_classify_task(const HxTaskArgs *args, HxDecision *decision);
 extern void hx_check_read_committed(const char *function, const char *what);
 
 /* ---- worker plumbing (worker_common.c) ---- */
+struct BackgroundWorker;
+extern void hx_worker_describe(struct BackgroundWorker *worker, const char *function,
+							   const char *type, const char *name, int restart_time);
 extern void hx_worker_begin_xact(const char *activity);
 extern void hx_worker_end_xact(void);
 extern Oid	hx_worker_find_extension(void);
@@ -446,7 +448,7 @@ extern PGDLLEXPORT void hx_launcher_main(Datum main_arg);
 extern void hx_launcher_wake(void);
 extern bool hx_db_found(uint32 gen, bool found);
 extern uint32 hx_db_notice_gen(void);
-extern void hx_db_pause(Oid dboid, int seconds);
+extern void hx_db_pause(Oid dboid);
 extern void hx_launcher_note_change(void);
 
 #endif							/* HYBRIDEXEC_H */

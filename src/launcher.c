@@ -115,14 +115,8 @@ hx_register_launcher(void)
 {
 	BackgroundWorker worker;
 
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = 1;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "hybridexec");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "hx_launcher_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "hybridexec launcher");
-	snprintf(worker.bgw_type, BGW_MAXLEN, "hybridexec launcher");
+	hx_worker_describe(&worker, "hx_launcher_main", "hybridexec launcher",
+					   "hybridexec launcher", 1);
 	RegisterBackgroundWorker(&worker);
 }
 
@@ -144,7 +138,6 @@ hx_launcher_main(Datum main_arg)
 	pgstat_report_appname("hybridexec launcher");
 
 	SpinLockAcquire(&hx_shared->mutex);
-	hx_shared->launcher_pid = MyProcPid;
 	hx_shared->launcher_latch = MyLatch;
 	SpinLockRelease(&hx_shared->mutex);
 	on_shmem_exit(hx_launcher_detach, (Datum) 0);
@@ -180,7 +173,6 @@ static void
 hx_launcher_detach(int code, Datum arg)
 {
 	SpinLockAcquire(&hx_shared->mutex);
-	hx_shared->launcher_pid = 0;
 	hx_shared->launcher_latch = NULL;
 	SpinLockRelease(&hx_shared->mutex);
 }
@@ -488,14 +480,7 @@ hx_start_worker(const char *function, const char *type, const char *name,
 	BackgroundWorker worker;
 	BackgroundWorkerHandle *handle;
 
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = BGW_NEVER_RESTART;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "hybridexec");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "%s", function);
-	snprintf(worker.bgw_name, BGW_MAXLEN, "%s", name);
-	snprintf(worker.bgw_type, BGW_MAXLEN, "%s", type);
+	hx_worker_describe(&worker, function, type, name, BGW_NEVER_RESTART);
 	worker.bgw_main_arg = Int32GetDatum(arg);
 	memcpy(worker.bgw_extra, &dboid, sizeof(Oid));
 	worker.bgw_notify_pid = MyProcPid;
@@ -593,7 +578,7 @@ hx_db_found(uint32 gen, bool found)
 /*
  * hx_db_pause
  *		Stops the workers of database dboid and keeps the launcher from
- *		starting them again for a few seconds (or until the database is
+ *		starting them again for HX_PAUSE_S seconds (or until the database is
  *		gone): for statements that need the database to have no other
  *		connections.  The workers get SIGTERM, as autovacuum does for DROP
  *		DATABASE; what they were doing rolls back, and the tasks of a
@@ -601,7 +586,7 @@ hx_db_found(uint32 gen, bool found)
  *		backend that runs the statement, before it; must not fail.
  */
 void
-hx_db_pause(Oid dboid, int seconds)
+hx_db_pause(Oid dboid)
 {
 	pid_t		pids[1 + HX_MAX_STREAM_WORKERS + HX_MAX_BATCH_WORKERS];
 	int			npids = 0;
@@ -619,7 +604,7 @@ hx_db_pause(Oid dboid, int seconds)
 	}
 	db->state = HX_DB_PAUSED;
 	db->paused_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-												   (seconds > 0 ? seconds : HX_PAUSE_S) * 1000);
+												   HX_PAUSE_S * 1000);
 	if (db->scheduler_pid != 0)
 		pids[npids++] = db->scheduler_pid;
 	for (i = 0; i < hx_shared->nslots; i++)

@@ -1,9 +1,10 @@
 /*-------------------------------------------------------------------------
  *
  * worker_common.c
- *	  Plumbing shared by hybridexec's background workers (stream, batch,
- *	  scheduler): the transaction bracket every unit of work runs in, and
- *	  finding the extension (its schema and owner) in the database.
+ *	  Plumbing shared by hybridexec's background workers (launcher,
+ *	  stream, batch, scheduler): how each is described to the postmaster,
+ *	  the transaction bracket every unit of work runs in, and finding the
+ *	  extension (its schema and owner) in the database.
  *
  *-------------------------------------------------------------------------
  */
@@ -20,6 +21,7 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "postmaster/bgworker.h"
 #include "commands/dbcommands.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
@@ -56,6 +58,28 @@ hx_worker_end_xact(void)
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	pgstat_report_stat(false);
+}
+
+/*
+ * hx_worker_describe
+ *		Fills in a background worker of this library that connects to a
+ *		database: it runs function, shows as type (pg_stat_activity's
+ *		backend_type) and name, and is restarted after restart_time
+ *		seconds (or BGW_NEVER_RESTART).  The caller sets main_arg, extra
+ *		and notify_pid.
+ */
+void
+hx_worker_describe(BackgroundWorker *worker, const char *function,
+				   const char *type, const char *name, int restart_time)
+{
+	memset(worker, 0, sizeof(*worker));
+	worker->bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker->bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker->bgw_restart_time = restart_time;
+	snprintf(worker->bgw_library_name, BGW_MAXLEN, "hybridexec");
+	snprintf(worker->bgw_function_name, BGW_MAXLEN, "%s", function);
+	snprintf(worker->bgw_type, BGW_MAXLEN, "%s", type);
+	snprintf(worker->bgw_name, BGW_MAXLEN, "%s", name);
 }
 
 /*
