@@ -24,12 +24,15 @@
  */
 #include "postgres.h"
 
+#include "catalog/pg_database.h"
 #include "commands/dbcommands.h"
 #include "commands/defrem.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "tcop/utility.h"
+#include "utils/acl.h"
 
 #include "hybridexec.h"
 
@@ -116,7 +119,10 @@ hx_drop_cron_jobs(void)
  * hx_make_way
  *		Before a statement that needs a database without other connections,
  *		stops our workers there (see hx_db_pause).  A database we do not
- *		serve, or a name that does not exist, is left to the statement.
+ *		serve, or a name that does not exist, is left to the statement; so
+ *		is one the caller does not own (superusers own every one): each of
+ *		these statements needs that, and a caller who would be refused must
+ *		not get to stop the workers on the way.
  */
 static void
 hx_make_way(Node *parsetree)
@@ -145,7 +151,11 @@ hx_make_way(Node *parsetree)
 	{
 		Oid			dboid = get_database_oid(dbname, true);
 
-		if (OidIsValid(dboid))
+#if PG_VERSION_NUM >= 160000
+		if (OidIsValid(dboid) && object_ownercheck(DatabaseRelationId, dboid, GetUserId()))
+#else
+		if (OidIsValid(dboid) && pg_database_ownercheck(dboid, GetUserId()))
+#endif
 			hx_db_pause(dboid);
 	}
 }

@@ -10,8 +10,10 @@
 #      apart).
 #   3. A database created after start, with the extension, is served, and
 #      the shares are redrawn within the six workers (2, 2, 1, 1).
-#   4. DROP DATABASE of a served database succeeds at once (its workers
-#      make way) and the launcher forgets it; DROP EXTENSION stops a
+#   4. DROP DATABASE, RENAME or TEMPLATE by a role that does not own the
+#      database is refused and stops none of its workers; DROP DATABASE by
+#      its owner succeeds at once (its workers make way) and the launcher
+#      forgets it; DROP EXTENSION stops a
 #      database's workers and gives its share to the others; CREATE
 #      EXTENSION brings them back; hybridexec.database_name pins one.
 #   5. Batch workers are shared fairly: a run of db_a alone takes all three
@@ -167,6 +169,21 @@ ok( $node->poll_query_until('postgres',
 	'never more than hybridexec.stream_workers in all');
 
 # --- 4. DROP DATABASE, DROP and CREATE EXTENSION ------------------------------
+# a role that does not own db_c cannot stop its workers by asking to drop it
+$node->safe_psql('postgres', 'CREATE ROLE mallory LOGIN CREATEDB');
+my $pids_c = $node->safe_psql('postgres',
+	"SELECT string_agg(pid::text, ',' ORDER BY pid) FROM pg_stat_activity WHERE datname = 'db_c' AND backend_type LIKE 'hybridexec%'");
+for my $stmt ('DROP DATABASE db_c', 'ALTER DATABASE db_c RENAME TO db_x',
+	'CREATE DATABASE copy_c TEMPLATE db_c')
+{
+	my ($ret, $out, $err) = $node->psql('postgres', "SET ROLE mallory; $stmt");
+	like($err, qr/must be owner|permission denied/, "$stmt by a role that does not own db_c is refused");
+}
+is( $node->safe_psql('db_c', q{SELECT state FROM hx_databases() WHERE database = 'db_c'}),
+	'served', '... and db_c stays served, not paused');
+is( $node->safe_psql('postgres',
+		"SELECT string_agg(pid::text, ',' ORDER BY pid) FROM pg_stat_activity WHERE datname = 'db_c' AND backend_type LIKE 'hybridexec%'"),
+	$pids_c, '... with the same workers (none was stopped)');
 $node->safe_psql('postgres', 'DROP DATABASE db_c');
 pass('DROP DATABASE of a served database succeeds');
 wait_db('db_c', 'none', 'the launcher forgets a dropped database');
