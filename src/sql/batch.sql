@@ -174,8 +174,16 @@ BEGIN
 			USING HINT = 'Two runs of one window never overlap; this call returns the running one.';
 		RETURN run;
 	END IF;
-	INSERT INTO hx_window_run (window_name, started_by)
-	VALUES (name, started_by) RETURNING id INTO run;
+	/*
+	 * The prediction is made here, by whoever asks for the run, not by its
+	 * workers: counting the backlog reads every waiting task of the window,
+	 * and the first worker would hold the run row (and the others) that
+	 * long before its first chunk.
+	 */
+	INSERT INTO hx_window_run (window_name, started_by, expected_duration)
+	VALUES (name, started_by,
+			(SELECT p.expected_duration FROM hx_window_plan_one(w, now(), hx_cron_time_zone()) p))
+	RETURNING id INTO run;
 	IF hx_launch_run(run, w.parallel) = 0 THEN
 		RAISE NOTICE 'every batch worker is busy: run % of window "%" starts when one is free', run, name
 			USING HINT = 'Raise hybridexec.batch_workers (and max_worker_processes) to run more windows at once.';
@@ -259,7 +267,15 @@ CREATE FUNCTION _hybridexec.hx_batch_begin(run_id bigint, worker_pid integer, pa
 							   OUT max_duration_ms double precision,
 							   OUT opportunistic boolean, OUT elapsed_ms double precision,
 							   OUT suspects bigint[])
-LANGUAGE plpgsql SET search_path = @extschema@, _hybridexec, pg_temp AS $$
+LANGUAGE plpgsql SET search_path = @extschema@, _hybridexec, pg_temp
+/*
+ * Its looks for running and isolated tasks go through their partial
+ * indexes (the isolated ones in hx_task_isolated_idx's order): with
+ * statistics taken before the tasks came, a scan of the queue or of the
+ * window's tasks read them all while holding the run row, and so the run's
+ * other workers.
+ */
+SET enable_seqscan = off SET enable_sort = off AS $$
 DECLARE
 	r hx_window_run;
 	w hx_window;
@@ -296,10 +312,11 @@ BEGIN
 	 * Every isolated task of the window runs alone before the chunks: those
 	 * just isolated, and those a worker that was lost since did not get to.
 	 */
-	SELECT array_agg(t.id ORDER BY t.id) INTO suspects
-	  FROM ONLY hx_task t
-	 WHERE t.isolated AND t.status IN ('queued', 'failed')
-	   AND t.route = 'batch' AND t.window_name = r.window_name;
+	SELECT array_agg(s.id ORDER BY s.id) INTO suspects
+	  FROM (SELECT t.id FROM ONLY hx_task t
+			 WHERE t.isolated AND t.status IN ('queued', 'failed')
+			   AND t.route = 'batch' AND t.window_name = r.window_name
+			 ORDER BY t.priority DESC, t.id) s;
 
 	UPDATE hx_window_run x
 	   SET status = 'running', started_at = coalesce(x.started_at, now()),
@@ -309,10 +326,7 @@ BEGIN
 									  THEN 1 ELSE 0 END,
 		   /* attempts of this run lost with its worker failed, too */
 		   failed = x.failed + (SELECT count(*) FROM ONLY hx_task t
-								 WHERE t.id = ANY (coalesce(lost, '{}')) AND t.run_id = r.id),
-		   expected_duration = coalesce(x.expected_duration,
-										(SELECT p.expected_duration FROM hx_window_plan(now()) p
-										  WHERE p.window_name = r.window_name))
+								 WHERE t.id = ANY (coalesce(lost, '{}')) AND t.run_id = r.id)
 	 WHERE x.id = r.id
 	RETURNING extract(epoch FROM now() - x.started_at) * 1000 INTO elapsed_ms;
 
@@ -508,30 +522,40 @@ COMMENT ON FUNCTION _hybridexec.hx_batch_chunk_done(bigint, integer, integer, bo
 'Batch worker side: marks the run''s chunk committed and adds to the run''s counters, in the chunk''s own transaction';
 
 CREATE FUNCTION _hybridexec.hx_batch_external_pending(window_name text) RETURNS boolean
-LANGUAGE sql STABLE SET search_path = @extschema@, _hybridexec, pg_temp
-SET enable_seqscan = off AS $$
+LANGUAGE plpgsql STABLE SET search_path = @extschema@, _hybridexec, pg_temp
+SET enable_seqscan = off SET jit = off AS $$
+DECLARE
+	typ text;
+BEGIN
 	/*
-	 * Waiting and running tasks apart, so that each look is a scan of its
-	 * partial index (hx_task_batch_idx, hx_task_running_idx), not of the
-	 * queue's heap: asked as a run ends, when statistics still count the
-	 * tasks it took, a sequential scan read every page they left.  A task
-	 * that already failed in the open run waits for the next one.
+	 * Type by type among the external ones (no in-database handler), so
+	 * that each look is a range of a partial index (hx_task_batch_idx by
+	 * window and type, hx_task_running_idx), not the window's whole range:
+	 * asked as a run ends, that range still holds the entries of every
+	 * task the run just did.  A task that already failed in the open run
+	 * waits for the next one.
 	 */
-	SELECT EXISTS (SELECT 1 FROM ONLY hx_task t
+	FOR typ IN SELECT y.task_type FROM hx_type y WHERE y.handler IS NULL AND y.batch_handler IS NULL LOOP
+		IF EXISTS (SELECT 1 FROM ONLY hx_task t
 					WHERE t.window_name = hx_batch_external_pending.window_name
+					  AND t.task_type = typ
 					  AND t.route = 'batch' AND t.status IN ('queued', 'failed')
 					  AND t.run_after <= now()
-					  AND NOT hx_type_in_database(t.task_type)
 					  AND (t.status <> 'failed'
 						   OR t.run_id IS DISTINCT FROM
 						   (SELECT max(r.id) FROM hx_window_run r
 							 WHERE r.window_name = hx_batch_external_pending.window_name
 							   AND r.status IN ('starting', 'running'))))
-		OR EXISTS (SELECT 1 FROM ONLY hx_task t
-					WHERE t.status = 'running' AND t.route = 'batch'
-					  AND t.window_name = hx_batch_external_pending.window_name
-					  AND t.run_after <= now()
-					  AND NOT hx_type_in_database(t.task_type))
+		   OR EXISTS (SELECT 1 FROM ONLY hx_task t
+					   WHERE t.status = 'running' AND t.route = 'batch'
+						 AND t.window_name = hx_batch_external_pending.window_name
+						 AND t.task_type = typ
+						 AND t.run_after <= now()) THEN
+			RETURN true;
+		END IF;
+	END LOOP;
+	RETURN false;
+END
 $$;
 
 COMMENT ON FUNCTION _hybridexec.hx_batch_external_pending(text) IS

@@ -11,7 +11,13 @@
  * ------------------------------------------------------------------------ */
 
 CREATE FUNCTION _hybridexec.hx_retention_step() RETURNS integer
-LANGUAGE plpgsql SET search_path = @extschema@, _hybridexec, pg_temp AS $$
+LANGUAGE plpgsql SET search_path = @extschema@, _hybridexec, pg_temp
+/*
+ * Due tasks are found through the finished_at indexes whatever the
+ * statistics say: taken while hx_task_history was small, they made the
+ * planner read all of it, every tick, to find the few due rows.
+ */
+SET enable_seqscan = off SET jit = off AS $$
 DECLARE
 	keep double precision := hx_setting_seconds('hybridexec.retention', 7 * 86400);
 	keep_dead double precision := hx_setting_seconds('hybridexec.retention_dead', 30 * 86400);

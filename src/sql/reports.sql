@@ -209,7 +209,7 @@ SELECT r.id AS run_id, r.window_name, r.status, r.started_by, r.started_at, r.fi
   FROM hx_window_run r;
 
 COMMENT ON VIEW hx_window_history IS
-'Window runs with their duration against what the measured throughput predicted when they started (hx_window_run.expected_duration); overran = stopped at max_duration, or took more than 1.5 times the prediction plus a minute';
+'Window runs with their duration against what the measured throughput predicted when they were asked for (hx_window_run.expected_duration); overran = stopped at max_duration, or took more than 1.5 times the prediction plus a minute';
 COMMENT ON COLUMN hx_window_history.run_id IS 'The run (hx_window_run.id)';
 COMMENT ON COLUMN hx_window_history.window_name IS 'The window';
 COMMENT ON COLUMN hx_window_history.status IS 'starting, running, done, overran, yielded or failed';
@@ -217,7 +217,7 @@ COMMENT ON COLUMN hx_window_history.started_by IS 'manual, cron, adaptive or opp
 COMMENT ON COLUMN hx_window_history.started_at IS 'When a batch worker first took the run (NULL while it waits for one)';
 COMMENT ON COLUMN hx_window_history.finished_at IS 'When the run ended (NULL while it runs)';
 COMMENT ON COLUMN hx_window_history.duration IS 'How long the run took, or has taken so far';
-COMMENT ON COLUMN hx_window_history.expected_duration IS 'What the measured throughput predicted when the run started (NULL without history)';
+COMMENT ON COLUMN hx_window_history.expected_duration IS 'What the measured throughput predicted when the run was asked for (NULL without history)';
 COMMENT ON COLUMN hx_window_history.ratio IS 'duration / expected_duration, to hundredths (NULL without a prediction)';
 COMMENT ON COLUMN hx_window_history.processed IS 'Tasks done in the run, by its batch workers and by external executors';
 COMMENT ON COLUMN hx_window_history.failed IS 'Failed attempts in the run, by its batch workers and by external executors';
