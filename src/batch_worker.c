@@ -40,9 +40,13 @@
  *
  *	  Every state change of a task is task_state.c's.
  *
- *	  A window with parallel = n shares each run between n workers: worker
- *	  p takes the tasks whose id modulo n is p, with chunks and checkpoints
- *	  of its own; the last one to finish ends the run.
+ *	  A window with parallel = n shares each run between n workers (parts),
+ *	  each with chunks and checkpoints of its own.  They go through the
+ *	  run order together: each pick takes the chunk after the run's cursor
+ *	  (the last task any part took) and moves it, the run row locked from
+ *	  the pick to the commit, so a part's scan reads only its own chunk;
+ *	  what is left behind the cursor is for the last part at work.  The
+ *	  last one to finish ends the run.
  *
  *	  Batch workers run at a lower CPU priority (hybridexec.batch_nice) so
  *	  that stream workers get the CPU first.
@@ -86,7 +90,7 @@ typedef struct HxRun
 	TimestampTz started_at;		/* of the run, resumes included */
 	ArrayType  *suspects;		/* bigint[], may be NULL */
 	int			slot;			/* our batch worker slot */
-	int			part;			/* we take the tasks with id % parts = part */
+	int			part;			/* which of the run's workers we are */
 	int			parts;
 	double		limit_wait_ms;	/* > 0: the last pick found only types at
 								 * their limits, due again in that long */
@@ -119,8 +123,8 @@ static HxStmt begin_run = {
 };
 static HxStmt stream_busy = {"SELECT NOT _hybridexec.hx_stream_idle()"};
 static HxStmt start_chunk = {
-	"SELECT _hybridexec.hx_batch_start_chunk($1, $2, $3, $4)",
-	4, {INT8OID, INT4OID, TEXTOID, INT8ARRAYOID}
+	"SELECT _hybridexec.hx_batch_start_chunk($1, $2, $3, $4, $5, $6)",
+	6, {INT8OID, INT4OID, TEXTOID, INT8ARRAYOID, INT4OID, TIMESTAMPTZOID}
 };
 static HxStmt chunk_done = {
 	"SELECT _hybridexec.hx_batch_chunk_done($1, $2, $3, $4, $5)",
@@ -463,16 +467,13 @@ hx_batch_count_alone(void *arg, int done, int failed)
 static HxChunk *
 hx_batch_pick(HxRun *run, MemoryContext cxt)
 {
-	Datum		args[6] = {Int64GetDatum(run->id),
-		CStringGetTextDatum(run->window_name),
-		Int32GetDatum(run->chunk_size),
-		Int32GetDatum(run->part),
-	Int32GetDatum(run->parts)};
 	HxChunk    *chunk = MemoryContextAllocZero(cxt, sizeof(HxChunk));
 	Datum	   *skip = palloc(sizeof(Datum) * HX_LIMIT_SKIP_MAX);
 	int			nskip = 0;
 	Datum	   *ids;
-	Datum		start[4];
+	Datum		start[6];
+	char		start_nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	HxTask	   *last;
 	MemoryContext old;
 	int			rc;
 	int			i;
@@ -490,9 +491,9 @@ hx_batch_pick(HxRun *run, MemoryContext cxt)
 	{
 		double		wait_ms;
 
-		args[5] = PointerGetDatum(construct_array(skip, nskip, TEXTOID, -1, false,
-												  TYPALIGN_INT));
-		picked = hx_pick_chunk(args, &chunk->tasks, cxt);
+		picked = hx_pick_chunk(run->id, run->window_name, run->chunk_size, run->part,
+							   construct_array(skip, nskip, TEXTOID, -1, false, TYPALIGN_INT),
+							   &chunk->tasks, cxt);
 		if (picked == 0 && cut_skipped)
 		{
 			/* nothing else to do: the type cut last time, after all */
@@ -523,11 +524,17 @@ hx_batch_pick(HxRun *run, MemoryContext cxt)
 	chunk->ids = construct_array(ids, chunk->n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
 	MemoryContextSwitchTo(old);
 
+	/* the run's cursor: the last task's key as the pick read it */
+	last = &chunk->tasks[chunk->n - 1];
 	start[0] = Int64GetDatum(run->id);
 	start[1] = Int32GetDatum(run->part);
 	start[2] = CStringGetTextDatum(chunk->tasks[0].task_type);
 	start[3] = PointerGetDatum(chunk->ids);
-	rc = hx_stmt_exec(&start_chunk, start, NULL, false, 1);
+	start[4] = Int32GetDatum(last->priority);
+	start[5] = TimestampTzGetDatum(last->deadline);
+	if (!last->has_deadline)
+		start_nulls[5] = 'n';
+	rc = hx_stmt_exec(&start_chunk, start, start_nulls, false, 1);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "hx_batch_start_chunk failed: %s", SPI_result_code_string(rc));
 	return chunk;

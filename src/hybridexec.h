@@ -428,7 +428,7 @@ typedef struct HxBatchStart
 	int64		run_id;
 	TransactionId launcher_xid;	/* wait for it: the run row commits with it */
 	Oid			dboid;
-	int			part;			/* this worker takes tasks with id % parts = part */
+	int			part;			/* which of the run's workers (0 to parts - 1) */
 	int			parts;
 } HxBatchStart;
 

@@ -49,6 +49,7 @@
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
@@ -157,13 +158,28 @@ static HxStmt read_waiting = {
 };
 
 /*
- * A window run's pick: the next chunk's tasks, read by the index scan that
- * finds them (src/sql/batch.sql), with the columns of HX_TASK_COLUMNS and
- * the attempt about to run, in run order.
+ * A window run's pick: where its next chunk starts (src/sql/batch.sql),
+ * then the chunk's tasks, read by the index scan that finds them, in run
+ * order: its type's due tasks after the key, with the attempt about to
+ * run.  The type is bounded from above only: with "task_type = $2" the
+ * scan would start at the type's first entry (an equality wins over the
+ * row comparison) and step over every task of the type done so far.
  */
-static HxStmt pick_chunk = {
-	"SELECT * FROM _hybridexec.hx_batch_next_chunk($1, $2, $3, $4, $5, $6)",
-	6, {INT8OID, TEXTOID, INT4OID, INT4OID, INT4OID, TEXTARRAYOID}, false
+static HxStmt pick_key = {
+	"SELECT * FROM _hybridexec.hx_batch_next_key($1, $2, $3, $4)",
+	4, {INT8OID, TEXTOID, INT4OID, TEXTARRAYOID}, false
+};
+static HxStmt read_chunk = {
+	"SELECT " HX_TASK_COLUMNS("t.attempts + 1") " "
+	"FROM @extschema@.hx_type y, ONLY @extschema@.hx_task t "
+	"WHERE y.task_type = $2 AND t.window_name = $1 AND t.route = 'batch' "
+	"AND t.status IN ('queued', 'failed') "
+	"AND (t.task_type, -t.priority, coalesce(t.deadline, 'infinity'::timestamptz), t.id) "
+	"> ($2, $3, $4, $5) "
+	"AND t.task_type <= $2 AND t.run_after <= now() AND t.run_id IS DISTINCT FROM $6 "
+	"ORDER BY t.task_type, -t.priority, coalesce(t.deadline, 'infinity'::timestamptz), t.id "
+	"LIMIT $7",
+	7, {TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID, INT8OID, INT8OID, INT4OID}, true
 };
 
 /* the external executors' claim, one per route argument (NULL = both) */
@@ -1048,19 +1064,55 @@ hx_read_waiting(ArrayType *ids, HxTask **tasks, MemoryContext cxt)
 
 /*
  * hx_pick_chunk
- *		The next chunk of a window run's part (run id, window, chunk size,
- *		part, parts, types to pass over: hx_batch_next_chunk's arguments):
- *		its waiting tasks in run order, read without locks, with the
- *		attempt they are about to make, decoded into cxt; returns how many
- *		(0: nothing is left).
+ *		The next chunk of a window run's part, at most chunk_size tasks of
+ *		one type, passing over the types in skip (text[]): its waiting
+ *		tasks in run order, read without locks, with the attempt they are
+ *		about to make, decoded into cxt; returns how many (0: nothing is
+ *		left for this part).  Leaves the run row locked (the worker then
+ *		moves the run's cursor).  In a transaction, SPI connected.
  */
 int
-hx_pick_chunk(Datum *args, HxTask **tasks, MemoryContext cxt)
+hx_pick_chunk(int64 run_id, const char *window_name, int chunk_size, int part,
+			  ArrayType *skip, HxTask **tasks, MemoryContext cxt)
 {
-	int			rc = hx_stmt_exec(&pick_chunk, args, NULL, false, 0);
+	Datum		key_args[4];
+	Datum		args[7];
+	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+	int			rc;
+	int			i;
 
+	key_args[0] = Int64GetDatum(run_id);
+	key_args[1] = CStringGetTextDatum(window_name);
+	key_args[2] = Int32GetDatum(part);
+	key_args[3] = PointerGetDatum(skip);
+	rc = hx_stmt_exec(&pick_key, key_args, NULL, false, 0);
 	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "hx_batch_next_chunk failed: %s", SPI_result_code_string(rc));
+		elog(ERROR, "hx_batch_next_key failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed == 0)
+		return 0;
+
+	/* the key: type, -priority, deadline, id */
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	args[0] = key_args[1];
+	for (i = 0; i < 4; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		Datum		d = SPI_getbinval(tup, desc, i + 1, &isnull);
+
+		if (isnull)
+			elog(ERROR, "hx_batch_next_key returned a NULL key");
+		args[i + 1] = datumCopy(d, att->attbyval, att->attlen);
+	}
+	args[5] = Int64GetDatum(run_id);
+	args[6] = Int32GetDatum(chunk_size);
+	rc = hx_stmt_exec(&read_chunk, args, nulls, false, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "reading a chunk of run %lld failed: %s", (long long) run_id,
+			 SPI_result_code_string(rc));
 	return hx_tasks_decode(tasks, cxt);
 }
 

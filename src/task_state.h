@@ -74,7 +74,9 @@ extern int	hx_claim_isolated_ids(ArrayType *ids, int worker_pid, int64 run_id,
 								  HxTask **tasks, MemoryContext cxt,
 								  double *wait_ms);
 extern int	hx_read_waiting(ArrayType *ids, HxTask **tasks, MemoryContext cxt);
-extern int	hx_pick_chunk(Datum *args, HxTask **tasks, MemoryContext cxt);
+extern int	hx_pick_chunk(int64 run_id, const char *window_name, int chunk_size,
+						  int part, ArrayType *skip, HxTask **tasks,
+						  MemoryContext cxt);
 extern int	hx_limit_chunk(HxTask *tasks, int n, int64 run_id, int part,
 						   double *wait_ms);
 

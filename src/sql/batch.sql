@@ -33,6 +33,10 @@ CREATE TABLE hx_window_run (
 	parts			integer NOT NULL DEFAULT 1,
 	parts_stopped	text,
 	last_error		text,
+	cursor_type		text,
+	cursor_priority	integer,
+	cursor_deadline	timestamptz,
+	cursor_id		bigint,
 	CONSTRAINT hx_window_run_status_check
 		CHECK (status IN ('starting', 'running', 'done', 'overran', 'yielded', 'failed')),
 	CONSTRAINT hx_window_run_started_by_check
@@ -58,11 +62,15 @@ COMMENT ON COLUMN hx_window_run.failed IS 'Failed attempts in the run, by its ba
 COMMENT ON COLUMN hx_window_run.chunks IS 'Chunks committed';
 COMMENT ON COLUMN hx_window_run.resumes IS 'How often the run was resumed from its checkpoint after a crash or restart';
 COMMENT ON COLUMN hx_window_run.overran IS 'The run reached max_duration and left tasks queued for the next run';
-COMMENT ON COLUMN hx_window_run.expected_duration IS 'What the measured throughput predicted for the backlog when the run started (NULL without history)';
+COMMENT ON COLUMN hx_window_run.expected_duration IS 'What the measured throughput predicted for the backlog when the run was asked for (NULL without history)';
 COMMENT ON COLUMN hx_window_run.worker_pid IS 'Process id of the batch worker running it (last one, after a resume)';
 COMMENT ON COLUMN hx_window_run.parts IS 'Batch workers the run was handed to (the window''s parallel, as far as free workers allowed)';
 COMMENT ON COLUMN hx_window_run.parts_stopped IS 'While a parallel run''s workers finish one by one: the most serious way one of them stopped so far (the last one ends the run with it)';
 COMMENT ON COLUMN hx_window_run.last_error IS 'Why the run failed, if it did';
+COMMENT ON COLUMN hx_window_run.cursor_type IS 'Where the run''s workers go on: the task type of the last task a worker took (with cursor_priority, cursor_deadline and cursor_id, its place in run order)';
+COMMENT ON COLUMN hx_window_run.cursor_priority IS 'Priority of the last task a worker of the run took';
+COMMENT ON COLUMN hx_window_run.cursor_deadline IS 'Deadline of the last task a worker of the run took (infinity for none)';
+COMMENT ON COLUMN hx_window_run.cursor_id IS 'Id of the last task a worker of the run took';
 
 -- [storage]
 CREATE TABLE hx_checkpoint (
@@ -91,7 +99,7 @@ CREATE INDEX hx_checkpoint_started_idx ON hx_checkpoint (task_type)
 COMMENT ON TABLE hx_checkpoint IS
 'One row per chunk of a window run: written (state started, with the chunk''s task ids) before the chunk runs, and marked committed in the chunk''s own transaction; a started row left by a crash tells the resumed run which tasks to retry one by one';
 COMMENT ON COLUMN hx_checkpoint.run_id IS 'The run (hx_window_run.id)';
-COMMENT ON COLUMN hx_checkpoint.part IS 'Which of the run''s batch workers took the chunk (0 to parts - 1); worker p takes the tasks whose id modulo parts is p';
+COMMENT ON COLUMN hx_checkpoint.part IS 'Which of the run''s batch workers took the chunk (0 to parts - 1); the workers take chunks in turn along the run order (hx_window_run.cursor_id)';
 COMMENT ON COLUMN hx_checkpoint.chunk IS 'Chunk number within the run''s part, from 1';
 COMMENT ON COLUMN hx_checkpoint.state IS 'started (in flight, or interrupted when the run is resumed), committed, or recovered (its tasks were retried one by one after a crash)';
 COMMENT ON COLUMN hx_checkpoint.task_type IS 'Every task of a chunk has this type';
@@ -341,14 +349,14 @@ COMMENT ON FUNCTION _hybridexec.hx_batch_begin(bigint, integer, integer, integer
 'Batch worker side: takes a run (resuming it if it was interrupted), puts back tasks its window''s lost worker left running, and returns the window''s settings and the tasks to retry one by one';
 
 /*
- * The type of the first due task a run's part would take after the key
- * (type, -priority, deadline, id) of its last one (NULL: from the start),
- * passing over the types in skip (at their limits, hx_limit_chunk in
- * task_state.c) by starting the scan again after every key of a skipped
- * type; NULL when none is left.  Planned as hx_batch_next_chunk is.
+ * The type of the first due task a run would take after the key (type,
+ * -priority, deadline, id) of its last one (NULL: from the start), passing
+ * over the types in skip (at their limits, hx_limit_chunk in task_state.c)
+ * by starting the scan again after every key of a skipped type; NULL when
+ * none is left.  Planned as the chunk read (hx_pick_chunk) is.
  */
-CREATE FUNCTION _hybridexec.hx_batch_next_type(window_name text, run_id bigint, part integer,
-									parts integer, after_type text, after_prio integer,
+CREATE FUNCTION _hybridexec.hx_batch_next_type(window_name text, run_id bigint,
+									after_type text, after_prio integer,
 									after_deadline timestamptz, after_id bigint, skip text[])
 RETURNS text
 LANGUAGE plpgsql STABLE SET search_path = @extschema@, _hybridexec, pg_temp
@@ -370,7 +378,6 @@ BEGIN
 		   AND (t.task_type, -t.priority, coalesce(t.deadline, 'infinity'::timestamptz), t.id)
 			   > (after_type, after_prio, after_deadline, after_id)
 		   AND t.run_after <= now() AND t.run_id IS DISTINCT FROM hx_batch_next_type.run_id
-		   AND t.id % parts = hx_batch_next_type.part
 		   AND hx_type_in_database(t.task_type)
 		 ORDER BY t.task_type, -t.priority, coalesce(t.deadline, 'infinity'::timestamptz), t.id
 		 LIMIT 1;
@@ -386,103 +393,82 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION _hybridexec.hx_batch_next_type(text, bigint, integer, integer, text, integer, timestamptz, bigint, text[]) IS
-'Batch worker side: the type of the first due task a run''s part would take after a key, passing over the types skipped at their limits';
+COMMENT ON FUNCTION _hybridexec.hx_batch_next_type(text, bigint, text, integer, timestamptz, bigint, text[]) IS
+'Batch worker side: the type of the first due task a run would take after a key, passing over the types skipped at their limits';
 
 /*
  * Planned like the workers' own statements (hx_execute_plan in
  * src/stmt.c): in index order whatever the statistics say.
  */
-CREATE FUNCTION _hybridexec.hx_batch_next_chunk(run_id bigint, window_name text, chunk_size integer,
-									part integer DEFAULT 0, parts integer DEFAULT 1,
+CREATE FUNCTION _hybridexec.hx_batch_next_key(run_id bigint, window_name text, part integer,
 									skip text[] DEFAULT '{}')
-RETURNS TABLE (c_id bigint, c_task_type text, c_payload jsonb, c_attempt integer,
-			   c_max_attempts integer, c_handler regprocedure, c_batch_handler regprocedure,
-			   c_run_as regrole, c_timeout_ms double precision, c_micro_batch_size integer,
-			   c_batch boolean, c_run_id bigint, c_lease_token uuid, c_lease_expires_at timestamptz,
-			   c_window_name text, c_priority integer, c_deadline timestamptz, c_submitted_at timestamptz)
+RETURNS TABLE (k_type text, k_prio integer, k_deadline timestamptz, k_id bigint)
 LANGUAGE plpgsql SET search_path = @extschema@, _hybridexec, pg_temp
 SET enable_seqscan = off SET enable_bitmapscan = off SET enable_sort = off SET jit = off AS $$
 DECLARE
-	last record;
 	k record;
-	have_key boolean;
 	typ text;
-	y hx_type;
 BEGIN
 	/*
 	 * Run order is the order of hx_task_batch_idx: type (a chunk is one
 	 * type: handlers stay warm), higher priority, earlier deadline, age.
-	 * Continue after the last task this run took, so the scan skips the
-	 * index entries of tasks done meanwhile; only when nothing is left
-	 * after it, look from the start again (tasks queued meanwhile ahead of
-	 * it).  The last task is looked up through hx_task: done, it is in
-	 * hx_task_history.
+	 * The run's workers (parts) share it: each takes the next chunk after
+	 * the last task any of them took, the run's cursor, so that a scan
+	 * reads only the chunk it takes, and skips neither the entries of
+	 * tasks done meanwhile nor another part's.  The run row's lock, held
+	 * until the chunk's started checkpoint and the new cursor commit,
+	 * takes the parts through the order one at a time: no two take the
+	 * same task.  The cursor is the key the pick read, not the task's key
+	 * now: a task whose priority or deadline changed since must not take
+	 * the cursor back over another part's chunk under way.
 	 */
-	SELECT c.task_type, c.last_task_id INTO last
-	  FROM hx_checkpoint c
-	 WHERE c.run_id = hx_batch_next_chunk.run_id AND c.part = hx_batch_next_chunk.part
-	 ORDER BY c.chunk DESC LIMIT 1;
-	/*
-	 * By id, on its own: joined to the checkpoint, with statistics that
-	 * said the queue was empty (a drained queue vacuumed, its pages kept),
-	 * the plan scanned both tables' primary keys whole for each chunk.
-	 */
-	SELECT last.task_type, -t.priority AS prio, coalesce(t.deadline, 'infinity'::timestamptz) AS dl,
-		   t.id INTO k
-	  FROM hx_task t
-	 WHERE t.id = last.last_task_id;
-	IF FOUND THEN
-		typ := hx_batch_next_type(hx_batch_next_chunk.window_name, run_id, part, parts,
+	SELECT r.cursor_type AS task_type, -r.cursor_priority AS prio, r.cursor_deadline AS dl,
+		   r.cursor_id AS id INTO k
+	  FROM hx_window_run r
+	 WHERE r.id = hx_batch_next_key.run_id
+	   FOR UPDATE;
+	IF k.task_type IS NOT NULL THEN
+		typ := hx_batch_next_type(hx_batch_next_key.window_name, run_id,
 								  k.task_type, k.prio, k.dl, k.id, skip);
+		IF typ = k.task_type THEN
+			RETURN QUERY SELECT k.task_type, k.prio, k.dl, k.id;
+			RETURN;
+		END IF;
 	END IF;
-	have_key := typ = k.task_type;
 	IF typ IS NULL THEN
-		typ := hx_batch_next_type(hx_batch_next_chunk.window_name, run_id, part, parts,
+		/*
+		 * Nothing after the cursor.  A task before it is done, in another
+		 * part's chunk under way, or queued (or given back) since the
+		 * cursor passed: the last part at work looks from the start for
+		 * those; a part that sees another one's chunk under way leaves
+		 * them to it and ends.
+		 */
+		IF EXISTS (SELECT 1 FROM hx_checkpoint c
+					WHERE c.run_id = hx_batch_next_key.run_id
+					  AND c.part <> hx_batch_next_key.part AND c.state = 'started') THEN
+			RETURN;
+		END IF;
+		typ := hx_batch_next_type(hx_batch_next_key.window_name, run_id,
 								  NULL, NULL, NULL, NULL, skip);
 		IF typ IS NULL THEN
 			RETURN;
 		END IF;
-		have_key := false;
 	END IF;
-	SELECT * INTO y FROM hx_type x WHERE x.task_type = typ;
-	IF NOT have_key THEN
-		/* just before the type's first task: the scan below starts there */
-		SELECT typ AS task_type, (-2147483648)::integer AS prio, '-infinity'::timestamptz AS dl,
-			   (-9223372036854775808)::bigint AS id INTO k;
-	END IF;
-
-	/*
-	 * The chunk's tasks, read by the scan that picks them, as the batch
-	 * worker runs them (the columns of task_state.c's HX_TASK_COLUMNS with
-	 * the attempt about to run); the worker records the started
-	 * checkpoint.  The type is bounded from above only: with "task_type =
-	 * typ" the index scan would start at the type's first entry (an
-	 * equality wins over the row comparison) and step over every task of
-	 * the type done so far, ever longer as a run went on.
-	 */
-	RETURN QUERY
-	SELECT t.id, t.task_type, t.payload, t.attempts + 1, y.max_attempts + t.throttled, y.handler,
-		   y.batch_handler, y.run_as, extract(epoch FROM y.timeout)::float8 * 1000,
-		   coalesce(y.micro_batch_size, 0), true, t.run_id, t.lease_token, t.lease_expires_at,
-		   t.window_name, t.priority, t.deadline, t.submitted_at
-	  FROM ONLY hx_task t
-	 WHERE t.window_name = hx_batch_next_chunk.window_name AND t.route = 'batch'
-	   AND t.status IN ('queued', 'failed')
-	   AND (t.task_type, -t.priority, coalesce(t.deadline, 'infinity'::timestamptz), t.id)
-		   > (k.task_type, k.prio, k.dl, k.id)
-	   AND t.task_type <= typ
-	   AND t.run_after <= now() AND t.run_id IS DISTINCT FROM hx_batch_next_chunk.run_id
-	   AND t.id % parts = hx_batch_next_chunk.part
-	 ORDER BY t.task_type, -t.priority, coalesce(t.deadline, 'infinity'::timestamptz), t.id
-	 LIMIT chunk_size;
+	/* just before the type's first task: the chunk's scan starts there */
+	RETURN QUERY SELECT typ, (-2147483648)::integer, '-infinity'::timestamptz,
+						(-9223372036854775808)::bigint;
 END
 $$;
+COMMENT ON FUNCTION _hybridexec.hx_batch_next_key(bigint, text, integer, text[]) IS
+'Batch worker side: where the next chunk of a run starts - the key (type, -priority, deadline, id) to read its type''s due tasks after: the run''s cursor, or just before the first task of the next type with due tasks, passing over the types in skip - with the run row locked until the transaction ends; no row when nothing is left, or when what is left is behind the cursor and another part''s chunk is under way (task_state.c''s hx_pick_chunk reads the chunk)';
 
-COMMENT ON FUNCTION _hybridexec.hx_batch_next_chunk(bigint, text, integer, integer, integer, text[]) IS
-'Batch worker side: the next chunk of a run''s part (due tasks of one type whose id modulo parts is part, by priority and deadline, passing over the types in skip), read as the worker runs them; no rows when nothing is left';
-
-CREATE FUNCTION _hybridexec.hx_batch_start_chunk(run_id bigint, part integer, task_type text, ids bigint[])
+/*
+ * The chunk the worker took: its started checkpoint, and the run's cursor
+ * moved to its last task (the key the pick read: type, priority,
+ * deadline).  In the pick's transaction, the run row locked.
+ */
+CREATE FUNCTION _hybridexec.hx_batch_start_chunk(run_id bigint, part integer, task_type text, ids bigint[],
+												 last_priority integer, last_deadline timestamptz)
 RETURNS void
 LANGUAGE sql SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 	INSERT INTO hx_checkpoint (run_id, part, chunk, task_type, task_ids, last_task_id)
@@ -490,10 +476,14 @@ LANGUAGE sql SET search_path = @extschema@, _hybridexec, pg_temp AS $$
 		   hx_batch_start_chunk.task_type, ids, ids[cardinality(ids)]
 	  FROM hx_checkpoint c
 	 WHERE c.run_id = hx_batch_start_chunk.run_id AND c.part = hx_batch_start_chunk.part;
+	UPDATE hx_window_run r
+	   SET cursor_type = hx_batch_start_chunk.task_type, cursor_priority = last_priority,
+		   cursor_deadline = coalesce(last_deadline, 'infinity'), cursor_id = ids[cardinality(ids)]
+	 WHERE r.id = hx_batch_start_chunk.run_id;
 $$;
 
-COMMENT ON FUNCTION _hybridexec.hx_batch_start_chunk(bigint, integer, text, bigint[]) IS
-'Batch worker side: records the chunk the worker picked (its task ids, in run order) as the part''s started checkpoint, in the transaction that picked it';
+COMMENT ON FUNCTION _hybridexec.hx_batch_start_chunk(bigint, integer, text, bigint[], integer, timestamptz) IS
+'Batch worker side: records the chunk the worker picked (its task ids, in run order) as the part''s started checkpoint and moves the run''s cursor to its last task, in the transaction that picked it';
 
 CREATE FUNCTION _hybridexec.hx_batch_chunk_done(run_id bigint, processed integer, failed integer,
 									isolated boolean DEFAULT false, part integer DEFAULT 0)

@@ -1,7 +1,8 @@
 # 311_parallel_runs.pl - one window run shared by several batch workers.
 #
 # Proves that a window with parallel = 2 is run by two batch workers, each
-# taking its own share (chunks of both parts are committed), that every
+# taking chunks in turn along the run order (chunks of both parts are
+# committed, none overlaps another), that every
 # task is done exactly once, that the run ends once, done, when its last
 # worker finishes; and that after an immediate shutdown in the middle of a
 # parallel run, the run resumes by itself with both workers and still
@@ -45,9 +46,15 @@ is($node->safe_psql('postgres', "SELECT parts FROM hx_window_run WHERE id = $run
 is( $node->safe_psql('postgres',
 		"SELECT count(DISTINCT part) FROM hx_checkpoint WHERE run_id = $run AND state = 'committed'"),
 	'2', 'both workers committed chunks');
+# one type, one priority, no deadline: run order is id order, and the
+# workers took their chunks in turn along it - each chunk after the last
+# one taken by either, so no two chunks overlap
 is( $node->safe_psql('postgres',
-		"SELECT count(*) FROM hx_checkpoint WHERE run_id = $run AND part = 1 AND last_task_id % 2 <> 1"),
-	'0', 'each worker kept to its share of the tasks');
+		"SELECT count(*) FROM (SELECT last_task_id, lag(last_task_id) OVER (ORDER BY started_at, part) AS prev "
+		  . "FROM hx_checkpoint WHERE run_id = $run AND state = 'committed') c WHERE last_task_id <= prev"),
+	'0', 'the workers took their chunks in turn along the run order');
+is($node->safe_psql('postgres', "SELECT cursor_id = (SELECT max(id) FROM hx_task WHERE payload->>'k' LIKE 'a%') FROM hx_window_run WHERE id = $run"),
+	't', 'the run\'s cursor ends at its last task');
 is($node->safe_psql('postgres', "SELECT processed FROM hx_window_run WHERE id = $run"),
 	'4000', 'the run counted every task once');
 is( $node->safe_psql('postgres',

@@ -83,3 +83,6 @@ ALTER TABLE hx_type ADD COLUMN min_quality numeric,
 /* freshness of watched tables */
 ALTER TABLE hx_attachment ADD COLUMN max_lag interval,
 	ADD CONSTRAINT hx_attachment_max_lag_check CHECK (max_lag > interval '0');
+/* a parallel run's workers share one place in run order instead of id modulo parts */
+ALTER TABLE hx_window_run ADD COLUMN cursor_type text, ADD COLUMN cursor_priority integer,
+	ADD COLUMN cursor_deadline timestamptz, ADD COLUMN cursor_id bigint;
