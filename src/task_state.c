@@ -68,12 +68,14 @@
  * (hx_fail's retry_after) come on top of the type's max_attempts.
  */
 #define HX_TASK_NCOLUMNS 18
-#define HX_TASK_COLUMNS(attempts) \
+#define HX_TASK_COLUMNS_T(attempts, timeout_ms) \
 	"t.id, t.task_type, t.payload, " attempts ", y.max_attempts + t.throttled, y.handler, " \
-	"y.batch_handler, y.run_as, extract(epoch FROM y.timeout)::float8 * 1000, " \
+	"y.batch_handler, y.run_as, " timeout_ms ", " \
 	"coalesce(y.micro_batch_size, 0), t.route = 'batch', t.run_id, " \
 	"t.lease_token, t.lease_expires_at, t.window_name, t.priority, " \
 	"t.deadline, t.submitted_at"
+#define HX_TASK_COLUMNS(attempts) \
+	HX_TASK_COLUMNS_T(attempts, "extract(epoch FROM y.timeout)::float8 * 1000")
 
 /* the longest lease an external executor may take or extend to */
 #define HX_MAX_LEASE_DAYS	7
@@ -150,7 +152,7 @@ static HxStmt claim_ids = {
  * scan that index and filter by id, quadratic in the chunk.
  */
 static HxStmt read_waiting = {
-	"SELECT " HX_TASK_COLUMNS("t.attempts + 1") " FROM ONLY @extschema@.hx_task t "
+	"SELECT " HX_TASK_COLUMNS("t.attempts + 1") ", t.ctid FROM ONLY @extschema@.hx_task t "
 	"JOIN @extschema@.hx_type y ON y.task_type = t.task_type "
 	"WHERE t.id = ANY ($1) AND t.status IN ('queued', 'failed') "
 	"ORDER BY t.priority DESC, t.deadline, t.id",
@@ -163,22 +165,28 @@ static HxStmt read_waiting = {
  * order: its type's due tasks after the key, with the attempt about to
  * run.  The type is bounded from above only: with "task_type = $2" the
  * scan would start at the type's first entry (an equality wins over the
- * row comparison) and step over every task of the type done so far.
+ * row comparison) and step over every task of the type done so far.  The
+ * type's row is read once, outside the scan (LATERAL, and kept a subquery
+ * by OFFSET 0): joined to it, it was looked up again, and its timeout
+ * converted, for every task.
  */
 static HxStmt pick_key = {
 	"SELECT * FROM _hybridexec.hx_batch_next_key($1, $2, $3, $4)",
 	4, {INT8OID, TEXTOID, INT4OID, TEXTARRAYOID}, false
 };
 static HxStmt read_chunk = {
-	"SELECT " HX_TASK_COLUMNS("t.attempts + 1") " "
-	"FROM @extschema@.hx_type y, ONLY @extschema@.hx_task t "
-	"WHERE y.task_type = $2 AND t.window_name = $1 AND t.route = 'batch' "
-	"AND t.status IN ('queued', 'failed') "
+	"SELECT " HX_TASK_COLUMNS_T("t.attempts + 1", "y.timeout_ms") ", t.ctid "
+	"FROM (SELECT x.task_type, x.max_attempts, x.handler, x.batch_handler, x.run_as, "
+	"x.micro_batch_size, extract(epoch FROM x.timeout)::float8 * 1000 AS timeout_ms "
+	"FROM @extschema@.hx_type x WHERE x.task_type = $2 OFFSET 0) y "
+	"CROSS JOIN LATERAL (SELECT t.*, t.ctid AS ctid FROM ONLY @extschema@.hx_task t "
+	"WHERE t.window_name = $1 AND t.route = 'batch' AND t.status IN ('queued', 'failed') "
 	"AND (t.task_type, -t.priority, coalesce(t.deadline, 'infinity'::timestamptz), t.id) "
-	"> ($2, $3, $4, $5) "
-	"AND t.task_type <= $2 AND t.run_after <= now() AND t.run_id IS DISTINCT FROM $6 "
+	"> (y.task_type, $3, $4, $5) "
+	"AND t.task_type <= y.task_type AND t.run_after <= now() "
+	"AND t.run_id IS DISTINCT FROM $6 "
 	"ORDER BY t.task_type, -t.priority, coalesce(t.deadline, 'infinity'::timestamptz), t.id "
-	"LIMIT $7",
+	"LIMIT $7) t",
 	7, {TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID, INT8OID, INT8OID, INT4OID}, true
 };
 
@@ -262,6 +270,22 @@ static HxStmt done_running = {
 static HxStmt done_chunk = {
 	HX_MOVE_DONE("t.status IN ('queued', 'failed')", "attempts + 1", "$3", "$6", "$4", "$5"),
 	6, {INT8ARRAYOID, JSONBARRAYOID, TIMESTAMPTZOID, INT4OID, INT8OID, TIMESTAMPTZOID}, true
+};
+
+/*
+ * The same, the rows found where the chunk's read saw them ($7, their
+ * ctids) instead of by a probe of the primary key for each: a fifth of the
+ * statement.  A row that moved since (another transaction changed the
+ * task) is not there, or is another task (the id must match): it is left
+ * out, and the chunk runs again without it, as for any task that changed.
+ */
+static HxStmt done_chunk_tid = {
+	"WITH m AS (DELETE FROM ONLY @extschema@.hx_task t USING unnest($1, $2, $7) AS d (id, result, tid) "
+	"WHERE t.ctid = d.tid AND t.id = d.id AND t.status IN ('queued', 'failed') "
+	"RETURNING t.*, d.result AS new_result) "
+	HX_MOVE_INSERT("attempts + 1", "$3", "$6", "$4", "$5", "NULL", "reported_cost"),
+	7, {INT8ARRAYOID, JSONBARRAYOID, TIMESTAMPTZOID, INT4OID, INT8OID, TIMESTAMPTZOID, TIDARRAYOID},
+	true
 };
 
 /*
@@ -700,7 +724,8 @@ hx_tasks_decode(HxTask **tasks, MemoryContext cxt)
 	MemoryContext old = MemoryContextSwitchTo(cxt);
 	uint64		i;
 
-	if (desc->natts != HX_TASK_NCOLUMNS)
+	/* HX_TASK_COLUMNS, and a chunk's reads add the row's ctid */
+	if (desc->natts != HX_TASK_NCOLUMNS && desc->natts != HX_TASK_NCOLUMNS + 1)
 		elog(ERROR, "a task row has %d columns, not %d", desc->natts, HX_TASK_NCOLUMNS);
 	for (i = 0; i < SPI_processed; i++)
 	{
@@ -729,6 +754,9 @@ hx_tasks_decode(HxTask **tasks, MemoryContext cxt)
 		t->has_deadline = !isnull[16];
 		t->deadline = isnull[16] ? 0 : DatumGetTimestampTz(v[16]);
 		t->submitted_at = DatumGetTimestampTz(v[17]);
+		t->has_tid = desc->natts > HX_TASK_NCOLUMNS && !isnull[HX_TASK_NCOLUMNS];
+		if (t->has_tid)
+			ItemPointerCopy((ItemPointer) DatumGetPointer(v[HX_TASK_NCOLUMNS]), &t->tid);
 	}
 	MemoryContextSwitchTo(old);
 	*tasks = out;
@@ -1187,8 +1215,11 @@ hx_book_done(HxTask *tasks, HxOutcome *outs, int n)
 int
 hx_book_chunk_done(HxTask *tasks, HxOutcome *outs, int n, int64 run_id)
 {
-	Datum		values[6];
+	Datum		values[7];
+	Datum	   *tids = palloc(sizeof(Datum) * Max(n, 1));
 	int			nd = hx_done_arrays(tasks, outs, n, &values[0], &values[1]);
+	int			nt = 0;
+	int			i;
 
 	if (nd == 0)
 		return 0;
@@ -1196,7 +1227,15 @@ hx_book_chunk_done(HxTask *tasks, HxOutcome *outs, int n, int64 run_id)
 	values[3] = Int32GetDatum(MyProcPid);
 	values[4] = Int64GetDatum(run_id);
 	values[5] = TimestampTzGetDatum(GetCurrentTimestamp());
-	return hx_move_done(&done_chunk, values, SPI_OK_INSERT);
+	/* where the chunk's read found them, in hx_done_arrays' order */
+	for (i = 0; i < n; i++)
+		if (outs[i].ok && tasks[i].has_tid)
+			tids[nt++] = PointerGetDatum(&tasks[i].tid);
+	if (nt < nd)
+		return hx_move_done(&done_chunk, values, SPI_OK_INSERT);
+	values[6] = PointerGetDatum(construct_array(tids, nt, TIDOID, sizeof(ItemPointerData),
+												false, TYPALIGN_SHORT));
+	return hx_move_done(&done_chunk_tid, values, SPI_OK_INSERT);
 }
 
 /*

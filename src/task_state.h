@@ -14,6 +14,7 @@
 #include "postgres.h"
 
 #include "datatype/timestamp.h"
+#include "storage/itemptr.h"
 #include "utils/array.h"
 #include "utils/uuid.h"
 
@@ -46,6 +47,9 @@ typedef struct HxTask
 	bool		has_deadline;
 	TimestampTz deadline;
 	TimestampTz submitted_at;
+	bool		has_tid;		/* tid is where the row read was */
+	ItemPointerData tid;		/* (a window run's chunk reads it, to move
+								 * the row without an index probe) */
 } HxTask;
 
 /* What one handler call gave. */
