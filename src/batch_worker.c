@@ -12,7 +12,9 @@
  *				tasks of the window are isolated ("suspects")
  *		isolate	each suspect alone: claim (attempt counted, committed)
  *				then run it, so a task that crashes the server costs only
- *				its own attempts and ends dead after max_attempts
+ *				its own attempts and ends dead after max_attempts (a
+ *				parallel run's workers take turns at this); chunks never
+ *				take an isolated task
  *		chunks	until the window is empty, max_duration is reached, or
  *				(opportunistic runs) stream work waits, one transaction
  *				per chunk:
@@ -58,6 +60,8 @@
 #include <sys/resource.h>
 
 #include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/pg_extension.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -66,6 +70,7 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/lock.h"
 #include "storage/lmgr.h"
 #include "storage/procarray.h"
 #include "tcop/tcopprot.h"
@@ -111,6 +116,9 @@ typedef struct HxChunk
 	int			n;
 } HxChunk;
 
+/* the objsubid of a run's isolation lock (hx_batch_isolation_lock) */
+#define HX_ISOLATION_SUBID	0x4858
+
 /* how long a new worker waits for the transaction that launched it */
 #define HX_LAUNCHER_WAIT_MS	10000
 
@@ -155,6 +163,7 @@ static HxStmt finish_run = {
 static bool hx_batch_wait_launcher(TransactionId xid);
 static bool hx_batch_begin(HxRun *run);
 static void hx_batch_isolate(HxRun *run, ArrayType *suspects);
+static void hx_batch_isolation_lock(HxRun *run, bool acquire);
 static HxChunk *hx_batch_pick(HxRun *run, MemoryContext cxt);
 static const char *hx_batch_chunks(HxRun *run);
 static ArrayType *hx_batch_recover(HxRun *run);
@@ -409,6 +418,7 @@ hx_batch_isolate(HxRun *run, ArrayType *suspects)
 	ereport(LOG,
 			(errmsg("hybridexec batch worker: run %lld retries %d task(s) of an interrupted chunk one by one",
 					(long long) run->id, n)));
+	hx_batch_isolation_lock(run, true);
 	for (i = 0; i < n; i++)
 	{
 		ArrayType  *one = construct_array(&ids[i], 1, INT8OID, 8, FLOAT8PASSBYVAL,
@@ -428,7 +438,10 @@ hx_batch_isolate(HxRun *run, ArrayType *suspects)
 			if (got > 0 || wait_ms <= 0)
 				break;
 			if (hx_batch_should_stop(run, false) != NULL)
+			{
+				hx_batch_isolation_lock(run, false);
 				return;
+			}
 			pgstat_report_activity(STATE_IDLE, "waiting for a task type's limits");
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 							 (long) Max(Min(wait_ms, HX_LIMIT_WAIT_MAX_MS), 1),
@@ -440,6 +453,34 @@ hx_batch_isolate(HxRun *run, ArrayType *suspects)
 			(void) hx_exec_alone(&tasks[0], chunk_cxt, hx_batch_count_alone, run);
 		CHECK_FOR_INTERRUPTS();
 	}
+	hx_batch_isolation_lock(run, false);
+}
+
+/*
+ * hx_batch_isolation_lock
+ *		Takes (acquire) or gives back the run's isolation lock, a session
+ *		lock: the run's workers run their isolated tasks one worker at a
+ *		time, so that a task that crashes the server costs only its own
+ *		attempts, not those of a task another part is running alone at that
+ *		moment.  (A chunk under way meanwhile costs none: its tasks were not
+ *		claimed.)  An object lock on the extension's catalog with a sub-id
+ *		no extension has, not an advisory lock: the handlers' session
+ *		advisory locks are undone after each task (task_exec.c).  Released
+ *		at exit too.  Takes a transaction of its own.
+ */
+static void
+hx_batch_isolation_lock(HxRun *run, bool acquire)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_OBJECT(tag, MyDatabaseId, ExtensionRelationId, (uint32) run->id,
+					   HX_ISOLATION_SUBID);
+	hx_worker_begin_xact(acquire ? "waiting to run isolated tasks" : "isolated tasks run");
+	if (acquire)
+		(void) LockAcquire(&tag, ExclusiveLock, true, false);
+	else
+		(void) LockRelease(&tag, ExclusiveLock, true);
+	hx_worker_end_xact();
 }
 
 /*

@@ -168,7 +168,9 @@ static HxStmt read_waiting = {
  * row comparison) and step over every task of the type done so far.  The
  * type's row is read once, outside the scan (LATERAL, and kept a subquery
  * by OFFSET 0): joined to it, it was looked up again, and its timeout
- * converted, for every task.
+ * converted, for every task.  Isolated tasks only ever run alone
+ * (batch_worker.c's hx_batch_isolate): one of them in a chunk could crash
+ * it again, and another part may be running it alone right now.
  */
 static HxStmt pick_key = {
 	"SELECT * FROM _hybridexec.hx_batch_next_key($1, $2, $3, $4)",
@@ -184,7 +186,7 @@ static HxStmt read_chunk = {
 	"AND (t.task_type, -t.priority, coalesce(t.deadline, 'infinity'::timestamptz), t.id) "
 	"> (y.task_type, $3, $4, $5) "
 	"AND t.task_type <= y.task_type AND t.run_after <= now() "
-	"AND t.run_id IS DISTINCT FROM $6 "
+	"AND t.run_id IS DISTINCT FROM $6 AND NOT t.isolated "
 	"ORDER BY t.task_type, -t.priority, coalesce(t.deadline, 'infinity'::timestamptz), t.id "
 	"LIMIT $7) t",
 	7, {TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID, INT8OID, INT8OID, INT4OID}, true

@@ -330,7 +330,12 @@ BEGIN
 	   SET status = 'running', started_at = coalesce(x.started_at, now()),
 		   worker_pid = hx_batch_begin.worker_pid,
 		   parts = CASE WHEN hx_batch_begin.part = 0 THEN hx_batch_begin.parts ELSE x.parts END,
-		   resumes = x.resumes + CASE WHEN r.status = 'running' AND hx_batch_begin.part = 0
+		   /*
+			* resumed: it was running, and the last worker that took it is
+			* gone (the other parts of a run that begins normally are alive)
+			*/
+		   resumes = x.resumes + CASE WHEN r.status = 'running'
+										   AND (r.worker_pid IS NULL OR r.worker_pid <> ALL (live_pids))
 									  THEN 1 ELSE 0 END,
 		   /* attempts of this run lost with its worker failed, too */
 		   failed = x.failed + (SELECT count(*) FROM ONLY hx_task t
@@ -378,7 +383,7 @@ BEGIN
 		   AND (t.task_type, -t.priority, coalesce(t.deadline, 'infinity'::timestamptz), t.id)
 			   > (after_type, after_prio, after_deadline, after_id)
 		   AND t.run_after <= now() AND t.run_id IS DISTINCT FROM hx_batch_next_type.run_id
-		   AND hx_type_in_database(t.task_type)
+		   AND NOT t.isolated AND hx_type_in_database(t.task_type)
 		 ORDER BY t.task_type, -t.priority, coalesce(t.deadline, 'infinity'::timestamptz), t.id
 		 LIMIT 1;
 		IF NOT FOUND OR typ <> ALL (skip) THEN

@@ -14,6 +14,10 @@
 #   3. Tasks left isolated by a run whose worker was lost before it ran
 #      them alone (hx_task.isolated still set, nothing running): the next
 #      run runs each of them alone before its chunks.
+#   4. The crasher of 2 in a run shared by two workers: the same outcome
+#      (the workers take turns at running isolated tasks, so the crash
+#      costs no other task an attempt), and no isolated task ever runs in
+#      a chunk (of either worker).
 use strict;
 use warnings;
 
@@ -110,6 +114,33 @@ is( $node->safe_psql('postgres', q{
 is( $node->safe_psql('postgres',
 		"SELECT count(*) FROM hx_task WHERE payload->>'k' LIKE 'i%' AND (isolated OR status <> 'done')"),
 	'0', 'all are done, none is left isolated');
+
+# --- 4. a crashing task in a run shared by two workers ----------------------
+$node->safe_psql('postgres', q{
+	INSERT INTO hx_window (name, schedule, chunk_size, parallel) VALUES ('crashy2', '0 0 1 1 *', 20, 2);
+	UPDATE hx_rule SET window_name = 'crashy2' WHERE name IN ('bk-crashy', 'keyed-crashy');
+});
+HxBatch::submit_keys($node, 'q', 200, extra => { 77 => '{"crash": true}' });
+$crasher = $node->safe_psql('postgres', "SELECT id FROM hx_task WHERE payload->>'k' = 'q77'");
+$run = HxBatch::run_window($node, 'crashy2');
+HxBatch::wait_run($node, $run, 'parallel run with a crashing task');
+is(HxBatch::run_row($node, $run, 'status, processed, parts'), 'done|199|2',
+	'the parallel run ended done with the 199 other tasks');
+is($node->safe_psql('postgres', "SELECT status || ' ' || attempts FROM hx_task WHERE id = $crasher"),
+	'dead 2', 'the crasher is dead after max_attempts = 2 crashes');
+is( $node->safe_psql('postgres',
+		"SELECT count(*) || '/' || count(DISTINCT k) FROM bseen WHERE k LIKE 'q%' AND k <> 'q77'"),
+	'199/199', 'each other task\'s effect exists exactly once');
+# the tasks of the interrupted chunks: their checkpoints, recovered
+my $isolated = q{(SELECT i FROM hx_checkpoint c, unnest(c.task_ids) i WHERE c.run_id = } . $run
+  . q{ AND c.state = 'recovered' AND i <> } . $crasher . q{)};
+ok($node->safe_psql('postgres', "SELECT count(*) FROM $isolated s") > 0,
+	'the crashed chunks\' other tasks were isolated');
+is( $node->safe_psql('postgres', qq{
+		SELECT count(*) FROM hx_task t JOIN bseen b ON b.k = t.payload->>'k'
+		 WHERE t.id IN $isolated
+		   AND (SELECT count(*) FROM bseen o WHERE o.xid = b.xid) <> 1}),
+	'0', 'each of them ran alone, none in a chunk');
 
 $node->stop;
 done_testing();
