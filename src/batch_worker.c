@@ -625,9 +625,17 @@ hx_batch_chunks(HxRun *run)
 				hx_worker_begin_xact("running a chunk");
 				hx_batch_run_chunk(run, chunk, &ndone, &nfailed);
 				stop = hx_batch_should_stop(run, true);
+
+				/*
+				 * The pick and the count lock the run row until we commit,
+				 * and the run's other workers wait for it to pick theirs:
+				 * write the chunk's WAL out first, so that the commit has
+				 * only the pick's to flush while they wait.
+				 */
+				if (run->parts > 1)
+					XLogFlush(XactLastRecEnd);
 				if (stop == NULL)
 					next_chunk = hx_batch_pick(run, next);
-				/* last: it locks the run row, which the run's other workers update too */
 				hx_batch_count(run, ndone, nfailed, false);
 				hx_worker_end_xact();
 			}
