@@ -1111,14 +1111,17 @@ hx_chunk_mate(HxAttempt *x, HxAttempt *y)
 {
 	int			c;
 
+	/* attempts priced alike share the price's datums (hx_book_price) */
+#define HX_SAME_VARLENA(a, b) ((a) == (b) || datumIsEqual((a), (b), false, -1))
 	if (x->fin_at != y->fin_at || x->wall != y->wall ||
 		x->price_id_null != y->price_id_null ||
 		(!x->price_id_null && DatumGetInt64(x->price_id) != DatumGetInt64(y->price_id)) ||
-		!datumIsEqual(x->currency, y->currency, false, -1) ||
-		!datumIsEqual(x->cost, y->cost, false, -1) ||
-		!datumIsEqual(x->baseline, y->baseline, false, -1) ||
-		!datumIsEqual(x->batch, y->batch, false, -1))
+		!HX_SAME_VARLENA(x->currency, y->currency) ||
+		!HX_SAME_VARLENA(x->cost, y->cost) ||
+		!HX_SAME_VARLENA(x->baseline, y->baseline) ||
+		!HX_SAME_VARLENA(x->batch, y->batch))
 		return false;
+#undef HX_SAME_VARLENA
 	for (c = 0; c < lengthof(chunk_key); c++)
 	{
 		int			col = chunk_key[c].col;
