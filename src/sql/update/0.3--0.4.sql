@@ -86,3 +86,10 @@ ALTER TABLE hx_attachment ADD COLUMN max_lag interval,
 /* a parallel run's workers share one place in run order instead of id modulo parts */
 ALTER TABLE hx_window_run ADD COLUMN cursor_type text, ADD COLUMN cursor_priority integer,
 	ADD COLUMN cursor_deadline timestamptz, ADD COLUMN cursor_id bigint;
+/* the queue's checks stay on the queue; hx_task_history (created below) has its own */
+ALTER TABLE hx_task DROP CONSTRAINT hx_task_status_check, DROP CONSTRAINT hx_task_route_check,
+	DROP CONSTRAINT hx_task_window_check,
+	ADD CONSTRAINT hx_task_status_check
+		CHECK (status IN ('queued', 'running', 'done', 'failed', 'dead', 'cancelled')) NO INHERIT,
+	ADD CONSTRAINT hx_task_route_check CHECK (route IN ('stream', 'batch')) NO INHERIT,
+	ADD CONSTRAINT hx_task_window_check CHECK ((route = 'batch') = (window_name IS NOT NULL)) NO INHERIT;
