@@ -160,10 +160,11 @@ static HxStmt read_waiting = {
 };
 
 /*
- * A window run's pick: where its next chunk starts (src/sql/batch.sql),
- * then the chunk's tasks, read by the index scan that finds them, in run
- * order: its type's due tasks after the key, with the attempt about to
- * run.  The type is bounded from above only: with "task_type = $2" the
+ * A window run's pick: the run row locked and its cursor read, then the
+ * chunk's tasks, read by the index scan that finds them, in run order: a
+ * type's due tasks after a key, with the attempt about to run - the
+ * cursor's, or where hx_batch_next_key (src/sql/batch.sql) says the next
+ * chunk starts when the cursor's type has nothing more.  The type is bounded from above only: with "task_type = $2" the
  * scan would start at the type's first entry (an equality wins over the
  * row comparison) and step over every task of the type done so far.  The
  * type's row is read once, outside the scan (LATERAL, and kept a subquery
@@ -172,6 +173,11 @@ static HxStmt read_waiting = {
  * (batch_worker.c's hx_batch_isolate): one of them in a chunk could crash
  * it again, and another part may be running it alone right now.
  */
+static HxStmt lock_cursor = {
+	"SELECT r.cursor_type, -r.cursor_priority, r.cursor_deadline, r.cursor_id "
+	"FROM @extschema@.hx_window_run r WHERE r.id = $1 FOR UPDATE",
+	1, {INT8OID}, false
+};
 static HxStmt pick_key = {
 	"SELECT * FROM _hybridexec.hx_batch_next_key($1, $2, $3, $4)",
 	4, {INT8OID, TEXTOID, INT4OID, TEXTARRAYOID}, false
@@ -180,7 +186,8 @@ static HxStmt read_chunk = {
 	"SELECT " HX_TASK_COLUMNS_T("t.attempts + 1", "y.timeout_ms") ", t.ctid "
 	"FROM (SELECT x.task_type, x.max_attempts, x.handler, x.batch_handler, x.run_as, "
 	"x.micro_batch_size, extract(epoch FROM x.timeout)::float8 * 1000 AS timeout_ms "
-	"FROM @extschema@.hx_type x WHERE x.task_type = $2 OFFSET 0) y "
+	"FROM @extschema@.hx_type x WHERE x.task_type = $2 "
+	"AND (x.handler IS NOT NULL OR x.batch_handler IS NOT NULL) OFFSET 0) y "
 	"CROSS JOIN LATERAL (SELECT t.*, t.ctid AS ctid FROM ONLY @extschema@.hx_task t "
 	"WHERE t.window_name = $1 AND t.route = 'batch' AND t.status IN ('queued', 'failed') "
 	"AND (t.task_type, -t.priority, coalesce(t.deadline, 'infinity'::timestamptz), t.id) "
@@ -599,6 +606,7 @@ PG_FUNCTION_INFO_V1(hx_stream_claim);
 PG_FUNCTION_INFO_V1(hx_check_lease_sql);
 
 static int	hx_tasks_decode(HxTask **tasks, MemoryContext cxt);
+static bool hx_pick_key(SPITupleTable *tuptable, Datum *key);
 static int	hx_limit_claimed(HxTask *tasks, int n, bool isolated, double *wait_ms);
 static int	hx_type_name_cmp(const void *a, const void *b);
 static int	hx_move_done(HxStmt *stmt, Datum *values, int expect);
@@ -1108,14 +1116,45 @@ hx_pick_chunk(int64 run_id, const char *window_name, int chunk_size, int part,
 	Datum		key_args[4];
 	Datum		args[7];
 	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
-	HeapTuple	tup;
-	TupleDesc	desc;
-	bool		isnull;
+	Datum		arg = Int64GetDatum(run_id);
+	bool		skipped = false;
 	int			rc;
-	int			i;
 
-	key_args[0] = Int64GetDatum(run_id);
-	key_args[1] = CStringGetTextDatum(window_name);
+	args[0] = CStringGetTextDatum(window_name);
+	args[5] = Int64GetDatum(run_id);
+	args[6] = Int32GetDatum(chunk_size);
+
+	/*
+	 * Most picks go on with the type of the run's cursor, right after it:
+	 * the run row locked, that read alone.  Only when it finds nothing
+	 * (or the type is passed over) does hx_batch_next_key look further.
+	 */
+	rc = hx_stmt_exec(&lock_cursor, &arg, NULL, false, 0);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not lock window run %lld", (long long) run_id);
+	if (hx_pick_key(SPI_tuptable, &args[1]))
+	{
+		char	   *type = TextDatumGetCString(args[1]);
+		Datum	   *types;
+		int			ntypes;
+		int			i;
+
+		deconstruct_array(skip, TEXTOID, -1, false, TYPALIGN_INT, &types, NULL, &ntypes);
+		for (i = 0; i < ntypes && !skipped; i++)
+			skipped = strcmp(TextDatumGetCString(types[i]), type) == 0;
+		if (!skipped)
+		{
+			rc = hx_stmt_exec(&read_chunk, args, nulls, false, 0);
+			if (rc != SPI_OK_SELECT)
+				elog(ERROR, "reading a chunk of run %lld failed: %s", (long long) run_id,
+					 SPI_result_code_string(rc));
+			if (SPI_processed > 0)
+				return hx_tasks_decode(tasks, cxt);
+		}
+	}
+
+	key_args[0] = arg;
+	key_args[1] = args[0];
 	key_args[2] = Int32GetDatum(part);
 	key_args[3] = PointerGetDatum(skip);
 	rc = hx_stmt_exec(&pick_key, key_args, NULL, false, 0);
@@ -1123,27 +1162,39 @@ hx_pick_chunk(int64 run_id, const char *window_name, int chunk_size, int part,
 		elog(ERROR, "hx_batch_next_key failed: %s", SPI_result_code_string(rc));
 	if (SPI_processed == 0)
 		return 0;
-
-	/* the key: type, -priority, deadline, id */
-	tup = SPI_tuptable->vals[0];
-	desc = SPI_tuptable->tupdesc;
-	args[0] = key_args[1];
-	for (i = 0; i < 4; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(desc, i);
-		Datum		d = SPI_getbinval(tup, desc, i + 1, &isnull);
-
-		if (isnull)
-			elog(ERROR, "hx_batch_next_key returned a NULL key");
-		args[i + 1] = datumCopy(d, att->attbyval, att->attlen);
-	}
-	args[5] = Int64GetDatum(run_id);
-	args[6] = Int32GetDatum(chunk_size);
+	if (!hx_pick_key(SPI_tuptable, &args[1]))
+		elog(ERROR, "hx_batch_next_key returned a NULL key");
 	rc = hx_stmt_exec(&read_chunk, args, nulls, false, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "reading a chunk of run %lld failed: %s", (long long) run_id,
 			 SPI_result_code_string(rc));
 	return hx_tasks_decode(tasks, cxt);
+}
+
+/*
+ * hx_pick_key
+ *		Copies the key (type, -priority, deadline, id) in the first row of
+ *		tuptable into key[0..3]; false when it is NULL (a run without a
+ *		cursor yet).
+ */
+static bool
+hx_pick_key(SPITupleTable *tuptable, Datum *key)
+{
+	HeapTuple	tup = tuptable->vals[0];
+	TupleDesc	desc = tuptable->tupdesc;
+	int			i;
+
+	for (i = 0; i < 4; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		bool		isnull;
+		Datum		d = SPI_getbinval(tup, desc, i + 1, &isnull);
+
+		if (isnull)
+			return false;
+		key[i] = datumCopy(d, att->attbyval, att->attlen);
+	}
+	return true;
 }
 
 /* ------------------------------------------------------------------------
