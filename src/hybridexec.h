@@ -258,6 +258,8 @@ typedef struct HxStmt
 
 extern int	hx_stmt_exec(HxStmt *stmt, Datum *values, const char *nulls,
 						 bool read_only, long count);
+extern int	hx_stmt_exec_dest(HxStmt *stmt, Datum *values, const char *nulls,
+							  DestReceiver *dest);
 extern Datum hx_stmt_value(HxStmt *stmt, Datum *values, const char *nulls,
 						   bool *isnull);
 extern int	hx_execute_plan(SPIPlanPtr plan, Datum *values, const char *nulls,

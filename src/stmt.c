@@ -19,12 +19,14 @@
 #include "postgres.h"
 
 #include "executor/spi.h"
+#include "nodes/params.h"
 #include "lib/stringinfo.h"
 #include "utils/guc.h"
 
 #include "hybridexec.h"
 
 static SPIPlanPtr hx_stmt_plan(HxStmt *stmt);
+static int	hx_index_order_begin(void);
 
 /*
  * hx_stmt_plan
@@ -83,6 +85,40 @@ hx_stmt_exec(HxStmt *stmt, Datum *values, const char *nulls,
 }
 
 /*
+ * hx_stmt_exec_dest
+ *		Runs a statement with its kept plan, its rows going to dest rather
+ *		than into SPI_tuptable (planned and run like hx_execute_plan when
+ *		the statement asks for index order); returns SPI's result code.
+ */
+int
+hx_stmt_exec_dest(HxStmt *stmt, Datum *values, const char *nulls, DestReceiver *dest)
+{
+	SPIPlanPtr	plan = hx_stmt_plan(stmt);
+	ParamListInfo params = makeParamList(stmt->nargs);
+	SPIExecuteOptions options;
+	int			nest = 0;
+	int			rc;
+	int			i;
+
+	for (i = 0; i < stmt->nargs; i++)
+	{
+		params->params[i].value = values[i];
+		params->params[i].isnull = nulls != NULL && nulls[i] == 'n';
+		params->params[i].pflags = PARAM_FLAG_CONST;
+		params->params[i].ptype = stmt->argtypes[i];
+	}
+	memset(&options, 0, sizeof(options));
+	options.params = params;
+	options.dest = dest;
+	if (stmt->index_order)
+		nest = hx_index_order_begin();
+	rc = SPI_execute_plan_extended(plan, &options);
+	if (stmt->index_order)
+		AtEOXact_GUC(true, nest);
+	return rc;
+}
+
+/*
  * hx_stmt_value
  *		Runs a statement that returns one row of one column and returns
  *		that value (by reference values live in SPI's memory until the
@@ -122,16 +158,30 @@ int
 hx_execute_plan(SPIPlanPtr plan, Datum *values, const char *nulls,
 				bool read_only, long count)
 {
+	int			nest = hx_index_order_begin();
+	int			rc;
+
+	rc = SPI_execute_plan(plan, values, nulls, read_only, count);
+	AtEOXact_GUC(true, nest);
+	return rc;
+}
+
+/*
+ * hx_index_order_begin
+ *		Switches sequential and bitmap scans, sorts and JIT off (see
+ *		hx_execute_plan) in a new GUC nest level, which it returns for the
+ *		caller to pop with AtEOXact_GUC(true, level).
+ */
+static int
+hx_index_order_begin(void)
+{
 	static const char *const off[] = {"enable_seqscan", "enable_bitmapscan",
 	"enable_sort", "jit"};
 	int			nest = NewGUCNestLevel();
-	int			rc;
 	int			i;
 
 	for (i = 0; i < lengthof(off); i++)
 		(void) set_config_option(off[i], "off", PGC_USERSET, PGC_S_SESSION,
 								 GUC_ACTION_SAVE, true, 0, false);
-	rc = SPI_execute_plan(plan, values, nulls, read_only, count);
-	AtEOXact_GUC(true, nest);
-	return rc;
+	return nest;
 }

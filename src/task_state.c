@@ -606,6 +606,8 @@ PG_FUNCTION_INFO_V1(hx_stream_claim);
 PG_FUNCTION_INFO_V1(hx_check_lease_sql);
 
 static int	hx_tasks_decode(HxTask **tasks, MemoryContext cxt);
+static void hx_task_decode(HxTask *t, Datum *v, bool *isnull, int natts, MemoryContext cxt);
+static int	hx_read_chunk(Datum *args, int64 run_id, HxTask **tasks, MemoryContext cxt);
 static bool hx_pick_key(SPITupleTable *tuptable, Datum *key);
 static int	hx_limit_claimed(HxTask *tasks, int n, bool isolated, double *wait_ms);
 static int	hx_type_name_cmp(const void *a, const void *b);
@@ -731,46 +733,130 @@ hx_tasks_decode(HxTask **tasks, MemoryContext cxt)
 	TupleDesc	desc = SPI_tuptable->tupdesc;
 	Datum	   *v = palloc(sizeof(Datum) * desc->natts);
 	bool	   *isnull = palloc(sizeof(bool) * desc->natts);
-	MemoryContext old = MemoryContextSwitchTo(cxt);
 	uint64		i;
 
-	/* HX_TASK_COLUMNS, and a chunk's reads add the row's ctid */
-	if (desc->natts != HX_TASK_NCOLUMNS && desc->natts != HX_TASK_NCOLUMNS + 1)
-		elog(ERROR, "a task row has %d columns, not %d", desc->natts, HX_TASK_NCOLUMNS);
 	for (i = 0; i < SPI_processed; i++)
 	{
-		HxTask	   *t = &out[i];
-
 		/* one pass over the row: the columns after payload have no offsets cached */
 		heap_deform_tuple(SPI_tuptable->vals[i], desc, v, isnull);
-		t->id = DatumGetInt64(v[0]);
-		t->task_type = TextDatumGetCString(v[1]);
-		t->payload = PointerGetDatum(PG_DETOAST_DATUM_COPY(v[2]));
-		t->attempts = DatumGetInt32(v[3]);
-		t->max_attempts = DatumGetInt32(v[4]);
-		t->handler = isnull[5] ? InvalidOid : DatumGetObjectId(v[5]);
-		t->batch_handler = isnull[6] ? InvalidOid : DatumGetObjectId(v[6]);
-		t->run_as = DatumGetObjectId(v[7]);
-		t->timeout_ms = DatumGetFloat8(v[8]);
-		t->micro_batch_size = DatumGetInt32(v[9]);
-		t->batch = DatumGetBool(v[10]);
-		t->run_id = isnull[11] ? 0 : DatumGetInt64(v[11]);
-		t->has_lease = !isnull[12];
-		if (!isnull[12])
-			memcpy(&t->lease_token, DatumGetUUIDP(v[12]), sizeof(pg_uuid_t));
-		t->lease_expires_at = isnull[13] ? 0 : DatumGetTimestampTz(v[13]);
-		t->window_name = isnull[14] ? NULL : TextDatumGetCString(v[14]);
-		t->priority = DatumGetInt32(v[15]);
-		t->has_deadline = !isnull[16];
-		t->deadline = isnull[16] ? 0 : DatumGetTimestampTz(v[16]);
-		t->submitted_at = DatumGetTimestampTz(v[17]);
-		t->has_tid = desc->natts > HX_TASK_NCOLUMNS && !isnull[HX_TASK_NCOLUMNS];
-		if (t->has_tid)
-			ItemPointerCopy((ItemPointer) DatumGetPointer(v[HX_TASK_NCOLUMNS]), &t->tid);
+		hx_task_decode(&out[i], v, isnull, desc->natts, cxt);
 	}
-	MemoryContextSwitchTo(old);
 	*tasks = out;
 	return (int) SPI_processed;
+}
+
+/*
+ * hx_task_decode
+ *		Copies one HX_TASK_COLUMNS row (values, isnull, natts columns) into
+ *		*t, what it points to allocated in cxt.
+ */
+static void
+hx_task_decode(HxTask *t, Datum *v, bool *isnull, int natts, MemoryContext cxt)
+{
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+
+	/* HX_TASK_COLUMNS, and a chunk's reads add the row's ctid */
+	if (natts != HX_TASK_NCOLUMNS && natts != HX_TASK_NCOLUMNS + 1)
+		elog(ERROR, "a task row has %d columns, not %d", natts, HX_TASK_NCOLUMNS);
+	t->id = DatumGetInt64(v[0]);
+	t->task_type = TextDatumGetCString(v[1]);
+	t->payload = PointerGetDatum(PG_DETOAST_DATUM_COPY(v[2]));
+	t->attempts = DatumGetInt32(v[3]);
+	t->max_attempts = DatumGetInt32(v[4]);
+	t->handler = isnull[5] ? InvalidOid : DatumGetObjectId(v[5]);
+	t->batch_handler = isnull[6] ? InvalidOid : DatumGetObjectId(v[6]);
+	t->run_as = DatumGetObjectId(v[7]);
+	t->timeout_ms = DatumGetFloat8(v[8]);
+	t->micro_batch_size = DatumGetInt32(v[9]);
+	t->batch = DatumGetBool(v[10]);
+	t->run_id = isnull[11] ? 0 : DatumGetInt64(v[11]);
+	t->has_lease = !isnull[12];
+	if (!isnull[12])
+		memcpy(&t->lease_token, DatumGetUUIDP(v[12]), sizeof(pg_uuid_t));
+	t->lease_expires_at = isnull[13] ? 0 : DatumGetTimestampTz(v[13]);
+	t->window_name = isnull[14] ? NULL : TextDatumGetCString(v[14]);
+	t->priority = DatumGetInt32(v[15]);
+	t->has_deadline = !isnull[16];
+	t->deadline = isnull[16] ? 0 : DatumGetTimestampTz(v[16]);
+	t->submitted_at = DatumGetTimestampTz(v[17]);
+	t->has_tid = natts > HX_TASK_NCOLUMNS && !isnull[HX_TASK_NCOLUMNS];
+	if (t->has_tid)
+		ItemPointerCopy((ItemPointer) DatumGetPointer(v[HX_TASK_NCOLUMNS]), &t->tid);
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * A DestReceiver that decodes a chunk read's rows straight from the
+ * executor's slots (hx_read_chunk), instead of SPI copying each into its
+ * tuple table first (perf: 5% of a batch worker in that copy).
+ */
+typedef struct HxTaskReceiver
+{
+	DestReceiver pub;
+	MemoryContext cxt;
+	HxTask	   *tasks;
+	int			n;
+	int			room;
+} HxTaskReceiver;
+
+static bool
+hx_task_receive(TupleTableSlot *slot, DestReceiver *self)
+{
+	HxTaskReceiver *r = (HxTaskReceiver *) self;
+
+	if (r->n == r->room)
+	{
+		r->room = Max(r->room * 2, 64);
+		r->tasks = r->tasks == NULL ?
+			MemoryContextAllocZero(r->cxt, sizeof(HxTask) * r->room) :
+			repalloc(r->tasks, sizeof(HxTask) * r->room);
+	}
+	slot_getallattrs(slot);
+	hx_task_decode(&r->tasks[r->n++], slot->tts_values, slot->tts_isnull,
+				   slot->tts_tupleDescriptor->natts, r->cxt);
+	return true;
+}
+
+static void
+hx_task_receiver_startup(DestReceiver *self, int operation, TupleDesc typeinfo)
+{
+}
+
+static void
+hx_task_receiver_shutdown(DestReceiver *self)
+{
+}
+
+static void
+hx_task_receiver_destroy(DestReceiver *self)
+{
+}
+
+/*
+ * hx_read_chunk
+ *		Runs read_chunk with args and decodes its rows into *tasks (in
+ *		cxt); returns how many.  In a transaction, SPI connected.
+ */
+static int
+hx_read_chunk(Datum *args, int64 run_id, HxTask **tasks, MemoryContext cxt)
+{
+	HxTaskReceiver r;
+	int			rc;
+
+	memset(&r, 0, sizeof(r));
+	r.pub.receiveSlot = hx_task_receive;
+	r.pub.rStartup = hx_task_receiver_startup;
+	r.pub.rShutdown = hx_task_receiver_shutdown;
+	r.pub.rDestroy = hx_task_receiver_destroy;
+	r.pub.mydest = DestNone;
+	r.cxt = cxt;
+	rc = hx_stmt_exec_dest(&read_chunk, args, NULL, &r.pub);
+	if (rc < 0)
+		elog(ERROR, "reading a chunk of run %lld failed: %s", (long long) run_id,
+			 SPI_result_code_string(rc));
+	/* repalloc may have grown it to twice the rows: the caller sees n */
+	*tasks = r.tasks != NULL ? r.tasks : MemoryContextAllocZero(cxt, sizeof(HxTask));
+	return r.n;
 }
 
 /* orders task type names */
@@ -1115,7 +1201,6 @@ hx_pick_chunk(int64 run_id, const char *window_name, int chunk_size, int part,
 {
 	Datum		key_args[4];
 	Datum		args[7];
-	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	Datum		arg = Int64GetDatum(run_id);
 	bool		skipped = false;
 	int			rc;
@@ -1144,12 +1229,10 @@ hx_pick_chunk(int64 run_id, const char *window_name, int chunk_size, int part,
 			skipped = strcmp(TextDatumGetCString(types[i]), type) == 0;
 		if (!skipped)
 		{
-			rc = hx_stmt_exec(&read_chunk, args, nulls, false, 0);
-			if (rc != SPI_OK_SELECT)
-				elog(ERROR, "reading a chunk of run %lld failed: %s", (long long) run_id,
-					 SPI_result_code_string(rc));
-			if (SPI_processed > 0)
-				return hx_tasks_decode(tasks, cxt);
+			int			n = hx_read_chunk(args, run_id, tasks, cxt);
+
+			if (n > 0)
+				return n;
 		}
 	}
 
@@ -1164,11 +1247,7 @@ hx_pick_chunk(int64 run_id, const char *window_name, int chunk_size, int part,
 		return 0;
 	if (!hx_pick_key(SPI_tuptable, &args[1]))
 		elog(ERROR, "hx_batch_next_key returned a NULL key");
-	rc = hx_stmt_exec(&read_chunk, args, nulls, false, 0);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "reading a chunk of run %lld failed: %s", (long long) run_id,
-			 SPI_result_code_string(rc));
-	return hx_tasks_decode(tasks, cxt);
+	return hx_read_chunk(args, run_id, tasks, cxt);
 }
 
 /*
