@@ -158,6 +158,8 @@ print(f"{'processing ' + format(n, ',') + ' no-op tasks':36s}{'tasks/s':>12s}{'v
 print("-" * 70)
 for label, r in rows:
     print(f"{label:36s}{r:>12,.0f}{r / rate(st):>11.2f}x{r / rate(pq_con):>9.2f}x")
+per_round = lambda secs: ", ".join(f"{n / x:,.0f}" for x in secs)
+print(f"per round (tasks/s): 1 worker {per_round(b1_run)}; {par} workers {per_round(bp_run)}; stream {per_round(st)}")
 print()
 print(f"{'enqueueing':36s}{'tasks/s':>12s}")
 print("-" * 48)
