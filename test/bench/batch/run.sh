@@ -42,7 +42,12 @@ fi
 
 dir=$(mktemp -d /tmp/hybridexec-bench-batch.XXXXXX)
 trap 'hx_tmp_stop' EXIT
-hx_tmp_start "$dir" "hybridexec.batch_workers = 4" "hybridexec.batch_nice = 0"
+# shared_buffers 1GB (wal_buffers follows: 16MB), as a server for this much
+# work would have: 200,000 tasks with their history and indexes take about
+# 150 MB, more than the default 128 MB.  PgQ runs on the same server.
+# SHARED_BUFFERS=128MB gives the default's figures.
+hx_tmp_start "$dir" "hybridexec.batch_workers = 4" "hybridexec.batch_nice = 0" \
+	"shared_buffers = '${SHARED_BUFFERS:-1GB}'"
 psqlq() { hx_tmp_psql -At "$@"; }
 . "$here/test/bench/rounds.sh"
 
@@ -123,7 +128,7 @@ pgq_round() {
 	echo "$ins $con"
 }
 
-echo "machine: $(nproc) cores; PostgreSQL $(hx_as_user postgres --version | awk '{print $3}'); N=$N, chunk $CHUNK, rounds $ROUNDS"
+echo "machine: $(nproc) cores; PostgreSQL $(hx_as_user postgres --version | awk '{print $3}'); N=$N, chunk $CHUNK, rounds $ROUNDS, shared_buffers $(psqlq -c 'SHOW shared_buffers'), wal_buffers $(psqlq -c 'SHOW wal_buffers')"
 b1=() b0=() bp=() st=() pq=()
 for r in $(seq 1 "$ROUNDS"); do
 	echo "round $r/$ROUNDS" >&2
