@@ -164,14 +164,16 @@ static HxStmt read_waiting = {
  * chunk's tasks, read by the index scan that finds them, in run order: a
  * type's due tasks after a key, with the attempt about to run - the
  * cursor's, or where hx_batch_next_key (src/sql/batch.sql) says the next
- * chunk starts when the cursor's type has nothing more.  The type is bounded from above only: with "task_type = $2" the
- * scan would start at the type's first entry (an equality wins over the
- * row comparison) and step over every task of the type done so far.  The
- * type's row is read once, outside the scan (LATERAL, and kept a subquery
- * by OFFSET 0): joined to it, it was looked up again, and its timeout
- * converted, for every task.  Isolated tasks only ever run alone
- * (batch_worker.c's hx_batch_isolate): one of them in a chunk could crash
- * it again, and another part may be running it alone right now.
+ * chunk starts when the cursor's type has nothing more.  The type is
+ * bounded from above only: with "task_type = $2" the scan would start at
+ * the type's first entry (an equality wins over the row comparison) and
+ * step over every task of the type done so far.  The type's row is read
+ * once, outside the scan (LATERAL, and kept a subquery by OFFSET 0):
+ * joined to it, it was looked up again, and its timeout converted, for
+ * every task.  Isolated tasks only ever run alone (batch_worker.c's
+ * hx_batch_isolate): one of them in a chunk could crash it again, and
+ * another part may be running it alone right now.  Each row comes with
+ * its ctid, for done_chunk_tid.
  */
 static HxStmt lock_cursor = {
 	"SELECT r.cursor_type, -r.cursor_priority, r.cursor_deadline, r.cursor_id "
@@ -799,6 +801,11 @@ typedef struct HxTaskReceiver
 	int			room;
 } HxTaskReceiver;
 
+/*
+ * hx_task_receive
+ *		The receiver's receiveSlot: decodes one row into the next HxTask,
+ *		growing the array (zeroed) as needed.
+ */
 static bool
 hx_task_receive(TupleTableSlot *slot, DestReceiver *self)
 {
@@ -806,10 +813,16 @@ hx_task_receive(TupleTableSlot *slot, DestReceiver *self)
 
 	if (r->n == r->room)
 	{
-		r->room = Max(r->room * 2, 64);
-		r->tasks = r->tasks == NULL ?
-			MemoryContextAllocZero(r->cxt, sizeof(HxTask) * r->room) :
-			repalloc(r->tasks, sizeof(HxTask) * r->room);
+		int			room = Max(r->room * 2, 64);
+
+		if (r->tasks == NULL)
+			r->tasks = MemoryContextAllocZero(r->cxt, sizeof(HxTask) * room);
+		else
+		{
+			r->tasks = repalloc(r->tasks, sizeof(HxTask) * room);
+			memset(&r->tasks[r->room], 0, sizeof(HxTask) * (room - r->room));
+		}
+		r->room = room;
 	}
 	slot_getallattrs(slot);
 	hx_task_decode(&r->tasks[r->n++], slot->tts_values, slot->tts_isnull,
@@ -817,6 +830,7 @@ hx_task_receive(TupleTableSlot *slot, DestReceiver *self)
 	return true;
 }
 
+/* the receiver's rStartup, rShutdown and rDestroy: nothing to do */
 static void
 hx_task_receiver_startup(DestReceiver *self, int operation, TupleDesc typeinfo)
 {
@@ -854,7 +868,7 @@ hx_read_chunk(Datum *args, int64 run_id, HxTask **tasks, MemoryContext cxt)
 	if (rc < 0)
 		elog(ERROR, "reading a chunk of run %lld failed: %s", (long long) run_id,
 			 SPI_result_code_string(rc));
-	/* repalloc may have grown it to twice the rows: the caller sees n */
+	/* the array may have room for more: the caller sees n */
 	*tasks = r.tasks != NULL ? r.tasks : MemoryContextAllocZero(cxt, sizeof(HxTask));
 	return r.n;
 }
