@@ -51,6 +51,7 @@
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/guc.h"
+#include "utils/hsearch.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -291,20 +292,37 @@ static HxStmt done_chunk = {
 };
 
 /*
- * The same, the rows found where the chunk's read saw them ($7, their
- * ctids) instead of by a probe of the primary key for each: a fifth of the
- * statement.  A row that moved since (another transaction changed the
- * task) is not there, or is another task (the id must match): it is left
- * out, and the chunk runs again without it, as for any task that changed.
+ * The same, the rows found where the chunk's read saw them ($1, their
+ * ctids) by one TID scan, instead of a probe of the primary key for each:
+ * a fifth of the statement.  The chunk's ids and results are the moving
+ * chunk's table (hx_moving_has, hx_moving_result), not a join: a join to
+ * unnest() planned generically is a nested loop, over the TID scan (one
+ * relation size lookup, a system call, per task) or over the array (5,000
+ * squared).  A row that moved since (another transaction changed the
+ * task) is not there, or is another task (its id must be the chunk's): it
+ * is left out, and the chunk runs again without it, as for any task that
+ * changed.  $2 started, $3 the worker, $4 the run, $5 finished.
  */
 static HxStmt done_chunk_tid = {
-	"WITH m AS (DELETE FROM ONLY @extschema@.hx_task t USING unnest($1, $2, $7) AS d (id, result, tid) "
-	"WHERE t.ctid = d.tid AND t.id = d.id AND t.status IN ('queued', 'failed') "
-	"RETURNING t.*, d.result AS new_result) "
-	HX_MOVE_INSERT("attempts + 1", "$3", "$6", "$4", "$5", "NULL", "reported_cost"),
-	7, {INT8ARRAYOID, JSONBARRAYOID, TIMESTAMPTZOID, INT4OID, INT8OID, TIMESTAMPTZOID, TIDARRAYOID},
-	true
+	"WITH m AS (DELETE FROM ONLY @extschema@.hx_task t WHERE t.ctid = ANY($1) "
+	"AND t.status IN ('queued', 'failed') AND _hybridexec.hx_moving_has(t.id) "
+	"RETURNING t.*, _hybridexec.hx_moving_result(t.id) AS new_result) "
+	HX_MOVE_INSERT("attempts + 1", "$2", "$5", "$3", "$4", "NULL", "reported_cost"),
+	5, {TIDARRAYOID, TIMESTAMPTZOID, INT4OID, INT8OID, TIMESTAMPTZOID}, true
 };
+
+/*
+ * The done tasks of the chunk done_chunk_tid is moving, by id: their
+ * results.  Set only while that statement runs.
+ */
+typedef struct HxMoving
+{
+	int64		id;				/* the key */
+	Datum		result;
+	bool		result_null;
+} HxMoving;
+
+static HTAB *moving = NULL;
 
 /*
  * External executors' successes: a task moves only with its current,
@@ -600,6 +618,8 @@ typedef struct HxFailKind
 } HxFailKind;
 
 PG_FUNCTION_INFO_V1(hx_next_try);
+PG_FUNCTION_INFO_V1(hx_moving_has);
+PG_FUNCTION_INFO_V1(hx_moving_result);
 PG_FUNCTION_INFO_V1(hx_put_back);
 PG_FUNCTION_INFO_V1(hx_fail_leased);
 PG_FUNCTION_INFO_V1(hx_complete_many);
@@ -1368,27 +1388,100 @@ hx_book_done(HxTask *tasks, HxOutcome *outs, int n)
 int
 hx_book_chunk_done(HxTask *tasks, HxOutcome *outs, int n, int64 run_id)
 {
-	Datum		values[7];
-	Datum	   *tids = palloc(sizeof(Datum) * Max(n, 1));
-	int			nd = hx_done_arrays(tasks, outs, n, &values[0], &values[1]);
+	Datum		started = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+	Datum		finished = TimestampTzGetDatum(GetCurrentTimestamp());
+	Datum		values[6];
+	Datum	   *tids;
+	HASHCTL		ctl;
+	HTAB	   *done;
+	int			nd = 0;
 	int			nt = 0;
+	int			moved;
 	int			i;
 
+	for (i = 0; i < n; i++)
+		if (outs[i].ok)
+		{
+			nd++;
+			nt += tasks[i].has_tid ? 1 : 0;
+		}
 	if (nd == 0)
 		return 0;
-	values[2] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
-	values[3] = Int32GetDatum(MyProcPid);
-	values[4] = Int64GetDatum(run_id);
-	values[5] = TimestampTzGetDatum(GetCurrentTimestamp());
-	/* where the chunk's read found them, in hx_done_arrays' order */
-	for (i = 0; i < n; i++)
-		if (outs[i].ok && tasks[i].has_tid)
-			tids[nt++] = PointerGetDatum(&tasks[i].tid);
 	if (nt < nd)
+	{
+		(void) hx_done_arrays(tasks, outs, n, &values[0], &values[1]);
+		values[2] = started;
+		values[3] = Int32GetDatum(MyProcPid);
+		values[4] = Int64GetDatum(run_id);
+		values[5] = finished;
 		return hx_move_done(&done_chunk, values, SPI_OK_INSERT);
-	values[6] = PointerGetDatum(construct_array(tids, nt, TIDOID, sizeof(ItemPointerData),
+	}
+
+	/* where the chunk's read found them, and their results by id */
+	tids = palloc(sizeof(Datum) * nt);
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = sizeof(HxMoving);
+	ctl.hcxt = CurrentMemoryContext;
+	done = hash_create("hybridexec moving chunk", nd, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	nt = 0;
+	for (i = 0; i < n; i++)
+	{
+		HxMoving   *m;
+
+		if (!outs[i].ok)
+			continue;
+		tids[nt++] = PointerGetDatum(&tasks[i].tid);
+		m = hash_search(done, &tasks[i].id, HASH_ENTER, NULL);
+		m->result = outs[i].result;
+		m->result_null = outs[i].result_null;
+	}
+	values[0] = PointerGetDatum(construct_array(tids, nt, TIDOID, sizeof(ItemPointerData),
 												false, TYPALIGN_SHORT));
-	return hx_move_done(&done_chunk_tid, values, SPI_OK_INSERT);
+	values[1] = started;
+	values[2] = Int32GetDatum(MyProcPid);
+	values[3] = Int64GetDatum(run_id);
+	values[4] = finished;
+	moving = done;
+	PG_TRY();
+	{
+		moved = hx_move_done(&done_chunk_tid, values, SPI_OK_INSERT);
+	}
+	PG_FINALLY();
+	{
+		moving = NULL;
+	}
+	PG_END_TRY();
+	hash_destroy(done);
+	return moved;
+}
+
+/*
+ * hx_moving_has
+ *		Whether a task is one of the done tasks of the chunk this backend is
+ *		moving (done_chunk_tid); false outside of that statement.
+ */
+Datum
+hx_moving_has(PG_FUNCTION_ARGS)
+{
+	int64		id = PG_GETARG_INT64(0);
+
+	PG_RETURN_BOOL(moving != NULL && hash_search(moving, &id, HASH_FIND, NULL) != NULL);
+}
+
+/*
+ * hx_moving_result
+ *		The result of a done task of the chunk this backend is moving; NULL
+ *		for any other task, and outside of that statement.
+ */
+Datum
+hx_moving_result(PG_FUNCTION_ARGS)
+{
+	int64		id = PG_GETARG_INT64(0);
+	HxMoving   *m = moving != NULL ? hash_search(moving, &id, HASH_FIND, NULL) : NULL;
+
+	if (m == NULL || m->result_null)
+		PG_RETURN_NULL();
+	PG_RETURN_DATUM(m->result);
 }
 
 /*
