@@ -1,42 +1,50 @@
 /*-------------------------------------------------------------------------
  *
  * book.c
- *	  The ledger trigger (hx_cost_book): a statement trigger on hx_task
- *	  (updates) and hx_task_history (inserts) that books every attempt the
- *	  statement finished into hx_cost, and adds it to the rolling statistics
- *	  (hx_stat_minute) and the daily cost per department (hx_cost_daily), in
- *	  the transaction that finished it.
+ *	  The ledger: books every attempt that finished into hx_cost, and adds
+ *	  it to the rolling statistics (hx_stat_minute) and the daily cost per
+ *	  department (hx_cost_daily), in the transaction that finished it.
  *
- *	  A finished attempt is a row whose new status is done, failed or dead
- *	  and whose status or attempt count changed: stream workers
- *	  (running -> ...), lost workers and external executors; or a row a
- *	  window run's chunk moved, done, into hx_task_history (queued/failed
- *	  -> done, many rows, one shared started_at).
+ *	  Two ways in.  The statement trigger on hx_task (hx_cost_book) books
+ *	  the rows an UPDATE finished: a row whose new status is done, failed
+ *	  or dead and whose status or attempt count changed (failed attempts,
+ *	  lost workers, cancellations).  Done tasks instead leave hx_task for
+ *	  hx_task_history, and the statement that moves them (task_state.c: a
+ *	  stream worker's claims, a window run's chunk, an external executor's
+ *	  completions) returns what a booking reads of each (HX_BOOK_RETURNING)
+ *	  to hx_book_receiver, whose rows hx_book_moved books the same way.
+ *	  Moves are not booked by a trigger on hx_task_history: an INSERT
+ *	  trigger's transition table copies whole rows, payload and result
+ *	  included, and reading them back cost a batch worker a fifth of its
+ *	  time.  Disabling the trigger on hx_task turns all booking off.
+ *
  *	  Attempts one worker finished in one statement ran one after the other
  *	  (a stream batch) or together (a batch chunk): they share the span from
  *	  the first start to the last result equally.  Each attempt is priced by
  *	  the catalog (hx_price_rule) as of the second it started, once per
  *	  task type, second and run time, unless its executor reported a cost.
  *
- *	  The statement's finished rows are read straight from the transition
- *	  tables (a statement that finishes nothing, such as a claim, costs no
- *	  query); run times, prices, statistics and daily sums are worked out
- *	  here, and written with one INSERT into hx_cost (an array of its rows,
- *	  unnested) and one upsert per minute/type/route and per
- *	  department/day/currency.  The price rules of a type and second are
+ *	  The trigger reads the statement's finished rows straight from the
+ *	  transition tables (a statement that finishes nothing, such as a
+ *	  claim, costs no query); run times, prices, statistics and daily sums
+ *	  are worked out here, and written with one INSERT into hx_cost (an
+ *	  array of its rows, unnested; a chunk's as one hx_cost_chunk row) and
+ *	  one upsert per minute/type/route and per department/day/currency.  The price rules of a type and second are
  *	  kept by the backend until prices change.  The rules are those of the
  *	  plpgsql trigger of 0.3, which this replaces: at 64 attempts per
  *	  statement it booked an attempt in 10-12 us, mostly window functions,
  *	  joins, aggregates and catalog lookups of one big statement; this
  *	  takes 4-5 us, 3-4 us in 5,000-task chunks (test/bench/ledger.sql).
  *
- *	  Runs as the extension's owner (SECURITY DEFINER), with the transaction
- *	  of the statement that fired it.
+ *	  Runs as the extension's owner (the trigger is SECURITY DEFINER,
+ *	  hx_book_moved switches), in the transaction of the statement that
+ *	  finished the attempts.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/relation.h"
 #include "catalog/dependency.h"
 #include "catalog/pg_type.h"
 #include "commands/sequence.h"
@@ -56,6 +64,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/numeric.h"
+#include "utils/rel.h"
 #include "utils/timestamp.h"
 #include "utils/tuplestore.h"
 #include "utils/typcache.h"
@@ -154,6 +163,9 @@ enum
 	F_ATTEMPTS, F_STARTED_AT, F_WORKER_PID, F_REPORTED_COST, F_FINISHED_AT,
 	F_WAS_RUNNING, F_NCOLS
 };
+
+StaticAssertDecl(lengthof(task_columns) == F_WAS_RUNNING,
+				 "task_columns must match the F_* constants before F_WAS_RUNNING");
 
 /* one finished attempt */
 typedef struct HxAttempt
@@ -281,8 +293,9 @@ typedef struct HxSum
 /*
  * Set around the statements that move done tasks into hx_task_history (a
  * window run's chunk, a worker's finished claims: task_state.c): only then
- * are the rows inserted there finished attempts to book.  A restore loading
- * hx_task_history, or anyone else's insert, books nothing.
+ * are the rows inserted there done tasks whose results the write-back
+ * trigger of watched tables writes back (hx_book_moving).  A restore
+ * loading hx_task_history writes nothing back.
  */
 bool		hx_book_moves = false;
 
@@ -294,6 +307,10 @@ PG_FUNCTION_INFO_V1(hx_cost_book);
 PG_FUNCTION_INFO_V1(hx_book_moving);
 
 static int	hx_book_read(TriggerData *trigdata, HxAttempt **out);
+static void hx_attempt_fill(HxAttempt *t, HxAttempt *prev, TupleTableSlot *slot,
+							const AttrNumber *attnum, bool was_running, TimestampTz now);
+static void hx_book_attempts(HxAttempt *a, int n, bool moved);
+static bool hx_ledger_on(void);
 static void hx_book_read_olds(Tuplestorestate *olds, TupleTableSlot *slot,
 							  AttrNumber *attnum, HxOldRows *o);
 static int64 hx_book_old_row(HxOldRows *o, int64 id);
@@ -329,19 +346,14 @@ hx_cost_book(PG_FUNCTION_ARGS)
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
 	HxAttempt  *a;
 	int			n;
-	int			single;
 	MemoryContext cxt;
 	MemoryContext old;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(trigdata->tg_event) ||
 		!TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event) ||
-		trigdata->tg_newtable == NULL ||
-		(TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ? trigdata->tg_oldtable == NULL :
-		 !TRIGGER_FIRED_BY_INSERT(trigdata->tg_event)))
-		elog(ERROR, "hx_cost_book: not called as an AFTER UPDATE or INSERT statement trigger with transition tables");
-
-	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event) && !hx_book_moves)
-		return PointerGetDatum(NULL);
+		!TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ||
+		trigdata->tg_newtable == NULL || trigdata->tg_oldtable == NULL)
+		elog(ERROR, "hx_cost_book: not called as an AFTER UPDATE statement trigger with transition tables");
 
 	/* everything below lives until the end of the call */
 	cxt = AllocSetContextCreate(CurrentMemoryContext, "hx_cost_book", ALLOCSET_DEFAULT_SIZES);
@@ -351,17 +363,6 @@ hx_cost_book(PG_FUNCTION_ARGS)
 	n = hx_book_read(trigdata, &a);
 	if (n > 0)
 	{
-		int			i;
-
-		/*
-		 * The done and dead tasks are announced at commit (finished.c):
-		 * noted here, where they are read anyway.
-		 */
-		for (i = 0; i < n; i++)
-			if (strcmp(a[i].status, "failed") != 0)
-				hx_finish_note(DatumGetInt64(a[i].v[F_ID]), a[i].v[F_TASK_TYPE],
-							   strcmp(a[i].status, "done") == 0 ? "done" : "dead");
-
 		/*
 		 * Its schema is looked up once per function (a new extension, or
 		 * an updated one, has new functions).
@@ -372,45 +373,73 @@ hx_cost_book(PG_FUNCTION_ARGS)
 			book_fn_oid = fcinfo->flinfo->fn_oid;
 		}
 		hx_rules_ensure(book_schema);
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		hx_book_group(a, n);
-		hx_book_price(a, n);
-		single = TRIGGER_FIRED_BY_INSERT(trigdata->tg_event) ? hx_book_chunks(a, n) : n;
-		if (single > 0)
-			hx_book_insert(a, single);
-		hx_book_sums(a, n);
-		SPI_finish();
-
-		/* next tiers of done tasks, dead letters of dead ones */
-		if (hx_types_followed())
-		{
-			int64	   *done = palloc(sizeof(int64) * n);
-			int64	   *dead = palloc(sizeof(int64) * n);
-			int			ndone = 0;
-			int			ndead = 0;
-
-			for (i = 0; i < n; i++)
-			{
-				HxTypeInfo *info = hx_type_lookup(TextDatumGetCString(a[i].v[F_TASK_TYPE]));
-
-				if (info == NULL)
-					continue;
-				if (info->refined && strcmp(a[i].status, "done") == 0)
-					done[ndone++] = DatumGetInt64(a[i].v[F_ID]);
-				else if (info->dead_letter && strcmp(a[i].status, "dead") == 0)
-					dead[ndead++] = DatumGetInt64(a[i].v[F_ID]);
-			}
-			if (ndone > 0)
-				hx_submit_follow_ups(done, ndone, false);
-			if (ndead > 0)
-				hx_submit_follow_ups(dead, ndead, true);
-		}
+		hx_book_attempts(a, n, false);
 	}
 
 	MemoryContextSwitchTo(old);
 	MemoryContextDelete(cxt);
 	return PointerGetDatum(NULL);
+}
+
+/*
+ * hx_book_attempts
+ *		Books finished attempts: hx_cost (one hx_cost_chunk row per group of
+ *		a chunk's done attempts when "moved", hx_cost_attempt rows for the
+ *		rest), hx_stat_minute and hx_cost_daily; announces the done and dead
+ *		ones at commit and submits the follow-ups of refined and
+ *		dead-lettered types.  As the extension's owner, the rule cache
+ *		loaded, in the caller's memory context (which a may be reordered
+ *		in).
+ */
+static void
+hx_book_attempts(HxAttempt *a, int n, bool moved)
+{
+	int			single;
+	int			i;
+
+	/*
+	 * The done and dead tasks are announced at commit (finished.c): noted
+	 * here, where they are read anyway.
+	 */
+	for (i = 0; i < n; i++)
+		if (strcmp(a[i].status, "failed") != 0)
+			hx_finish_note(DatumGetInt64(a[i].v[F_ID]), a[i].v[F_TASK_TYPE],
+						   strcmp(a[i].status, "done") == 0 ? "done" : "dead");
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	hx_book_group(a, n);
+	hx_book_price(a, n);
+	single = moved ? hx_book_chunks(a, n) : n;
+	if (single > 0)
+		hx_book_insert(a, single);
+	hx_book_sums(a, n);
+	SPI_finish();
+
+	/* next tiers of done tasks, dead letters of dead ones */
+	if (hx_types_followed())
+	{
+		int64	   *done = palloc(sizeof(int64) * n);
+		int64	   *dead = palloc(sizeof(int64) * n);
+		int			ndone = 0;
+		int			ndead = 0;
+
+		for (i = 0; i < n; i++)
+		{
+			HxTypeInfo *info = hx_type_lookup(TextDatumGetCString(a[i].v[F_TASK_TYPE]));
+
+			if (info == NULL)
+				continue;
+			if (info->refined && strcmp(a[i].status, "done") == 0)
+				done[ndone++] = DatumGetInt64(a[i].v[F_ID]);
+			else if (info->dead_letter && strcmp(a[i].status, "dead") == 0)
+				dead[ndead++] = DatumGetInt64(a[i].v[F_ID]);
+		}
+		if (ndone > 0)
+			hx_submit_follow_ups(done, ndone, false);
+		if (ndead > 0)
+			hx_submit_follow_ups(dead, ndead, true);
+	}
 }
 
 /*
@@ -429,13 +458,11 @@ hx_book_moving(PG_FUNCTION_ARGS)
  *		The attempts the statement finished, read straight from the
  *		transition tables (a join planned once could be a nested loop over
  *		5,000-row chunks): the new rows whose status is done, failed or
- *		dead and, for an UPDATE, whose status or attempt count changed.  The
- *		two tables hold the old and new version of each row in the same
- *		order; should they not, the old rows are found by id.  An INSERT
- *		(into hx_task_history) has no old rows: each row it inserted is an
- *		attempt that finished while its task waited.  Each transition table
- *		is read through a read pointer of its own, so other triggers'
- *		readers are not disturbed.  In the caller's memory context.
+ *		dead and whose status or attempt count changed.  The two tables
+ *		hold the old and new version of each row in the same order; should
+ *		they not, the old rows are found by id.  Each transition table is
+ *		read through a read pointer of its own, so other triggers' readers
+ *		are not disturbed.  In the caller's memory context.
  */
 static int
 hx_book_read(TriggerData *trigdata, HxAttempt **out)
@@ -446,7 +473,7 @@ hx_book_read(TriggerData *trigdata, HxAttempt **out)
 	int64		nrows = tuplestore_tuple_count(news);
 	TupleTableSlot *slot = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
 	TimestampTz now = GetCurrentTimestamp();
-	AttrNumber	attnum[F_NCOLS];
+	AttrNumber	attnum[F_WAS_RUNNING];
 	HxOldRows	old = {0};
 	HxAttempt  *a;
 	int			n = 0;
@@ -459,7 +486,7 @@ hx_book_read(TriggerData *trigdata, HxAttempt **out)
 		if (attnum[c] <= 0)
 			elog(ERROR, "hx_cost_book: hx_task has no column %s", task_columns[c]);
 	}
-	if (nrows == 0 || (olds != NULL && tuplestore_tuple_count(olds) != nrows))
+	if (nrows == 0 || tuplestore_tuple_count(olds) != nrows)
 	{
 		ExecDropSingleTupleTableSlot(slot);
 		if (nrows == 0)
@@ -468,8 +495,7 @@ hx_book_read(TriggerData *trigdata, HxAttempt **out)
 			 (long long) nrows, (long long) tuplestore_tuple_count(olds));
 	}
 
-	if (olds != NULL)
-		hx_book_read_olds(olds, slot, attnum, &old);
+	hx_book_read_olds(olds, slot, attnum, &old);
 
 	a = palloc0(sizeof(HxAttempt) * nrows);
 	tuplestore_select_read_pointer(news, tuplestore_alloc_read_pointer(news, EXEC_FLAG_REWIND));
@@ -487,29 +513,13 @@ hx_book_read(TriggerData *trigdata, HxAttempt **out)
 		if (strcmp(status, "done") != 0 && strcmp(status, "failed") != 0 &&
 			strcmp(status, "dead") != 0)
 			continue;
-		if (olds != NULL)
-		{
-			if (old.id[o] != id)
-				o = hx_book_old_row(&old, id);
-			if (strcmp(old.status[o], status) == 0 && old.attempts[o] == attempts)
-				continue;
-			was_running = (strcmp(old.status[o], "running") == 0);
-		}
+		if (old.id[o] != id)
+			o = hx_book_old_row(&old, id);
+		if (strcmp(old.status[o], status) == 0 && old.attempts[o] == attempts)
+			continue;
+		was_running = (strcmp(old.status[o], "running") == 0);
 
-		slot_getallattrs(slot);
-		for (c = 0; c < lengthof(task_columns); c++)
-		{
-			Form_pg_attribute att = TupleDescAttr(desc, attnum[c] - 1);
-
-			t->n[c] = slot->tts_isnull[attnum[c] - 1];
-			t->v[c] = t->n[c] ? (Datum) 0 :
-				datumCopy(slot->tts_values[attnum[c] - 1], att->attbyval, att->attlen);
-		}
-		t->n[F_WAS_RUNNING] = false;
-		t->v[F_WAS_RUNNING] = BoolGetDatum(was_running);
-		t->fin_at = t->n[F_FINISHED_AT] ? now : DatumGetTimestampTz(t->v[F_FINISHED_AT]);
-		t->status = status;
-		t->stream = strcmp(TextDatumGetCString(t->v[F_ROUTE]), "stream") == 0;
+		hx_attempt_fill(t, n > 0 ? &a[n - 1] : NULL, slot, attnum, was_running, now);
 		n++;
 	}
 	ExecDropSingleTupleTableSlot(slot);
@@ -1275,6 +1285,299 @@ hx_book_sums(HxAttempt *a, int n)
 		if (hx_stmt_exec(&add_day, args, NULL, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "hx_cost_book: adding to hx_cost_daily failed");
 	}
+}
+
+/*
+ * hx_attempt_fill
+ *		Fills t with a finished attempt's columns from slot (attnum: where
+ *		each of task_columns is).  Values equal to the previous attempt's
+ *		(a chunk's rows share most of theirs) share its copy, which
+ *		hx_chunk_mate then compares by pointer.  In the caller's memory
+ *		context.
+ */
+static void
+hx_attempt_fill(HxAttempt *t, HxAttempt *prev, TupleTableSlot *slot, const AttrNumber *attnum,
+				bool was_running, TimestampTz now)
+{
+	TupleDesc	desc = slot->tts_tupleDescriptor;
+	int			c;
+
+	slot_getallattrs(slot);
+	for (c = 0; c < F_WAS_RUNNING; c++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, attnum[c] - 1);
+		Datum		v = slot->tts_values[attnum[c] - 1];
+
+		t->n[c] = slot->tts_isnull[attnum[c] - 1];
+		if (t->n[c])
+			t->v[c] = (Datum) 0;
+		else if (att->attbyval)
+			t->v[c] = v;
+		else if (prev != NULL && !prev->n[c] && datumIsEqual(prev->v[c], v, false, att->attlen))
+			t->v[c] = prev->v[c];
+		else
+			t->v[c] = datumCopy(v, false, att->attlen);
+	}
+	t->n[F_WAS_RUNNING] = false;
+	t->v[F_WAS_RUNNING] = BoolGetDatum(was_running);
+	t->fin_at = t->n[F_FINISHED_AT] ? now : DatumGetTimestampTz(t->v[F_FINISHED_AT]);
+	if (prev != NULL && prev->v[F_STATUS] == t->v[F_STATUS])
+		t->status = prev->status;
+	else
+		t->status = TextDatumGetCString(t->v[F_STATUS]);
+	if (prev != NULL && prev->v[F_ROUTE] == t->v[F_ROUTE])
+		t->stream = prev->stream;
+	else
+		t->stream = strcmp(TextDatumGetCString(t->v[F_ROUTE]), "stream") == 0;
+}
+
+/*
+ * What a statement that moves done tasks into hx_task_history returns
+ * (HX_BOOK_RETURNING, from column "offset" on): every row an attempt that
+ * finished, gathered by hx_book_receive for hx_book_moved.  Moves are
+ * booked this way, not by a trigger on hx_task_history: an INSERT trigger
+ * with a transition table copies every inserted row, payload and result
+ * included, into a tuplestore, and reading it back cost a batch worker a
+ * fifth of its time.
+ */
+typedef struct HxBookReceiver
+{
+	DestReceiver pub;
+	int			offset;
+	AttrNumber	attnum[F_WAS_RUNNING];
+	MemoryContext cxt;			/* the attempts' values */
+	HxAttempt  *a;
+	int			n;
+	int			room;
+	bool		kept;			/* a is the backend's kept array */
+	TimestampTz now;
+} HxBookReceiver;
+
+/*
+ * The attempts' array of the last booking of a move, kept (up to
+ * HX_BOOK_KEEP attempts) for the next: a chunk's is over a megabyte, and
+ * fresh memory of that size costs a page fault per page every time.
+ */
+#define HX_BOOK_KEEP 8192
+static HxAttempt *book_kept = NULL;
+static int	book_kept_room = 0;
+static bool book_kept_busy = false;
+
+static bool hx_book_receive(TupleTableSlot *slot, DestReceiver *self);
+static void hx_book_startup(DestReceiver *self, int operation, TupleDesc typeinfo);
+static void hx_book_nothing(DestReceiver *self);
+
+/*
+ * hx_book_receiver
+ *		A receiver for the rows of a statement that moves done tasks, whose
+ *		columns from "offset" (0-based) on are HX_BOOK_RETURNING; room for
+ *		"expected" of them to begin with.  Rows whose id is NULL (a
+ *		completion refused, in a join) are not attempts.  hx_book_moved
+ *		books what it gathered and frees it.
+ */
+DestReceiver *
+hx_book_receiver(int offset, int expected)
+{
+	HxBookReceiver *r = palloc0(sizeof(HxBookReceiver));
+	int			c;
+
+	r->pub.receiveSlot = hx_book_receive;
+	r->pub.rStartup = hx_book_startup;
+	r->pub.rShutdown = hx_book_nothing;
+	r->pub.rDestroy = hx_book_nothing;
+	r->pub.mydest = DestNone;
+	r->offset = offset;
+	for (c = 0; c < F_WAS_RUNNING; c++)
+		r->attnum[c] = offset + c + 1;
+	r->cxt = AllocSetContextCreate(CurrentMemoryContext, "hx_book moved", ALLOCSET_DEFAULT_SIZES);
+	r->room = Max(expected, 16);
+	if (!book_kept_busy && r->room <= HX_BOOK_KEEP)
+	{
+		if (book_kept_room < r->room)
+		{
+			if (book_kept != NULL)
+				pfree(book_kept);
+			book_kept = MemoryContextAlloc(TopMemoryContext, sizeof(HxAttempt) * r->room);
+			book_kept_room = r->room;
+		}
+		r->a = book_kept;
+		r->room = book_kept_room;
+		r->kept = true;
+		book_kept_busy = true;
+	}
+	else
+		r->a = MemoryContextAlloc(r->cxt, sizeof(HxAttempt) * r->room);
+	r->now = GetCurrentTimestamp();
+	return (DestReceiver *) r;
+}
+
+/*
+ * hx_book_startup
+ *		Checks that the statement returns the booking columns where the
+ *		receiver expects them.
+ */
+static void
+hx_book_startup(DestReceiver *self, int operation, TupleDesc typeinfo)
+{
+	HxBookReceiver *r = (HxBookReceiver *) self;
+	int			c;
+
+	for (c = 0; c < F_WAS_RUNNING; c++)
+		if (r->offset + c >= typeinfo->natts ||
+			strcmp(NameStr(TupleDescAttr(typeinfo, r->offset + c)->attname), task_columns[c]) != 0)
+			elog(ERROR, "hx_book_receiver: column %d is not %s", r->offset + c + 1, task_columns[c]);
+}
+
+static void
+hx_book_nothing(DestReceiver *self)
+{
+}
+
+/*
+ * hx_book_receive
+ *		Gathers one row: an attempt, unless its id is NULL.
+ */
+static bool
+hx_book_receive(TupleTableSlot *slot, DestReceiver *self)
+{
+	HxBookReceiver *r = (HxBookReceiver *) self;
+	MemoryContext old;
+
+	if (slot_attisnull(slot, r->offset + F_ID + 1))
+		return true;
+	old = MemoryContextSwitchTo(r->cxt);
+	if (r->n == r->room)
+	{
+		HxAttempt  *grown = palloc(sizeof(HxAttempt) * r->room * 2);
+
+		memcpy(grown, r->a, sizeof(HxAttempt) * r->n);
+		if (r->kept)
+			book_kept_busy = false;
+		else
+			pfree(r->a);
+		r->a = grown;
+		r->room *= 2;
+		r->kept = false;
+	}
+	hx_attempt_fill(&r->a[r->n], r->n > 0 ? &r->a[r->n - 1] : NULL, slot, r->attnum, false, r->now);
+	r->n++;
+	MemoryContextSwitchTo(old);
+	return true;
+}
+
+/*
+ * hx_book_tuples
+ *		Gathers rows a statement returned into SPI's tuple table (n of
+ *		them) into a receiver of hx_book_receiver, as if they had gone to
+ *		it.
+ */
+void
+hx_book_tuples(DestReceiver *dest, SPITupleTable *tuptable, uint64 n)
+{
+	TupleTableSlot *slot;
+	uint64		k;
+
+	if (n == 0)
+		return;
+	slot = MakeSingleTupleTableSlot(tuptable->tupdesc, &TTSOpsHeapTuple);
+	dest->rStartup(dest, CMD_SELECT, tuptable->tupdesc);
+	for (k = 0; k < n; k++)
+	{
+		ExecStoreHeapTuple(tuptable->vals[k], slot, false);
+		dest->receiveSlot(slot, dest);
+	}
+	ExecDropSingleTupleTableSlot(slot);
+}
+
+/*
+ * hx_book_moved
+ *		Books the attempts a receiver of hx_book_receiver gathered, unless
+ *		the ledger is off (its trigger on hx_task, hx_cost_book, disabled
+ *		or not firing for session_replication_role), and frees them.
+ *		Returns how many it gathered.  In a transaction, the rule cache
+ *		loaded; runs the bookings as the extension's owner.
+ */
+int
+hx_book_moved(DestReceiver *dest)
+{
+	HxBookReceiver *r = (HxBookReceiver *) dest;
+	MemoryContext caller = CurrentMemoryContext;
+	int			n = r->n;
+
+	PG_TRY();
+	{
+		if (n > 0 && hx_ledger_on())
+		{
+			HxUserSave save;
+
+			MemoryContextSwitchTo(r->cxt);
+			hx_become_owner(&save);
+			hx_book_attempts(r->a, n, true);
+			hx_restore_user(&save);
+		}
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(caller);
+		hx_book_forget(dest);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(caller);
+	hx_book_forget(dest);
+	return n;
+}
+
+/*
+ * hx_book_forget
+ *		Frees a receiver of hx_book_receiver and what it gathered, booking
+ *		nothing (the statement failed).  Not in the receiver's memory
+ *		context.
+ */
+void
+hx_book_forget(DestReceiver *dest)
+{
+	HxBookReceiver *r = (HxBookReceiver *) dest;
+
+	if (r->kept)
+		book_kept_busy = false;
+	MemoryContextDelete(r->cxt);
+	pfree(r);
+}
+
+/*
+ * hx_ledger_on
+ *		Whether the ledger books: its trigger on hx_task would fire in this
+ *		session.  Disabling it (ALTER TABLE hx_task DISABLE TRIGGER
+ *		hx_cost_book) stops every booking, the moves' included; so does
+ *		session_replication_role = replica (hx_book_quarantine).
+ */
+static bool
+hx_ledger_on(void)
+{
+	Oid			relid = get_relname_relid("hx_task", hx_cached_schema());
+	Relation	rel;
+	bool		on = false;
+	int			i;
+
+	if (!OidIsValid(relid))
+		return false;
+	rel = relation_open(relid, AccessShareLock);
+	for (i = 0; rel->trigdesc != NULL && i < rel->trigdesc->numtriggers; i++)
+	{
+		Trigger    *tg = &rel->trigdesc->triggers[i];
+
+		if (strcmp(tg->tgname, "hx_cost_book") != 0)
+			continue;
+		if (tg->tgenabled == TRIGGER_FIRES_ALWAYS)
+			on = true;
+		else if (tg->tgenabled == TRIGGER_FIRES_ON_ORIGIN)
+			on = SessionReplicationRole != SESSION_REPLICATION_ROLE_REPLICA;
+		else if (tg->tgenabled == TRIGGER_FIRES_ON_REPLICA)
+			on = SessionReplicationRole == SESSION_REPLICATION_ROLE_REPLICA;
+	}
+	relation_close(rel, AccessShareLock);
+	return on;
 }
 
 /* qsort order of statistics rows: minute, task type, route */

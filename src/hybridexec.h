@@ -289,8 +289,23 @@ extern void hx_restore_user(const HxUserSave *save);
 extern bool hx_caller_sees(Oid caller, Oid submitted_by, const char *department);
 extern void hx_task_invisible(int64 id, const char *verb) pg_attribute_noreturn();
 
-/* ---- the ledger trigger (book.c) ---- */
+/* ---- the ledger (book.c) ---- */
 extern bool hx_book_moves;
+
+/*
+ * What a statement that moves done tasks into hx_task_history returns for
+ * the ledger (hx_book_receiver): the columns of the moved row that a
+ * booking reads, in book.c's order.
+ */
+#define HX_BOOK_RETURNING \
+	"id, task_type, status, route, window_name, run_id, rule_name, department, origin, " \
+	"executor, submitted_by, submitted_at, sla, deadline, attempts, started_at, worker_pid, " \
+	"reported_cost, finished_at"
+
+extern DestReceiver *hx_book_receiver(int offset, int expected);
+extern void hx_book_tuples(DestReceiver *dest, SPITupleTable *tuptable, uint64 n);
+extern int	hx_book_moved(DestReceiver *dest);
+extern void hx_book_forget(DestReceiver *dest);
 
 /* ---- latency histograms of the statistics (cost.c) ---- */
 

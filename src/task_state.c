@@ -245,9 +245,9 @@ static HxStmt claim_external_any = {
  * result as new_result) and inserts them, done, with HX_MOVE_INSERT, whose
  * arguments are the moved row's attempts, started_at, finished_at,
  * worker_pid, run_id, lease_token and reported_cost.  Every column of
- * hx_task is copied (a new column must be added here).  The inserts fire
- * the ledger trigger (hx_book_moving(): book.c) and the write-back trigger
- * of watched tables.
+ * hx_task is copied (a new column must be added here).  The inserted rows
+ * return HX_BOOK_RETURNING, which hx_move_done books (book.c); the inserts
+ * fire the write-back trigger of watched tables (hx_book_moving()).
  */
 #define HX_MOVE_INSERT(attempts, started, finished, pid, run, lease, cost) \
 	"INSERT INTO @extschema@.hx_task_history (id, task_type, payload, status, route, window_name, " \
@@ -264,7 +264,8 @@ static HxStmt claim_external_any = {
 #define HX_MOVE_DONE(which, attempts, started, finished, pid, run) \
 	"WITH m AS (DELETE FROM ONLY @extschema@.hx_task t USING unnest($1, $2) AS d (id, result) " \
 	"WHERE t.id = d.id AND " which " RETURNING t.*, d.result AS new_result) " \
-	HX_MOVE_INSERT(attempts, started, finished, pid, run, "NULL", "reported_cost")
+	HX_MOVE_INSERT(attempts, started, finished, pid, run, "NULL", "reported_cost") \
+	" RETURNING " HX_BOOK_RETURNING
 
 /*
  * tasks a worker claimed and ran: $3 the worker.  Found by id, not through
@@ -307,7 +308,8 @@ static HxStmt done_chunk_tid = {
 	"WITH m AS (DELETE FROM ONLY @extschema@.hx_task t WHERE t.ctid = ANY($1) "
 	"AND t.status IN ('queued', 'failed') AND _hybridexec.hx_moving_has(t.id) "
 	"RETURNING t.*, _hybridexec.hx_moving_result(t.id) AS new_result) "
-	HX_MOVE_INSERT("attempts + 1", "$2", "$5", "$3", "$4", "NULL", "reported_cost"),
+	HX_MOVE_INSERT("attempts + 1", "$2", "$5", "$3", "$4", "NULL", "reported_cost")
+	" RETURNING " HX_BOOK_RETURNING,
 	5, {TIDARRAYOID, TIMESTAMPTZOID, INT4OID, INT8OID, TIMESTAMPTZOID}, true
 };
 
@@ -327,7 +329,8 @@ static HTAB *moving = NULL;
 /*
  * External executors' successes: a task moves only with its current,
  * unexpired lease and a cost that is not negative; each id comes back
- * done or refused, with its window run.
+ * done or refused, with its window run, and from the fourth column on what
+ * the ledger books of it (NULL when refused).
  */
 static HxStmt done_leased = {
 	"WITH d AS (SELECT u.id, u.token, coalesce(u.result, '{}'::jsonb) AS result, u.cost "
@@ -338,8 +341,8 @@ static HxStmt done_leased = {
 	"RETURNING t.*, d.result AS new_result, d.cost AS new_cost), "
 	"ins AS (" HX_MOVE_INSERT("attempts", "started_at", "clock_timestamp()", "worker_pid", "run_id",
 							  "lease_token", "new_cost")
-	" RETURNING id, CASE WHEN route = 'batch' THEN run_id END AS run) "
-	"SELECT d.id, CASE WHEN ins.id IS NULL THEN 'refused' ELSE 'done' END, ins.run "
+	" RETURNING " HX_BOOK_RETURNING ", CASE WHEN route = 'batch' THEN run_id END AS run) "
+	"SELECT d.id, CASE WHEN ins.id IS NULL THEN 'refused' ELSE 'done' END, ins.run, ins.* "
 	"FROM d LEFT JOIN ins ON ins.id = d.id",
 	4, {INT8ARRAYOID, UUIDARRAYOID, JSONBARRAYOID, NUMERICARRAYOID}, true
 };
@@ -640,7 +643,7 @@ static int	hx_read_chunk(Datum *args, int64 run_id, HxTask **tasks, MemoryContex
 static bool hx_pick_key(SPITupleTable *tuptable, Datum *key);
 static int	hx_limit_claimed(HxTask *tasks, int n, bool isolated, double *wait_ms);
 static int	hx_type_name_cmp(const void *a, const void *b);
-static int	hx_move_done(HxStmt *stmt, Datum *values, int expect);
+static int	hx_move_done(HxStmt *stmt, Datum *values, int expect, int expected);
 static int	hx_fail_exec(HxFailure *f, int n, const HxFailKind *kind,
 						 TimestampTz *next_retry, HxBooked *booked);
 static void hx_fail_robustly(HxFailure *f, int n, const HxFailKind *kind,
@@ -1372,7 +1375,7 @@ hx_book_done(HxTask *tasks, HxOutcome *outs, int n)
 	if (nd == 0)
 		return 0;
 	values[2] = Int32GetDatum(MyProcPid);
-	if (hx_move_done(&done_running, values, SPI_OK_INSERT) != nd)
+	if (hx_move_done(&done_running, values, SPI_OK_INSERT_RETURNING, nd) != nd)
 		elog(ERROR, "could not mark %d tasks done (%llu moved): they are no longer claimed by this worker",
 			 nd, (unsigned long long) SPI_processed);
 	return nd;
@@ -1414,7 +1417,7 @@ hx_book_chunk_done(HxTask *tasks, HxOutcome *outs, int n, int64 run_id)
 		values[3] = Int32GetDatum(MyProcPid);
 		values[4] = Int64GetDatum(run_id);
 		values[5] = finished;
-		return hx_move_done(&done_chunk, values, SPI_OK_INSERT);
+		return hx_move_done(&done_chunk, values, SPI_OK_INSERT_RETURNING, nd);
 	}
 
 	/* where the chunk's read found them, and their results by id */
@@ -1444,7 +1447,7 @@ hx_book_chunk_done(HxTask *tasks, HxOutcome *outs, int n, int64 run_id)
 	moving = done;
 	PG_TRY();
 	{
-		moved = hx_move_done(&done_chunk_tid, values, SPI_OK_INSERT);
+		moved = hx_move_done(&done_chunk_tid, values, SPI_OK_INSERT_RETURNING, nd);
 	}
 	PG_FINALLY();
 	{
@@ -1486,29 +1489,49 @@ hx_moving_result(PG_FUNCTION_ARGS)
 
 /*
  * hx_move_done
- *		Runs a statement that moves done tasks (HX_MOVE_INSERT), its
- *		inserts booked by the ledger trigger (hx_book_moves); it must
- *		return "expect" (an SPI code).  Returns SPI_processed.  In a
- *		transaction, SPI connected.
+ *		Runs a statement that moves done tasks (HX_MOVE_INSERT) and books
+ *		them (hx_book_moved); it must return "expect" (an SPI code).  An
+ *		INSERT's rows are HX_BOOK_RETURNING and go straight to the ledger
+ *		("expected" of them, about); a SELECT's (done_leased) stay in
+ *		SPI_tuptable for the caller, the ledger's from their fourth column.
+ *		Returns SPI_processed.  In a transaction, SPI connected.
  */
 static int
-hx_move_done(HxStmt *stmt, Datum *values, int expect)
+hx_move_done(HxStmt *stmt, Datum *values, int expect, int expected)
 {
+	bool		select = (expect == SPI_OK_SELECT);
+	DestReceiver *book = hx_book_receiver(select ? 3 : 0, expected);
+	MemoryContext caller = CurrentMemoryContext;
+	uint64		processed;
 	int			rc;
 
 	hx_book_moves = true;
 	PG_TRY();
 	{
-		rc = hx_stmt_exec(stmt, values, NULL, false, 0);
+		rc = select ? hx_stmt_exec(stmt, values, NULL, false, 0) :
+			hx_stmt_exec_dest(stmt, values, NULL, book);
 	}
-	PG_FINALLY();
+	PG_CATCH();
 	{
+		MemoryContextSwitchTo(caller);
 		hx_book_moves = false;
+		hx_book_forget(book);
+		PG_RE_THROW();
 	}
 	PG_END_TRY();
+	hx_book_moves = false;
 	if (rc != expect)
+	{
+		hx_book_forget(book);
 		elog(ERROR, "moving done tasks to hx_task_history failed: %s", SPI_result_code_string(rc));
-	return (int) SPI_processed;
+	}
+	processed = SPI_processed;
+	if (select)
+		hx_book_tuples(book, SPI_tuptable, processed);
+	(void) hx_book_moved(book);
+	/* the caller's rows, if any, are still SPI_tuptable's */
+	SPI_processed = processed;
+	return (int) processed;
 }
 
 /*
@@ -2026,7 +2049,7 @@ hx_complete_call(void *arg)
 	bool	   *done;
 	int			nruns = 0;
 
-	(void) hx_move_done(&done_leased, c->values, SPI_OK_SELECT);
+	(void) hx_move_done(&done_leased, c->values, SPI_OK_SELECT, 0);
 	n = SPI_processed;
 	runs = palloc(sizeof(Datum) * Max(n, 1));
 	done = palloc(sizeof(bool) * Max(n, 1));

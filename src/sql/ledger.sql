@@ -532,30 +532,29 @@ COMMENT ON COLUMN hx_cost_daily.cost IS 'Cost booked, corrections included';
  * INSERT of every attempt it finished, and one upsert per minute, type and
  * route and per department, day and currency.  A finished attempt is a
  * row whose new status is done, failed or dead and whose status or
- * attempt count changed: stream workers (running -> ...), lost workers
- * (running -> dead) and external executors; and every row a window run's
- * chunk inserts into hx_task_history (queued/failed -> done, many rows,
- * one shared started_at).
+ * attempt count changed: failed attempts, lost workers (running -> dead),
+ * cancellations of running tasks and the like.  Done tasks leave hx_task
+ * for hx_task_history: the statement that moves them (a stream worker's,
+ * a window run's chunk, an external executor's completion) returns what
+ * the ledger needs of them, and the same code books it (hx_book_moved),
+ * with no trigger on hx_task_history.  Disabling this trigger stops every
+ * booking, the moves' too.
  */
 CREATE FUNCTION _hybridexec.hx_cost_book() RETURNS trigger
 AS 'MODULE_PATHNAME', 'hx_cost_book'
 LANGUAGE C SECURITY DEFINER SET search_path = @extschema@, _hybridexec, pg_temp;
 
 COMMENT ON FUNCTION _hybridexec.hx_cost_book() IS
-'Statement trigger on hx_task (and on inserts into hx_task_history): books every attempt the statement finished into hx_cost (catalog or reported cost, stream baseline, batch alternative) and adds it to hx_stat_minute and hx_cost_daily; SECURITY DEFINER, so whoever finishes a task (a worker, an executor''s role) needs no rights on the books';
+'Statement trigger on hx_task: books every attempt the statement finished into hx_cost (catalog or reported cost, stream baseline, batch alternative) and adds it to hx_stat_minute and hx_cost_daily; SECURITY DEFINER, so whoever finishes a task (a worker, an executor''s role) needs no rights on the books; done tasks moving into hx_task_history are booked by the same code without it, unless it is disabled';
 
 CREATE FUNCTION _hybridexec.hx_book_moving() RETURNS boolean
 AS 'MODULE_PATHNAME', 'hx_book_moving' LANGUAGE C VOLATILE;
 
 COMMENT ON FUNCTION _hybridexec.hx_book_moving() IS
-'Whether this session is moving a window run''s chunk of done tasks into hx_task_history: the inserts the ledger and the write-back triggers act on (a restore loading the table books nothing)';
+'Whether this session is moving done tasks into hx_task_history: the inserts the write-back trigger of watched tables acts on (a restore loading the table writes nothing back)';
 
 CREATE TRIGGER hx_cost_book AFTER UPDATE ON hx_task
 	REFERENCING OLD TABLE AS hx_cost_old NEW TABLE AS hx_cost_new
-	FOR EACH STATEMENT EXECUTE FUNCTION _hybridexec.hx_cost_book();
-/* a window run's chunk books its tasks as it moves them, done, out of the queue */
-CREATE TRIGGER hx_cost_book AFTER INSERT ON hx_task_history
-	REFERENCING NEW TABLE AS hx_cost_new
 	FOR EACH STATEMENT EXECUTE FUNCTION _hybridexec.hx_cost_book();
 
 /* the trigger keeps the price rules it looked up; a change of prices tells every backend */

@@ -14,6 +14,10 @@
 #   4. Alerts: a dead task and an exhausted budget each reach a session
 #      LISTENing on hx_alert once, with a JSON payload, and stay in
 #      hx_health() and hx_alert_state.
+#   5. The switch: with the ledger's trigger on hx_task disabled, neither a
+#      stream worker's done tasks nor a window run's, which the ledger books
+#      as they move to hx_task_history (no trigger there), are booked; a
+#      row inserted into hx_task_history by hand (a restore) never is.
 use strict;
 use warnings;
 
@@ -186,5 +190,31 @@ ok( $node->poll_query_until('postgres',
 		"SELECT count(*) = 0 FROM hx_alert_state WHERE problem = 'budget exhausted'"),
 	'a cleared problem leaves hx_alert_state');
 $listener->quit;
+
+# --- 5. the switch -----------------------------------------------------------------
+my $booked = q{
+	SELECT count(*) FROM hx_cost c JOIN hx_task t ON t.id = c.task_id
+	 WHERE t.payload->>'k' LIKE 'off%'};
+$node->safe_psql('postgres', 'ALTER TABLE hx_task DISABLE TRIGGER hx_cost_book');
+$node->safe_psql('postgres', q{
+	SELECT hx_submit('keyed', jsonb_build_object('k', 'offs' || i), origin => 'user')
+	  FROM generate_series(1, 5) i});
+HxTest::wait_finished($node, 'offs', 'ledger off, stream');
+HxBatch::submit_keys($node, 'offb', 10);
+$run = HxBatch::run_window($node, 'nightly');
+HxBatch::wait_run($node, $run, 'ledger off, batch');
+is( $node->safe_psql('postgres', q{
+		SELECT count(*) FILTER (WHERE status = 'done') FROM hx_task WHERE payload->>'k' LIKE 'off%'}),
+	'15', 'ledger off: 5 stream and 10 batch tasks done');
+is($node->safe_psql('postgres', $booked), '0', 'and none of them booked');
+$node->safe_psql('postgres', 'ALTER TABLE hx_task ENABLE TRIGGER hx_cost_book');
+$node->safe_psql('postgres', q{
+	SELECT hx_submit('keyed', jsonb_build_object('k', 'offon' || i), origin => 'user')
+	  FROM generate_series(1, 3) i;
+	INSERT INTO hx_task_history (id, task_type, payload, status, route, attempts, started_at, finished_at)
+	VALUES (900000000, 'keyed', '{"k": "offrestored"}', 'done', 'stream', 1, now(), now());});
+HxTest::wait_finished($node, 'offon', 'ledger on again');
+is($node->safe_psql('postgres', $booked), '3',
+	'ledger on again: the 3 new tasks booked, the row inserted into hx_task_history not');
 
 done_testing();
