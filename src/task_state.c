@@ -55,6 +55,7 @@
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/numeric.h"
 #include "utils/resowner.h"
 #include "utils/timestamp.h"
 #include "utils/tuplestore.h"
@@ -260,49 +261,65 @@ static HxStmt claim_external_any = {
 	"run_after, " started ", " finished ", " pid ", " run ", escalated_at, executor, " lease ", NULL, " \
 	cost ", submitted_by, isolated, throttled, sample_rule, parent_id, tier FROM m"
 
-/* the in-database workers' moves: $1 the tasks, $2 their results */
-#define HX_MOVE_DONE(which, attempts, started, finished, pid, run) \
-	"WITH m AS (DELETE FROM ONLY @extschema@.hx_task t USING unnest($1, $2) AS d (id, result) " \
-	"WHERE t.id = d.id AND " which " RETURNING t.*, d.result AS new_result) " \
-	HX_MOVE_INSERT(attempts, started, finished, pid, run, "NULL", "reported_cost") \
+/*
+ * How a move finds its tasks: by where they are (their ctids, one TID scan)
+ * and what they must still be, with their results, tokens and costs in the
+ * moving set (hx_moving_*: a hash table the caller fills), never by a join.
+ * These statements are planned once, generically, often with statistics
+ * taken while the queue was empty: a join to the caller's arrays was then
+ * planned as a full scan of the queue's primary key, or of a small partial
+ * index, for every statement, with the arrays hashed or rescanned for
+ * every row (an external executor's completions fell from 20,000 to 1,000
+ * tasks/s within a benchmark round).  For the same reason a status is a
+ * parameter: status = 'running' would make the partial indexes on running
+ * tasks candidates for a full scan.  $1 the task ids: their ctids are
+ * looked up by primary key, the only index on id, in the statement's own
+ * snapshot.
+ */
+#define HX_MOVE_BY_ID(which, attempts, started, finished, pid, run, lease, cost) \
+	"WITH m AS (DELETE FROM ONLY @extschema@.hx_task t WHERE t.ctid = ANY (ARRAY(" \
+	"SELECT x.ctid FROM ONLY @extschema@.hx_task x WHERE x.id = ANY ($1))) AND " which " " \
+	"AND _hybridexec.hx_moving_has(t.id) " \
+	"RETURNING t.*, _hybridexec.hx_moving_result(t.id) AS new_result, " \
+	"_hybridexec.hx_moving_cost(t.id) AS new_cost) " \
+	HX_MOVE_INSERT(attempts, started, finished, pid, run, lease, cost) \
 	" RETURNING " HX_BOOK_RETURNING
 
 /*
- * tasks a worker claimed and ran: $3 the worker.  Found by id, not through
- * hx_task_running_idx: its entries all have the worker's pid for a key,
- * and every task the worker ran since the last vacuum leaves one there, so
- * a look by pid read them all (a 1,000,000-task stream backlog drained at
- * a quarter of a small one's speed); IS NOT DISTINCT FROM is no index
- * condition.
+ * tasks a worker claimed and ran: $2 'running', $3 the worker.  Not
+ * through hx_task_running_idx: its entries all have the worker's pid for a
+ * key, and every task the worker ran since the last vacuum leaves one
+ * there (a 1,000,000-task stream backlog drained at a quarter of a small
+ * one's speed).
  */
 static HxStmt done_running = {
-	HX_MOVE_DONE("t.status = 'running' AND t.worker_pid IS NOT DISTINCT FROM $3",
-				 "attempts", "started_at", "clock_timestamp()", "worker_pid", "run_id"),
-	3, {INT8ARRAYOID, JSONBARRAYOID, INT4OID}, true
+	HX_MOVE_BY_ID("t.status = $2 AND t.worker_pid IS NOT DISTINCT FROM $3",
+				  "attempts", "started_at", "clock_timestamp()", "worker_pid", "run_id", "NULL",
+				  "reported_cost"),
+	3, {INT8ARRAYOID, TEXTOID, INT4OID}, true
 };
 
 /*
  * A window run's chunk: its tasks were read while they waited, and only
- * those still waiting move, attempt counted, started when the chunk's
- * transaction did ($3), run by $4 in run $5.  They finish at one moment
- * ($6), so that the ledger books them as one row (hx_cost_chunk).
+ * those still waiting ($2: queued, failed) move, attempt counted, started
+ * when the chunk's transaction did ($3), run by $4 in run $5.  They finish
+ * at one moment ($6), so that the ledger books them as one row
+ * (hx_cost_chunk).  Used when the chunk's read did not give every task's
+ * ctid (done_chunk_tid).
  */
 static HxStmt done_chunk = {
-	HX_MOVE_DONE("t.status IN ('queued', 'failed')", "attempts + 1", "$3", "$6", "$4", "$5"),
-	6, {INT8ARRAYOID, JSONBARRAYOID, TIMESTAMPTZOID, INT4OID, INT8OID, TIMESTAMPTZOID}, true
+	HX_MOVE_BY_ID("t.status = ANY ($2)", "attempts + 1", "$3", "$6", "$4", "$5", "NULL",
+				  "reported_cost"),
+	6, {INT8ARRAYOID, TEXTARRAYOID, TIMESTAMPTZOID, INT4OID, INT8OID, TIMESTAMPTZOID}, true
 };
 
 /*
  * The same, the rows found where the chunk's read saw them ($1, their
- * ctids) by one TID scan, instead of a probe of the primary key for each:
- * a fifth of the statement.  The chunk's ids and results are the moving
- * chunk's table (hx_moving_has, hx_moving_result), not a join: a join to
- * unnest() planned generically is a nested loop, over the TID scan (one
- * relation size lookup, a system call, per task) or over the array (5,000
- * squared).  A row that moved since (another transaction changed the
- * task) is not there, or is another task (its id must be the chunk's): it
- * is left out, and the chunk runs again without it, as for any task that
- * changed.  $2 started, $3 the worker, $4 the run, $5 finished.
+ * ctids) instead of looked up by id: a fifth of the statement.  A row that
+ * moved since (another transaction changed the task) is not there, or is
+ * another task (its id must be in the moving set): it is left out, and the
+ * chunk runs again without it, as for any task that changed.  $2 started,
+ * $3 the worker, $4 the run, $5 finished.
  */
 static HxStmt done_chunk_tid = {
 	"WITH m AS (DELETE FROM ONLY @extschema@.hx_task t WHERE t.ctid = ANY($1) "
@@ -314,38 +331,37 @@ static HxStmt done_chunk_tid = {
 };
 
 /*
- * The done tasks of the chunk done_chunk_tid is moving, by id: their
- * results.  Set only while that statement runs.
+ * External executors' successes ($2 'running'): a task moves only with
+ * its current, unexpired lease (the moving set's token) and a cost that
+ * is not negative (the caller leaves the others out of the set).
+ */
+static HxStmt done_leased = {
+	HX_MOVE_BY_ID("t.status = $2 AND t.lease_expires_at >= clock_timestamp() "
+				  "AND t.lease_token = _hybridexec.hx_moving_token(t.id)",
+				  "attempts", "started_at", "clock_timestamp()", "worker_pid", "run_id",
+				  "lease_token", "new_cost"),
+	2, {INT8ARRAYOID, TEXTOID}, true
+};
+
+/*
+ * What the statements above take from the caller, by task id: set only
+ * while one of them runs (hx_move_done).
  */
 typedef struct HxMoving
 {
 	int64		id;				/* the key */
-	Datum		result;
+	Datum		result;			/* jsonb */
 	bool		result_null;
+	bool		has_token;
+	pg_uuid_t	token;			/* done_leased: the lease it must still have */
+	Datum		cost;			/* done_leased: what the executor reported */
+	bool		cost_null;
+	bool		moved;			/* filled in after the statement */
+	Datum		run;			/* done_leased: its window run, if moved */
+	bool		run_null;
 } HxMoving;
 
 static HTAB *moving = NULL;
-
-/*
- * External executors' successes: a task moves only with its current,
- * unexpired lease and a cost that is not negative; each id comes back
- * done or refused, with its window run, and from the fourth column on what
- * the ledger books of it (NULL when refused).
- */
-static HxStmt done_leased = {
-	"WITH d AS (SELECT u.id, u.token, coalesce(u.result, '{}'::jsonb) AS result, u.cost "
-	"FROM unnest($1::bigint[], $2::uuid[], $3::jsonb[], $4::numeric[]) AS u (id, token, result, cost)), "
-	"m AS (DELETE FROM ONLY @extschema@.hx_task t USING d "
-	"WHERE t.id = d.id AND t.lease_token = d.token AND t.status = 'running' "
-	"AND t.lease_expires_at >= clock_timestamp() AND (d.cost IS NULL OR d.cost >= 0) "
-	"RETURNING t.*, d.result AS new_result, d.cost AS new_cost), "
-	"ins AS (" HX_MOVE_INSERT("attempts", "started_at", "clock_timestamp()", "worker_pid", "run_id",
-							  "lease_token", "new_cost")
-	" RETURNING " HX_BOOK_RETURNING ", CASE WHEN route = 'batch' THEN run_id END AS run) "
-	"SELECT d.id, CASE WHEN ins.id IS NULL THEN 'refused' ELSE 'done' END, ins.run, ins.* "
-	"FROM d LEFT JOIN ins ON ins.id = d.id",
-	4, {INT8ARRAYOID, UUIDARRAYOID, JSONBARRAYOID, NUMERICARRAYOID}, true
-};
 
 /*
  * Every failed or lost attempt, whoever reports it: $1..$7 one element per
@@ -623,6 +639,8 @@ typedef struct HxFailKind
 PG_FUNCTION_INFO_V1(hx_next_try);
 PG_FUNCTION_INFO_V1(hx_moving_has);
 PG_FUNCTION_INFO_V1(hx_moving_result);
+PG_FUNCTION_INFO_V1(hx_moving_token);
+PG_FUNCTION_INFO_V1(hx_moving_cost);
 PG_FUNCTION_INFO_V1(hx_put_back);
 PG_FUNCTION_INFO_V1(hx_fail_leased);
 PG_FUNCTION_INFO_V1(hx_complete_many);
@@ -643,7 +661,8 @@ static int	hx_read_chunk(Datum *args, int64 run_id, HxTask **tasks, MemoryContex
 static bool hx_pick_key(SPITupleTable *tuptable, Datum *key);
 static int	hx_limit_claimed(HxTask *tasks, int n, bool isolated, double *wait_ms);
 static int	hx_type_name_cmp(const void *a, const void *b);
-static int	hx_move_done(HxStmt *stmt, Datum *values, int expect, int expected);
+static int	hx_move_done(HxStmt *stmt, Datum *values, HTAB *set, bool rows_to_caller,
+						 int expected);
 static int	hx_fail_exec(HxFailure *f, int n, const HxFailKind *kind,
 						 TimestampTz *next_retry, HxBooked *booked);
 static void hx_fail_robustly(HxFailure *f, int n, const HxFailKind *kind,
@@ -1325,36 +1344,69 @@ hx_pick_key(SPITupleTable *tuptable, Datum *key)
  * ------------------------------------------------------------------------ */
 
 /*
- * hx_done_arrays
- *		The ids and results of the successful outcomes among n, as the two
- *		arrays the done statements take; returns how many.
+ * hx_moving_create
+ *		An empty moving set (HxMoving by task id) for about n tasks, in the
+ *		current memory context.
+ */
+static HTAB *
+hx_moving_create(int n)
+{
+	HASHCTL		ctl;
+
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = sizeof(HxMoving);
+	ctl.hcxt = CurrentMemoryContext;
+	return hash_create("hybridexec moving tasks", Max(n, 1), &ctl,
+					   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+}
+
+/*
+ * hx_moving_add
+ *		Adds a task to a moving set (the last entry wins for an id given
+ *		twice); returns its entry, result, token and cost NULL.
+ */
+static HxMoving *
+hx_moving_add(HTAB *set, int64 id)
+{
+	HxMoving   *m = hash_search(set, &id, HASH_ENTER, NULL);
+
+	m->result = (Datum) 0;
+	m->result_null = true;
+	m->has_token = false;
+	m->cost = (Datum) 0;
+	m->cost_null = true;
+	m->moved = false;
+	m->run = (Datum) 0;
+	m->run_null = true;
+	return m;
+}
+
+/*
+ * hx_done_set
+ *		The successful outcomes among n as a moving set with their results,
+ *		and their ids as an array (*ids_arr); returns how many.
  */
 static int
-hx_done_arrays(HxTask *tasks, HxOutcome *outs, int n, Datum *ids_arr,
-			   Datum *results_arr)
+hx_done_set(HxTask *tasks, HxOutcome *outs, int n, Datum *ids_arr, HTAB **set)
 {
 	Datum	   *ids = palloc(sizeof(Datum) * Max(n, 1));
-	Datum	   *results = palloc(sizeof(Datum) * Max(n, 1));
-	bool	   *nulls = palloc(sizeof(bool) * Max(n, 1));
-	int			dims[1];
-	int			lbs[1] = {1};
 	int			nd = 0;
 	int			i;
 
+	*set = hx_moving_create(n);
 	for (i = 0; i < n; i++)
 	{
+		HxMoving   *m;
+
 		if (!outs[i].ok)
 			continue;
-		ids[nd] = Int64GetDatum(tasks[i].id);
-		results[nd] = outs[i].result;
-		nulls[nd] = outs[i].result_null;
-		nd++;
+		ids[nd++] = Int64GetDatum(tasks[i].id);
+		m = hx_moving_add(*set, tasks[i].id);
+		m->result = outs[i].result;
+		m->result_null = outs[i].result_null;
 	}
-	dims[0] = nd;
 	*ids_arr = PointerGetDatum(construct_array(ids, nd, INT8OID, 8, FLOAT8PASSBYVAL,
 											   TYPALIGN_DOUBLE));
-	*results_arr = PointerGetDatum(construct_md_array(results, nulls, 1, dims, lbs,
-													  JSONBOID, -1, false, TYPALIGN_INT));
 	return nd;
 }
 
@@ -1370,14 +1422,17 @@ int
 hx_book_done(HxTask *tasks, HxOutcome *outs, int n)
 {
 	Datum		values[3];
-	int			nd = hx_done_arrays(tasks, outs, n, &values[0], &values[1]);
+	HTAB	   *set;
+	int			nd = hx_done_set(tasks, outs, n, &values[0], &set);
 
 	if (nd == 0)
 		return 0;
+	values[1] = CStringGetTextDatum("running");
 	values[2] = Int32GetDatum(MyProcPid);
-	if (hx_move_done(&done_running, values, SPI_OK_INSERT_RETURNING, nd) != nd)
+	if (hx_move_done(&done_running, values, set, false, nd) != nd)
 		elog(ERROR, "could not mark %d tasks done (%llu moved): they are no longer claimed by this worker",
 			 nd, (unsigned long long) SPI_processed);
+	hash_destroy(set);
 	return nd;
 }
 
@@ -1395,92 +1450,75 @@ hx_book_chunk_done(HxTask *tasks, HxOutcome *outs, int n, int64 run_id)
 	Datum		finished = TimestampTzGetDatum(GetCurrentTimestamp());
 	Datum		values[6];
 	Datum	   *tids;
-	HASHCTL		ctl;
-	HTAB	   *done;
-	int			nd = 0;
+	HTAB	   *set;
+	int			nd = hx_done_set(tasks, outs, n, &values[0], &set);
 	int			nt = 0;
 	int			moved;
 	int			i;
 
-	for (i = 0; i < n; i++)
-		if (outs[i].ok)
-		{
-			nd++;
-			nt += tasks[i].has_tid ? 1 : 0;
-		}
 	if (nd == 0)
 		return 0;
+	tids = palloc(sizeof(Datum) * nd);
+	for (i = 0; i < n; i++)
+		if (outs[i].ok && tasks[i].has_tid)
+			tids[nt++] = PointerGetDatum(&tasks[i].tid);
 	if (nt < nd)
 	{
-		(void) hx_done_arrays(tasks, outs, n, &values[0], &values[1]);
+		Datum		waiting[2] = {CStringGetTextDatum("queued"), CStringGetTextDatum("failed")};
+
+		values[1] = PointerGetDatum(construct_array(waiting, 2, TEXTOID, -1, false,
+													TYPALIGN_INT));
 		values[2] = started;
 		values[3] = Int32GetDatum(MyProcPid);
 		values[4] = Int64GetDatum(run_id);
 		values[5] = finished;
-		return hx_move_done(&done_chunk, values, SPI_OK_INSERT_RETURNING, nd);
+		moved = hx_move_done(&done_chunk, values, set, false, nd);
 	}
-
-	/* where the chunk's read found them, and their results by id */
-	tids = palloc(sizeof(Datum) * nt);
-	ctl.keysize = sizeof(int64);
-	ctl.entrysize = sizeof(HxMoving);
-	ctl.hcxt = CurrentMemoryContext;
-	done = hash_create("hybridexec moving chunk", nd, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	nt = 0;
-	for (i = 0; i < n; i++)
+	else
 	{
-		HxMoving   *m;
-
-		if (!outs[i].ok)
-			continue;
-		tids[nt++] = PointerGetDatum(&tasks[i].tid);
-		m = hash_search(done, &tasks[i].id, HASH_ENTER, NULL);
-		m->result = outs[i].result;
-		m->result_null = outs[i].result_null;
+		values[0] = PointerGetDatum(construct_array(tids, nt, TIDOID, sizeof(ItemPointerData),
+													false, TYPALIGN_SHORT));
+		values[1] = started;
+		values[2] = Int32GetDatum(MyProcPid);
+		values[3] = Int64GetDatum(run_id);
+		values[4] = finished;
+		moved = hx_move_done(&done_chunk_tid, values, set, false, nd);
 	}
-	values[0] = PointerGetDatum(construct_array(tids, nt, TIDOID, sizeof(ItemPointerData),
-												false, TYPALIGN_SHORT));
-	values[1] = started;
-	values[2] = Int32GetDatum(MyProcPid);
-	values[3] = Int64GetDatum(run_id);
-	values[4] = finished;
-	moving = done;
-	PG_TRY();
-	{
-		moved = hx_move_done(&done_chunk_tid, values, SPI_OK_INSERT_RETURNING, nd);
-	}
-	PG_FINALLY();
-	{
-		moving = NULL;
-	}
-	PG_END_TRY();
-	hash_destroy(done);
+	hash_destroy(set);
 	return moved;
 }
 
 /*
+ * hx_moving_find
+ *		The entry of a task in the moving set of the statement running, if
+ *		there is one.
+ */
+static HxMoving *
+hx_moving_find(int64 id)
+{
+	return moving != NULL ? hash_search(moving, &id, HASH_FIND, NULL) : NULL;
+}
+
+/*
  * hx_moving_has
- *		Whether a task is one of the done tasks of the chunk this backend is
- *		moving (done_chunk_tid); false outside of that statement.
+ *		SQL: whether a task is in the moving set of the statement this
+ *		backend is running (HX_MOVE_BY_ID); false outside of one.
  */
 Datum
 hx_moving_has(PG_FUNCTION_ARGS)
 {
-	int64		id = PG_GETARG_INT64(0);
-
-	PG_RETURN_BOOL(moving != NULL && hash_search(moving, &id, HASH_FIND, NULL) != NULL);
+	PG_RETURN_BOOL(hx_moving_find(PG_GETARG_INT64(0)) != NULL);
 }
 
 /*
  * hx_moving_result
- *		The result of a done task of the chunk this backend is moving; NULL
- *		for any other task, and outside of that statement.
+ *		SQL: the result of a task in the moving set; NULL for any other
+ *		task, and outside of a move.
  */
 Datum
 hx_moving_result(PG_FUNCTION_ARGS)
 {
-	int64		id = PG_GETARG_INT64(0);
-	HxMoving   *m = moving != NULL ? hash_search(moving, &id, HASH_FIND, NULL) : NULL;
+	HxMoving   *m = hx_moving_find(PG_GETARG_INT64(0));
 
 	if (m == NULL || m->result_null)
 		PG_RETURN_NULL();
@@ -1488,45 +1526,76 @@ hx_moving_result(PG_FUNCTION_ARGS)
 }
 
 /*
+ * hx_moving_token
+ *		SQL: the lease token a task in the moving set must still have (an
+ *		external executor's completion); NULL otherwise.
+ */
+Datum
+hx_moving_token(PG_FUNCTION_ARGS)
+{
+	HxMoving   *m = hx_moving_find(PG_GETARG_INT64(0));
+
+	if (m == NULL || !m->has_token)
+		PG_RETURN_NULL();
+	PG_RETURN_UUID_P(&m->token);
+}
+
+/*
+ * hx_moving_cost
+ *		SQL: the cost an external executor reported for a task in the
+ *		moving set; NULL otherwise.
+ */
+Datum
+hx_moving_cost(PG_FUNCTION_ARGS)
+{
+	HxMoving   *m = hx_moving_find(PG_GETARG_INT64(0));
+
+	if (m == NULL || m->cost_null)
+		PG_RETURN_NULL();
+	PG_RETURN_DATUM(m->cost);
+}
+
+/*
  * hx_move_done
- *		Runs a statement that moves done tasks (HX_MOVE_INSERT) and books
- *		them (hx_book_moved); it must return "expect" (an SPI code).  An
- *		INSERT's rows are HX_BOOK_RETURNING and go straight to the ledger
- *		("expected" of them, about); a SELECT's (done_leased) stay in
- *		SPI_tuptable for the caller, the ledger's from their fourth column.
- *		Returns SPI_processed.  In a transaction, SPI connected.
+ *		Runs a statement that moves done tasks (HX_MOVE_INSERT) of a moving
+ *		set and books them (hx_book_moved).  Its rows are HX_BOOK_RETURNING:
+ *		they go straight to the ledger ("expected" of them, about), or, for
+ *		a caller that reads them too, stay in SPI_tuptable.  Returns how many
+ *		moved.  In a transaction, SPI connected.
  */
 static int
-hx_move_done(HxStmt *stmt, Datum *values, int expect, int expected)
+hx_move_done(HxStmt *stmt, Datum *values, HTAB *set, bool rows_to_caller, int expected)
 {
-	bool		select = (expect == SPI_OK_SELECT);
-	DestReceiver *book = hx_book_receiver(select ? 3 : 0, expected);
+	DestReceiver *book = hx_book_receiver(0, expected);
 	MemoryContext caller = CurrentMemoryContext;
 	uint64		processed;
 	int			rc;
 
 	hx_book_moves = true;
+	moving = set;
 	PG_TRY();
 	{
-		rc = select ? hx_stmt_exec(stmt, values, NULL, false, 0) :
+		rc = rows_to_caller ? hx_stmt_exec(stmt, values, NULL, false, 0) :
 			hx_stmt_exec_dest(stmt, values, NULL, book);
 	}
 	PG_CATCH();
 	{
 		MemoryContextSwitchTo(caller);
 		hx_book_moves = false;
+		moving = NULL;
 		hx_book_forget(book);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
 	hx_book_moves = false;
-	if (rc != expect)
+	moving = NULL;
+	if (rc != SPI_OK_INSERT_RETURNING)
 	{
 		hx_book_forget(book);
 		elog(ERROR, "moving done tasks to hx_task_history failed: %s", SPI_result_code_string(rc));
 	}
 	processed = SPI_processed;
-	if (select)
+	if (rows_to_caller)
 		hx_book_tuples(book, SPI_tuptable, processed);
 	(void) hx_book_moved(book);
 	/* the caller's rows, if any, are still SPI_tuptable's */
@@ -2043,33 +2112,95 @@ static void
 hx_complete_call(void *arg)
 {
 	HxCompleteCall *c = (HxCompleteCall *) arg;
-	uint64		n;
-	uint64		k;
+	Datum	   *ids;
+	Datum	   *tokens;
+	bool	   *tnulls;
+	Datum	   *results;
+	bool	   *rnulls;
+	Datum	   *costs;
+	bool	   *cnulls;
+	int			n;
+	int			nt;
+	int			nr;
+	int			nc;
+	HTAB	   *set;
+	Datum		args[2];
 	Datum	   *runs;
 	bool	   *done;
 	int			nruns = 0;
+	uint64		k;
+	int			i;
 
-	(void) hx_move_done(&done_leased, c->values, SPI_OK_SELECT, 0);
-	n = SPI_processed;
+	deconstruct_array(DatumGetArrayTypeP(c->values[0]), INT8OID, 8, FLOAT8PASSBYVAL,
+					  TYPALIGN_DOUBLE, &ids, NULL, &n);
+	deconstruct_array(DatumGetArrayTypeP(c->values[1]), UUIDOID, UUID_LEN, false,
+					  TYPALIGN_CHAR, &tokens, &tnulls, &nt);
+	deconstruct_array(DatumGetArrayTypeP(c->values[2]), JSONBOID, -1, false,
+					  TYPALIGN_INT, &results, &rnulls, &nr);
+	deconstruct_array(DatumGetArrayTypeP(c->values[3]), NUMERICOID, -1, false,
+					  TYPALIGN_INT, &costs, &cnulls, &nc);
+
+	/* no token, or a negative cost: refused (left out of the set) */
+	set = hx_moving_create(n);
+	for (i = 0; i < n; i++)
+	{
+		HxMoving   *m;
+
+		if (i >= nt || tnulls[i] ||
+			(i < nc && !cnulls[i] &&
+			 DatumGetBool(DirectFunctionCall2(numeric_lt, costs[i],
+											  NumericGetDatum(int64_to_numeric(0))))))
+			continue;
+		m = hx_moving_add(set, DatumGetInt64(ids[i]));
+		m->has_token = true;
+		memcpy(&m->token, DatumGetUUIDP(tokens[i]), sizeof(pg_uuid_t));
+		m->result_null = false;
+		m->result = i < nr && !rnulls[i] ? results[i] :
+			DirectFunctionCall1(jsonb_in, CStringGetDatum("{}"));
+		m->cost_null = !(i < nc && !cnulls[i]);
+		m->cost = m->cost_null ? (Datum) 0 : costs[i];
+	}
+
+	args[0] = c->values[0];
+	args[1] = CStringGetTextDatum("running");
+	(void) hx_move_done(&done_leased, args, set, true, n);
+
+	/* what moved, with its window run (HX_BOOK_RETURNING: route, run_id) */
+	for (k = 0; k < SPI_processed; k++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[k];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		int64		id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		HxMoving   *m = hash_search(set, &id, HASH_FIND, NULL);
+		char	   *route = TextDatumGetCString(SPI_getbinval(tup, desc, 4, &isnull));
+
+		if (m == NULL)
+			elog(ERROR, "task %lld moved but was not asked to", (long long) id);
+		m->moved = true;
+		m->run = SPI_getbinval(tup, desc, 6, &m->run_null);
+		m->run_null |= strcmp(route, "batch") != 0;
+	}
+
+	/* each id asked for, in order: done or refused */
 	runs = palloc(sizeof(Datum) * Max(n, 1));
 	done = palloc(sizeof(bool) * Max(n, 1));
-	for (k = 0; k < n; k++)
+	for (i = 0; i < n; i++)
 	{
-		bool		isnull[2];
-		Datum		row[2];
-		bool		run_null;
-		Datum		run;
+		int64		id = DatumGetInt64(ids[i]);
+		HxMoving   *m = hash_search(set, &id, HASH_FIND, NULL);
+		bool		moved = m != NULL && m->moved;
+		Datum		row[2] = {ids[i], CStringGetTextDatum(moved ? "done" : "refused")};
+		bool		isnull[2] = {false, false};
 
-		row[0] = SPI_getbinval(SPI_tuptable->vals[k], SPI_tuptable->tupdesc, 1, &isnull[0]);
-		row[1] = SPI_getbinval(SPI_tuptable->vals[k], SPI_tuptable->tupdesc, 2, &isnull[1]);
-		run = SPI_getbinval(SPI_tuptable->vals[k], SPI_tuptable->tupdesc, 3, &run_null);
 		tuplestore_putvalues(c->rsinfo->setResult, c->rsinfo->setDesc, row, isnull);
-		if (!run_null)
+		if (moved && !m->run_null)
 		{
-			runs[nruns] = run;
+			runs[nruns] = m->run;
 			done[nruns++] = true;
 		}
 	}
+	hash_destroy(set);
 	/* completed tasks of window runs count in them, in this subtransaction */
 	if (nruns > 0)
 		hx_count_in_runs(runs, done, nruns);

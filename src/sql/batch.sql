@@ -402,23 +402,6 @@ COMMENT ON FUNCTION _hybridexec.hx_batch_next_type(text, bigint, text, integer, 
 'Batch worker side: the type of the first due task a run would take after a key, passing over the types skipped at their limits';
 
 /*
- * The done tasks of the chunk a batch worker is moving into
- * hx_task_history, by id (src/task_state.c, done_chunk_tid): set only while
- * that statement runs, in that backend.
- */
-CREATE FUNCTION _hybridexec.hx_moving_has(id bigint) RETURNS boolean
-AS 'MODULE_PATHNAME', 'hx_moving_has' LANGUAGE C STRICT VOLATILE;
-
-COMMENT ON FUNCTION _hybridexec.hx_moving_has(bigint) IS
-'Batch worker side: whether a task is one of the done tasks of the chunk this session is moving into hx_task_history (false in any other session)';
-
-CREATE FUNCTION _hybridexec.hx_moving_result(id bigint) RETURNS jsonb
-AS 'MODULE_PATHNAME', 'hx_moving_result' LANGUAGE C STRICT VOLATILE;
-
-COMMENT ON FUNCTION _hybridexec.hx_moving_result(bigint) IS
-'Batch worker side: the result of a done task of the chunk this session is moving into hx_task_history (NULL in any other session)';
-
-/*
  * Planned like the workers' own statements (hx_execute_plan in
  * src/stmt.c): in index order whatever the statistics say.
  */

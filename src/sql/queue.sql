@@ -1125,3 +1125,32 @@ AS 'MODULE_PATHNAME', 'hx_stream_worker_alive' LANGUAGE C VOLATILE STRICT;
 COMMENT ON FUNCTION _hybridexec.hx_stream_worker_alive(integer) IS
 'Whether a stream worker with this pid is alive now (read from shared memory while the crash sweep scans, after its snapshot)';
 
+/*
+ * What a statement that moves done tasks into hx_task_history takes from
+ * its caller, by task id (src/task_state.c, HX_MOVE_BY_ID: the "moving
+ * set"): set only while that statement runs, in that backend, so that the
+ * statement finds its tasks by ctid with no join to be planned.
+ */
+CREATE FUNCTION _hybridexec.hx_moving_has(id bigint) RETURNS boolean
+AS 'MODULE_PATHNAME', 'hx_moving_has' LANGUAGE C STRICT VOLATILE;
+
+COMMENT ON FUNCTION _hybridexec.hx_moving_has(bigint) IS
+'Worker side: whether a task is in the moving set of the statement this session is running to move done tasks into hx_task_history (false in any other session)';
+
+CREATE FUNCTION _hybridexec.hx_moving_result(id bigint) RETURNS jsonb
+AS 'MODULE_PATHNAME', 'hx_moving_result' LANGUAGE C STRICT VOLATILE;
+
+COMMENT ON FUNCTION _hybridexec.hx_moving_result(bigint) IS
+'Worker side: the result of a task in the moving set of this session''s move (NULL in any other session)';
+
+CREATE FUNCTION _hybridexec.hx_moving_token(id bigint) RETURNS uuid
+AS 'MODULE_PATHNAME', 'hx_moving_token' LANGUAGE C STRICT VOLATILE;
+
+COMMENT ON FUNCTION _hybridexec.hx_moving_token(bigint) IS
+'Worker side: the lease token an external executor completed a task of the moving set with (NULL in any other session)';
+
+CREATE FUNCTION _hybridexec.hx_moving_cost(id bigint) RETURNS numeric
+AS 'MODULE_PATHNAME', 'hx_moving_cost' LANGUAGE C STRICT VOLATILE;
+
+COMMENT ON FUNCTION _hybridexec.hx_moving_cost(bigint) IS
+'Worker side: the cost an external executor reported for a task of the moving set (NULL in any other session)';

@@ -1,0 +1,65 @@
+# 403_move_plans.pl - the statements that move done tasks out of the queue
+# find them by where they are, whatever the statistics say.
+#
+# The queue is analyzed while it is empty (as autovacuum often sees a queue
+# between bursts), then 3,000 tasks of an external type arrive and 500 are
+# claimed and completed with hx_complete_many.  auto_explain shows the plan
+# of the completion's move: a TID scan of hx_task over ctids looked up by
+# primary key, not a join to the completed ids (with such statistics a join
+# was planned as a full scan of the queue, or of the partial index of
+# leased tasks, for every statement: external executors fell from 20,000
+# to 1,000 tasks/s).  Stale and negative-cost completions are still refused.
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use HxTest;
+
+my $node = HxTest::new_node('move_plans');
+$node->safe_psql('postgres', q{
+	SELECT hx_register('ext_plan');
+	VACUUM ANALYZE hx_task;
+	SELECT count(*) FROM hx_submit_batch('ext_plan',
+		ARRAY(SELECT jsonb_build_object('i', g) FROM generate_series(1, 3000) g), origin => 'user');
+	CREATE TABLE claimed AS
+	SELECT id, lease_token FROM hx_claim('plan-test', ARRAY['ext_plan'], 'stream', 500, '5 minutes');
+});
+is($node->safe_psql('postgres', 'SELECT count(*) FROM claimed'), '500', '500 of 3,000 tasks claimed');
+
+my ($stdout, $stderr);
+$node->psql('postgres', q{
+	LOAD 'auto_explain';
+	SET auto_explain.log_min_duration = 0;
+	SET auto_explain.log_nested_statements = on;
+	SET auto_explain.log_level = notice;
+	SET client_min_messages = notice;
+	SELECT status, count(*) FROM hx_complete_many(
+		(SELECT array_agg(id ORDER BY id) FROM claimed),
+		(SELECT array_agg(CASE WHEN id = (SELECT min(id) FROM claimed) THEN gen_random_uuid()
+							   ELSE lease_token END ORDER BY id) FROM claimed),
+		NULL,
+		(SELECT array_agg(CASE WHEN id = (SELECT max(id) FROM claimed) THEN -1 END ORDER BY id)
+		   FROM claimed))
+	GROUP BY status ORDER BY status;},
+	stdout => \$stdout, stderr => \$stderr);
+is($stdout, "done|498\nrefused|2", 'a stale token and a negative cost refused, the other 498 done');
+
+my ($move) = grep { /Query Text: WITH m AS \(DELETE FROM ONLY/ } split /(?=NOTICE:)/, $stderr;
+ok(defined $move, 'auto_explain showed the move') or diag($stderr);
+$move //= '';
+like($move, qr/Tid Scan on hx_task t/, 'the move reads the queue by ctid');
+like($move, qr/Index Scan using hx_task_pkey on hx_task x\s.*?Index Cond: \(id = ANY/s,
+	'the ctids come from one primary-key scan of the ids');
+unlike($move, qr/Join|hx_task_lease_idx|hx_task_running_idx/,
+	'no join to the ids, no scan of a partial index of running tasks');
+is( $node->safe_psql('postgres', q{
+		SELECT count(*) FILTER (WHERE status = 'done') || ' ' || count(*) FILTER (WHERE status = 'running')
+		  FROM hx_task t JOIN claimed c USING (id)}),
+	'498 2', 'the queue agrees: 498 done, the 2 refused still running');
+
+$node->stop;
+done_testing();
