@@ -371,12 +371,22 @@ static HTAB *moving = NULL;
  * so: not counted against max_attempts, "throttled").  The retry policy is
  * hx_next_try, with the type's backoff.
  * The moment of the failure (f.at) is the hx_error row's and the one the
- * retry's backoff counts from.
+ * retry's backoff counts from.  $13 'running'.
+ *
+ * As for the moves (HX_MOVE_BY_ID), the plan must not depend on the
+ * statistics: each element finds its task's ctid by primary key (a
+ * lateral subquery that OFFSET 0 keeps from being flattened into a join),
+ * and the task is updated where that is (a TID scan per element), with no
+ * join on id and no status literal (see HX_MOVE_BY_ID); the hx_error rows
+ * take the failure's columns from the update's own RETURNING, not from a
+ * join of the two CTEs.
  */
 static HxStmt fail_set = {
-	"WITH f AS (SELECT u.*, clock_timestamp() AS at FROM unnest($1::bigint[], $2::text[], $3::text[], "
-	"$4::text[], $5::text[], $6::text[], $7::numeric[]) "
-	"AS u (id, sqlstate, message, detail, hint, context, cost)), "
+	"WITH f AS (SELECT u.*, clock_timestamp() AS at, k.tid FROM unnest($1::bigint[], $2::text[], "
+	"$3::text[], $4::text[], $5::text[], $6::text[], $7::numeric[]) "
+	"AS u (id, sqlstate, message, detail, hint, context, cost) "
+	"CROSS JOIN LATERAL (SELECT x.ctid AS tid FROM ONLY @extschema@.hx_task x WHERE x.id = u.id "
+	"OFFSET 0) k), "
 	"upd AS (UPDATE ONLY @extschema@.hx_task t "
 	"SET (status, run_after, finished_at, throttled) = (SELECT n.status, "
 	"f.at + n.delay_ms * interval '1 millisecond', "
@@ -388,18 +398,19 @@ static HxStmt fail_set = {
 	"$11::text, t.worker_pid, t.attempts)), "
 	"lease_expires_at = NULL, reported_cost = f.cost, isolated = $9 "
 	"FROM f, @extschema@.hx_type y "
-	"WHERE t.id = f.id AND y.task_type = t.task_type AND t.status = 'running' "
+	"WHERE t.ctid = f.tid AND y.task_type = t.task_type AND t.status = $13 "
 	"AND ($8::integer IS NULL OR t.worker_pid = $8) "
 	"RETURNING t.id, t.task_type, t.attempts, t.status, t.last_error, t.run_after, "
-	"CASE WHEN t.route = 'batch' THEN t.run_id END AS run), "
+	"CASE WHEN t.route = 'batch' THEN t.run_id END AS run, "
+	"f.at, f.sqlstate, f.detail, f.hint, f.context), "
 	"err AS (INSERT INTO @extschema@.hx_error (task_id, task_type, attempt, at, sqlstate, "
 	"message, detail, hint, context) "
-	"SELECT upd.id, upd.task_type, upd.attempts, f.at, coalesce(f.sqlstate, 'XX000'), upd.last_error, "
-	"f.detail, coalesce(f.hint, CASE WHEN $9 THEN 'The attempt was rolled back with its worker; "
-	"its effects did not happen.' END), f.context FROM upd JOIN f ON f.id = upd.id) "
+	"SELECT upd.id, upd.task_type, upd.attempts, upd.at, coalesce(upd.sqlstate, 'XX000'), "
+	"upd.last_error, upd.detail, coalesce(upd.hint, CASE WHEN $9 THEN 'The attempt was rolled "
+	"back with its worker; its effects did not happen.' END), upd.context FROM upd) "
 	"SELECT upd.id, upd.task_type, upd.attempts, upd.status, upd.last_error, upd.run_after, upd.run FROM upd",
-	12, {INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
-	TEXTARRAYOID, NUMERICARRAYOID, INT4OID, BOOLOID, BOOLOID, TEXTOID, INTERVALOID}, true
+	13, {INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+	TEXTARRAYOID, NUMERICARRAYOID, INT4OID, BOOLOID, BOOLOID, TEXTOID, INTERVALOID, TEXTOID}, true
 };
 
 /*
@@ -1697,8 +1708,8 @@ hx_fail_exec(HxFailure *f, int n, const HxFailKind *kind,
 {
 	Datum	   *cols[7];
 	bool	   *colnulls[7];
-	Datum		values[12];
-	char		nulls[12];
+	Datum		values[13];
+	char		nulls[13];
 	int			dims[1] = {n};
 	int			lbs[1] = {1};
 	Oid			elemtypes[7] = {INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, NUMERICOID};
@@ -1746,6 +1757,7 @@ hx_fail_exec(HxFailure *f, int n, const HxFailKind *kind,
 	values[10] = CStringGetTextDatum(kind->what ? kind->what : "worker");
 	values[11] = kind->retry_after ? IntervalPGetDatum(kind->retry_after) : (Datum) 0;
 	nulls[11] = kind->retry_after ? ' ' : 'n';
+	values[12] = CStringGetTextDatum("running");
 
 	if (hx_stmt_exec(&fail_set, values, nulls, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not book failed attempts");

@@ -9,6 +9,9 @@
 # was planned as a full scan of the queue, or of the partial index of
 # leased tasks, for every statement: external executors fell from 20,000
 # to 1,000 tasks/s).  Stale and negative-cost completions are still refused.
+# The statement that books failures (hx_fail, and every worker's failed or
+# lost attempts) finds its tasks the same way: by a primary-key probe per
+# id and the ctid it gives.
 use strict;
 use warnings;
 
@@ -60,6 +63,31 @@ is( $node->safe_psql('postgres', q{
 		SELECT count(*) FILTER (WHERE status = 'done') || ' ' || count(*) FILTER (WHERE status = 'running')
 		  FROM hx_task t JOIN claimed c USING (id)}),
 	'498 2', 'the queue agrees: 498 done, the 2 refused still running');
+
+
+# the two still running fail: the failure statement's plan
+$node->psql('postgres', q{
+	LOAD 'auto_explain';
+	SET auto_explain.log_min_duration = 0;
+	SET auto_explain.log_nested_statements = on;
+	SET auto_explain.log_level = notice;
+	SET client_min_messages = notice;
+	SELECT count(hx_fail(c.id, c.lease_token, 'boom'))
+	  FROM claimed c JOIN hx_task t USING (id) WHERE t.status = 'running';},
+	stdout => \$stdout, stderr => \$stderr);
+is($stdout, '2', 'the two failed');
+my ($fail) = grep { /Query Text: WITH f AS \(SELECT u\.\*/ } split /(?=NOTICE:)/, $stderr;
+ok(defined $fail, 'auto_explain showed the failure statement') or diag($stderr);
+$fail //= '';
+like($fail, qr/Index Scan using hx_task_pkey on hx_task x\s.*?Index Cond: \(id = u\.id\)/s,
+	'each failure finds its task by primary key');
+like($fail, qr/Tid Scan on hx_task t\s.*?TID Cond: \(ctid = f\.tid\)/s, 'and updates it where it is');
+unlike($fail, qr/Join Filter|Hash Join|Merge Join|hx_task_lease_idx|hx_task_running_idx/,
+	'no join on id, no scan of a partial index of running tasks');
+is( $node->safe_psql('postgres', q{
+		SELECT string_agg(t.status || ':' || (SELECT count(*) FROM hx_error e WHERE e.task_id = t.id), ' ')
+		  FROM hx_task t JOIN claimed c USING (id) WHERE t.status <> 'done'}),
+	'failed:1 failed:1', 'both wait for a retry, each with its hx_error row');
 
 $node->stop;
 done_testing();
