@@ -37,8 +37,11 @@ SELECT payload, status, attempts, executor FROM hx_task
 -- complete with a cost, fail with retry: in the same update as the status
 SELECT hx_complete(id, lease_token, '{"sum": 1}', 0.25) FROM c WHERE payload->>'n' = '1';
 SELECT hx_fail(id, lease_token, 'model overloaded') FROM c WHERE payload->>'n' = '2';
-SELECT payload, status, result, reported_cost, last_error, run_after > now() AS backoff
-  FROM hx_task WHERE task_type = 'ext_sum' ORDER BY id;
+-- (the retry waits after the failure: compared with the failure's moment,
+-- not with the clock of a later statement, which a 10 ms backoff may pass)
+SELECT payload, status, result, reported_cost, last_error,
+	   coalesce(run_after > (SELECT max(e.at) FROM hx_error e WHERE e.task_id = t.id), false) AS backoff
+  FROM hx_task t WHERE task_type = 'ext_sum' ORDER BY id;
 SELECT e.attempt, e.sqlstate, e.message, e.hint FROM hx_error e
   JOIN hx_task t ON t.id = e.task_id WHERE t.task_type = 'ext_sum';
 -- done, it left the queue's own heap for hx_task_history (lease token
