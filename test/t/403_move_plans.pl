@@ -33,13 +33,23 @@ $node->safe_psql('postgres', q{
 });
 is($node->safe_psql('postgres', 'SELECT count(*) FROM claimed'), '500', '500 of 3,000 tasks claimed');
 
-my ($stdout, $stderr);
-$node->psql('postgres', q{
-	LOAD 'auto_explain';
-	SET auto_explain.log_min_duration = 0;
-	SET auto_explain.log_nested_statements = on;
-	SET auto_explain.log_level = notice;
-	SET client_min_messages = notice;
+# runs sql with auto_explain sending every plan, nested ones too, to the
+# client as a NOTICE; returns its output and the notices
+sub explained
+{
+	my ($sql) = @_;
+	my ($out, $err);
+	$node->psql('postgres', qq{
+		LOAD 'auto_explain';
+		SET auto_explain.log_min_duration = 0;
+		SET auto_explain.log_nested_statements = on;
+		SET auto_explain.log_level = notice;
+		SET client_min_messages = notice;
+		$sql}, stdout => \$out, stderr => \$err);
+	return ($out, $err);
+}
+
+my ($stdout, $stderr) = explained(q{
 	SELECT status, count(*) FROM hx_complete_many(
 		(SELECT array_agg(id ORDER BY id) FROM claimed),
 		(SELECT array_agg(CASE WHEN id = (SELECT min(id) FROM claimed) THEN gen_random_uuid()
@@ -47,8 +57,7 @@ $node->psql('postgres', q{
 		NULL,
 		(SELECT array_agg(CASE WHEN id = (SELECT max(id) FROM claimed) THEN -1 END ORDER BY id)
 		   FROM claimed))
-	GROUP BY status ORDER BY status;},
-	stdout => \$stdout, stderr => \$stderr);
+	GROUP BY status ORDER BY status;});
 is($stdout, "done|498\nrefused|2", 'a stale token and a negative cost refused, the other 498 done');
 
 my ($move) = grep { /Query Text: WITH m AS \(DELETE FROM ONLY/ } split /(?=NOTICE:)/, $stderr;
@@ -66,15 +75,9 @@ is( $node->safe_psql('postgres', q{
 
 
 # the two still running fail: the failure statement's plan
-$node->psql('postgres', q{
-	LOAD 'auto_explain';
-	SET auto_explain.log_min_duration = 0;
-	SET auto_explain.log_nested_statements = on;
-	SET auto_explain.log_level = notice;
-	SET client_min_messages = notice;
+($stdout, $stderr) = explained(q{
 	SELECT count(hx_fail(c.id, c.lease_token, 'boom'))
-	  FROM claimed c JOIN hx_task t USING (id) WHERE t.status = 'running';},
-	stdout => \$stdout, stderr => \$stderr);
+	  FROM claimed c JOIN hx_task t USING (id) WHERE t.status = 'running';});
 is($stdout, '2', 'the two failed');
 my ($fail) = grep { /Query Text: WITH f AS \(SELECT u\.\*/ } split /(?=NOTICE:)/, $stderr;
 ok(defined $fail, 'auto_explain showed the failure statement') or diag($stderr);
