@@ -15,8 +15,8 @@
  *	  to hx_book_receiver, whose rows hx_book_moved books the same way.
  *	  Moves are not booked by a trigger on hx_task_history: an INSERT
  *	  trigger's transition table copies whole rows, payload and result
- *	  included, and reading them back cost a batch worker a fifth of its
- *	  time.  Disabling the trigger on hx_task turns all booking off.
+ *	  included, and reading them back cost a batch worker about a sixth of
+ *	  its time.  Disabling the trigger on hx_task turns all booking off.
  *
  *	  Attempts one worker finished in one statement ran one after the other
  *	  (a stream batch) or together (a batch chunk): they share the span from
@@ -29,8 +29,9 @@
  *	  claim, costs no query); run times, prices, statistics and daily sums
  *	  are worked out here, and written with one INSERT into hx_cost (an
  *	  array of its rows, unnested; a chunk's as one hx_cost_chunk row) and
- *	  one upsert per minute/type/route and per department/day/currency.  The price rules of a type and second are
- *	  kept by the backend until prices change.  The rules are those of the
+ *	  one upsert per minute/type/route and per department/day/currency.
+ *	  The price rules of a type and second are kept by the backend until
+ *	  prices change.  The rules are those of the
  *	  plpgsql trigger of 0.3, which this replaces: at 64 attempts per
  *	  statement it booked an attempt in 10-12 us, mostly window functions,
  *	  joins, aggregates and catalog lookups of one big statement; this
@@ -1337,8 +1338,8 @@ hx_attempt_fill(HxAttempt *t, HxAttempt *prev, TupleTableSlot *slot, const AttrN
  * finished, gathered by hx_book_receive for hx_book_moved.  Moves are
  * booked this way, not by a trigger on hx_task_history: an INSERT trigger
  * with a transition table copies every inserted row, payload and result
- * included, into a tuplestore, and reading it back cost a batch worker a
- * fifth of its time.
+ * included, into a tuplestore, and reading it back cost a batch worker
+ * about a sixth of its time.
  */
 typedef struct HxBookReceiver
 {
