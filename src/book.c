@@ -335,11 +335,9 @@ static Datum hx_numeric_zero(void);
 /*
  * hx_cost_book
  *		AFTER UPDATE ... FOR EACH STATEMENT trigger on hx_task, with the old
- *		and new rows as transition tables hx_cost_old and hx_cost_new; and
- *		AFTER INSERT ... FOR EACH STATEMENT trigger on hx_task_history, with
- *		the new rows as hx_cost_new (every finished row inserted there is a
- *		finished attempt: a window run's chunk moving its tasks out of the
- *		queue).
+ *		and new rows as transition tables hx_cost_old and hx_cost_new: books
+ *		the attempts the statement finished (done tasks that move to
+ *		hx_task_history are booked by hx_book_moved instead).
  */
 Datum
 hx_cost_book(PG_FUNCTION_ARGS)

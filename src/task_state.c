@@ -470,11 +470,13 @@ static HxStmt lost_stream = {
 /*
  * Leases that expired, found through hx_task_lease_idx.  No ORDER BY in
  * the scan: with sorts off (index_order) an order by id was planned as a
- * walk of the whole primary key, every scheduler tick.
+ * walk of the whole primary key, every scheduler tick.  Expired as of the
+ * tick's transaction (now(), stable, so an index condition: with
+ * clock_timestamp() every tick read the whole index, every lease held).
  */
 static HxStmt expired_leases = {
 	"SELECT coalesce(array_agg(l.id ORDER BY l.id), '{}') FROM (SELECT t.id FROM ONLY @extschema@.hx_task t "
-	"WHERE t.status = 'running' AND t.lease_expires_at < clock_timestamp() "
+	"WHERE t.status = 'running' AND t.lease_expires_at < now() "
 	"FOR UPDATE SKIP LOCKED) l",
 	0, {0}, true
 };
