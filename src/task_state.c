@@ -2110,33 +2110,40 @@ hx_fail_leased(PG_FUNCTION_ARGS)
 	return hx_fail_sql(fcinfo, PG_GETARG_ARRAYTYPE_P(0), &failure, &kind);
 }
 
-/* the arguments of the completion statement, for hx_in_subxact */
+/*
+ * The completions hx_complete_call makes, for hx_in_subxact: elements
+ * from .. from + count - 1 of hx_complete_many's arguments (n* their
+ * lengths; results and costs may be shorter than the ids, or absent).
+ */
 typedef struct HxCompleteCall
 {
-	Datum	   *values;
+	Datum	   *ids;
+	Datum	   *tokens;
+	bool	   *tnulls;
+	int			nt;
+	Datum	   *results;
+	bool	   *rnulls;
+	int			nr;
+	Datum	   *costs;
+	bool	   *cnulls;
+	int			nc;
+	int			from;
+	int			count;
 	ReturnSetInfo *rsinfo;
 } HxCompleteCall;
 
 /*
  * hx_complete_call
- *		Runs the completion statement, adds its (id, status) rows to the
- *		result and counts the completed tasks of window runs in them.
+ *		Moves the completed tasks (done_leased), adds an (id, status) row
+ *		per id asked for to the result, and counts the completed tasks of
+ *		window runs in them.
  */
 static void
 hx_complete_call(void *arg)
 {
 	HxCompleteCall *c = (HxCompleteCall *) arg;
-	Datum	   *ids;
-	Datum	   *tokens;
-	bool	   *tnulls;
-	Datum	   *results;
-	bool	   *rnulls;
-	Datum	   *costs;
-	bool	   *cnulls;
-	int			n;
-	int			nt;
-	int			nr;
-	int			nc;
+	Datum		zero = NumericGetDatum(int64_to_numeric(0));
+	Datum		empty = (Datum) 0;
 	HTAB	   *set;
 	Datum		args[2];
 	Datum	   *runs;
@@ -2145,39 +2152,36 @@ hx_complete_call(void *arg)
 	uint64		k;
 	int			i;
 
-	deconstruct_array(DatumGetArrayTypeP(c->values[0]), INT8OID, 8, FLOAT8PASSBYVAL,
-					  TYPALIGN_DOUBLE, &ids, NULL, &n);
-	deconstruct_array(DatumGetArrayTypeP(c->values[1]), UUIDOID, UUID_LEN, false,
-					  TYPALIGN_CHAR, &tokens, &tnulls, &nt);
-	deconstruct_array(DatumGetArrayTypeP(c->values[2]), JSONBOID, -1, false,
-					  TYPALIGN_INT, &results, &rnulls, &nr);
-	deconstruct_array(DatumGetArrayTypeP(c->values[3]), NUMERICOID, -1, false,
-					  TYPALIGN_INT, &costs, &cnulls, &nc);
-
 	/* no token, or a negative cost: refused (left out of the set) */
-	set = hx_moving_create(n);
-	for (i = 0; i < n; i++)
+	set = hx_moving_create(c->count);
+	for (i = c->from; i < c->from + c->count; i++)
 	{
 		HxMoving   *m;
 
-		if (i >= nt || tnulls[i] ||
-			(i < nc && !cnulls[i] &&
-			 DatumGetBool(DirectFunctionCall2(numeric_lt, costs[i],
-											  NumericGetDatum(int64_to_numeric(0))))))
+		if (i >= c->nt || c->tnulls[i] ||
+			(i < c->nc && !c->cnulls[i] &&
+			 DatumGetBool(DirectFunctionCall2(numeric_lt, c->costs[i], zero))))
 			continue;
-		m = hx_moving_add(set, DatumGetInt64(ids[i]));
+		m = hx_moving_add(set, DatumGetInt64(c->ids[i]));
 		m->has_token = true;
-		memcpy(&m->token, DatumGetUUIDP(tokens[i]), sizeof(pg_uuid_t));
+		memcpy(&m->token, DatumGetUUIDP(c->tokens[i]), sizeof(pg_uuid_t));
 		m->result_null = false;
-		m->result = i < nr && !rnulls[i] ? results[i] :
-			DirectFunctionCall1(jsonb_in, CStringGetDatum("{}"));
-		m->cost_null = !(i < nc && !cnulls[i]);
-		m->cost = m->cost_null ? (Datum) 0 : costs[i];
+		if (i < c->nr && !c->rnulls[i])
+			m->result = c->results[i];
+		else
+		{
+			if (empty == (Datum) 0)
+				empty = DirectFunctionCall1(jsonb_in, CStringGetDatum("{}"));
+			m->result = empty;
+		}
+		m->cost_null = !(i < c->nc && !c->cnulls[i]);
+		m->cost = m->cost_null ? (Datum) 0 : c->costs[i];
 	}
 
-	args[0] = c->values[0];
+	args[0] = PointerGetDatum(construct_array(&c->ids[c->from], c->count, INT8OID, 8,
+											  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	args[1] = CStringGetTextDatum("running");
-	(void) hx_move_done(&done_leased, args, set, true, n);
+	(void) hx_move_done(&done_leased, args, set, true, c->count);
 
 	/* what moved, with its window run (HX_BOOK_RETURNING: route, run_id) */
 	for (k = 0; k < SPI_processed; k++)
@@ -2197,14 +2201,14 @@ hx_complete_call(void *arg)
 	}
 
 	/* each id asked for, in order: done or refused */
-	runs = palloc(sizeof(Datum) * Max(n, 1));
-	done = palloc(sizeof(bool) * Max(n, 1));
-	for (i = 0; i < n; i++)
+	runs = palloc(sizeof(Datum) * Max(c->count, 1));
+	done = palloc(sizeof(bool) * Max(c->count, 1));
+	for (i = c->from; i < c->from + c->count; i++)
 	{
-		int64		id = DatumGetInt64(ids[i]);
+		int64		id = DatumGetInt64(c->ids[i]);
 		HxMoving   *m = hash_search(set, &id, HASH_FIND, NULL);
 		bool		moved = m != NULL && m->moved;
-		Datum		row[2] = {ids[i], CStringGetTextDatum(moved ? "done" : "refused")};
+		Datum		row[2] = {c->ids[i], CStringGetTextDatum(moved ? "done" : "refused")};
 		bool		isnull[2] = {false, false};
 
 		tuplestore_putvalues(c->rsinfo->setResult, c->rsinfo->setDesc, row, isnull);
@@ -2236,69 +2240,34 @@ hx_complete_many(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	HxUserSave	save;
-	Datum	   *ids;
-	Datum	   *tokens;
-	bool	   *tnulls;
-	Datum	   *results = NULL;
-	bool	   *rnulls = NULL;
-	Datum	   *costs = NULL;
-	bool	   *cnulls = NULL;
+	HxCompleteCall call;
 	int			n;
-	int			nt;
-	int			nr = 0;
-	int			nc = 0;
 	int			i;
 
 	InitMaterializedSRF(fcinfo, 0);
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		return (Datum) 0;
+	memset(&call, 0, sizeof(call));
+	call.rsinfo = rsinfo;
 	deconstruct_array(PG_GETARG_ARRAYTYPE_P(0), INT8OID, 8, FLOAT8PASSBYVAL,
-					  TYPALIGN_DOUBLE, &ids, NULL, &n);
+					  TYPALIGN_DOUBLE, &call.ids, NULL, &n);
 	deconstruct_array(PG_GETARG_ARRAYTYPE_P(1), UUIDOID, UUID_LEN, false,
-					  TYPALIGN_CHAR, &tokens, &tnulls, &nt);
+					  TYPALIGN_CHAR, &call.tokens, &call.tnulls, &call.nt);
 	if (!PG_ARGISNULL(2))
 		deconstruct_array(PG_GETARG_ARRAYTYPE_P(2), JSONBOID, -1, false,
-						  TYPALIGN_INT, &results, &rnulls, &nr);
+						  TYPALIGN_INT, &call.results, &call.rnulls, &call.nr);
 	if (!PG_ARGISNULL(3))
 		deconstruct_array(PG_GETARG_ARRAYTYPE_P(3), NUMERICOID, -1, false,
-						  TYPALIGN_INT, &costs, &cnulls, &nc);
+						  TYPALIGN_INT, &call.costs, &call.cnulls, &call.nc);
 
 	(void) hx_enter(fcinfo, &save);
 	for (i = -1; i < n; i++)
 	{
-		Datum		values[4];
-		HxCompleteCall call = {NULL, rsinfo};
 		ErrorData  *edata;
 
-		if (i < 0)
-		{
-			values[0] = PG_GETARG_DATUM(0);
-			values[1] = PG_GETARG_DATUM(1);
-			values[2] = PG_ARGISNULL(2) ? PointerGetDatum(construct_empty_array(JSONBOID)) : PG_GETARG_DATUM(2);
-			values[3] = PG_ARGISNULL(3) ? PointerGetDatum(construct_empty_array(NUMERICOID)) : PG_GETARG_DATUM(3);
-		}
-		else
-		{
-			int			one = 1;
-			int			lb = 1;
-			Datum		r = i < nr && !rnulls[i] ? results[i] : (Datum) 0;
-			bool		rn = !(i < nr && !rnulls[i]);
-			Datum		c = i < nc && !cnulls[i] ? costs[i] : (Datum) 0;
-			bool		cn = !(i < nc && !cnulls[i]);
-			Datum		t = i < nt && !tnulls[i] ? tokens[i] : (Datum) 0;
-			bool		tn = !(i < nt && !tnulls[i]);
-
-			values[0] = PointerGetDatum(construct_array(&ids[i], 1, INT8OID, 8,
-														FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-			values[1] = PointerGetDatum(construct_md_array(&t, &tn, 1, &one, &lb, UUIDOID,
-														   UUID_LEN, false, TYPALIGN_CHAR));
-			values[2] = PointerGetDatum(construct_md_array(&r, &rn, 1, &one, &lb, JSONBOID,
-														   -1, false, TYPALIGN_INT));
-			values[3] = PointerGetDatum(construct_md_array(&c, &cn, 1, &one, &lb, NUMERICOID,
-														   -1, false, TYPALIGN_INT));
-		}
-
-		call.values = values;
+		/* all together first, then one by one */
+		call.from = i < 0 ? 0 : i;
+		call.count = i < 0 ? n : 1;
 		edata = hx_in_subxact(hx_complete_call, &call);
 		if (edata == NULL && i < 0)
 			break;				/* all completed (or refused) together */
@@ -2312,11 +2281,11 @@ hx_complete_many(PG_FUNCTION_ARGS)
 		}
 		else if (edata != NULL)
 		{
-			Datum		row[2] = {ids[i], CStringGetTextDatum("refused")};
+			Datum		row[2] = {call.ids[i], CStringGetTextDatum("refused")};
 			bool		isnull[2] = {false, false};
 
 			ereport(WARNING,
-					(errmsg("could not complete task %lld: %s", (long long) DatumGetInt64(ids[i]),
+					(errmsg("could not complete task %lld: %s", (long long) DatumGetInt64(call.ids[i]),
 							edata->message),
 					 errhint("The task stays running until its lease expires; the reclaim then books the attempt.")));
 			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, row, isnull);
