@@ -58,6 +58,8 @@ bash "$here/test/bench/graphile/install.sh" "$GRAPHILE_DIR" >&2
 dir=$(mktemp -d /tmp/hybridexec-bench.XXXXXX)
 trap 'hx_tmp_stop' EXIT
 export HX_TMP_TCP=1
+# huge pages for shared memory unless HUGE_PAGES=off (scripts/pgtmp.sh)
+export HX_TMP_HUGE_PAGES=${HUGE_PAGES:-on}
 hx_tmp_start "$dir" "hybridexec.database_name = 'bench_hx'" "max_connections = 100"
 hx_tmp_psql -c "CREATE DATABASE bench_hx" -c "CREATE DATABASE bench_graphile"
 
@@ -70,7 +72,7 @@ done
 
 cpu=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)
 echo "machine: $(nproc) cores, ${cpu:-unknown cpu}; PostgreSQL $(hx_as_user postgres --version | awk '{print $3}'); node $(node --version)"
-echo "settings: LAT_N=$LAT_N THRU_N=$THRU_N, synchronous_commit=on, fsync=on (defaults)"
+echo "settings: LAT_N=$LAT_N THRU_N=$THRU_N, synchronous_commit=on, fsync=on (defaults), huge pages $HX_TMP_HUGE"
 
 # Before each peer's turn the server settles (hx_tmp_settle), so neither
 # peer measures the other's aftermath.

@@ -46,6 +46,8 @@ trap 'hx_tmp_stop' EXIT
 # work would have: 200,000 tasks with their history and indexes take about
 # 150 MB, more than the default 128 MB.  PgQ runs on the same server.
 # SHARED_BUFFERS=128MB gives the default's figures.
+# huge pages for shared memory unless HUGE_PAGES=off (scripts/pgtmp.sh)
+export HX_TMP_HUGE_PAGES=${HUGE_PAGES:-on}
 hx_tmp_start "$dir" "hybridexec.batch_workers = 4" "hybridexec.batch_nice = 0" \
 	"shared_buffers = '${SHARED_BUFFERS:-1GB}'"
 psqlq() { hx_tmp_psql -At "$@"; }
@@ -128,7 +130,7 @@ pgq_round() {
 	echo "$ins $con"
 }
 
-echo "machine: $(nproc) cores; PostgreSQL $(hx_as_user postgres --version | awk '{print $3}'); N=$N, chunk $CHUNK, rounds $ROUNDS, shared_buffers $(psqlq -c 'SHOW shared_buffers'), wal_buffers $(psqlq -c 'SHOW wal_buffers')"
+echo "machine: $(nproc) cores; PostgreSQL $(hx_as_user postgres --version | awk '{print $3}'); N=$N, chunk $CHUNK, rounds $ROUNDS, shared_buffers $(psqlq -c 'SHOW shared_buffers'), wal_buffers $(psqlq -c 'SHOW wal_buffers'), huge pages $HX_TMP_HUGE"
 b1=() b0=() bp=() st=() pq=()
 for r in $(seq 1 "$ROUNDS"); do
 	echo "round $r/$ROUNDS" >&2

@@ -46,6 +46,8 @@ bash "$here/test/bench/graphile/install.sh" "$GRAPHILE_DIR" >&2
 dir=$(mktemp -d /tmp/hybridexec-bench-flat.XXXXXX)
 trap 'hx_tmp_stop' EXIT
 export HX_TMP_TCP=1
+# huge pages for shared memory unless HUGE_PAGES=off (scripts/pgtmp.sh)
+export HX_TMP_HUGE_PAGES=${HUGE_PAGES:-on}
 hx_tmp_start "$dir" "hybridexec.batch_nice = 0" "max_wal_size = '4GB'"
 psqlq() { hx_tmp_psql -At "$@"; }
 . "$here/test/bench/rounds.sh"
@@ -98,7 +100,7 @@ latency_round() {
 
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 
-echo "machine: $(nproc) cores; PostgreSQL $(hx_as_user postgres --version | awk '{print $3}'); load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "machine: $(nproc) cores; PostgreSQL $(hx_as_user postgres --version | awk '{print $3}'); load average at start: $(cut -d' ' -f1-3 /proc/loadavg); huge pages $HX_TMP_HUGE"
 echo "flat: $SMALL vs $BIG tasks, $RETAINED finished tasks retained; rounds $ROUNDS (medians)"
 ss=() sb=() bs=() bb=() le=() lr=()
 for r in $(seq 1 "$ROUNDS"); do

@@ -33,6 +33,8 @@ hx_build_install "$here"
 
 dir=$(mktemp -d /tmp/hybridexec-bench-soak.XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; hx_tmp_stop' EXIT
+# huge pages for shared memory unless HUGE_PAGES=off (scripts/pgtmp.sh)
+export HX_TMP_HUGE_PAGES=${HUGE_PAGES:-on}
 hx_tmp_start "$dir" "hybridexec.retention = '$RETENTION'"
 psqlq() { hx_tmp_psql -At "$@"; }
 
@@ -48,7 +50,7 @@ VALUES ('soak-batch', 1, 'soak_batch', 'batch', 'soak');
 SQL
 
 cpu=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)
-echo "machine: $(nproc) cores, ${cpu:-unknown cpu}; load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "machine: $(nproc) cores, ${cpu:-unknown cpu}; load average at start: $(cut -d' ' -f1-3 /proc/loadavg); huge pages $HX_TMP_HUGE"
 echo "soak: $RATE tasks/s (a fifth batch, a window opened every minute) for $MINUTES min, hybridexec.retention = $RETENTION, autovacuum as configured on the tables (no manual VACUUM)"
 
 batch=$((RATE / 5))
