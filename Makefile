@@ -21,6 +21,7 @@ OBJS = \
 	src/classify.o \
 	src/submit.o \
 	src/task_state.o \
+	src/history.o \
 	src/task_exec.o \
 	src/worker_common.o \
 	src/stream_worker.o \

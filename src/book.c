@@ -1411,6 +1411,35 @@ hx_book_receiver(int offset, int expected)
 }
 
 /*
+ * hx_book_receiver_for
+ *		The same for rows of desc, which has the booking columns by their
+ *		names (hx_task_history's rows, written by history.c): its rows are
+ *		given to receiveSlot directly, without a statement's startup.
+ */
+DestReceiver *
+hx_book_receiver_for(TupleDesc desc, int expected)
+{
+	HxBookReceiver *r = (HxBookReceiver *) hx_book_receiver(0, expected);
+	int			c;
+	int			a;
+
+	for (c = 0; c < F_WAS_RUNNING; c++)
+	{
+		r->attnum[c] = InvalidAttrNumber;
+		for (a = 0; a < desc->natts; a++)
+			if (!TupleDescAttr(desc, a)->attisdropped &&
+				strcmp(NameStr(TupleDescAttr(desc, a)->attname), task_columns[c]) == 0)
+				r->attnum[c] = a + 1;
+		if (r->attnum[c] == InvalidAttrNumber)
+		{
+			hx_book_forget((DestReceiver *) r);
+			elog(ERROR, "hx_book_receiver_for: no column %s", task_columns[c]);
+		}
+	}
+	return (DestReceiver *) r;
+}
+
+/*
  * hx_book_startup
  *		Checks that the statement returns the booking columns where the
  *		receiver expects them.

@@ -303,6 +303,7 @@ extern bool hx_book_moves;
 	"reported_cost, finished_at"
 
 extern DestReceiver *hx_book_receiver(int offset, int expected);
+extern DestReceiver *hx_book_receiver_for(TupleDesc desc, int expected);
 extern void hx_book_tuples(DestReceiver *dest, SPITupleTable *tuptable, uint64 n);
 extern int	hx_book_moved(DestReceiver *dest);
 extern void hx_book_forget(DestReceiver *dest);

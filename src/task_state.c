@@ -14,7 +14,8 @@
  *		queued/failed --its window run's chunk lost--> isolated too
  *		running       --lease expired (reclaim)--> as failed
  *		queued/failed --chunk of a window run--> done (attempt counted with it),
- *						 moved from the queue into hx_task_history
+ *						 moved from the queue into hx_task_history (the rows
+ *						 written there by history.c, as the move says)
  *		queued/failed --cancel--> cancelled
  *		batch, queued --escalate--> stream, queued
  *		any unfinished --quarantine--> dead (its outcome could not be booked)
@@ -61,6 +62,7 @@
 #include "utils/tuplestore.h"
 
 #include "hybridexec.h"
+#include "history.h"
 #include "task_state.h"
 
 /*
@@ -328,6 +330,26 @@ static HxStmt done_chunk_tid = {
 	HX_MOVE_INSERT("attempts + 1", "$2", "$5", "$3", "$4", "NULL", "reported_cost")
 	" RETURNING " HX_BOOK_RETURNING,
 	5, {TIDARRAYOID, TIMESTAMPTZOID, INT4OID, INT8OID, TIMESTAMPTZOID}, true
+};
+
+/*
+ * The two above, when the chunk's rows can be written into
+ * hx_task_history directly (history.c: no trigger there, no row
+ * security): the DELETE's rows go to hx_history_writer, which makes them
+ * done (attempt counted, started, finished, run by whom in which run, the
+ * moving set's result) as HX_MOVE_INSERT's SELECT does.  $1 the ctids, or
+ * the ids and $2 the statuses they may have.
+ */
+static HxStmt delete_chunk_tid = {
+	"DELETE FROM ONLY @extschema@.hx_task t WHERE t.ctid = ANY($1) "
+	"AND t.status IN ('queued', 'failed') AND _hybridexec.hx_moving_has(t.id) RETURNING t.*",
+	1, {TIDARRAYOID}, true
+};
+static HxStmt delete_chunk = {
+	"DELETE FROM ONLY @extschema@.hx_task t WHERE t.ctid = ANY (ARRAY("
+	"SELECT x.ctid FROM ONLY @extschema@.hx_task x WHERE x.id = ANY ($1))) AND t.status = ANY ($2) "
+	"AND _hybridexec.hx_moving_has(t.id) RETURNING t.*",
+	2, {INT8ARRAYOID, TEXTARRAYOID}, true
 };
 
 /*
@@ -676,6 +698,9 @@ static int	hx_limit_claimed(HxTask *tasks, int n, bool isolated, double *wait_ms
 static int	hx_type_name_cmp(const void *a, const void *b);
 static int	hx_move_done(HxStmt *stmt, Datum *values, HTAB *set, bool rows_to_caller,
 						 int expected);
+static int	hx_move_direct(HxStmt *stmt, Datum *values, HTAB *set, int expected,
+						   HxHistoryDone *done);
+static Datum hx_moving_result_of(int64 id, bool *isnull);
 static int	hx_fail_exec(HxFailure *f, int n, const HxFailKind *kind,
 						 TimestampTz *next_retry, HxBooked *booked);
 static void hx_fail_robustly(HxFailure *f, int n, const HxFailKind *kind,
@@ -1465,20 +1490,39 @@ hx_book_chunk_done(HxTask *tasks, HxOutcome *outs, int n, int64 run_id)
 	Datum	   *tids;
 	HTAB	   *set;
 	int			nd = hx_done_set(tasks, outs, n, &values[0], &set);
+	Datum		waiting[2];
 	int			nt = 0;
 	int			moved;
 	int			i;
 
 	if (nd == 0)
 		return 0;
+	waiting[0] = CStringGetTextDatum("queued");
+	waiting[1] = CStringGetTextDatum("failed");
 	tids = palloc(sizeof(Datum) * nd);
 	for (i = 0; i < n; i++)
 		if (outs[i].ok && tasks[i].has_tid)
 			tids[nt++] = PointerGetDatum(&tasks[i].tid);
-	if (nt < nd)
+	if (hx_history_direct_ok())
 	{
-		Datum		waiting[2] = {CStringGetTextDatum("queued"), CStringGetTextDatum("failed")};
+		HxHistoryDone done;
 
+		done.attempts_add = 1;
+		done.result_of = hx_moving_result_of;
+		done.started = started;
+		done.finished = finished;
+		done.pid = Int32GetDatum(MyProcPid);
+		done.run = Int64GetDatum(run_id);
+		if (nt == nd)
+			values[0] = PointerGetDatum(construct_array(tids, nt, TIDOID, sizeof(ItemPointerData),
+														false, TYPALIGN_SHORT));
+		else
+			values[1] = PointerGetDatum(construct_array(waiting, 2, TEXTOID, -1, false,
+														TYPALIGN_INT));
+		moved = hx_move_direct(nt == nd ? &delete_chunk_tid : &delete_chunk, values, set, nd, &done);
+	}
+	else if (nt < nd)
+	{
 		values[1] = PointerGetDatum(construct_array(waiting, 2, TEXTOID, -1, false,
 													TYPALIGN_INT));
 		values[2] = started;
@@ -1614,6 +1658,60 @@ hx_move_done(HxStmt *stmt, Datum *values, HTAB *set, bool rows_to_caller, int ex
 	/* the caller's rows, if any, are still SPI_tuptable's */
 	SPI_processed = processed;
 	return (int) processed;
+}
+
+/*
+ * hx_moving_result_of
+ *		The result of a task in the moving set (history.c's result_of).
+ */
+static Datum
+hx_moving_result_of(int64 id, bool *isnull)
+{
+	HxMoving   *m = hx_moving_find(id);
+
+	*isnull = m == NULL || m->result_null;
+	return *isnull ? (Datum) 0 : m->result;
+}
+
+/*
+ * hx_move_direct
+ *		Runs a statement that deletes done tasks of a moving set from the
+ *		queue (RETURNING t.*), their rows written into hx_task_history as
+ *		done says (history.c), and books them.  Returns how many moved.  In
+ *		a transaction, SPI connected, hx_history_direct_ok.
+ */
+static int
+hx_move_direct(HxStmt *stmt, Datum *values, HTAB *set, int expected, HxHistoryDone *done)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	DestReceiver *writer = hx_history_writer(done, expected);
+	DestReceiver *book = hx_history_book(writer);
+	int			moved = 0;
+	int			rc;
+
+	hx_book_moves = true;
+	moving = set;
+	PG_TRY();
+	{
+		rc = hx_stmt_exec_dest(stmt, values, NULL, writer);
+		if (rc != SPI_OK_DELETE_RETURNING)
+			elog(ERROR, "moving done tasks to hx_task_history failed: %s", SPI_result_code_string(rc));
+		moved = hx_history_finish(writer);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(caller);
+		hx_book_moves = false;
+		moving = NULL;
+		hx_history_forget(writer);
+		hx_book_forget(book);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	hx_book_moves = false;
+	moving = NULL;
+	(void) hx_book_moved(book);
+	return moved;
 }
 
 /*
