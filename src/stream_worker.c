@@ -454,12 +454,23 @@ hx_run_batch_guarded(HxTask *tasks, int ntasks, TimestampTz *next_retry,
 /*
  * hx_micro_batch_due
  *		When the oldest buffered micro-batch must run even if not full, or
- *		0 when none waits.  In a transaction, SPI connected.
+ *		0 when none waits.  A worker asks whenever it goes idle, so without
+ *		micro-batched types the queue is not looked at (the join walked
+ *		every queued stream task).  A kept statement: as a SQL function
+ *		(with its own search_path, never inlined) it was parsed and planned
+ *		at every call, a quarter of an idle-going worker's time.  In a
+ *		transaction, SPI connected.
  */
 static TimestampTz
 hx_micro_batch_due(void)
 {
-	static HxStmt due = {"SELECT _hybridexec.hx_micro_batch_due()"};
+	static HxStmt due = {
+		"SELECT CASE WHEN EXISTS (SELECT 1 FROM @extschema@.hx_type y WHERE y.micro_batch_size IS NOT NULL) "
+		"THEN (SELECT min(t.submitted_at + y.micro_batch_wait) "
+		"FROM ONLY @extschema@.hx_task t JOIN @extschema@.hx_type y ON y.task_type = t.task_type "
+		"WHERE y.micro_batch_size IS NOT NULL "
+		"AND t.status IN ('queued', 'failed') AND t.route = 'stream') END"
+	};
 	bool		isnull;
 	Datum		d = hx_stmt_value(&due, NULL, NULL, &isnull);
 

@@ -1019,23 +1019,6 @@ $$;
 COMMENT ON FUNCTION _hybridexec.hx_micro_batch_ready(text, integer, interval) IS
 'Worker side: whether the stream tasks of a micro-batched type are ready to go (a full batch, or the oldest has waited micro_batch_wait)';
 
-CREATE FUNCTION _hybridexec.hx_micro_batch_due() RETURNS timestamptz
-LANGUAGE sql STABLE SET search_path = @extschema@, _hybridexec, pg_temp AS $$
-	/*
-	 * when the next buffered micro-batch must go even if not full; a
-	 * worker asks whenever it goes idle, so without micro-batched types the
-	 * queue is not looked at (the join walked every queued stream task)
-	 */
-	SELECT CASE WHEN EXISTS (SELECT 1 FROM hx_type y WHERE y.micro_batch_size IS NOT NULL)
-				THEN (SELECT min(t.submitted_at + y.micro_batch_wait)
-						FROM ONLY hx_task t JOIN hx_type y ON y.task_type = t.task_type
-					   WHERE y.micro_batch_size IS NOT NULL
-						 AND t.status IN ('queued', 'failed') AND t.route = 'stream') END
-$$;
-
-COMMENT ON FUNCTION _hybridexec.hx_micro_batch_due() IS
-'Worker side: the moment the oldest buffered micro-batch must run even if it is not full (NULL when none waits)';
-
 CREATE FUNCTION _hybridexec.hx_stream_claim(worker_pid integer, max integer)
 RETURNS TABLE (id bigint, task_type text, payload jsonb, attempts integer,
 			   max_attempts integer, handler regprocedure, run_as regrole,
