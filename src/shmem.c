@@ -406,7 +406,8 @@ hx_id_before(int64 id)
 /*
  * hx_claim_floor_advance
  *		A full claim (it took as many tasks as it asked for) ended at key
- *		(negprio, id): later claims may start after it - but not after a
+ *		(negprio, id), or a claim read to the end of the claim index (the
+ *		highest key): later claims may start after it - but not after a
  *		key queued since the claimer read generation gen, nor at all when
  *		more were queued since than the ring remembers.  full says the
  *		claim looked at the whole queue: it restarts the rescan clock, and
@@ -455,8 +456,8 @@ hx_claim_floor_advance(uint64 gen, bool full, int32 negprio, int64 id)
 
 /*
  * hx_claim_floor_clear
- *		A claim took fewer tasks than it asked for: the backlog is gone, and
- *		claims look at the whole queue again.
+ *		A claim found nothing after the floor: claims look at the whole
+ *		queue again (for tasks below it that became due).
  */
 void
 hx_claim_floor_clear(void)

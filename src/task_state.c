@@ -1168,16 +1168,18 @@ hx_claim_stream(int worker_pid, int max, HxTask **tasks, MemoryContext cxt)
 
 /*
  * hx_claim_stream_next
- *		A stream worker's claim: hx_claim_stream, but while a backlog lasts
- *		it starts after the claim floor (shmem.c) rather than at the head
- *		of the claim index.  Every task a worker claims leaves a dead entry
+ *		A stream worker's claim: hx_claim_stream, but it starts after the
+ *		claim floor (shmem.c) rather than at the head of the claim index
+ *		while there is one.  Every task a worker claims leaves a dead entry
  *		at the head of that index until the next vacuum, and claims that
  *		start at the head step over all of them: on a backlog of a million
  *		tasks, claims slowed down as it drained.
  *
  *		Claims between rescans may miss a task below the floor that became
  *		due without being queued anew (a retry after its backoff); the
- *		rescan finds it (HX_CLAIM_RESCAN_MS).  Queued tasks lower the floor
+ *		rescan finds it (HX_CLAIM_RESCAN_MS), and so does the next claim
+ *		that finds nothing after the floor.  A claim that takes fewer tasks
+ *		than it asked for leaves the floor at the end of the index.  Queued tasks lower the floor
  *		themselves (wakeup.c), so priorities keep their order.  In the
  *		claim transaction; the floor moves before it commits.
  */
@@ -1215,7 +1217,17 @@ hx_claim_stream_next(int worker_pid, int max, HxTask **tasks, MemoryContext cxt)
 
 	if (n < max)
 	{
-		hx_claim_floor_clear();
+		/*
+		 * The claim read to the end of the claim index: nothing it could
+		 * see is left there to claim.  The next claims start at the end,
+		 * where new tasks are queued (one queued below it lowers the floor
+		 * itself), so that a worker woken for a single task does not step
+		 * over the dead entries of every task claimed since the last
+		 * vacuum first: that walk was on the path of every wake-up after
+		 * a burst.  A claim after the floor that finds nothing still looks
+		 * at the whole queue (above), for retries that became due.
+		 */
+		hx_claim_floor_advance(gen, !after, PG_INT32_MAX, PG_INT64_MAX);
 		return n;
 	}
 	/* a full claim: the next one may start after its last task */
