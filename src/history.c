@@ -17,8 +17,8 @@
  *
  *	  Only while hx_task_history has no trigger (a watched table's
  *	  write-back, anything a user added), no row security and the current
- *	  user may insert into it (hx_history_direct_ok): otherwise the move
- *	  runs its INSERT statement, which fires and checks all of that.  The
+ *	  user may insert into it; otherwise hx_history_writer gives none and
+ *	  the move runs its INSERT statement, which fires and checks all that.  The
  *	  history's check constraint holds by construction (status 'done'),
  *	  and its NOT NULL columns are the queue's, copied.
  *
@@ -94,47 +94,40 @@ hx_history_open(void)
 }
 
 /*
- * hx_history_direct_ok
- *		Whether done tasks may be written into hx_task_history directly:
- *		no trigger on it, no row security, and the current user may insert
- *		(else the move's INSERT statement, which fires, checks and refuses
- *		as SQL does).  In a transaction.
- */
-bool
-hx_history_direct_ok(void)
-{
-	Relation	rel = hx_history_open();
-	bool		ok;
-
-	ok = rel->trigdesc == NULL && !rel->rd_rel->relrowsecurity &&
-		rel->rd_rel->relkind == RELKIND_RELATION &&
-		pg_class_aclcheck(RelationGetRelid(rel), GetUserId(), ACL_INSERT) == ACLCHECK_OK;
-	table_close(rel, NoLock);
-	return ok;
-}
-
-/*
  * hx_history_writer
  *		A receiver for the rows a move deletes from the queue (all of
  *		hx_task's columns, by name): writes each into hx_task_history as
  *		done says, and hands it to a ledger's receiver (hx_book_receiver_for,
  *		room for "expected" rows; hx_history_book gives it for
- *		hx_book_moved).  hx_history_finish writes the last ones.  In a
- *		transaction, SPI connected, the extension's schema cached.
+ *		hx_book_moved).  hx_history_finish writes the last ones.  NULL when
+ *		the rows must go in by an INSERT statement instead: the history has
+ *		a trigger or row security, or the current user may not insert (the
+ *		statement fires, checks and refuses as SQL does); the lock taken to
+ *		look stays, so no trigger can come in between.  In a transaction,
+ *		SPI connected, the extension's schema cached.
  */
 DestReceiver *
 hx_history_writer(const HxHistoryDone *done, int expected)
 {
-	HxHistoryWriter *w = palloc0(sizeof(HxHistoryWriter));
+	Relation	rel = hx_history_open();
+	HxHistoryWriter *w;
 	int			c;
 
+	if (rel->trigdesc != NULL || rel->rd_rel->relrowsecurity ||
+		rel->rd_rel->relkind != RELKIND_RELATION ||
+		pg_class_aclcheck(RelationGetRelid(rel), GetUserId(), ACL_INSERT) != ACLCHECK_OK)
+	{
+		table_close(rel, NoLock);
+		return NULL;
+	}
+	w = palloc0(sizeof(HxHistoryWriter));
 	w->pub.receiveSlot = hx_history_receive;
 	w->pub.rStartup = hx_history_startup;
 	w->pub.rShutdown = hx_history_nothing;
 	w->pub.rDestroy = hx_history_nothing;
 	w->pub.mydest = DestNone;
 	w->cxt = CurrentMemoryContext;
-	w->rel = hx_history_open();
+	w->rel = rel;
 	w->done = *done;
 	for (c = 0; c < HX_HIST_NCOLS; c++)
 	{

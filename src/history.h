@@ -38,7 +38,6 @@ typedef struct HxHistoryDone
 	Datum		run;			/* int8 */
 } HxHistoryDone;
 
-extern bool hx_history_direct_ok(void);
 extern DestReceiver *hx_history_writer(const HxHistoryDone *done, int expected);
 extern DestReceiver *hx_history_book(DestReceiver *self);
 extern int	hx_history_finish(DestReceiver *self);

@@ -709,8 +709,7 @@ static int	hx_limit_claimed(HxTask *tasks, int n, bool isolated, double *wait_ms
 static int	hx_type_name_cmp(const void *a, const void *b);
 static int	hx_move_done(HxStmt *stmt, Datum *values, HTAB *set, bool rows_to_caller,
 						 int expected);
-static int	hx_move_direct(HxStmt *stmt, Datum *values, HTAB *set, int expected,
-						   HxHistoryDone *done);
+static int	hx_move_direct(HxStmt *stmt, Datum *values, HTAB *set, DestReceiver *writer);
 static Datum hx_moving_result_of(int64 id, bool *isnull);
 static int	hx_fail_exec(HxFailure *f, int n, const HxFailKind *kind,
 						 TimestampTz *next_retry, HxBooked *booked);
@@ -1513,56 +1512,52 @@ hx_book_chunk_done(HxTask *tasks, HxOutcome *outs, int n, int64 run_id)
 	Datum	   *tids;
 	HTAB	   *set;
 	int			nd = hx_done_set(tasks, outs, n, &values[0], &set);
-	Datum		waiting[2];
+	HxHistoryDone done;
+	DestReceiver *writer;
+	bool		by_tid;
 	int			nt = 0;
 	int			moved;
 	int			i;
 
 	if (nd == 0)
 		return 0;
-	waiting[0] = CStringGetTextDatum("queued");
-	waiting[1] = CStringGetTextDatum("failed");
 	tids = palloc(sizeof(Datum) * nd);
 	for (i = 0; i < n; i++)
 		if (outs[i].ok && tasks[i].has_tid)
 			tids[nt++] = PointerGetDatum(&tasks[i].tid);
-	if (hx_history_direct_ok())
-	{
-		HxHistoryDone done;
 
-		done.attempts_add = 1;
-		done.result_of = hx_moving_result_of;
-		done.started = started;
-		done.finished = finished;
-		done.pid = Int32GetDatum(MyProcPid);
-		done.run = Int64GetDatum(run_id);
-		if (nt == nd)
-			values[0] = PointerGetDatum(construct_array(tids, nt, TIDOID, sizeof(ItemPointerData),
-														false, TYPALIGN_SHORT));
-		else
-			values[1] = PointerGetDatum(construct_array(waiting, 2, TEXTOID, -1, false,
-														TYPALIGN_INT));
-		moved = hx_move_direct(nt == nd ? &delete_chunk_tid : &delete_chunk, values, set, nd, &done);
-	}
-	else if (nt < nd)
-	{
-		values[1] = PointerGetDatum(construct_array(waiting, 2, TEXTOID, -1, false,
-													TYPALIGN_INT));
-		values[2] = started;
-		values[3] = Int32GetDatum(MyProcPid);
-		values[4] = Int64GetDatum(run_id);
-		values[5] = finished;
-		moved = hx_move_done(&done_chunk, values, set, false, nd);
-	}
-	else
-	{
+	/* $1 the ctids (every task had one), or the ids and $2 what they may be */
+	by_tid = nt == nd;
+	if (by_tid)
 		values[0] = PointerGetDatum(construct_array(tids, nt, TIDOID, sizeof(ItemPointerData),
 													false, TYPALIGN_SHORT));
-		values[1] = started;
-		values[2] = Int32GetDatum(MyProcPid);
-		values[3] = Int64GetDatum(run_id);
-		values[4] = finished;
-		moved = hx_move_done(&done_chunk_tid, values, set, false, nd);
+	else
+	{
+		Datum		waiting[2] = {CStringGetTextDatum("queued"), CStringGetTextDatum("failed")};
+
+		values[1] = PointerGetDatum(construct_array(waiting, 2, TEXTOID, -1, false,
+													TYPALIGN_INT));
+	}
+
+	done.attempts_add = 1;
+	done.result_of = hx_moving_result_of;
+	done.started = started;
+	done.finished = finished;
+	done.pid = Int32GetDatum(MyProcPid);
+	done.run = Int64GetDatum(run_id);
+	writer = hx_history_writer(&done, nd);
+	if (writer != NULL)
+		moved = hx_move_direct(by_tid ? &delete_chunk_tid : &delete_chunk, values, set, writer);
+	else
+	{
+		/* the INSERT statements take the rest after the key */
+		Datum	   *rest = &values[by_tid ? 1 : 2];
+
+		rest[0] = started;
+		rest[1] = done.pid;
+		rest[2] = done.run;
+		rest[3] = finished;
+		moved = hx_move_done(by_tid ? &done_chunk_tid : &done_chunk, values, set, false, nd);
 	}
 	hash_destroy(set);
 	return moved;
@@ -1699,15 +1694,14 @@ hx_moving_result_of(int64 id, bool *isnull)
 /*
  * hx_move_direct
  *		Runs a statement that deletes done tasks of a moving set from the
- *		queue (RETURNING t.*), their rows written into hx_task_history as
- *		done says (history.c), and books them.  Returns how many moved.  In
- *		a transaction, SPI connected, hx_history_direct_ok.
+ *		queue (RETURNING t.*), their rows written into hx_task_history by
+ *		writer (history.c), and books them.  Returns how many moved.  In a
+ *		transaction, SPI connected.
  */
 static int
-hx_move_direct(HxStmt *stmt, Datum *values, HTAB *set, int expected, HxHistoryDone *done)
+hx_move_direct(HxStmt *stmt, Datum *values, HTAB *set, DestReceiver *writer)
 {
 	MemoryContext caller = CurrentMemoryContext;
-	DestReceiver *writer = hx_history_writer(done, expected);
 	DestReceiver *book = hx_history_book(writer);
 	int			moved = 0;
 	int			rc;
