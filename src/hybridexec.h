@@ -190,6 +190,13 @@ typedef struct HxDb
 
 typedef struct HxShared
 {
+	/*
+	 * set once when shared memory is created: whether the server had been
+	 * shut down cleanly (pg_control said so), so that no crash can have
+	 * forgotten an attempt; read without the lock
+	 */
+	bool		clean_start;
+
 	slock_t		mutex;			/* protects everything below */
 	Latch	   *launcher_latch;
 	int			nsteps;

@@ -14,6 +14,8 @@
  */
 #include "postgres.h"
 
+#include "catalog/pg_control.h"
+#include "common/controldata_utils.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -37,6 +39,7 @@ static void hx_shmem_request(void);
 static void hx_shmem_startup(void);
 static Size hx_shmem_size(void);
 static void hx_slot_detach(int code, Datum arg);
+static bool hx_shut_down_cleanly(void);
 
 PG_FUNCTION_INFO_V1(hx_workers);
 PG_FUNCTION_INFO_V1(hx_stream_worker_alive);
@@ -107,8 +110,29 @@ hx_shmem_startup(void)
 		SpinLockInit(&hx_shared->wait_mutex);
 		hx_shared->nslots = hx_stream_workers;
 		hx_shared->nbatch = hx_batch_workers;
+		hx_shared->clean_start = hx_shut_down_cleanly();
 	}
 	LWLockRelease(AddinShmemInitLock);
+}
+
+/*
+ * hx_shut_down_cleanly
+ *		Whether pg_control says the server was shut down cleanly.  Read when
+ *		shared memory is created (in the postmaster, before the startup
+ *		process runs): after a crash, a crash restart or an immediate
+ *		shutdown it says the server was still running (or recovering); a
+ *		standby's counts as not clean too.  Stream workers make their first
+ *		claims durable after such a start (stream_worker.c).
+ */
+static bool
+hx_shut_down_cleanly(void)
+{
+	bool		crc_ok;
+	ControlFileData *control = get_controlfile(DataDir, &crc_ok);
+	bool		clean = crc_ok && control->state == DB_SHUTDOWNED;
+
+	pfree(control);
+	return clean;
 }
 
 /*
