@@ -1178,9 +1178,10 @@ hx_claim_stream(int worker_pid, int max, HxTask **tasks, MemoryContext cxt)
  *		due without being queued anew (a retry after its backoff); the
  *		rescan finds it (HX_CLAIM_RESCAN_MS), and so does the next claim
  *		that finds nothing after the floor.  A claim that takes fewer tasks
- *		than it asked for leaves the floor at the end of the index.  Queued tasks lower the floor
- *		themselves (wakeup.c), so priorities keep their order.  In the
- *		claim transaction; the floor moves before it commits.
+ *		than it asked for leaves the floor at the end of the index.  Queued
+ *		tasks lower the floor themselves (wakeup.c), so priorities keep
+ *		their order.  In the claim transaction; the floor moves before it
+ *		commits.
  */
 int
 hx_claim_stream_next(int worker_pid, int max, HxTask **tasks, MemoryContext cxt)
