@@ -213,6 +213,16 @@ SELECT hx_register('ext_backoff', retry_backoff => '1 second', clear => ARRAY['b
 SELECT hx_register('ext_backoff', clear => ARRAY['backoff']);
 SELECT retry_backoff, max_backoff FROM hx_type WHERE task_type = 'ext_backoff';
 DELETE FROM hx_error WHERE task_type IN ('ext_429', 'ext_backoff');
+
+-- the claim hands tasks over in claim order, higher priority first, then
+-- the older, wherever their rows are in the table
+SELECT hx_register('ext_order');
+SELECT count(hx_submit('ext_order', jsonb_build_object('n', g), origin => 'user',
+					   priority => CASE WHEN g = 3 THEN 5 ELSE 0 END))
+  FROM generate_series(1, 4) g;
+CREATE TEMP TABLE co AS SELECT * FROM hx_claim('regress', ARRAY['ext_order'], max => 10);
+SELECT string_agg(payload->>'n', ',') AS claim_order FROM co;
+SELECT count(hx_complete(id, lease_token, '{}')) FROM co;
 DELETE FROM hx_task WHERE task_type IN ('ext_429', 'ext_backoff');
 SELECT hx_unregister('ext_429');
 SELECT hx_unregister('ext_backoff');

@@ -702,6 +702,8 @@ PG_FUNCTION_INFO_V1(hx_stream_claim);
 PG_FUNCTION_INFO_V1(hx_check_lease_sql);
 
 static int	hx_tasks_decode(HxTask **tasks, MemoryContext cxt);
+static int	hx_tasks_decode_claimed(HxTask **tasks, MemoryContext cxt);
+static int	hx_claim_order_cmp(const void *a, const void *b);
 static void hx_task_decode(HxTask *t, Datum *v, bool *isnull, int natts, MemoryContext cxt);
 static int	hx_read_chunk(Datum *args, int64 run_id, HxTask **tasks, MemoryContext cxt);
 static bool hx_pick_key(SPITupleTable *tuptable, Datum *key);
@@ -842,6 +844,40 @@ hx_tasks_decode(HxTask **tasks, MemoryContext cxt)
 	}
 	*tasks = out;
 	return (int) SPI_processed;
+}
+
+/*
+ * hx_tasks_decode_claimed
+ *		hx_tasks_decode for a claim from the claim index: the tasks in claim
+ *		order, higher priority first, then the older.  An UPDATE returns its
+ *		rows in the order it updates them, which is the order the rows are
+ *		found in (by ctid, or by id from a sorted array), not the one its CTE
+ *		chose them in; the order matters to executors that work through what
+ *		hx_claim returns, to a worker's batch, and to the types' limits,
+ *		which let the first ones go ahead.
+ */
+static int
+hx_tasks_decode_claimed(HxTask **tasks, MemoryContext cxt)
+{
+	int			n = hx_tasks_decode(tasks, cxt);
+
+	if (n > 1)
+		qsort(*tasks, n, sizeof(HxTask), hx_claim_order_cmp);
+	return n;
+}
+
+/* qsort order of claimed tasks: the claim index's, higher priority, then id */
+static int
+hx_claim_order_cmp(const void *a, const void *b)
+{
+	const HxTask *x = (const HxTask *) a;
+	const HxTask *y = (const HxTask *) b;
+
+	if (x->priority != y->priority)
+		return (x->priority > y->priority) ? -1 : 1;
+	if (x->id != y->id)
+		return (x->id < y->id) ? -1 : 1;
+	return 0;
 }
 
 /*
@@ -1162,7 +1198,7 @@ hx_claim_stream(int worker_pid, int max, HxTask **tasks, MemoryContext cxt)
 
 	if (hx_stmt_exec(&claim_stream, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "stream claim failed");
-	return hx_limit_claimed(*tasks, hx_tasks_decode(tasks, cxt), false, NULL);
+	return hx_limit_claimed(*tasks, hx_tasks_decode_claimed(tasks, cxt), false, NULL);
 }
 
 /*
@@ -1200,7 +1236,7 @@ hx_claim_stream_next(int worker_pid, int max, HxTask **tasks, MemoryContext cxt)
 
 		if (hx_stmt_exec(&claim_stream_after, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 			elog(ERROR, "stream claim failed");
-		n = hx_limit_claimed(*tasks, hx_tasks_decode(tasks, cxt), false, NULL);
+		n = hx_limit_claimed(*tasks, hx_tasks_decode_claimed(tasks, cxt), false, NULL);
 		if (n == 0)
 		{
 			/*
@@ -2515,7 +2551,7 @@ hx_claim(PG_FUNCTION_ARGS)
 	args[3] = PG_GETARG_DATUM(4);
 	if (hx_stmt_exec(stmt, args, nulls, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "claim failed");
-	n = hx_limit_claimed(tasks, hx_tasks_decode(&tasks, callcxt), false, NULL);
+	n = hx_limit_claimed(tasks, hx_tasks_decode_claimed(&tasks, callcxt), false, NULL);
 	hx_leave(&save);
 
 	for (i = 0; i < n; i++)

@@ -105,7 +105,7 @@ RETURNS SETOF hx_claimed
 AS 'MODULE_PATHNAME', 'hx_claim' LANGUAGE C VOLATILE;
 
 COMMENT ON FUNCTION hx_claim(text, text[], text, integer, interval) IS
-'External executors: claims up to max due tasks of types without an in-database handler (FOR UPDATE SKIP LOCKED; batch tasks only while their window is open, once per run), counts the attempt and returns each with a lease token that hx_complete, hx_fail and hx_heartbeat must present before lease_expires_at (a lease is at most 7 days)';
+'External executors: claims up to max due tasks of types without an in-database handler (FOR UPDATE SKIP LOCKED; batch tasks only while their window is open, once per run), counts the attempt and returns each, in claim order (higher priority first, then the older), with a lease token that hx_complete, hx_fail and hx_heartbeat must present before lease_expires_at (a lease is at most 7 days)';
 
 /* ------------------------------------------------------------------------
  * Checking a lease
