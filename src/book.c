@@ -1421,16 +1421,11 @@ hx_book_receiver_for(TupleDesc desc, int expected)
 {
 	HxBookReceiver *r = (HxBookReceiver *) hx_book_receiver(0, expected);
 	int			c;
-	int			a;
 
 	for (c = 0; c < F_WAS_RUNNING; c++)
 	{
-		r->attnum[c] = InvalidAttrNumber;
-		for (a = 0; a < desc->natts; a++)
-			if (!TupleDescAttr(desc, a)->attisdropped &&
-				strcmp(NameStr(TupleDescAttr(desc, a)->attname), task_columns[c]) == 0)
-				r->attnum[c] = a + 1;
-		if (r->attnum[c] == InvalidAttrNumber)
+		r->attnum[c] = SPI_fnumber(desc, task_columns[c]);
+		if (r->attnum[c] <= 0)
 		{
 			hx_book_forget((DestReceiver *) r);
 			elog(ERROR, "hx_book_receiver_for: no column %s", task_columns[c]);
