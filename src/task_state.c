@@ -1227,7 +1227,6 @@ hx_claim_stream_next(int worker_pid, int max, HxTask **tasks, MemoryContext cxt)
 	uint64		gen;
 	bool		after = hx_claim_floor_get(&negprio, &id, &gen);
 	int			n = 0;
-	int			i;
 
 	if (after)
 	{
@@ -1266,20 +1265,8 @@ hx_claim_stream_next(int worker_pid, int max, HxTask **tasks, MemoryContext cxt)
 		hx_claim_floor_advance(gen, !after, PG_INT32_MAX, PG_INT64_MAX);
 		return n;
 	}
-	/* a full claim: the next one may start after its last task */
-	negprio = -(*tasks)[0].priority;
-	id = (*tasks)[0].id;
-	for (i = 1; i < n; i++)
-	{
-		int32		np = -(*tasks)[i].priority;
-
-		if (hx_claim_key_before(negprio, id, np, (*tasks)[i].id))
-		{
-			negprio = np;
-			id = (*tasks)[i].id;
-		}
-	}
-	hx_claim_floor_advance(gen, !after, negprio, id);
+	/* a full claim: the next one may start after its last task (claim order) */
+	hx_claim_floor_advance(gen, !after, -(*tasks)[n - 1].priority, (*tasks)[n - 1].id);
 	return n;
 }
 
